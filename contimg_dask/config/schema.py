@@ -1,0 +1,214 @@
+"""The typed schema of the pipeline configuration.
+
+Every section forbids unknown keys, so a misspelt key fails at load instead of being ignored.
+The YAML files under ``config/`` are the single source of the values: fields here carry no
+defaults unless the value is genuinely optional.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Section):
+    """Where things live. Relative paths are taken relative to ``root``; a relative ``root`` is
+    taken relative to the working directory at load time."""
+
+    root: Path
+    incoming: Path
+    stores: Path
+    products: Path
+    state: Path
+    logs: Path
+    cache: Path
+
+    def resolved(self) -> PathsConfig:
+        root = self.root.expanduser().absolute()
+        values = {
+            name: (root / getattr(self, name)).expanduser()
+            for name in ("incoming", "stores", "products", "state", "logs", "cache")
+        }
+        return PathsConfig(root=root, **values)
+
+
+class ReferencePositionConfig(_Section):
+    """Array reference position, WGS84 geodetic (the position CASA calls ``OVRO_MMA``)."""
+
+    longitude_rad: Annotated[float, Field(ge=-3.2, le=3.2)]
+    latitude_rad: Annotated[float, Field(ge=-1.5708, le=1.5708)]
+    height_m: float
+
+
+class BandConfig(_Section):
+    """Frequency layout of one block: ``n_subbands`` files of ``channels_per_subband``
+    channels; frequency of subband ``s`` channel ``c`` is
+    ``first_channel_hz + (s * channels_per_subband + c) * channel_width_hz``."""
+
+    first_channel_hz: PositiveFloat
+    channel_width_hz: float
+    channels_per_subband: PositiveInt
+    n_subbands: PositiveInt
+
+    @field_validator("channel_width_hz")
+    @classmethod
+    def _nonzero_width(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("channel width must be non-zero (negative: descending frequency)")
+        return value
+
+
+class TelescopeConfig(_Section):
+    name: str
+    casa_name: str
+    instrument: str
+    stations_file: Path | None = None
+    n_stations: PositiveInt
+    inactive_stations: list[PositiveInt]
+    reference: ReferencePositionConfig
+    dish_diameter_m: PositiveFloat
+    sefd_jy: PositiveFloat
+    integration_time_s: PositiveFloat
+    integrations_per_block: PositiveInt
+    polarizations: list[Literal["XX", "YY", "XY", "YX"]]
+    band: BandConfig
+
+    @model_validator(mode="after")
+    def _stations_in_range(self) -> TelescopeConfig:
+        bad = [s for s in self.inactive_stations if s > self.n_stations]
+        if bad:
+            raise ValueError(
+                f"inactive_stations {bad} are outside the station numbers 1..{self.n_stations}"
+            )
+        if len(set(self.inactive_stations)) >= self.n_stations:
+            raise ValueError("inactive_stations leaves no active antenna")
+        return self
+
+
+class BlocksConfig(_Section):
+    """How subband files are grouped into observation blocks."""
+
+    timestamp_tolerance_s: PositiveFloat
+    expected_subbands: PositiveInt
+    max_missing_subbands: NonNegativeInt
+
+    @model_validator(mode="after")
+    def _missing_below_expected(self) -> BlocksConfig:
+        if self.max_missing_subbands >= self.expected_subbands:
+            raise ValueError(
+                f"max_missing_subbands ({self.max_missing_subbands}) must be smaller than "
+                f"expected_subbands ({self.expected_subbands})"
+            )
+        return self
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+    format: Literal["text", "json"]
+    file: Path | None = None
+
+
+class DaskConfig(_Section):
+    """The Dask cluster: a LocalCluster of these dimensions, or an existing scheduler."""
+
+    scheduler_address: str | None = None
+    n_workers: PositiveInt
+    threads_per_worker: PositiveInt
+    memory_limit: str
+    dashboard_address: str
+
+
+class CasaConfig(_Section):
+    task_timeout_s: PositiveFloat
+
+
+class PresetConfig(_Section):
+    """Simulator size preset. ``n_antennas: null`` means every active antenna."""
+
+    n_antennas: PositiveInt | None
+    channels_per_subband: PositiveInt
+
+
+class RfiConfig(_Section):
+    enabled: bool
+    narrowband_channels_per_subband: NonNegativeFloat
+    narrowband_amplitude_jy: NonNegativeFloat
+    burst_probability_per_integration: Fraction
+    burst_amplitude_jy: NonNegativeFloat
+    bad_antennas: NonNegativeInt
+    bad_antenna_amplitude_jy: NonNegativeFloat
+
+
+class SkyConfig(_Section):
+    n_random_sources: NonNegativeInt
+    min_flux_jy: PositiveFloat
+    max_flux_jy: PositiveFloat
+    flux_power_law_index: float
+    spectral_index_mean: float
+    spectral_index_sd: NonNegativeFloat
+    reference_frequency_hz: PositiveFloat
+    field_radius_deg: PositiveFloat
+    variable_fraction: Fraction
+    variability_rms: NonNegativeFloat
+    calibrator_flux_jy: PositiveFloat
+
+    @model_validator(mode="after")
+    def _flux_range(self) -> SkyConfig:
+        if self.min_flux_jy > self.max_flux_jy:
+            raise ValueError("min_flux_jy must not exceed max_flux_jy")
+        return self
+
+
+class InstrumentConfig(_Section):
+    gain_amplitude_sd: NonNegativeFloat
+    gain_phase_sd_deg: NonNegativeFloat
+    gain_phase_drift_deg_per_hour: NonNegativeFloat
+    bandpass_ripple: NonNegativeFloat
+    residual_delay_sd_ns: NonNegativeFloat
+    noise: bool
+
+
+class SimulationConfig(_Section):
+    start_time: dt.datetime
+    pointing_dec_deg: Annotated[float, Field(ge=-90, le=90)]
+    block_interval_s: PositiveFloat
+    filename_jitter_s: NonNegativeFloat
+    seed: int
+    presets: dict[str, PresetConfig]
+    sky: SkyConfig
+    instrument: InstrumentConfig
+    rfi: RfiConfig
+
+    @field_validator("presets")
+    @classmethod
+    def _has_presets(cls, value: dict[str, PresetConfig]) -> dict[str, PresetConfig]:
+        for required in ("full", "small"):
+            if required not in value:
+                raise ValueError(f"preset '{required}' must be defined")
+        return value
+
+
+class PipelineConfig(_Section):
+    """The whole configuration."""
+
+    environment: str
+    paths: PathsConfig
+    telescope: TelescopeConfig
+    blocks: BlocksConfig
+    logging: LoggingConfig
+    dask: DaskConfig
+    casa: CasaConfig
+    simulation: SimulationConfig
