@@ -1,0 +1,252 @@
+"""Find observation blocks among subband files (``contimg blocks INCOMING``).
+
+Files named ``YYYY-MM-DDTHH:MM:SS_sbNN.hdf5`` are grouped by their timestamps: a file joins
+the current block while its timestamp is within ``timestamp_tolerance_s`` of the block's first
+file. Each file's header is read (cheaply, with h5py) to check that it is a readable UVH5
+file of the expected layout and that all files of a block share one time axis. Problems are
+reported per file and never stop the discovery of other blocks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from contimg_dask.config.schema import BlocksConfig
+from contimg_dask.errors import ForeignFileError, InputError, UnreadableFileError
+
+SUBBAND_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(\d{2})\.hdf5$")
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
+REQUIRED_HEADER = ("Nblts", "Nfreqs", "Npols", "Ntimes", "time_array", "freq_array",
+                   "ant_1_array", "ant_2_array", "polarization_array")
+
+
+@dataclass(frozen=True)
+class SubbandFile:
+    """A subband file whose header was read successfully."""
+
+    path: str
+    subband: int
+    timestamp: str
+    n_times: int
+    n_baselines: int
+    n_freqs: int
+    n_pols: int
+    time_first_jd: float
+    time_last_jd: float
+    freq_first_hz: float
+    freq_last_hz: float
+    size_bytes: int
+
+
+@dataclass
+class FileProblem:
+    """A file that cannot be used, and why."""
+
+    path: str
+    reason: str
+    kind: str  # "unreadable", "foreign", "inconsistent", "duplicate"
+
+
+@dataclass
+class Block:
+    """One observation block: its files by subband, what is missing and what is wrong."""
+
+    block_id: str
+    files: dict[int, SubbandFile] = field(default_factory=dict)
+    missing_subbands: list[int] = field(default_factory=list)
+    problems: list[FileProblem] = field(default_factory=list)
+    status: str = "complete"  # complete | incomplete | unusable
+    usable: bool = True
+
+    def to_dict(self) -> dict:
+        return {
+            "block_id": self.block_id,
+            "status": self.status,
+            "usable": self.usable,
+            "n_files": len(self.files),
+            "missing_subbands": self.missing_subbands,
+            "files": {f"{sb:02d}": asdict(f) for sb, f in sorted(self.files.items())},
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+@dataclass
+class Discovery:
+    """The result of scanning a directory."""
+
+    directory: str
+    blocks: list[Block]
+    problems: list[FileProblem]  # files not attributable to any block
+
+    def to_dict(self) -> dict:
+        return {
+            "directory": self.directory,
+            "blocks": [b.to_dict() for b in self.blocks],
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+def _scalar(value: object) -> object:
+    arr = np.asarray(value)
+    return arr.item() if arr.size == 1 else arr
+
+
+def read_subband_header(path: Path) -> SubbandFile:
+    """Read the header of one subband file and check its layout.
+
+    Raises
+    ------
+    UnreadableFileError
+        The file is not HDF5, is truncated, or cannot be read.
+    ForeignFileError
+        The name or the layout is not that of a DSA-110 subband file.
+    """
+    match = SUBBAND_NAME.match(path.name)
+    if match is None:
+        raise ForeignFileError("name does not match YYYY-MM-DDTHH:MM:SS_sbNN.hdf5", file=path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "Header" not in f or "Data" not in f:
+                raise ForeignFileError("not a UVH5 file: no Header/Data groups", file=path)
+            hdr = f["Header"]
+            missing = [k for k in REQUIRED_HEADER if k not in hdr]
+            if missing:
+                raise ForeignFileError(f"UVH5 header lacks {missing}", file=path)
+            if "visdata" not in f["Data"]:
+                raise ForeignFileError("UVH5 file has no Data/visdata", file=path)
+            n_blts = int(_scalar(hdr["Nblts"][()]))
+            n_freqs = int(_scalar(hdr["Nfreqs"][()]))
+            n_pols = int(_scalar(hdr["Npols"][()]))
+            n_times = int(_scalar(hdr["Ntimes"][()]))
+            vis_shape = f["Data"]["visdata"].shape
+            expected = {(n_blts, 1, n_freqs, n_pols), (n_blts, n_freqs, n_pols)}
+            if vis_shape not in expected:
+                raise InputError(
+                    f"Data/visdata has shape {vis_shape}, header says "
+                    f"(Nblts={n_blts}, 1, Nfreqs={n_freqs}, Npols={n_pols})", file=path)
+            times = hdr["time_array"]
+            if times.shape != (n_blts,):
+                raise InputError(f"time_array has shape {times.shape}, expected ({n_blts},)",
+                                 file=path)
+            freqs = np.asarray(hdr["freq_array"][()]).ravel()
+            if freqs.size != n_freqs:
+                raise InputError(f"freq_array has {freqs.size} channels, header says "
+                                 f"Nfreqs={n_freqs}", file=path)
+            if n_times <= 0 or n_blts % n_times:
+                raise InputError(f"Nblts={n_blts} is not a multiple of Ntimes={n_times}",
+                                 file=path)
+            t_first, t_last = float(times[0]), float(times[n_blts - 1])
+            # Touch the last visibility row: a file cut short fails here, not later.
+            f["Data"]["visdata"][n_blts - 1]
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise UnreadableFileError(f"cannot read HDF5: {exc}", file=path) from exc
+    return SubbandFile(
+        path=str(path), subband=int(match.group(2)), timestamp=match.group(1),
+        n_times=n_times, n_baselines=n_blts // n_times, n_freqs=n_freqs, n_pols=n_pols,
+        time_first_jd=t_first, time_last_jd=t_last, freq_first_hz=float(freqs[0]),
+        freq_last_hz=float(freqs[-1]), size_bytes=path.stat().st_size,
+    )
+
+
+def _parse_timestamp(stamp: str) -> dt.datetime:
+    return dt.datetime.strptime(stamp, TIMESTAMP_FORMAT)
+
+
+def _time_axis(f: SubbandFile) -> tuple[int, float, float]:
+    # Times compared to ~0.1 ms (JD float64 resolves ~40 µs).
+    return (f.n_times, round(f.time_first_jd * 86400 * 1e4), round(f.time_last_jd * 86400 * 1e4))
+
+
+def _assess(block: Block, config: BlocksConfig) -> None:
+    """Check one block's files against each other and decide its status."""
+    if block.files:
+        axes = Counter(_time_axis(f) for f in block.files.values())
+        reference, _ = axes.most_common(1)[0]
+        for sb, f in list(block.files.items()):
+            if _time_axis(f) != reference:
+                ref_n, ref_t0, _ = reference
+                block.problems.append(FileProblem(
+                    f.path, f"time axis differs from the block's: {f.n_times} integrations "
+                    f"starting JD {f.time_first_jd:.8f}, block has {ref_n} starting JD "
+                    f"{ref_t0 / 1e4 / 86400:.8f}", "inconsistent"))
+                del block.files[sb]
+        shapes = Counter((f.n_baselines, f.n_pols) for f in block.files.values())
+        ref_shape, _ = shapes.most_common(1)[0]
+        for sb, f in list(block.files.items()):
+            if (f.n_baselines, f.n_pols) != ref_shape:
+                block.problems.append(FileProblem(
+                    f.path, f"shape differs from the block's: {f.n_baselines} baselines x "
+                    f"{f.n_pols} pols, block has {ref_shape[0]} x {ref_shape[1]}",
+                    "inconsistent"))
+                del block.files[sb]
+    block.missing_subbands = [sb for sb in range(config.expected_subbands)
+                              if sb not in block.files]
+    n_missing = len(block.missing_subbands)
+    if n_missing == 0:
+        block.status, block.usable = "complete", True
+    elif n_missing <= config.max_missing_subbands:
+        block.status, block.usable = "incomplete", True
+    else:
+        block.status, block.usable = (
+            "incomplete" if block.files else "unusable"), False
+
+
+def discover_blocks(directory: str | Path, config: BlocksConfig) -> Discovery:
+    """Scan ``directory`` for subband files and group them into blocks.
+
+    Files with other extensions (truth files, logs) are ignored; ``.hdf5`` files with foreign
+    names and unreadable files are reported with the reason.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError("not a directory", file=directory)
+    loose: list[FileProblem] = []
+    candidates: list[tuple[dt.datetime, Path]] = []
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or path.suffix != ".hdf5" or path.name.endswith("_incomplete.hdf5"):
+            continue
+        match = SUBBAND_NAME.match(path.name)
+        if match is None:
+            loose.append(FileProblem(str(path), "name does not match "
+                                     "YYYY-MM-DDTHH:MM:SS_sbNN.hdf5", "foreign"))
+            continue
+        candidates.append((_parse_timestamp(match.group(1)), path))
+
+    blocks: list[Block] = []
+    tolerance = dt.timedelta(seconds=config.timestamp_tolerance_s)
+    group_start: dt.datetime | None = None
+    for stamp, path in sorted(candidates):
+        if group_start is None or stamp - group_start > tolerance:
+            group_start = stamp
+            blocks.append(Block(block_id=stamp.strftime(TIMESTAMP_FORMAT)))
+        block = blocks[-1]
+        try:
+            info = read_subband_header(path)
+        except UnreadableFileError as exc:
+            block.problems.append(FileProblem(str(path), exc.message, "unreadable"))
+            continue
+        except ForeignFileError as exc:
+            block.problems.append(FileProblem(str(path), exc.message, "foreign"))
+            continue
+        except InputError as exc:
+            block.problems.append(FileProblem(str(path), exc.message, "inconsistent"))
+            continue
+        if info.subband in block.files:
+            block.problems.append(FileProblem(
+                str(path), f"second file for subband {info.subband:02d} in block "
+                f"{block.block_id} (first: {Path(block.files[info.subband].path).name})",
+                "duplicate"))
+            continue
+        block.files[info.subband] = info
+    for block in blocks:
+        _assess(block, config)
+    return Discovery(str(directory), blocks, loose)
