@@ -1,0 +1,1 @@
+"""The ``contimg`` command-line interface."""

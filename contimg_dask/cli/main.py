@@ -1,0 +1,190 @@
+"""The ``contimg`` command."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from contimg_dask import __version__
+from contimg_dask.config import PipelineConfig, load_config
+from contimg_dask.errors import ContimgError
+from contimg_dask.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+
+def _subbands(values: list[str] | None) -> frozenset[int]:
+    out = set()
+    for value in values or []:
+        for part in value.split(","):
+            number = int(part)
+            if not 0 <= number <= 99:
+                raise argparse.ArgumentTypeError(f"subband {part} is not in 00..99")
+            out.add(number)
+    return frozenset(out)
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, object]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ContimgError(f"--set expects KEY=VALUE, got {pair!r}", key=pair)
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _cmd_simulate(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.simulate import Faults, SimulationOptions, simulate_blocks
+
+    if args.preset not in config.simulation.presets:
+        raise ContimgError(f"unknown preset '{args.preset}' (known: "
+                           f"{', '.join(config.simulation.presets)})",
+                           key="simulation.presets")
+    options = SimulationOptions(
+        preset=args.preset,
+        n_blocks=args.blocks,
+        seed=args.seed,
+        start=dt.datetime.fromisoformat(args.start) if args.start else None,
+        pointing_dec_deg=args.dec,
+        catalog=Path(args.catalog) if args.catalog else None,
+        random_sources=not args.no_random_sources,
+        calibrator=args.calibrator,
+        noise=not args.no_noise,
+        gains=not args.no_gains,
+        rfi=not args.no_rfi,
+        positive_channel_width=args.positive_channel_width,
+        faults=Faults(missing=_subbands(args.missing), truncated=_subbands(args.truncate),
+                      shifted_time=_subbands(args.shift_time)),
+    )
+    summaries = simulate_blocks(config, args.out, options)
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    else:
+        for s in summaries:
+            print(f"{s['block_id']}  {len(s['files']):2d} files  {s['n_sources']:3d} sources  "
+                  f"{s['seconds']:6.1f} s  truth: {Path(s['truth']).name}")
+    return 0
+
+
+def _print_discovery(result: dict) -> None:
+    print(f"{'BLOCK':<21}{'STATUS':<12}{'FILES':>6}  {'MISSING':<20}PROBLEMS")
+    for block in result["blocks"]:
+        missing = ",".join(f"{m:02d}" for m in block["missing_subbands"]) or "-"
+        print(f"{block['block_id']:<21}{block['status']:<12}{block['n_files']:>3}/16  "
+              f"{missing:<20}{len(block['problems']) or '-'}")
+    problems = [p for b in result["blocks"] for p in b["problems"]] + result["problems"]
+    if problems:
+        print("\nproblems:")
+        for p in problems:
+            print(f"  {Path(p['path']).name}: {p['kind']}: {p['reason']}")
+
+
+def _cmd_blocks(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.io.discovery import discover_blocks
+
+    directory = args.incoming or config.paths.incoming
+    result = discover_blocks(directory, config.blocks).to_dict()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_discovery(result)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.demo import run_demo
+
+    return run_demo(config, Path(args.out), preset=args.preset, n_blocks=args.blocks)
+
+
+def _cmd_config(args: argparse.Namespace, config: PipelineConfig) -> int:
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+def _cmd_casa_check(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.casa import casa_health
+
+    report = casa_health(config)
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="contimg", description="DSA-110 continuum imaging pipeline (Dask).")
+    parser.add_argument("--version", action="version", version=f"contimg-dask {__version__}")
+    parser.add_argument("--env", help="configuration environment (development, production, "
+                        "testing); default $CONTIMG_ENV or development")
+    parser.add_argument("--config", help="base configuration file or directory")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration key, e.g. --set telescope.sefd_jy=7000")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="write simulated DSA-110 blocks (UVH5 + truth)")
+    sim.add_argument("out", help="output directory")
+    sim.add_argument("--preset", default="small", help="size preset: full or small")
+    sim.add_argument("--blocks", type=int, default=1, help="consecutive blocks (309 s apart)")
+    sim.add_argument("--seed", type=int, help="random seed (default: configuration)")
+    sim.add_argument("--start", help="UTC start of the first block, ISO 8601")
+    sim.add_argument("--dec", type=float, help="pointing declination, degrees (apparent)")
+    sim.add_argument("--catalog", help="sky catalogue CSV instead of random sources")
+    sim.add_argument("--no-random-sources", action="store_true", help="no random sky")
+    sim.add_argument("--calibrator", action="store_true",
+                     help="add a bright calibrator transiting the first block")
+    sim.add_argument("--no-noise", action="store_true", help="no thermal noise")
+    sim.add_argument("--no-gains", action="store_true", help="unit gains, flat bandpasses")
+    sim.add_argument("--no-rfi", action="store_true", help="no RFI")
+    sim.add_argument("--missing", action="append", metavar="NN",
+                     help="leave out subband NN (repeat or comma-separate)")
+    sim.add_argument("--truncate", action="append", metavar="NN",
+                     help="truncate subband NN's file")
+    sim.add_argument("--shift-time", action="append", metavar="NN",
+                     help="give subband NN a different time axis")
+    sim.add_argument("--positive-channel-width", action="store_true",
+                     help="store channel_width positive, as older correlator versions did")
+    sim.add_argument("--json", action="store_true", help="JSON summary")
+    sim.set_defaults(func=_cmd_simulate)
+
+    blk = sub.add_parser("blocks", help="group subband files into blocks and check them")
+    blk.add_argument("incoming", nargs="?", help="directory (default: paths.incoming)")
+    blk.add_argument("--json", action="store_true", help="JSON output")
+    blk.set_defaults(func=_cmd_blocks)
+
+    demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
+                          "Dask cluster")
+    demo.add_argument("--out", default="demo-output", help="working directory")
+    demo.add_argument("--preset", default="small")
+    demo.add_argument("--blocks", type=int, default=2)
+    demo.set_defaults(func=_cmd_demo)
+
+    cfg = sub.add_parser("config", help="print the validated configuration")
+    cfg.set_defaults(func=_cmd_config)
+
+    casa = sub.add_parser("casa-check", help="check CASA and its measures data, offline")
+    casa.set_defaults(func=_cmd_casa_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(environment=args.env, path=args.config,
+                             overrides=_parse_overrides(args.set))
+        configure_logging(config.logging.level, config.logging.format, config.logging.file)
+        return args.func(args, config)
+    except ContimgError as exc:
+        print(f"contimg: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Long-running services (not yet built): the incoming-directory watcher, block processor and
+variability analyser."""

@@ -1,0 +1,2 @@
+"""Durable pipeline state (not yet built): the StateStore protocol with SQLite and Redis
+implementations (blocks and their stages, products, calibration registry, events, failures)."""
