@@ -99,7 +99,7 @@ def _cmd_blocks(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.demo import run_demo
+    from contimg_dask.cli.demo import run_demo
 
     return run_demo(config, Path(args.out), preset=args.preset, n_blocks=args.blocks)
 

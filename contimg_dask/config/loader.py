@@ -115,14 +115,26 @@ def _origin_of(dotted: str, origins: Mapping[str, str], fallback: str) -> str:
     return fallback
 
 
-def _explain(error: Mapping[str, Any]) -> str:
+def _locate(error: Mapping[str, Any]) -> tuple[str, str]:
+    """The dotted key an error is about, and the explanation.
+
+    Cross-field checks report on their section with a message ``"<field>: ..."``: the field
+    is moved into the key.
+    """
+    dotted = ".".join(str(p) for p in error["loc"])
     kind = error["type"]
-    given = error.get("input")
     if kind == "extra_forbidden":
-        return "unknown key (check the spelling against config/pipeline.yaml)"
+        return dotted, "unknown key (check the spelling against config/pipeline.yaml)"
     if kind == "missing":
-        return "required key is missing"
-    return f"{error['msg']} (got {given!r})"
+        return dotted, "required key is missing"
+    given = error.get("input")
+    if kind == "value_error" and isinstance(given, Mapping):
+        message = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+        field, sep, rest = message.partition(": ")
+        if sep and field in given:
+            return f"{dotted}.{field}" if dotted else field, f"{rest} (got {given[field]!r})"
+        return dotted, message
+    return dotted, f"{error['msg']} (got {given!r})"
 
 
 def load_config(
@@ -182,11 +194,11 @@ def load_config(
         first_key = None
         first_file = None
         for error in exc.errors():
-            dotted = ".".join(str(p) for p in error["loc"])
+            dotted, explanation = _locate(error)
             origin = _origin_of(dotted, origins, str(base_file))
             first_key = first_key or dotted
             first_file = first_file or origin
-            problems.append(f"{origin}: {dotted}: {_explain(error)}")
+            problems.append(f"{origin}: {dotted}: {explanation}")
         raise ConfigError(
             "invalid configuration:\n  " + "\n  ".join(problems), file=first_file, key=first_key
         ) from None

@@ -3,6 +3,10 @@
 Every section forbids unknown keys, so a misspelt key fails at load instead of being ignored.
 The YAML files under ``config/`` are the single source of the values: fields here carry no
 defaults unless the value is genuinely optional.
+
+
+Cross-field checks (model validators) start their message with ``<field>:`` so that the
+loader can name the offending key rather than the whole section.
 """
 
 from __future__ import annotations
@@ -91,10 +95,10 @@ class TelescopeConfig(_Section):
         bad = [s for s in self.inactive_stations if s > self.n_stations]
         if bad:
             raise ValueError(
-                f"inactive_stations {bad} are outside the station numbers 1..{self.n_stations}"
+                f"inactive_stations: {bad} are outside the station numbers 1..{self.n_stations}"
             )
         if len(set(self.inactive_stations)) >= self.n_stations:
-            raise ValueError("inactive_stations leaves no active antenna")
+            raise ValueError("inactive_stations: leaves no active antenna")
         return self
 
 
@@ -109,7 +113,7 @@ class BlocksConfig(_Section):
     def _missing_below_expected(self) -> BlocksConfig:
         if self.max_missing_subbands >= self.expected_subbands:
             raise ValueError(
-                f"max_missing_subbands ({self.max_missing_subbands}) must be smaller than "
+                f"max_missing_subbands: {self.max_missing_subbands} must be smaller than "
                 f"expected_subbands ({self.expected_subbands})"
             )
         return self
@@ -168,7 +172,7 @@ class SkyConfig(_Section):
     @model_validator(mode="after")
     def _flux_range(self) -> SkyConfig:
         if self.min_flux_jy > self.max_flux_jy:
-            raise ValueError("min_flux_jy must not exceed max_flux_jy")
+            raise ValueError("min_flux_jy: must not exceed max_flux_jy")
         return self
 
 

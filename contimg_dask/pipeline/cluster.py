@@ -1,0 +1,42 @@
+"""Connect to the configured Dask cluster, or start a LocalCluster of the configured size."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from distributed import Client, LocalCluster
+
+from contimg_dask.config.schema import DaskConfig
+from contimg_dask.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@contextlib.contextmanager
+def dask_client(config: DaskConfig) -> Iterator[Client]:
+    """A ``Client`` on ``scheduler_address`` if set, else on a new LocalCluster (processes).
+
+    The cluster started here is closed on exit; an external one is left running.
+    """
+    if config.scheduler_address:
+        client = Client(config.scheduler_address)
+        log.info("connected to Dask scheduler %s", config.scheduler_address)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(n_workers=config.n_workers,
+                           threads_per_worker=config.threads_per_worker,
+                           memory_limit=config.memory_limit,
+                           dashboard_address=config.dashboard_address,
+                           processes=True)
+    client = Client(cluster)
+    log.info("started LocalCluster: %d workers, dashboard %s", config.n_workers,
+             client.dashboard_link)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

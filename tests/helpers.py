@@ -1,0 +1,30 @@
+"""Test helpers that tie our conventions to independent implementations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pyuvdata import UVData
+
+
+def read_with_true_phase_centres(path: Path, truth: dict) -> UVData:
+    """Read a simulated subband with pyuvdata and tell it the truth about its phasing.
+
+    pyuvdata reads DSA-110 files as unprojected (zenith). Here each integration gets its true
+    phase centre, apparent HA 0 / pointing dec, given to pyuvdata as an ICRS ephemeris, and
+    pyuvdata recomputes the UVWs from the antenna positions for those centres.
+    """
+    uv = UVData.from_file(str(path), file_type="uvh5", run_check=False)
+    uv.uvw_array = uv.uvw_array.astype(np.float64)  # the correlator stores float32
+    jd = np.unique(uv.time_array)
+    cat_id = uv._add_phase_center(
+        cat_name="meridian", cat_type="ephem",
+        cat_lon=np.array(truth["phase_centre_icrs_ra_rad"]),
+        cat_lat=np.array(truth["phase_centre_icrs_dec_rad"]),
+        cat_frame="icrs", cat_epoch=2000.0, cat_times=jd)
+    uv.phase_center_id_array[:] = cat_id
+    uv._clear_unused_phase_centers()
+    uv._set_app_coords_helper()
+    uv.set_uvws_from_antenna_positions(update_vis=False)
+    return uv
