@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "contimg_log_context", default={}
+_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "contimg_log_context", default=None
 )
-CONTEXT_FIELDS = ("block", "stage", "subband", "file")
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -32,7 +31,7 @@ def get_logger(name: str) -> logging.Logger:
 @contextlib.contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Attach context fields (block, stage, subband, file, ...) to records logged inside."""
-    merged = {**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}}
+    merged = {**(_CONTEXT.get() or {}), **{k: v for k, v in fields.items() if v is not None}}
     token = _CONTEXT.set(merged)
     try:
         yield
@@ -42,7 +41,7 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.context = dict(_CONTEXT.get())
+        record.context = dict(_CONTEXT.get() or {})
         return True
 
 

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 from pyuvdata import UVData
+
+from contimg_dask.config import PipelineConfig, load_config
+
+
+def make_config(root: Path, **overrides: object) -> PipelineConfig:
+    """The ``testing`` configuration with ``paths.root`` at ``root`` plus overrides."""
+    return load_config(environment="testing", overrides={"paths.root": str(root), **overrides},
+                       environ={})
+
+
+def read_truth(path: Path) -> dict:
+    """The JSON metadata of a simulator truth file."""
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["truth_json"])
 
 
 def read_with_true_phase_centres(path: Path, truth: dict) -> UVData:

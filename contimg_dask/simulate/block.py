@@ -185,10 +185,7 @@ def plan_blocks(config: PipelineConfig, options: SimulationOptions) -> list[Bloc
     dec0 = np.radians(dec_deg)
     preset = sim.presets[options.preset]
     first_hz, width_hz, n_chan = _preset_band(config, options.preset)
-    if options.positive_channel_width:
-        header_width = abs(width_hz)
-    else:
-        header_width = width_hz
+    header_width = abs(width_hz) if options.positive_channel_width else width_hz
     tau = tel_cfg.integration_time_s
     n_time = tel_cfg.integrations_per_block
     n_sb = tel_cfg.band.n_subbands
@@ -350,6 +347,7 @@ def subband_visibilities(plan: BlockPlan, subband: int
         g1 = gt[plan.ant1, plan.time_index, p][:, None] * bp[plan.ant1, :, p]
         g2 = gt[plan.ant2, plan.time_index, p][:, None] * bp[plan.ant2, :, p]
         v *= np.conj(g1) * g2
+        v[auto] = v[auto].real  # |g|^2 exactly: autocorrelations are real
         vis[..., p] = v
     rfi = subband_rfi(plan.rfi, subband, rng, plan.ant1, plan.ant2, plan.time_index, n_chan,
                       n_pol, plan.rfi_config)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.special import j1
 from scipy.optimize import brentq
+from scipy.special import j1
 
 SPEED_OF_LIGHT = 299792458.0  # m/s
 

@@ -51,7 +51,8 @@ def _parse_rows(lines: list[str], source: str) -> StationTable:
     lon = np.array(lons)
     for i in np.flatnonzero(np.isnan(elev)):
         # DSA-117 has no elevation in the published table: take the mean elevation of the
-        # two horizontally nearest stations that have one (for DSA-117: DSA-116 and DSA-001, giving 1180.35 m).
+        # two horizontally nearest stations that have one (for DSA-117: DSA-116 and DSA-001,
+        # giving 1180.35 m).
         known = np.flatnonzero(~np.isnan(elev))
         dist = np.hypot((lat[known] - lat[i]) * 111e3,
                         (lon[known] - lon[i]) * 111e3 * np.cos(np.radians(lat[i])))

@@ -83,7 +83,7 @@ def test_impossible_value_is_rejected() -> None:
                     overrides={"blocks.max_missing_subbands": 16})
     assert "max_missing_subbands" in str(info.value)
     assert "override blocks.max_missing_subbands" in str(info.value)
-    with pytest.raises(ConfigError, match="telescope.dish_diameter_m"):
+    with pytest.raises(ConfigError, match=r"telescope\.dish_diameter_m"):
         load_config(environment="testing", environ={},
                     overrides={"telescope.dish_diameter_m": -4.65})
     with pytest.raises(ConfigError, match="inactive_stations"):
@@ -103,12 +103,12 @@ def test_unknown_environment_lists_known_ones() -> None:
 
 def test_broken_yaml_names_the_file(config_dir: Path) -> None:
     (config_dir / "environments" / "testing.yaml").write_text("logging: [unclosed\n")
-    with pytest.raises(ConfigError, match="testing.yaml"):
+    with pytest.raises(ConfigError, match=r"testing\.yaml"):
         load_config(environment="testing", path=config_dir, environ={})
 
 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nowhere.yaml"):
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml"):
         load_config(environment="testing", path=tmp_path / "nowhere.yaml", environ={})
 
 

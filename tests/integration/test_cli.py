@@ -1,0 +1,75 @@
+"""The ``contimg`` console command, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def contimg(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("contimg")
+    full_env = {**os.environ, "CONTIMG_ENV": "testing", **(env or {})}
+    return subprocess.run([str(exe), *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_simulate_then_blocks(tmp_path: Path) -> None:
+    run = contimg("simulate", "out/", "--preset", "small", "--blocks", "2", "--seed", "1",
+                  cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout.strip().splitlines()) == 2
+    listing = contimg("blocks", "out/", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    lines = [line for line in listing.stdout.splitlines() if line.startswith("2026")]
+    assert len(lines) == 2 and all("complete" in line and "16/16" in line for line in lines)
+
+    gap = contimg("simulate", "gap/", "--preset", "small", "--blocks", "2", "--seed", "1",
+                  "--missing", "07", cwd=tmp_path)
+    assert gap.returncode == 0, gap.stderr
+    report = json.loads(contimg("blocks", "gap/", "--json", cwd=tmp_path).stdout)
+    assert [b["missing_subbands"] for b in report["blocks"]] == [[7], [7]]
+    assert [b["status"] for b in report["blocks"]] == ["incomplete", "incomplete"]
+    text = contimg("blocks", "gap/", cwd=tmp_path).stdout
+    assert "07" in text
+
+
+def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
+    run = contimg("--set", "telescope.sefd_jy=-3", "config", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "telescope.sefd_jy" in run.stderr and "greater than 0" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = contimg("config", cwd=tmp_path, env={"CONTIMG_BLOKS__X": "1"})
+    assert run.returncode == 2 and "CONTIMG_BLOKS__X" in run.stderr
+
+
+def test_config_prints_validated_yaml(tmp_path: Path) -> None:
+    run = contimg("config", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "environment: testing" in run.stdout and "sefd_jy: 6500.0" in run.stdout
+
+
+def test_blocks_on_missing_directory(tmp_path: Path) -> None:
+    run = contimg("blocks", "nowhere", cwd=tmp_path)
+    assert run.returncode == 2 and "not a directory" in run.stderr and "nowhere" in run.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
+    run = contimg("demo", "--out", "demo", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "Dask dashboard: http://127.0.0.1:" in run.stdout
+    assert run.stdout.count(": complete, 16 subbands") == 2
+    assert (tmp_path / "demo" / "blocks.json").exists()
+
+
+def test_repo_root_layout() -> None:
+    for folder in ("contimg_dask", "config", "cluster", "benchmarks", "tests", "docs", "examples"):
+        assert (REPO_ROOT / folder).is_dir(), folder
