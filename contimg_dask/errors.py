@@ -60,6 +60,12 @@ class ContimgError(Exception):
         ]
         return f"{self.message} [{', '.join(context)}]" if context else self.message
 
+    def __reduce__(self) -> tuple:
+        # Keep the context when the error crosses a process boundary (Dask workers).
+        return (_rebuild, (type(self), self.message, {
+            "file": self.file, "block": self.block, "stage": self.stage, "key": self.key,
+            "transient": self.transient}))
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record of the failure (for the state store and ``--json`` output)."""
         return {
@@ -71,6 +77,10 @@ class ContimgError(Exception):
             "key": self.key,
             "transient": self.transient,
         }
+
+
+def _rebuild(cls: type[ContimgError], message: str, context: dict[str, Any]) -> ContimgError:
+    return cls(message, **context)
 
 
 class ConfigError(ContimgError):

@@ -113,3 +113,20 @@ def angular_separation(ra1: ArrayLike, dec1: ArrayLike, ra2: ArrayLike,
     """Great-circle separation (rad) between (ra1, dec1) and (ra2, dec2), all radians."""
     return erfa.seps(np.asarray(ra1, float), np.asarray(dec1, float),
                      np.asarray(ra2, float), np.asarray(dec2, float))
+
+
+def icrs_position_angle(app_ra_rad: ArrayLike, app_dec_rad: ArrayLike, jd_utc: ArrayLike,
+                        longitude_rad: float, latitude_rad: float, height_m: float,
+                        offset_rad: float = np.radians(0.5)) -> NDArray:
+    """Angle (rad) from apparent north to ICRS north at apparent positions (ra, dec).
+
+    UVWs computed in the apparent frame are rotated about w by this angle so that v points to
+    ICRS north, the frame the Measurement Set and the block store declare. Measured, as
+    pyuvdata does, from two points ``offset_rad`` north and south of the position.
+    """
+    ra, dec, jd = np.broadcast_arrays(np.asarray(app_ra_rad, float),
+                                      np.asarray(app_dec_rad, float), np.asarray(jd_utc, float))
+    site = (longitude_rad, latitude_rad, height_m)
+    up_ra, up_dec = apparent_to_icrs(ra, dec + offset_rad, jd, *site)
+    dn_ra, dn_dec = apparent_to_icrs(ra, dec - offset_rad, jd, *site)
+    return -erfa.pas(dn_ra, dn_dec, up_ra, up_dec)

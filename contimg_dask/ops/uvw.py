@@ -53,3 +53,13 @@ def w_towards(baselines_xyz: ArrayLike, hour_angle_rad: ArrayLike,
     d = np.asarray(dec_rad, dtype=np.float64)
     cd = np.cos(d)
     return cd * np.cos(h) * b[..., 0] - cd * np.sin(h) * b[..., 1] + np.sin(d) * b[..., 2]
+
+
+def rotate_uv(uvw: ArrayLike, angle_rad: ArrayLike) -> NDArray[np.float64]:
+    """Rotate (u, v) about w by ``angle_rad`` (e.g. the apparent-to-ICRS position angle)."""
+    out = np.array(uvw, dtype=np.float64, copy=True)
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    u, v = out[..., 0].copy(), out[..., 1].copy()
+    out[..., 0] = c * u - s * v
+    out[..., 1] = s * u + c * v
+    return out

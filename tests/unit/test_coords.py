@@ -9,11 +9,17 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import EarthLocation
 from astropy.time import Time
-from pyuvdata.utils.phasing import calc_uvw, transform_app_to_icrs, transform_icrs_to_app
+from pyuvdata.utils.phasing import (
+    calc_frame_pos_angle,
+    calc_uvw,
+    transform_app_to_icrs,
+    transform_icrs_to_app,
+)
 from pyuvdata.utils.times import get_lst_for_time
 
 from contimg_dask.coords.frames import (
     apparent_to_icrs,
+    icrs_position_angle,
     icrs_to_apparent,
     local_apparent_sidereal_time,
 )
@@ -24,7 +30,7 @@ from contimg_dask.coords.time import (
     unix_to_jd,
     unix_to_mjd_seconds,
 )
-from contimg_dask.ops.uvw import ecef_to_local_meridian, uvw_from_hadec
+from contimg_dask.ops.uvw import ecef_to_local_meridian, rotate_uv, uvw_from_hadec
 
 LON, LAT, HEIGHT = -2.0644277991, 0.6498455107, 1188.0519
 JD = 2461120.8333333 + np.arange(24) * 12.884902 / 86400
@@ -80,3 +86,23 @@ def test_uvw_agrees_with_pyuvdata(dec_deg: float) -> None:
                       antenna_numbers=np.arange(51), ant_1_array=np.zeros(50, int),
                       ant_2_array=np.arange(1, 51), telescope_lon=LON, telescope_lat=LAT)
     np.testing.assert_allclose(ours, theirs, atol=1e-9)  # nanometres on km baselines
+
+
+@pytest.mark.parametrize("app_ra", [0.5, 3.15, 5.0])
+def test_uvw_in_icrs_orientation_agrees_with_pyuvdata(app_ra: float) -> None:
+    """(u, v) turned from apparent to ICRS north, as the MS and the block store declare."""
+    location = EarthLocation.from_geodetic(LON * u.rad, LAT * u.rad, HEIGHT * u.m)
+    jd = np.full(50, JD[0])
+    ecef = np.random.default_rng(1).uniform(-1500, 1500, (50, 3))
+    ra, dec, lst = np.full(50, app_ra), np.full(50, 1.1), np.full(50, app_ra + 0.05)
+    pa_ref = calc_frame_pos_angle(time_array=jd, app_ra=ra, app_dec=dec,
+                                  telescope_loc=location, ref_frame="icrs")
+    pa = icrs_position_angle(ra, dec, jd, LON, LAT, HEIGHT)
+    np.testing.assert_allclose(pa, pa_ref, atol=1e-12)
+    assert np.abs(pa).max() > 1e-4  # precession: not a negligible rotation
+    theirs = calc_uvw(app_ra=ra, app_dec=dec, lst_array=lst, frame_pa=pa_ref, use_ant_pos=True,
+                      antenna_positions=np.vstack([np.zeros(3), ecef]),
+                      antenna_numbers=np.arange(51), ant_1_array=np.zeros(50, int),
+                      ant_2_array=np.arange(1, 51), telescope_lon=LON, telescope_lat=LAT)
+    ours = rotate_uv(uvw_from_hadec(ecef_to_local_meridian(ecef, LON), lst - ra, dec), pa)
+    np.testing.assert_allclose(ours, theirs, atol=1e-9)

@@ -36,6 +36,14 @@ def test_transience_by_class(cls: type[ContimgError], transient: bool) -> None:
     assert err.transient is transient
 
 
+def test_errors_survive_pickling_with_their_context() -> None:
+    import pickle
+
+    err = pickle.loads(pickle.dumps(UnreadableFileError("bad", file="x.hdf5", stage="ingest")))
+    assert isinstance(err, UnreadableFileError)
+    assert (err.message, err.file, err.stage, err.transient) == ("bad", "x.hdf5", "ingest", False)
+
+
 def test_transience_can_be_overridden() -> None:
     assert CasaError("bad input table", transient=False).transient is False
 

@@ -1,0 +1,226 @@
+"""Ingest an observation block: UVH5 subband files to the MSv4 zarr block store.
+
+The headers (small) are read and cross-checked up front; each subband's visibilities are
+read by its own Dask task and become one frequency chunk; the store is written by one
+compute of the whole graph, under a temporary name, then renamed. Subbands missing within
+``blocks.max_missing_subbands`` become flagged chunks with zero weight and are recorded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+from numpy.typing import NDArray
+
+from contimg_dask import __version__
+from contimg_dask.config import PipelineConfig, config_hash
+from contimg_dask.coords.time import jd_to_unix
+from contimg_dask.errors import IncompleteBlockError, InconsistentBlockError, InputError
+from contimg_dask.io.block_store import (
+    antenna_dataset,
+    field_ephemeris_dataset,
+    msv4_name,
+    visibility_dataset,
+    write_processing_set,
+)
+from contimg_dask.io.uvh5 import UVH5Meta, read_uvh5_meta, read_uvh5_visibilities
+from contimg_dask.logs import get_logger, log_context
+from contimg_dask.ops.phasing import phase_centres, uvw_towards
+from contimg_dask.ops.uvw import ecef_to_local_meridian
+from contimg_dask.telescope.geodesy import geodetic_to_ecef
+
+log = get_logger(__name__)
+SUBBAND_IN_NAME = re.compile(r"_sb(\d{2})\.hdf5$")
+TIME_TOLERANCE_DAYS = 1e-3 / 86400  # 1 ms
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One frequency chunk of the store: a subband file, or a gap left by a missing one."""
+
+    subband: int
+    freq_hz: NDArray[np.float64]  # ascending
+    meta: UVH5Meta | None  # None for a gap
+
+
+def _subband_number(path: Path, fallback: int) -> int:
+    match = SUBBAND_IN_NAME.search(path.name)
+    return int(match.group(1)) if match else fallback
+
+
+def _check_consistent(metas: list[UVH5Meta], block: str) -> None:
+    ref = metas[0]
+    for meta in metas[1:]:
+        def fail(what: str, meta: UVH5Meta = meta) -> None:
+            raise InconsistentBlockError(
+                f"{what} differs from {Path(ref.path).name}: files from different blocks "
+                "or instruments cannot be ingested together", file=meta.path, block=block,
+                stage="ingest")
+        if meta.n_times != ref.n_times or np.max(np.abs(meta.times_jd - ref.times_jd)) > \
+                TIME_TOLERANCE_DAYS:
+            fail(f"time axis ({meta.n_times} integrations from JD {meta.times_jd[0]:.8f})")
+        if not (np.array_equal(meta.ant1, ref.ant1) and np.array_equal(meta.ant2, ref.ant2)):
+            fail("baseline list")
+        if not np.array_equal(meta.polarizations, ref.polarizations):
+            fail("polarizations")
+        if len(meta.freq_hz) != len(ref.freq_hz):
+            fail(f"channel count ({len(meta.freq_hz)})")
+        if meta.phase_centre != ref.phase_centre:
+            fail("phase centre")
+        if not np.allclose(meta.antenna_positions, ref.antenna_positions, atol=1e-3):
+            fail("antenna positions")
+        if meta.telescope_name != ref.telescope_name:
+            fail(f"telescope ({meta.telescope_name})")
+
+
+def plan_chunks(files: list[Path], metas: list[UVH5Meta], config: PipelineConfig,
+                block: str) -> tuple[list[Chunk], list[int]]:
+    """Frequency chunks in ascending frequency, with gaps for missing subbands."""
+    numbers = [_subband_number(p, i) for i, p in enumerate(files)]
+    if len(set(numbers)) != len(numbers):
+        dup = sorted({n for n in numbers if numbers.count(n) > 1})
+        raise InconsistentBlockError(f"subbands {dup} given twice", block=block, stage="ingest")
+    by_number = dict(zip(numbers, metas, strict=True))
+    named = all(SUBBAND_IN_NAME.search(p.name) for p in files)
+    missing: list[int] = []
+    if named:
+        expected = config.blocks.expected_subbands
+        missing = [n for n in range(expected) if n not in by_number]
+        if len(missing) > config.blocks.max_missing_subbands:
+            raise IncompleteBlockError(
+                f"{len(missing)} subbands missing ({', '.join(f'{m:02d}' for m in missing)}); "
+                f"at most {config.blocks.max_missing_subbands} allowed", block=block,
+                stage="ingest")
+    # Subband spacing in frequency, from the files present (subband n+1 is one step away).
+    ref_n, ref = min(by_number.items())
+    n_chan = len(ref.freq_hz)
+    step = np.median(np.diff(ref.freq_hz)) if n_chan > 1 else ref.channel_width_hz[0]
+    chunks = []
+    for n in sorted(set(numbers) | set(missing)):
+        meta = by_number.get(n)
+        freq = (meta.freq_hz if meta is not None
+                else ref.freq_hz + (n - ref_n) * n_chan * step)
+        chunks.append(Chunk(n, np.sort(freq), meta))
+    chunks.sort(key=lambda c: c.freq_hz[0])
+    all_freq = np.concatenate([c.freq_hz for c in chunks])
+    if np.any(np.diff(all_freq) <= 0):
+        raise InconsistentBlockError("subband frequencies overlap or repeat", block=block,
+                                     stage="ingest")
+    return chunks, missing
+
+
+def _read_chunk(meta: UVH5Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Task: one subband's (vis, flag, weight), frequency ascending; refuses NaNs."""
+    with log_context(stage="ingest", file=Path(meta.path).name):
+        vis, flags, nsamples = read_uvh5_visibilities(meta, ascending=True)
+        bad = ~np.isfinite(vis)
+        if bad.any():
+            raise InputError(f"{int(bad.sum())} of {vis.size} visibilities are not finite "
+                             "(NaN or Inf)", file=meta.path, stage="ingest")
+        weight = np.where(flags, 0.0, nsamples).astype(np.float32)
+        return vis, flags, weight
+
+
+def _gap(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.zeros(shape, np.complex64), np.ones(shape, bool), np.zeros(shape, np.float32))
+
+
+def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfig,
+                 block_id: str | None = None) -> Path:
+    """Ingest one block's subband files into the block store ``out`` (replaced atomically).
+
+    Raises
+    ------
+    InputError (and subclasses)
+        Naming the file and the problem: unreadable or truncated files, wrong shapes, NaNs,
+        files of different blocks, too many missing subbands.
+    """
+    t0 = time.perf_counter()
+    files = [Path(f) for f in files]
+    if not files:
+        raise InputError("no subband files given", stage="ingest")
+    block = block_id or files[0].name[:19]
+    out = Path(out)
+    with log_context(block=block, stage="ingest"):
+        metas = [read_uvh5_meta(f) for f in files]
+        _check_consistent(metas, block)
+        chunks, missing = plan_chunks(files, metas, config, block)
+        ref = metas[0]
+        n_t, n_bl, n_p = ref.n_times, ref.n_baselines, len(ref.polarizations)
+
+        vis_parts, flag_parts, weight_parts = [], [], []
+        for chunk in chunks:
+            shape = (n_t, n_bl, len(chunk.freq_hz), n_p)
+            task = (dask.delayed(_read_chunk, pure=True)(chunk.meta) if chunk.meta is not None
+                    else dask.delayed(_gap, pure=True)(shape))
+            for parts, index, dtype in ((vis_parts, 0, np.complex64), (flag_parts, 1, bool),
+                                        (weight_parts, 2, np.float32)):
+                parts.append(da.from_delayed(task[index], shape, dtype=dtype))
+        vis = da.concatenate(vis_parts, axis=2)
+        flag = da.concatenate(flag_parts, axis=2)
+        weight = da.concatenate(weight_parts, axis=2)
+
+        centre = ref.phase_centre
+        site = (ref.longitude_rad, ref.latitude_rad, ref.altitude_m)
+        pc = phase_centres(centre.kind, centre.dec_rad, centre.ra_rad, ref.times_jd, *site)
+        local = ecef_to_local_meridian(ref.antenna_positions, ref.longitude_rad)
+        index_of = {int(n): i for i, n in enumerate(ref.antenna_numbers)}
+        i1 = np.array([index_of[int(a)] for a in ref.ant1])
+        i2 = np.array([index_of[int(a)] for a in ref.ant2])
+        uvw = uvw_towards(local[i2] - local[i1], pc["last"], pc["app_ra"], pc["app_dec"],
+                          pc["frame_pa"])
+
+        used = sorted(set(i1) | set(i2))
+        names = [ref.antenna_names[i] for i in used]
+        telescope_ecef = geodetic_to_ecef(*site)
+        diameters = (ref.antenna_diameters[used] if ref.antenna_diameters is not None
+                     else np.full(len(used), config.telescope.dish_diameter_m))
+        pol_types = sorted({p[0] for p in ref.polarization_names} |
+                           {p[-1] for p in ref.polarization_names})[:2]
+        if len(pol_types) == 1:
+            pol_types = pol_types * 2
+        is_dsa = ref.telescope_name == config.telescope.casa_name and ref.instrument == \
+            config.telescope.instrument
+        telescope_name = config.telescope.name if is_dsa else ref.telescope_name
+        field_name = f"{centre.name or 'field'}_{block}"
+        all_freq = np.concatenate([c.freq_hz for c in chunks])
+        unix = jd_to_unix(ref.times_jd)
+        provenance = {
+            "block_id": block,
+            "telescope": telescope_name,
+            "telescope_name_in_files": ref.telescope_name,
+            "instrument": ref.instrument,
+            "telescope_location_wgs84": {"longitude_rad": site[0], "latitude_rad": site[1],
+                                         "height_m": site[2]},
+            "phase_centre": {"kind": centre.kind, "dec_rad": centre.dec_rad,
+                             "ra_rad": centre.ra_rad, "name": centre.name},
+            "source_files": [str(f.resolve()) for f in files],
+            "subbands": [c.subband for c in chunks],
+            "subband_chunks": [len(c.freq_hz) for c in chunks],
+            "missing_subbands": missing,
+            "package_version": __version__,
+            "config_hash": config_hash(config),
+            "ingested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        vis_ds = visibility_dataset(
+            unix=unix, freq_hz=all_freq, channel_width_hz=float(ref.channel_width_hz[0]),
+            integration_time_s=ref.integration_time_s, polarizations=ref.polarization_names,
+            ant1_names=[ref.antenna_names[i] for i in i1],
+            ant2_names=[ref.antenna_names[i] for i in i2], vis=vis, flag=flag, weight=weight,
+            uvw=uvw, field_name=field_name, spw_name=f"{telescope_name}_band",
+            provenance=provenance)
+        antenna = antenna_dataset(names, telescope_ecef + ref.antenna_positions[used],
+                                  diameters, telescope_name, pol_types)
+        field = field_ephemeris_dataset(unix, pc["icrs_ra"], pc["icrs_dec"], pc["app_ra"],
+                                        pc["app_dec"], telescope_ecef, field_name)
+        encoding = {name: {"compressors": None} for name in ("VISIBILITY", "FLAG", "WEIGHT")}
+        write_processing_set(out, msv4_name(block), vis_ds, antenna, field, encoding)
+        log.info("ingested %d subbands (%d missing) into %s in %.1f s", len(files),
+                 len(missing), out, time.perf_counter() - t0)
+    return out

@@ -1,0 +1,83 @@
+"""Phase centres and visibility rephasing (plain NumPy/Numba on in-memory arrays).
+
+A visibility phased to a centre with path difference ``w_old`` (m) is moved to a centre with
+``w_new`` by ``V · exp(-2πi ν (w_new - w_old) / c)``: for a source in direction s the data go
+from ``S·exp(+2πi ν (w_s - w_old)/c)`` to ``S·exp(+2πi ν (w_s - w_new)/c)``. This is the
+correlator's and pyuvdata's convention (see docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from contimg_dask.coords.frames import (
+    apparent_to_icrs,
+    icrs_position_angle,
+    icrs_to_apparent,
+    local_apparent_sidereal_time,
+)
+from contimg_dask.ops.uvw import rotate_uv, uvw_from_hadec
+
+SPEED_OF_LIGHT = 299792458.0
+
+
+def phase_centres(kind: str, dec_rad: float, ra_rad: float | None, jd_utc: NDArray[np.float64],
+                  longitude_rad: float, latitude_rad: float, height_m: float
+                  ) -> dict[str, NDArray[np.float64]]:
+    """Per-integration phase centre in apparent and ICRS coordinates, the LAST, and the
+    position angle from apparent to ICRS north at the centre (``frame_pa``), all radians.
+
+    ``kind`` is ``"drift"`` (apparent HA 0 at apparent dec ``dec_rad``) or ``"sidereal"``
+    (the fixed ICRS direction ``ra_rad``, ``dec_rad``).
+    """
+    site = (longitude_rad, latitude_rad, height_m)
+    last = local_apparent_sidereal_time(jd_utc, longitude_rad)
+    if kind == "drift":
+        app_ra, app_dec = last.copy(), np.full(len(jd_utc), dec_rad)
+        icrs_ra, icrs_dec = apparent_to_icrs(app_ra, app_dec, jd_utc, *site)
+    elif kind == "sidereal":
+        icrs_ra, icrs_dec = np.full(len(jd_utc), ra_rad), np.full(len(jd_utc), dec_rad)
+        app_ra, app_dec = icrs_to_apparent(icrs_ra, icrs_dec, jd_utc, *site)
+    else:
+        raise ValueError(f"unknown phase centre kind {kind!r}")
+    frame_pa = icrs_position_angle(app_ra, app_dec, jd_utc, *site)
+    return {"last": last, "app_ra": app_ra, "app_dec": app_dec, "icrs_ra": icrs_ra,
+            "icrs_dec": icrs_dec, "frame_pa": frame_pa}
+
+
+def uvw_towards(baselines_xyz: NDArray[np.float64], last: NDArray[np.float64],
+                app_ra: NDArray[np.float64], app_dec: NDArray[np.float64]
+                ) -> NDArray[np.float64]:
+    """UVW (time, baseline, 3) of local-meridian baselines towards per-time apparent centres."""
+    ha = (last - app_ra)[:, None]
+    return uvw_from_hadec(baselines_xyz[None, :, :], ha, app_dec[:, None])
+
+
+@numba.njit(parallel=False, nogil=True, cache=True)
+def _rotate(vis: NDArray[np.complex64], dw: NDArray[np.float64],
+            freq: NDArray[np.float64]) -> NDArray[np.complex64]:
+    n_t, n_b, n_f, n_p = vis.shape
+    out = np.empty_like(vis)
+    scale = -2.0 * math.pi / SPEED_OF_LIGHT
+    for t in range(n_t):
+        for b in range(n_b):
+            k = scale * dw[t, b]
+            for f in range(n_f):
+                phase = k * freq[f]
+                rot = complex(math.cos(phase), math.sin(phase))
+                for p in range(n_p):
+                    out[t, b, f, p] = vis[t, b, f, p] * rot
+    return out
+
+
+def rotate_visibilities(vis: NDArray[np.complex64], w_old: NDArray[np.float64],
+                        w_new: NDArray[np.float64], freq_hz: NDArray[np.float64]
+                        ) -> NDArray[np.complex64]:
+    """Rephase ``vis`` (time, baseline, frequency, polarization) from ``w_old`` to ``w_new``
+    (time, baseline; metres): ``vis · exp(-2πi ν (w_new - w_old) / c)``."""
+    dw = np.ascontiguousarray(w_new - w_old, dtype=np.float64)
+    return _rotate(np.ascontiguousarray(vis), dw, np.ascontiguousarray(freq_hz, np.float64))
