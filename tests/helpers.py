@@ -44,3 +44,28 @@ def read_with_true_phase_centres(path: Path, truth: dict) -> UVData:
     uv._set_app_coords_helper()
     uv.set_uvws_from_antenna_positions(update_vis=False)
     return uv
+
+
+def pyuvdata_uvw_per_integration(uv: UVData) -> np.ndarray:
+    """pyuvdata's ``calc_uvw`` for the object's phase centres, one integration at a time.
+
+    Calling it once per integration sidesteps a pyuvdata 3.2 shortcut: ``calc_uvw`` reuses one
+    rotation for consecutive rows whose hour angle and declination are bit-identical, ignoring
+    that ``frame_pa`` changes between them. For a drift scan phased to HA 0 every row has the
+    same hour angle, so pyuvdata's own ``uvw_array`` is off by up to ~4 mm at some
+    integrations (the apparent-to-ICRS angle changes by ~2.5 µrad per integration).
+    """
+    from pyuvdata.utils.phasing import calc_uvw
+
+    out = np.empty_like(uv.uvw_array)
+    location = uv.telescope.location
+    for t in np.unique(uv.time_array):
+        rows = uv.time_array == t
+        out[rows] = calc_uvw(
+            app_ra=uv.phase_center_app_ra[rows], app_dec=uv.phase_center_app_dec[rows],
+            frame_pa=uv.phase_center_frame_pa[rows], lst_array=uv.lst_array[rows],
+            use_ant_pos=True, antenna_positions=uv.telescope.antenna_positions,
+            antenna_numbers=uv.telescope.antenna_numbers, ant_1_array=uv.ant_1_array[rows],
+            ant_2_array=uv.ant_2_array[rows], telescope_lon=location.lon.rad,
+            telescope_lat=location.lat.rad)
+    return out

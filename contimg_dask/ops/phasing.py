@@ -50,11 +50,14 @@ def phase_centres(kind: str, dec_rad: float, ra_rad: float | None, jd_utc: NDArr
 
 
 def uvw_towards(baselines_xyz: NDArray[np.float64], last: NDArray[np.float64],
-                app_ra: NDArray[np.float64], app_dec: NDArray[np.float64]
-                ) -> NDArray[np.float64]:
-    """UVW (time, baseline, 3) of local-meridian baselines towards per-time apparent centres."""
+                app_ra: NDArray[np.float64], app_dec: NDArray[np.float64],
+                frame_pa: NDArray[np.float64]) -> NDArray[np.float64]:
+    """UVW (time, baseline, 3) of local-meridian baselines towards per-time apparent centres,
+    with (u, v) turned by ``frame_pa`` so that v points to ICRS north (the frame the block
+    store and the Measurement Set declare; pyuvdata does the same)."""
     ha = (last - app_ra)[:, None]
-    return uvw_from_hadec(baselines_xyz[None, :, :], ha, app_dec[:, None])
+    uvw = uvw_from_hadec(baselines_xyz[None, :, :], ha, app_dec[:, None])
+    return rotate_uv(uvw, frame_pa[:, None])
 
 
 @numba.njit(parallel=False, nogil=True, cache=True)
