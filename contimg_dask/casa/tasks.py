@@ -39,3 +39,90 @@ def listobs_summary(vis: str) -> dict[str, Any]:
     import casatasks
 
     return casatasks.listobs(vis=vis, verbose=True, listfile="")
+
+
+def ms_metadata(vis: str) -> dict[str, Any]:
+    """What CASA reads from a Measurement Set: telescope, its position, antennas (ITRF m),
+    the phase centre, spectral windows and the row count."""
+    import casatools
+
+    msmd = casatools.msmetadata()
+    me = casatools.measures()
+    msmd.open(vis)
+    try:
+        telescope = msmd.observatorynames()[0]
+        antennas = list(msmd.antennanames())
+        positions = []
+        for i in range(len(antennas)):
+            pos = me.measure(msmd.antennaposition(i), "ITRF")
+            positions.append([float(v) for v in me.addxvalue(pos)["value"]])
+        observatory = me.observatory(telescope)
+        phase = msmd.phasecenter(0)
+        return {
+            "telescope": telescope,
+            "observatory_itrf_m": ([float(v) for v in me.addxvalue(
+                me.measure(observatory, "ITRF"))["value"]] if observatory else None),
+            "antennas": antennas,
+            "antenna_itrf_m": positions,
+            "phase_centre": {"ra_rad": float(phase["m0"]["value"]),
+                             "dec_rad": float(phase["m1"]["value"]),
+                             "frame": phase["refer"]},
+            "spw_chan_freqs_hz": [list(map(float, msmd.chanfreqs(s)))
+                                  for s in range(msmd.nspw())],
+            "nrows": int(msmd.nrows()),
+        }
+    finally:
+        msmd.close()
+        me.done()
+
+
+def casa_uvw(vis: str, work_copy: str) -> Any:
+    """UVWs recomputed by CASA (``fixvis``, its measures, for the field's phase centre) into
+    ``work_copy``, as an (nrow, 3) array, with the UVWs originally written."""
+    import casatasks
+    import casatools
+    import numpy as np
+
+    tb = casatools.table()
+    tb.open(vis)
+    written = np.array(tb.getcol("UVW")).T
+    tb.close()
+    casatasks.fixvis(vis=vis, outputvis=work_copy, reuse=False)
+    tb.open(work_copy)
+    recomputed = np.array(tb.getcol("UVW")).T
+    tb.close()
+    return {"written": written, "casa": recomputed}
+
+
+def tclean_and_fit(vis: str, imagename: str, fits_out: str, regions: list[str],
+                   tclean_params: dict[str, Any]) -> dict[str, Any]:
+    """Image with tclean, export the restored image to FITS, and fit a Gaussian (imfit) in
+    each region. Returns the restoring beam and the fits (ICRS position in rad, peak Jy/beam).
+    """
+    import casatasks
+    import casatools
+
+    casatasks.tclean(vis=vis, imagename=imagename, **tclean_params)
+    image = f"{imagename}.image"
+    casatasks.exportfits(imagename=image, fitsimage=fits_out, overwrite=True)
+    ia = casatools.image()
+    ia.open(image)
+    beam = ia.restoringbeam()
+    ia.close()
+    fits = []
+    for region in regions:
+        result = casatasks.imfit(imagename=image, region=region)
+        component = result["results"]["component0"]
+        direction = component["shape"]["direction"]
+        fits.append({
+            "converged": bool(result["converged"][0]),
+            "ra_rad": float(direction["m0"]["value"]),
+            "dec_rad": float(direction["m1"]["value"]),
+            "frame": direction["refer"],
+            "peak_jy_per_beam": float(component["peak"]["value"]),
+            "flux_jy": float(component["flux"]["value"][0]),
+        })
+    return {"beam": {"major_arcsec": float(beam["major"]["value"]) * (
+        1.0 if beam["major"]["unit"] == "arcsec" else 60.0),
+        "minor_arcsec": float(beam["minor"]["value"]) * (
+            1.0 if beam["minor"]["unit"] == "arcsec" else 60.0)}, "fits": fits}

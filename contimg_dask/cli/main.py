@@ -98,6 +98,59 @@ def _cmd_blocks(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _block_files(args: argparse.Namespace, config: PipelineConfig) -> tuple[list[Path], str]:
+    """SOURCE is subband files, or a directory plus --block (the block id)."""
+    from contimg_dask.io.discovery import discover_blocks
+
+    sources = [Path(s) for s in args.source]
+    if len(sources) == 1 and sources[0].is_dir():
+        found = discover_blocks(sources[0], config.blocks)
+        blocks = {b.block_id: b for b in found.blocks}
+        if args.block is None:
+            raise ContimgError(f"{sources[0]} is a directory: name the block with --block "
+                               f"(found: {', '.join(blocks) or 'none'})", file=sources[0])
+        if args.block not in blocks:
+            raise ContimgError(f"no block {args.block} in {sources[0]} (found: "
+                               f"{', '.join(blocks) or 'none'})", file=sources[0])
+        block = blocks[args.block]
+        for problem in block.problems:
+            log.warning("skipping %s: %s", problem.path, problem.reason)
+        return [Path(f.path) for _, f in sorted(block.files.items())], block.block_id
+    return sources, args.block or sources[0].name[:19]
+
+
+def _cmd_ingest(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.io.ingest import ingest_block
+
+    files, block = _block_files(args, config)
+    out = ingest_block(files, Path(args.out), config, block_id=block)
+    print(out)
+    return 0
+
+
+def _cmd_rephase(args: argparse.Namespace, config: PipelineConfig) -> int:
+    import numpy as np
+
+    from contimg_dask.pipeline.rephase import rephase_block
+
+    if (args.ra is None) != (args.dec is None):
+        raise ContimgError("give both --ra and --dec, or neither")
+    ra = None if args.ra is None else np.radians(args.ra)
+    dec = None if args.dec is None else np.radians(args.dec)
+    ra, dec = rephase_block(Path(args.store), ra, dec)
+    print(f"rephased {args.store} to ICRS ({np.degrees(ra):.6f}, {np.degrees(dec):.6f}) deg")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.io.exports import export_block
+
+    out = export_block(Path(args.store), Path(args.out), args.format, config,
+                       data_group=args.data_group, spw_layout=args.spw_layout)
+    print(out)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.cli.demo import run_demo
 
@@ -157,6 +210,29 @@ def build_parser() -> argparse.ArgumentParser:
     blk.add_argument("incoming", nargs="?", help="directory (default: paths.incoming)")
     blk.add_argument("--json", action="store_true", help="JSON output")
     blk.set_defaults(func=_cmd_blocks)
+
+    ing = sub.add_parser("ingest", help="UVH5 subband files to a block store (MSv4 zarr)")
+    ing.add_argument("source", nargs="+", help="subband files, or one directory with --block")
+    ing.add_argument("--block", help="block id (first file's timestamp) when SOURCE is a "
+                     "directory")
+    ing.add_argument("--out", required=True, help="the block store to write (BLOCK.zarr)")
+    ing.set_defaults(func=_cmd_ingest)
+
+    reph = sub.add_parser("rephase", help="recompute UVWs, rephase to one ICRS centre")
+    reph.add_argument("store", help="block store")
+    reph.add_argument("--ra", type=float, help="ICRS right ascension, deg (default: HA 0 / "
+                      "pointing dec at the block's mid-time)")
+    reph.add_argument("--dec", type=float, help="ICRS declination, deg")
+    reph.set_defaults(func=_cmd_rephase)
+
+    exp = sub.add_parser("export", help="export a block store to MS, UVFITS, MIRIAD or UVH5")
+    exp.add_argument("store", help="block store")
+    exp.add_argument("--format", required=True, choices=["ms", "uvfits", "miriad", "uvh5"])
+    exp.add_argument("--out", required=True, help="output path")
+    exp.add_argument("--data-group", default="rephased", help="data group to export")
+    exp.add_argument("--spw-layout", default="per_subband", choices=["per_subband", "single"],
+                     help="MS spectral windows: one per subband (default) or one")
+    exp.set_defaults(func=_cmd_export)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

@@ -1,0 +1,104 @@
+"""Export a block store to the formats astronomers use.
+
+- Measurement Set: our own writer (``ms_writer``), streaming one subband at a time.
+- UVFITS, MIRIAD, UVH5: through pyuvdata, from a ``UVData`` built from the store's data
+  group. The store's UVWs are carried over unchanged (they are the authority); pyuvdata
+  checks them against its own computation on write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import EarthLocation
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.coords.time import unix_to_jd
+from contimg_dask.errors import InputError
+from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.ms_writer import write_ms
+
+PYUVDATA_FORMATS = ("uvfits", "miriad", "uvh5")
+POL_CODES = {"XX": -5, "YY": -6, "XY": -7, "YX": -8, "RR": -1, "LL": -2, "RL": -3, "LR": -4,
+             "I": 1, "Q": 2, "U": 3, "V": 4}
+
+
+def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.UVData
+    """The store's ``data_group`` as a pyuvdata ``UVData`` (in memory: for exports)."""
+    from pyuvdata import Telescope, UVData
+
+    node = block_node(open_block(store))
+    ds = node.to_dataset(inherit=False)
+    groups = ds.attrs["data_groups"]
+    if data_group not in groups:
+        raise InputError(f"block store has no data group '{data_group}' (has "
+                         f"{sorted(groups)}); run `contimg rephase` first", file=store,
+                         stage="export")
+    group = groups[data_group]
+    field = node[group["field_and_source"]].to_dataset(inherit=False)
+    if "time" in field.FIELD_PHASE_CENTER_DIRECTION.dims:
+        raise InputError(f"data group '{data_group}' has a moving phase centre; exports "
+                         "need a fixed one (rephase first)", file=store, stage="export")
+    ra, dec = (float(v) for v in field.FIELD_PHASE_CENTER_DIRECTION.values[0])
+    prov = ds.attrs["contimg"]
+    site = prov["telescope_location_wgs84"]
+    location = EarthLocation.from_geodetic(site["longitude_rad"] * u.rad,
+                                           site["latitude_rad"] * u.rad,
+                                           site["height_m"] * u.m)
+    antenna = node["antenna_xds"].to_dataset(inherit=False)
+    names = antenna.antenna_name.values.tolist()
+    numbers = (np.array([int(n) - 1 for n in names]) if all(n.isdigit() for n in names)
+               else np.arange(len(names)))
+    origin = np.array([location.x.to_value(u.m), location.y.to_value(u.m),
+                       location.z.to_value(u.m)])
+    telescope = Telescope.new(
+        name=prov["telescope_name_in_files"], location=location,
+        antenna_positions=antenna.ANTENNA_POSITION.values - origin, antenna_names=names,
+        antenna_numbers=numbers, instrument=prov["instrument"] or None,
+        antenna_diameters=antenna.ANTENNA_DISH_DIAMETER.values, update_from_known=False)
+    number_of = dict(zip(names, numbers, strict=True))
+    pairs = np.array([[number_of[a], number_of[b]] for a, b in zip(
+        ds.baseline_antenna1_name.values.tolist(), ds.baseline_antenna2_name.values.tolist(),
+        strict=True)])
+    n_t, n_bl, n_f, n_p = ds[group["correlated_data"]].shape
+    flag = ds[group["flag"]].values.reshape(n_t * n_bl, n_f, n_p)
+    uv = UVData.new(
+        freq_array=ds.frequency.values, polarization_array=[POL_CODES[p] for p in
+                                                             ds.polarization.values],
+        times=unix_to_jd(ds.time.values), telescope=telescope, antpairs=pairs,
+        do_blt_outer=True, time_axis_faster_than_bls=False,
+        integration_time=float(ds.time.attrs["integration_time"]["data"]),
+        channel_width=float(ds.frequency.attrs["channel_width"]["data"]),
+        data_array=ds[group["correlated_data"]].values.reshape(n_t * n_bl, n_f, n_p),
+        flag_array=flag,
+        nsample_array=np.where(flag, 0.0, ds[group["weight"]].values.reshape(
+            n_t * n_bl, n_f, n_p)).astype(np.float32),
+        phase_center_catalog={0: {"cat_name": str(field.field_name.values[0]),
+                                  "cat_type": "sidereal", "cat_lon": ra, "cat_lat": dec,
+                                  "cat_frame": "icrs", "cat_epoch": 2000.0}},
+        phase_center_id_array=np.zeros(n_t * n_bl, int),
+        vis_units="uncalib", history=f"exported by contimg-dask from {store.name} "
+                                     f"(data group {data_group})")
+    uv.uvw_array = ds[group["uvw"]].values.reshape(n_t * n_bl, 3)
+    uv.extra_keywords["TELESCOP"] = prov["telescope"]
+    return uv
+
+
+def export_block(store: Path, out: Path, fmt: str, config: PipelineConfig,
+                 data_group: str = "rephased", spw_layout: str = "per_subband") -> Path:
+    """Export ``store`` to ``out`` in ``fmt`` (ms, uvfits, miriad, uvh5)."""
+    if fmt == "ms":
+        return write_ms(store, out, data_group=data_group, spw_layout=spw_layout,
+                        telescope_casa_name=config.telescope.casa_name)
+    if fmt not in PYUVDATA_FORMATS:
+        raise InputError(f"unknown export format {fmt!r}", stage="export")
+    uv = block_to_uvdata(store, data_group)
+    if fmt == "uvfits":
+        uv.write_uvfits(str(out), force_phase=False, use_miriad_convention=False)
+    elif fmt == "miriad":
+        uv.write_miriad(str(out), clobber=True)
+    else:
+        uv.write_uvh5(str(out), clobber=True)
+    return out
