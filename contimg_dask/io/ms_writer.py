@@ -18,6 +18,7 @@ The MS is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from pathlib import Path
@@ -175,7 +176,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     InputError
         The store lacks the data group (e.g. not rephased yet: an MS needs one phase centre).
     """
-    from casacore.tables import default_ms, maketabdesc, table
+    from casacore.tables import default_ms, makedminfo, maketabdesc, table
 
     t0 = time.perf_counter()
     store, out = Path(store), Path(out)
@@ -209,7 +210,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     else:
         raise InputError(f"unknown spw layout {spw_layout!r} (per_subband or single)",
                          stage="export")
-    spw_slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    spw_slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
     n_chans = {s.stop - s.start for s in spw_slices}
     if len(n_chans) != 1:
         raise InputError("subband chunks differ in size; use --spw-layout single",
@@ -229,8 +230,6 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     tmp = out.with_name(f"{out.name}.tmp-{int(time.time() * 1e6)}")
     try:
         desc = maketabdesc(_column_descs(n_chan, n_pol, corrected is not None))
-        from casacore.tables import makedminfo
-
         dminfo = makedminfo(desc, _tile_spec(n_chan, n_pol, max(1, 65536 // (n_chan * n_pol))))
         ms = default_ms(str(tmp), desc, dminfo)
         ms.close()
