@@ -1,0 +1,97 @@
+"""The chains the benchmark compares, each run in its own process (``python -m
+benchmarks.chains NAME BLOCK_DIR WORK_DIR``) so that its peak memory is its own.
+
+Prints one JSON object: seconds per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _files(block_dir: Path) -> tuple[list[Path], dict]:
+    from tests.helpers import read_truth
+
+    truth = read_truth(next(block_dir.glob("*_truth.h5")))
+    return [block_dir / truth["files"][str(sb)] for sb in range(16)], truth
+
+
+def floor(block_dir: Path, work: Path) -> dict:
+    """h5py reading the raw arrays of the 16 files: the I/O floor."""
+    import h5py
+
+    files, _ = _files(block_dir)
+    t0 = time.perf_counter()
+    total = 0
+    for path in files:
+        with h5py.File(path, "r") as f:
+            for name in ("visdata", "flags", "nsamples"):
+                total += f["Data"][name][()].nbytes
+    return {"read_raw": time.perf_counter() - t0, "bytes": total}
+
+
+def ours(block_dir: Path, work: Path) -> dict:
+    """contimg-dask: ingest -> rephase -> MS export."""
+    from contimg_dask.config import load_config
+    from contimg_dask.io.exports import export_block
+    from contimg_dask.io.ingest import ingest_block
+    from contimg_dask.pipeline.rephase import rephase_block
+
+    config = load_config(environment="testing", overrides={"paths.root": str(work)})
+    files, _ = _files(block_dir)
+    out = {}
+    t0 = time.perf_counter()
+    store = ingest_block(files, work / "block.zarr", config)
+    out["ingest"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ra, dec = rephase_block(store)
+    out["rephase"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    export_block(store, work / "ours.ms", "ms", config)
+    out["ms_export"] = time.perf_counter() - t0
+    out["centre_rad"] = [ra, dec]
+    return out
+
+
+def reference(block_dir: Path, work: Path) -> dict:
+    """The telescope's current conversion: pyuvdata reads the 16 subbands, combines them,
+    phases to the same centre and writes one Measurement Set with write_ms."""
+
+    from tests.helpers import read_with_true_phase_centres
+
+    files, truth = _files(block_dir)
+    centre = json.loads((work / "centre.json").read_text())
+    out = {}
+    t0 = time.perf_counter()
+    parts = [read_with_true_phase_centres(f, truth) for f in files]
+    out["read"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    uv = parts[0]
+    uv.fast_concat(parts[1:], axis="freq", inplace=True, run_check=False)
+    del parts
+    out["combine"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    uv.phase(ra=centre[0], dec=centre[1], epoch="J2000", cat_name="centre", use_ant_pos=True)
+    out["phase"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    uv.reorder_freqs(channel_order="freq")
+    uv.write_ms(str(work / "reference.ms"), clobber=True, run_check=False)
+    out["write_ms"] = time.perf_counter() - t0
+    return out
+
+
+CHAINS = {"floor": floor, "ours": ours, "reference": reference}
+
+if __name__ == "__main__":
+    name, block_dir, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    work.mkdir(parents=True, exist_ok=True)
+    result = CHAINS[name](block_dir, work)
+    for path in work.glob("*.ms"):
+        shutil.rmtree(path, ignore_errors=True)
+    print("RESULT " + json.dumps(result, default=lambda x: float(np.asarray(x))))
