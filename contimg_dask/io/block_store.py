@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+import zarr
 from numpy.typing import NDArray
 from zarr.errors import UnstableSpecificationWarning
 
@@ -53,6 +54,15 @@ def _quiet_zarr_strings() -> None:
 
 def _quantity(value: float, units: str) -> dict[str, Any]:
     return {"data": float(value), "dims": [], "attrs": {"type": "quantity", "units": units}}
+
+
+def store_encoding() -> dict[str, dict]:
+    """Codecs of the bulk arrays. Visibilities are noise-like and do not compress: stored raw.
+    Flags and weights are nearly constant: LZ4 with bit-shuffling shrinks them ~50x at
+    several GB/s (see docs/block-store.md for the measurements)."""
+    fast = zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+    return {"VISIBILITY": {"compressors": None}, "FLAG": {"compressors": [fast]},
+            "WEIGHT": {"compressors": [fast]}}
 
 
 def msv4_name(block_id: str) -> str:

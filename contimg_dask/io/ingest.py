@@ -26,6 +26,7 @@ from contimg_dask.io.block_store import (
     antenna_dataset,
     field_ephemeris_dataset,
     msv4_name,
+    store_encoding,
     visibility_dataset,
     write_processing_set,
 )
@@ -123,8 +124,8 @@ def _read_chunk(meta: UVH5Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if bad.any():
             raise InputError(f"{int(bad.sum())} of {vis.size} visibilities are not finite "
                              "(NaN or Inf)", file=meta.path, stage="ingest")
-        weight = np.where(flags, 0.0, nsamples).astype(np.float32)
-        return vis, flags, weight
+        nsamples[flags] = 0.0  # the weight of a flagged visibility is zero
+        return vis, flags, nsamples
 
 
 def _gap(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -219,7 +220,7 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
                                   diameters, telescope_name, pol_types)
         field = field_ephemeris_dataset(unix, pc["icrs_ra"], pc["icrs_dec"], pc["app_ra"],
                                         pc["app_dec"], telescope_ecef, field_name)
-        encoding = {name: {"compressors": None} for name in ("VISIBILITY", "FLAG", "WEIGHT")}
+        encoding = store_encoding()
         write_processing_set(out, msv4_name(block), vis_ds, antenna, field, encoding)
         log.info("ingested %d subbands (%d missing) into %s in %.1f s", len(files),
                  len(missing), out, time.perf_counter() - t0)

@@ -230,7 +230,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     tmp = out.with_name(f"{out.name}.tmp-{int(time.time() * 1e6)}")
     try:
         desc = maketabdesc(_column_descs(n_chan, n_pol, corrected is not None))
-        dminfo = makedminfo(desc, _tile_spec(n_chan, n_pol, max(1, 65536 // (n_chan * n_pol))))
+        dminfo = makedminfo(desc, _tile_spec(n_chan, n_pol, max(1, 262144 // (n_chan * n_pol))))
         ms = default_ms(str(tmp), desc, dminfo)
         ms.close()
         site = ds.attrs["contimg"]["telescope_location_wgs84"]
@@ -243,9 +243,10 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         uvw_ms = -np.asarray(uvw.values)  # MS convention: opposite sign, same antenna order
         with table(str(tmp), readonly=False, ack=False) as main:
             main.addrows(n_rows)
-            # Rows: time-major, then spectral window, then baseline.
-            t_idx = np.repeat(np.arange(n_t), n_spw * n_bl)
-            s_idx = np.tile(np.repeat(np.arange(n_spw), n_bl), n_t)
+            # Rows: spectral window, then time, then baseline, so that each subband chunk
+            # is one contiguous block written with one call per column.
+            s_idx = np.repeat(np.arange(n_spw), n_t * n_bl)
+            t_idx = np.tile(np.repeat(np.arange(n_t), n_bl), n_spw)
             b_idx = np.tile(np.arange(n_bl), n_t * n_spw)
             main.putcol("TIME", mjd_s[t_idx])
             main.putcol("TIME_CENTROID", mjd_s[t_idx])
@@ -265,21 +266,22 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             main.putcol("UVW", uvw_ms[t_idx, b_idx])
             weight_rows = np.empty((n_rows, n_pol), np.float32)
             flag_rows = np.empty(n_rows, bool)
+            block_rows = n_t * n_bl
             for s, sl in enumerate(spw_slices):
-                chunk = {"DATA": np.conj(vis[:, :, sl].values)}
+                start = s * block_rows
+                rows = slice(start, start + block_rows)
+                data = vis[:, :, sl].values.reshape(block_rows, n_chan, n_pol)
+                main.putcol("DATA", np.conj(data, out=data), startrow=start, nrow=block_rows)
                 if corrected is not None:
-                    chunk["CORRECTED_DATA"] = np.conj(corrected[:, :, sl].values)
-                f = flag[:, :, sl].values
-                w = weight[:, :, sl].values.astype(np.float32)
-                chunk["FLAG"] = f
-                chunk["WEIGHT_SPECTRUM"] = w
-                for t in range(n_t):
-                    start = (t * n_spw + s) * n_bl
-                    for col, values in chunk.items():
-                        main.putcol(col, values[t], startrow=start, nrow=n_bl)
-                    rows = slice(start, start + n_bl)
-                    weight_rows[rows] = np.where(f[t], 0, w[t]).mean(axis=1)
-                    flag_rows[rows] = f[t].all(axis=(1, 2))
+                    cdata = corrected[:, :, sl].values.reshape(block_rows, n_chan, n_pol)
+                    main.putcol("CORRECTED_DATA", np.conj(cdata, out=cdata), startrow=start,
+                                nrow=block_rows)
+                f = flag[:, :, sl].values.reshape(block_rows, n_chan, n_pol)
+                w = weight[:, :, sl].values.reshape(block_rows, n_chan, n_pol)
+                main.putcol("FLAG", f, startrow=start, nrow=block_rows)
+                main.putcol("WEIGHT_SPECTRUM", w, startrow=start, nrow=block_rows)
+                weight_rows[rows] = w.mean(axis=1)  # weights are already 0 where flagged
+                flag_rows[rows] = f.all(axis=(1, 2))
             main.putcol("WEIGHT", weight_rows)
             main.putcol("SIGMA", np.where(weight_rows > 0, 1 / np.sqrt(
                 np.maximum(weight_rows, 1e-30)), 1.0).astype(np.float32))

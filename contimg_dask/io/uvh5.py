@@ -55,8 +55,10 @@ class UVH5Meta:
     integration_time_s: float
     ant1: NDArray[np.int64]  # unique baselines (antenna numbers), file's first-seen order
     ant2: NDArray[np.int64]
-    blt_time_index: NDArray[np.int64]  # per row: index into times_jd
-    blt_baseline_index: NDArray[np.int64]  # per row: index into ant1/ant2
+    # Per row: index into times_jd and into ant1/ant2; None when the rows are regular
+    # (time-major, the same baseline order every integration: the correlator's layout).
+    blt_time_index: NDArray[np.int64] | None
+    blt_baseline_index: NDArray[np.int64] | None
     freq_hz: NDArray[np.float64]  # file order
     channel_width_hz: NDArray[np.float64]  # per channel, positive
     polarizations: NDArray[np.int64]
@@ -80,10 +82,7 @@ class UVH5Meta:
     @property
     def time_major_regular(self) -> bool:
         """Rows are all baselines of time 0, then time 1, ... in the same baseline order."""
-        n = self.n_baselines
-        return (len(self.blt_time_index) == self.n_times * n
-                and np.array_equal(self.blt_time_index, np.repeat(np.arange(self.n_times), n))
-                and np.array_equal(self.blt_baseline_index, np.tile(np.arange(n), self.n_times)))
+        return self.blt_time_index is None
 
 
 def _get(hdr: h5py.Group, key: str, default: object = None) -> object:
@@ -217,6 +216,10 @@ def read_uvh5_meta(path: str | Path) -> UVH5Meta:
     uniq_first = first_seen[order]
     if len(np.unique(time_index * len(order) + bl_index)) != n_blts:
         raise InputError("a baseline appears twice in one integration", file=path)
+    n_bl = len(order)
+    regular = (n_blts == len(times) * n_bl
+               and np.array_equal(time_index, np.repeat(np.arange(len(times)), n_bl))
+               and np.array_equal(bl_index, np.tile(np.arange(n_bl), len(times))))
     return UVH5Meta(
         path=str(path), telescope_name=telescope, instrument=instrument,
         latitude_rad=lat, longitude_rad=lon, altitude_m=alt,
@@ -224,7 +227,8 @@ def read_uvh5_meta(path: str | Path) -> UVH5Meta:
         antenna_diameters=diameters, times_jd=times,
         integration_time_s=float(np.median(int_time)),
         ant1=ant1_blt[uniq_first], ant2=ant2_blt[uniq_first],
-        blt_time_index=time_index.astype(np.int64), blt_baseline_index=bl_index.astype(np.int64),
+        blt_time_index=None if regular else time_index.astype(np.int64),
+        blt_baseline_index=None if regular else bl_index.astype(np.int64),
         freq_hz=freq, channel_width_hz=width, polarizations=pols, phase_centre=centre,
         legacy_spw_axis=legacy, vis_dtype=vis_dtype, extra_keywords=extra,
     )

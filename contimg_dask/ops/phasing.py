@@ -66,14 +66,28 @@ def _rotate(vis: NDArray[np.complex64], dw: NDArray[np.float64],
     n_t, n_b, n_f, n_p = vis.shape
     out = np.empty_like(vis)
     scale = -2.0 * math.pi / SPEED_OF_LIGHT
+    # Uniformly spaced channels (one subband chunk): advance the phasor by one complex
+    # multiplication per channel instead of a sine and cosine.
+    uniform = n_f > 1
+    if uniform:
+        step = freq[1] - freq[0]
+        for f in range(2, n_f):
+            if abs(freq[f] - freq[f - 1] - step) > 1e-6 * abs(step):
+                uniform = False
+                break
     for t in range(n_t):
         for b in range(n_b):
             k = scale * dw[t, b]
+            rot = complex(math.cos(k * freq[0]), math.sin(k * freq[0]))
+            if uniform:
+                inc = complex(math.cos(k * step), math.sin(k * step))
             for f in range(n_f):
-                phase = k * freq[f]
-                rot = complex(math.cos(phase), math.sin(phase))
+                if not uniform and f > 0:
+                    rot = complex(math.cos(k * freq[f]), math.sin(k * freq[f]))
                 for p in range(n_p):
                     out[t, b, f, p] = vis[t, b, f, p] * rot
+                if uniform:
+                    rot *= inc
     return out
 
 
