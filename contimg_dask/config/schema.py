@@ -119,6 +119,12 @@ class BlocksConfig(_Section):
         return self
 
 
+class StoreConfig(_Section):
+    """Layout of block stores on disk."""
+
+    time_chunk_integrations: PositiveInt
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["text", "json"]
@@ -212,6 +218,7 @@ class PipelineConfig(_Section):
     paths: PathsConfig
     telescope: TelescopeConfig
     blocks: BlocksConfig
+    store: StoreConfig
     logging: LoggingConfig
     dask: DaskConfig
     casa: CasaConfig

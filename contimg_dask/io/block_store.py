@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,16 @@ def _quantity(value: float, units: str) -> dict[str, Any]:
     return {"data": float(value), "dims": [], "attrs": {"type": "quantity", "units": units}}
 
 
-def store_encoding() -> dict[str, dict]:
-    """Codecs of the bulk arrays. Visibilities are noise-like and do not compress: stored raw.
-    Flags and weights are nearly constant: LZ4 with bit-shuffling shrinks them ~50x at
-    several GB/s (see docs/block-store.md for the measurements)."""
+def store_encoding(chunks: tuple[int, ...]) -> dict[str, dict]:
+    """zarr chunks and codecs of the bulk arrays (VISIBILITY, FLAG, WEIGHT).
+
+    Visibilities are noise-like and do not compress: stored raw. Flags and weights are nearly
+    constant: LZ4 with bit-shuffling shrinks them >10x at several GB/s (measurements in
+    docs/block-store.md)."""
     fast = zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
-    return {"VISIBILITY": {"compressors": None}, "FLAG": {"compressors": [fast]},
-            "WEIGHT": {"compressors": [fast]}}
+    return {"VISIBILITY": {"compressors": None, "chunks": chunks},
+            "FLAG": {"compressors": [fast], "chunks": chunks},
+            "WEIGHT": {"compressors": [fast], "chunks": chunks}}
 
 
 def msv4_name(block_id: str) -> str:
@@ -194,9 +198,13 @@ def field_static_dataset(ra: float, dec: float, field_name: str) -> xr.Dataset:
 
 
 def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dataset,
-                         field: xr.Dataset, encoding: dict[str, dict] | None = None) -> Path:
+                         field: xr.Dataset, encoding: dict[str, dict] | None = None,
+                         fill: Callable[[Path], None] | None = None) -> Path:
     """Write a one-MSv4 processing set atomically: to ``path.tmp-*``, then renamed.
 
+    With ``fill``, Dask-backed variables are not computed: the store's structure and the
+    small arrays are written, then ``fill(group_path)`` writes the bulk data straight into
+    the zarr arrays of the MSv4 group (one task per chunk, no data passed between tasks).
     An existing store at ``path`` is replaced only once the new one is complete.
     """
     msv4 = xr.DataTree(dataset=vis)
@@ -210,7 +218,9 @@ def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dat
         with warnings.catch_warnings():
             _quiet_zarr_strings()
             tree.to_zarr(tmp, zarr_format=3, consolidated=True, mode="w",
-                         encoding={f"/{name}": encoding or {}})
+                         encoding={f"/{name}": encoding or {}}, compute=fill is None)
+        if fill is not None:
+            fill(tmp / name)
         if path.exists():
             old = path.with_name(f"{path.name}.old-{tmp.suffix[5:]}")
             path.rename(old)
@@ -235,6 +245,13 @@ def open_block(path: str | Path) -> xr.DataTree:
     if tree.attrs.get("type") != "processing_set" or len(tree.children) != 1:
         raise InputError("not a one-block processing set", file=path)
     return tree
+
+
+def read_channels(store: Path, variable: str, channels: slice) -> np.ndarray:
+    """All times and baselines of ``variable`` for a slice of channels, read straight from
+    zarr (for streaming writers: no Dask graph per slice)."""
+    tree_name = next(p.name for p in store.iterdir() if (p / variable).is_dir())
+    return zarr.open_array(store / tree_name / variable, mode="r")[:, :, channels, :]
 
 
 def block_node(tree: xr.DataTree) -> xr.DataTree:

@@ -28,7 +28,7 @@ import xarray as xr
 
 from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.block_store import block_node, open_block, read_channels
 from contimg_dask.logs import get_logger
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
@@ -37,11 +37,24 @@ CORR_TYPES = {"RR": 5, "RL": 6, "LR": 7, "LL": 8, "XX": 9, "XY": 10, "YX": 11, "
 MEAS_FREQ_TOPO = 5
 
 
+CONSTANT_COLUMNS = {  # same value in every row: IncrementalStMan stores them as one run
+    "FEED1": 0, "FEED2": 0, "FIELD_ID": 0, "ARRAY_ID": 0, "OBSERVATION_ID": 0,
+    "PROCESSOR_ID": -1, "STATE_ID": 0, "SCAN_NUMBER": 1,
+}
+
+
 def _column_descs(n_chan: int, n_pol: int, with_corrected: bool) -> list[dict]:
-    from casacore.tables import makearrcoldesc
+    from casacore.tables import makearrcoldesc, makescacoldesc
 
     shape = [n_chan, n_pol]
-    descs = [
+    descs = [makescacoldesc(name, value, datamanagertype="IncrementalStMan",
+                            datamanagergroup="Constants")
+             for name, value in CONSTANT_COLUMNS.items()]
+    descs += [
+        makearrcoldesc("WEIGHT", 0.0, shape=[n_pol], valuetype="float",
+                       datamanagertype="TiledColumnStMan", datamanagergroup="RowWeights"),
+        makearrcoldesc("SIGMA", 0.0, shape=[n_pol], valuetype="float",
+                       datamanagertype="TiledColumnStMan", datamanagergroup="RowSigmas"),
         makearrcoldesc("DATA", 0j, shape=shape, valuetype="complex",
                        datamanagertype="TiledColumnStMan", datamanagergroup="DataTiles",
                        comment="conj of the pipeline's visibilities (MS convention)"),
@@ -59,8 +72,11 @@ def _column_descs(n_chan: int, n_pol: int, with_corrected: bool) -> list[dict]:
 
 def _tile_spec(n_chan: int, n_pol: int, n_rows_per_tile: int) -> dict:
     tile = np.int32([n_pol, n_chan, n_rows_per_tile])
-    return {group: {"DEFAULTTILESHAPE": tile}
+    spec = {group: {"DEFAULTTILESHAPE": tile}
             for group in ("DataTiles", "FlagTiles", "WeightTiles", "CorrectedTiles")}
+    for group in ("RowWeights", "RowSigmas"):
+        spec[group] = {"DEFAULTTILESHAPE": np.int32([n_pol, 65536])}
+    return spec
 
 
 def _fill_subtables(ms_path: str, ds: xr.Dataset, antenna: xr.Dataset, field_ra: float,
@@ -254,15 +270,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             main.putcol("EXPOSURE", np.full(n_rows, interval))
             main.putcol("ANTENNA1", ant1[b_idx])
             main.putcol("ANTENNA2", ant2[b_idx])
-            main.putcol("FEED1", np.zeros(n_rows, np.int32))
-            main.putcol("FEED2", np.zeros(n_rows, np.int32))
+            for name, value in CONSTANT_COLUMNS.items():
+                main.putcol(name, np.full(n_rows, value, np.int32))
             main.putcol("DATA_DESC_ID", s_idx.astype(np.int32))
-            main.putcol("FIELD_ID", np.zeros(n_rows, np.int32))
-            main.putcol("SCAN_NUMBER", np.ones(n_rows, np.int32))
-            main.putcol("ARRAY_ID", np.zeros(n_rows, np.int32))
-            main.putcol("OBSERVATION_ID", np.zeros(n_rows, np.int32))
-            main.putcol("PROCESSOR_ID", np.full(n_rows, -1, np.int32))
-            main.putcol("STATE_ID", np.zeros(n_rows, np.int32))
             main.putcol("UVW", uvw_ms[t_idx, b_idx])
             weight_rows = np.empty((n_rows, n_pol), np.float32)
             flag_rows = np.empty(n_rows, bool)
@@ -270,14 +280,15 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             for s, sl in enumerate(spw_slices):
                 start = s * block_rows
                 rows = slice(start, start + block_rows)
-                data = vis[:, :, sl].values.reshape(block_rows, n_chan, n_pol)
+                data = read_channels(store, vis.name, sl).reshape(block_rows, n_chan, n_pol)
                 main.putcol("DATA", np.conj(data, out=data), startrow=start, nrow=block_rows)
                 if corrected is not None:
-                    cdata = corrected[:, :, sl].values.reshape(block_rows, n_chan, n_pol)
+                    cdata = read_channels(store, corrected.name, sl).reshape(
+                        block_rows, n_chan, n_pol)
                     main.putcol("CORRECTED_DATA", np.conj(cdata, out=cdata), startrow=start,
                                 nrow=block_rows)
-                f = flag[:, :, sl].values.reshape(block_rows, n_chan, n_pol)
-                w = weight[:, :, sl].values.reshape(block_rows, n_chan, n_pol)
+                f = read_channels(store, flag.name, sl).reshape(block_rows, n_chan, n_pol)
+                w = read_channels(store, weight.name, sl).reshape(block_rows, n_chan, n_pol)
                 main.putcol("FLAG", f, startrow=start, nrow=block_rows)
                 main.putcol("WEIGHT_SPECTRUM", w, startrow=start, nrow=block_rows)
                 weight_rows[rows] = w.mean(axis=1)  # weights are already 0 where flagged

@@ -248,8 +248,9 @@ def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True
                                       NDArray[np.float32]]:
     """Visibilities, flags and nsamples on the (time, baseline, frequency, polarization) grid.
 
-    Frequencies are sorted ascending when ``ascending``. Rows absent from the file (a
-    baseline missing in some integration) are flagged with zero weight.
+    Frequencies are sorted ascending when ``ascending`` (the arrays are then reversed views,
+    not copies: whoever stores them copies once). Rows absent from the file (a baseline
+    missing in some integration) are flagged with zero weight.
 
     Raises
     ------
@@ -289,5 +290,4 @@ def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True
         nsamples[meta.blt_time_index, meta.blt_baseline_index] = nsamp_rows
     if ascending and len(meta.freq_hz) > 1 and meta.freq_hz[0] > meta.freq_hz[-1]:
         vis, flags, nsamples = vis[:, :, ::-1], flags[:, :, ::-1], nsamples[:, :, ::-1]
-    return (np.ascontiguousarray(vis), np.ascontiguousarray(flags),
-            np.ascontiguousarray(nsamples))
+    return vis, flags, nsamples

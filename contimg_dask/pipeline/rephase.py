@@ -111,8 +111,11 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
         with warnings.catch_warnings():
             _quiet_zarr_strings()
             # xarray's append mode resets the group's attributes: they are restored below.
+            zarr_chunks = zarr.open_array(store / name / "VISIBILITY", mode="r").chunks
             new.to_zarr(store, group=name, mode="a", zarr_format=3, consolidated=False,
-                        encoding={"VISIBILITY_REPHASED": {"compressors": None}})
+                        write_empty_chunks=True,
+                        encoding={"VISIBILITY_REPHASED": {"compressors": None,
+                                                          "chunks": zarr_chunks}})
             field_static_dataset(ra_rad, dec_rad, field_name).to_zarr(
                 store, group=f"{name}/{REPHASED_FIELD_NODE}", mode="w", zarr_format=3,
                 consolidated=False)

@@ -21,6 +21,22 @@ def contimg(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comple
 
 
 @pytest.mark.slow
+def test_ingest_rephase_export_commands(small_blocks: Path, tmp_path: Path) -> None:
+    run = contimg("ingest", str(small_blocks), "--block", "2026-03-21T08:00:00", "--out",
+                  "b.zarr", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    run = contimg("rephase", "b.zarr", cwd=tmp_path)
+    assert run.returncode == 0 and "rephased" in run.stdout, run.stderr
+    for fmt in ("ms", "uvfits", "uvh5"):
+        run = contimg("export", "b.zarr", "--format", fmt, "--out", f"b.{fmt}", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert (tmp_path / f"b.{fmt}").exists()
+    missing = contimg("ingest", str(small_blocks), "--block", "2020-01-01T00:00:00", "--out",
+                      "x.zarr", cwd=tmp_path)
+    assert missing.returncode == 2 and "no block 2020-01-01T00:00:00" in missing.stderr
+
+
+@pytest.mark.slow
 def test_simulate_then_blocks(tmp_path: Path) -> None:
     run = contimg("simulate", "out/", "--preset", "small", "--blocks", "2", "--seed", "1",
                   cwd=tmp_path)
@@ -68,6 +84,13 @@ def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
     assert "Dask dashboard: http://127.0.0.1:" in run.stdout
     assert run.stdout.count(": complete, 16 subbands") == 2
     assert (tmp_path / "demo" / "blocks.json").exists()
+    stores = sorted((tmp_path / "demo" / "stores").glob("*.zarr"))
+    assert len(stores) == 2
+    assert len(list((tmp_path / "demo" / "products").glob("*.ms"))) == 2
+    from xradio.measurement_set import open_processing_set
+
+    assert set(open_processing_set(str(stores[0]))[next(iter(open_processing_set(
+        str(stores[0])).children))].attrs["data_groups"]) == {"base", "rephased"}
 
 
 def test_repo_root_layout() -> None:
