@@ -38,13 +38,18 @@ def floor(block_dir: Path, work: Path) -> dict:
 
 def ours(block_dir: Path, work: Path) -> dict:
     """contimg-dask: ingest -> rephase -> MS export, on a LocalCluster of the configured size
-    started before the clock starts (as the pipeline runs: one long-lived cluster)."""
+    started before the clock starts (as the pipeline runs: one long-lived cluster). The block
+    is processed twice: the first ("cold": workers importing modules) is reported too, the
+    second ("warm", the steady state of a running pipeline) is the result."""
     from contimg_dask.config import load_config
     from contimg_dask.pipeline.cluster import dask_client
 
     config = load_config(environment="testing", overrides={"paths.root": str(work)})
     with dask_client(config.dask):
-        return _ours_stages(block_dir, work, config)
+        cold = _ours_stages(block_dir, work, config)
+        warm = _ours_stages(block_dir, work, config)
+    warm["cold"] = cold
+    return warm
 
 
 def _ours_stages(block_dir: Path, work: Path, config) -> dict:

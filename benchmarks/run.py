@@ -124,6 +124,8 @@ def main() -> None:
         ("ours: rephase", ours["rephase"], None),
         ("ours: MS export", ours["ms_export"], None),
         ("ours: total", ours_total, ours["peak_rss_gib"]),
+        ("ours, first block on fresh workers: total", sum(ours["cold"][k] for k in (
+            "ingest", "rephase", "ms_export")), None),
         ("ours, threads only: total", sum(results["ours_threads"][k] for k in (
             "ingest", "rephase", "ms_export")), results["ours_threads"]["peak_rss_gib"]),
         ("reference: pyuvdata read", results["reference"]["read"], None),
