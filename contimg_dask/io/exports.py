@@ -95,6 +95,7 @@ def export_block(store: Path, out: Path, fmt: str, config: PipelineConfig,
     if fmt not in PYUVDATA_FORMATS:
         raise InputError(f"unknown export format {fmt!r}", stage="export")
     uv = block_to_uvdata(store, data_group)
+    out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "uvfits":
         uv.write_uvfits(str(out), force_phase=False, use_miriad_convention=False)
     elif fmt == "miriad":

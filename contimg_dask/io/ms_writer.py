@@ -243,6 +243,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     mjd_s = unix_to_mjd_seconds(ds.time.values)
     time_range = [float(mjd_s[0] - interval / 2), float(mjd_s[-1] + interval / 2)]
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{int(time.time() * 1e6)}")
     try:
         desc = maketabdesc(_column_descs(n_chan, n_pol, corrected is not None))
