@@ -37,8 +37,9 @@ def floor(block_dir: Path, work: Path) -> dict:
 
 
 def ours(block_dir: Path, work: Path) -> dict:
-    """contimg-dask: ingest -> rephase -> MS export, on a LocalCluster of the configured size
-    started before the clock starts (as the pipeline runs: one long-lived cluster). The block
+    """contimg-dask: ingest (rephasing in the same pass) -> MS export, on a LocalCluster of
+    the configured size started before the clock starts (as the pipeline runs: one
+    long-lived cluster). The block
     is processed twice: the first ("cold": workers importing modules) is reported too, the
     second ("warm", the steady state of a running pipeline) is the result."""
     from contimg_dask.config import load_config
@@ -62,14 +63,17 @@ def _ours_stages(block_dir: Path, work: Path, config) -> dict:
     files, _ = _files(block_dir)
     out = {}
     t0 = time.perf_counter()
-    store = ingest_block(files, work / "block.zarr", config)
-    out["ingest"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ra, dec = rephase_block(store)
-    out["rephase"] = time.perf_counter() - t0
+    store = ingest_block(files, work / "block.zarr", config, rephase=True)
+    out["ingest_and_rephase"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     export_block(store, work / "ours.ms", "ms", config)
     out["ms_export"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ra, dec = rephase_block(store)  # the standalone stage, again: not part of the chain
+    out["standalone_rephase"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ingest_block(files, work / "plain.zarr", config, rephase=False)
+    out["ingest_only"] = time.perf_counter() - t0
     out["centre_rad"] = [ra, dec]
     return out
 

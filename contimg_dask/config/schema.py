@@ -123,6 +123,7 @@ class StoreConfig(_Section):
     """Layout of block stores on disk."""
 
     time_chunk_integrations: PositiveInt
+    rephase_at_ingest: bool
 
 
 class LoggingConfig(_Section):

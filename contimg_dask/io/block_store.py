@@ -44,6 +44,7 @@ LOCATION_ATTRS = {"type": "location", "units": "m", "frame": "ITRS",
                   "coordinate_system": "geocentric", "origin_object_name": "earth"}
 VIS_DIMS = ("time", "baseline_id", "frequency", "polarization")
 BASE_FIELD_NODE = "field_and_source_base_xds"
+REPHASED_FIELD_NODE = "field_and_source_rephased_xds"
 
 
 def _quiet_zarr_strings() -> None:
@@ -58,13 +59,14 @@ def _quantity(value: float, units: str) -> dict[str, Any]:
 
 
 def store_encoding(chunks: tuple[int, ...]) -> dict[str, dict]:
-    """zarr chunks and codecs of the bulk arrays (VISIBILITY, FLAG, WEIGHT).
+    """zarr chunks and codecs of the bulk arrays (VISIBILITY[_REPHASED], FLAG, WEIGHT).
 
     Visibilities are noise-like and do not compress: stored raw. Flags and weights are nearly
     constant: LZ4 with bit-shuffling shrinks them >10x at several GB/s (measurements in
     docs/block-store.md)."""
     fast = zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
     return {"VISIBILITY": {"compressors": None, "chunks": chunks},
+            "VISIBILITY_REPHASED": {"compressors": None, "chunks": chunks},
             "FLAG": {"compressors": [fast], "chunks": chunks},
             "WEIGHT": {"compressors": [fast], "chunks": chunks}}
 
@@ -130,6 +132,27 @@ def visibility_dataset(*, unix: NDArray, freq_hz: NDArray, channel_width_hz: flo
             "contimg": provenance,
         },
     )
+
+
+def rephased_data_group(ra_rad: float, dec_rad: float) -> dict[str, str]:
+    """The ``rephased`` entry of ``data_groups``: flags and weights shared with ``base``."""
+    return {"correlated_data": "VISIBILITY_REPHASED", "flag": "FLAG", "weight": "WEIGHT",
+            "uvw": "UVW_REPHASED", "field_and_source": REPHASED_FIELD_NODE,
+            "description": f"rephased to ICRS ({np.degrees(ra_rad):.6f}, "
+                           f"{np.degrees(dec_rad):.6f}) deg, UVW from antenna positions",
+            "date": now_iso()}
+
+
+def with_rephased(vis: xr.Dataset, vis_rephased: Any, uvw_rephased: NDArray, ra_rad: float,
+                  dec_rad: float) -> xr.Dataset:
+    """``vis`` plus the rephased data group's variables, registered in ``data_groups``."""
+    out = vis.assign(
+        VISIBILITY_REPHASED=(VIS_DIMS, vis_rephased, dict(vis.VISIBILITY.attrs)),
+        UVW_REPHASED=(vis.UVW.dims, uvw_rephased, dict(vis.UVW.attrs)))
+    groups = dict(vis.attrs["data_groups"])
+    groups["rephased"] = rephased_data_group(ra_rad, dec_rad)
+    out.attrs = {**vis.attrs, "data_groups": groups}
+    return out
 
 
 def antenna_dataset(names: list[str], itrs_m: NDArray, diameters_m: NDArray,
@@ -199,7 +222,8 @@ def field_static_dataset(ra: float, dec: float, field_name: str) -> xr.Dataset:
 
 def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dataset,
                          field: xr.Dataset, encoding: dict[str, dict] | None = None,
-                         fill: Callable[[Path], None] | None = None) -> Path:
+                         fill: Callable[[Path], None] | None = None,
+                         rephased_field: xr.Dataset | None = None) -> Path:
     """Write a one-MSv4 processing set atomically: to ``path.tmp-*``, then renamed.
 
     With ``fill``, Dask-backed variables are not computed: the store's structure and the
@@ -210,6 +234,9 @@ def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dat
     msv4 = xr.DataTree(dataset=vis)
     msv4["antenna_xds"] = xr.DataTree(dataset=antenna)
     msv4[BASE_FIELD_NODE] = xr.DataTree(dataset=field)
+    if rephased_field is not None:
+        msv4[REPHASED_FIELD_NODE] = xr.DataTree(dataset=rephased_field)
+    encoding = {k: v for k, v in (encoding or {}).items() if k in vis}
     tree = xr.DataTree()
     tree.attrs["type"] = "processing_set"
     tree[name] = msv4
@@ -218,7 +245,7 @@ def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dat
         with warnings.catch_warnings():
             _quiet_zarr_strings()
             tree.to_zarr(tmp, zarr_format=3, consolidated=True, mode="w",
-                         encoding={f"/{name}": encoding or {}}, compute=fill is None)
+                         encoding={f"/{name}": encoding}, compute=fill is None)
         if fill is not None:
             fill(tmp / name)
         if path.exists():

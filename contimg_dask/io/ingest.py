@@ -26,14 +26,22 @@ from contimg_dask.errors import IncompleteBlockError, InconsistentBlockError, In
 from contimg_dask.io.block_store import (
     antenna_dataset,
     field_ephemeris_dataset,
+    field_static_dataset,
     msv4_name,
     store_encoding,
     visibility_dataset,
+    with_rephased,
     write_processing_set,
 )
 from contimg_dask.io.uvh5 import UVH5Meta, read_uvh5_meta, read_uvh5_visibilities
 from contimg_dask.logs import get_logger, log_context
-from contimg_dask.ops.phasing import phase_centres, uvw_towards
+from contimg_dask.ops.phasing import (
+    block_centre,
+    phase_centres,
+    rotate_visibilities,
+    uvw_to_fixed_centre,
+    uvw_towards,
+)
 from contimg_dask.ops.uvw import ecef_to_local_meridian
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
@@ -129,8 +137,9 @@ def _read_chunk(meta: UVH5Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
-                 shape: tuple[int, ...]) -> int:
-    """Task: read one subband (or make its gap) and write it into the store's zarr arrays.
+                 shape: tuple[int, ...], rephase: tuple[np.ndarray, ...] | None) -> int:
+    """Task: read one subband (or make its gap) and write it into the store's zarr arrays;
+    with ``rephase = (w_old, w_new, freq_hz)`` also its rephased visibilities.
 
     Chunk-aligned writes: each task owns its frequency chunk, so tasks never touch the same
     zarr chunk and no data travel between Dask workers.
@@ -141,7 +150,10 @@ def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
     else:
         with log_context(stage="ingest", file=Path(meta.path).name):
             vis, flag, weight = _read_chunk(meta)
-    for name, values in (("VISIBILITY", vis), ("FLAG", flag), ("WEIGHT", weight)):
+    arrays = [("VISIBILITY", vis), ("FLAG", flag), ("WEIGHT", weight)]
+    if rephase is not None:
+        arrays.append(("VISIBILITY_REPHASED", rotate_visibilities(vis, *rephase)))
+    for name, values in arrays:
         # write_empty_chunks: skip zarr's scan for chunks equal to the fill value (3x faster
         # on a subband; every chunk is written anyway).
         array = zarr.open_array(group / name, mode="r+", config={"write_empty_chunks": True})
@@ -150,8 +162,12 @@ def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
 
 
 def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfig,
-                 block_id: str | None = None) -> Path:
+                 block_id: str | None = None, rephase: bool | None = None) -> Path:
     """Ingest one block's subband files into the block store ``out`` (replaced atomically).
+
+    With ``rephase`` (default: ``store.rephase_at_ingest``) the ``rephased`` data group (the
+    block rephased to its default fixed centre, as ``contimg rephase`` does) is written in the
+    same pass, from the same in-memory subband: the visibilities are read and written once.
 
     Raises
     ------
@@ -234,15 +250,24 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
                                   diameters, telescope_name, pol_types)
         field = field_ephemeris_dataset(unix, pc["icrs_ra"], pc["icrs_dec"], pc["app_ra"],
                                         pc["app_dec"], telescope_ecef, field_name)
+        rephased_field = None
+        rephase_args: list[tuple | None] = [None] * len(chunks)
+        if config.store.rephase_at_ingest if rephase is None else rephase:
+            ra, dec = block_centre(centre.kind, centre.dec_rad, centre.ra_rad, ref.times_jd,
+                                   *site)
+            uvw_new = uvw_to_fixed_centre(local[i2] - local[i1], ref.times_jd, ra, dec, *site)
+            vis_ds = with_rephased(vis_ds, da.zeros(full, chunks=layout, dtype=np.complex64),
+                                   uvw_new, ra, dec)
+            rephased_field = field_static_dataset(ra, dec, f"rephased_{block}")
+            rephase_args = [(uvw[..., 2], uvw_new[..., 2], c.freq_hz) for c in chunks]
         edges = np.concatenate([[0], np.cumsum(sizes)])
-
         t_meta = time.perf_counter()
 
         def fill(group: Path) -> None:
             t_data = time.perf_counter()
             tasks = [dask.delayed(_write_chunk, pure=False)(
                 chunk.meta, group, slice(int(edges[i]), int(edges[i + 1])),
-                (n_t, n_bl, sizes[i], n_p)) for i, chunk in enumerate(chunks)]
+                (n_t, n_bl, sizes[i], n_p), rephase_args[i]) for i, chunk in enumerate(chunks)]
             dask.compute(*tasks)
             log.debug("headers, phase centres and UVW %.2f s; store structure %.2f s; "
                       "subband data %.2f s", t_meta - t0, t_data - t_meta,
@@ -250,7 +275,8 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
 
         zarr_chunks = (min(n_t, config.store.time_chunk_integrations), n_bl, sizes[0], n_p)
         write_processing_set(out, msv4_name(block), vis_ds, antenna, field,
-                             store_encoding(zarr_chunks), fill=fill)
+                             store_encoding(zarr_chunks), fill=fill,
+                             rephased_field=rephased_field)
         log.info("ingested %d subbands (%d missing) into %s in %.1f s", len(files),
                  len(missing), out, time.perf_counter() - t0)
     return out

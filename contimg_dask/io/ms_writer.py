@@ -11,6 +11,8 @@ Conventions (checked by tests against CASA itself):
 - OBSERVATION/TELESCOPE_NAME is the name CASA places the array by (``telescope.casa_name``);
   the true telescope name is kept in the main table's ``CONTIMG_TELESCOPE`` keyword.
 - A ``corrected`` data group, when present, becomes CORRECTED_DATA beside DATA.
+- WEIGHT is the channel average of the store's weights; WEIGHT_SPECTRUM is added only when
+  weights differ across the channels of a row.
 
 The writer streams one frequency chunk at a time (all times), so memory stays at one subband.
 The MS is written under a temporary name and renamed when complete.
@@ -43,7 +45,8 @@ CONSTANT_COLUMNS = {  # same value in every row: IncrementalStMan stores them as
 }
 
 
-def _column_descs(n_chan: int, n_pol: int, with_corrected: bool) -> list[dict]:
+def _column_descs(n_chan: int, n_pol: int, with_corrected: bool,
+                  with_weight_spectrum: bool) -> list[dict]:
     from casacore.tables import makearrcoldesc, makescacoldesc
 
     shape = [n_chan, n_pol]
@@ -60,14 +63,21 @@ def _column_descs(n_chan: int, n_pol: int, with_corrected: bool) -> list[dict]:
                        comment="conj of the pipeline's visibilities (MS convention)"),
         makearrcoldesc("FLAG", False, shape=shape, valuetype="boolean",
                        datamanagertype="TiledColumnStMan", datamanagergroup="FlagTiles"),
-        makearrcoldesc("WEIGHT_SPECTRUM", 0.0, shape=shape, valuetype="float",
-                       datamanagertype="TiledColumnStMan", datamanagergroup="WeightTiles"),
     ]
+    if with_weight_spectrum:
+        descs.append(makearrcoldesc("WEIGHT_SPECTRUM", 0.0, shape=shape, valuetype="float",
+                                    datamanagertype="TiledColumnStMan",
+                                    datamanagergroup="WeightTiles"))
     if with_corrected:
         descs.append(makearrcoldesc("CORRECTED_DATA", 0j, shape=shape, valuetype="complex",
                                     datamanagertype="TiledColumnStMan",
                                     datamanagergroup="CorrectedTiles"))
     return descs
+
+
+def _varies_across_channels(weight: np.ndarray) -> bool:
+    """Whether weights (time, baseline, channel, pol) differ between channels of a row."""
+    return not np.array_equal(weight, np.broadcast_to(weight[:, :, :1, :], weight.shape))
 
 
 def _tile_spec(n_chan: int, n_pol: int, n_rows_per_tile: int) -> dict:
@@ -246,7 +256,11 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{int(time.time() * 1e6)}")
     try:
-        desc = maketabdesc(_column_descs(n_chan, n_pol, corrected is not None))
+        # Per-channel weights are written only when they differ across the channels of a
+        # row: correlator weights (nsamples) rarely do, and the column is 1/3 of the MS.
+        per_channel = any(_varies_across_channels(read_channels(store, weight.name, sl))
+                          for sl in spw_slices)
+        desc = maketabdesc(_column_descs(n_chan, n_pol, corrected is not None, per_channel))
         dminfo = makedminfo(desc, _tile_spec(n_chan, n_pol, max(1, 262144 // (n_chan * n_pol))))
         ms = default_ms(str(tmp), desc, dminfo)
         ms.close()
@@ -291,7 +305,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
                 f = read_channels(store, flag.name, sl).reshape(block_rows, n_chan, n_pol)
                 w = read_channels(store, weight.name, sl).reshape(block_rows, n_chan, n_pol)
                 main.putcol("FLAG", f, startrow=start, nrow=block_rows)
-                main.putcol("WEIGHT_SPECTRUM", w, startrow=start, nrow=block_rows)
+                if per_channel:
+                    main.putcol("WEIGHT_SPECTRUM", w, startrow=start, nrow=block_rows)
                 weight_rows[rows] = w.mean(axis=1)  # weights are already 0 where flagged
                 flag_rows[rows] = f.all(axis=(1, 2))
             main.putcol("WEIGHT", weight_rows)

@@ -98,3 +98,26 @@ def rotate_visibilities(vis: NDArray[np.complex64], w_old: NDArray[np.float64],
     (time, baseline; metres): ``vis · exp(-2πi ν (w_new - w_old) / c)``."""
     dw = np.ascontiguousarray(w_new - w_old, dtype=np.float64)
     return _rotate(np.ascontiguousarray(vis), dw, np.ascontiguousarray(freq_hz, np.float64))
+
+
+def block_centre(kind: str, dec_rad: float, ra_rad: float | None, jd_utc: NDArray[np.float64],
+                 longitude_rad: float, latitude_rad: float, height_m: float
+                 ) -> tuple[float, float]:
+    """The fixed ICRS centre a block is rephased to by default: for a drift block the ICRS
+    position of apparent HA 0 / its declination at the block's mid-time; for a tracked
+    block its own centre."""
+    if kind == "sidereal":
+        return float(ra_rad), float(dec_rad)
+    mid = np.array([0.5 * (jd_utc[0] + jd_utc[-1])])
+    pc = phase_centres("drift", dec_rad, None, mid, longitude_rad, latitude_rad, height_m)
+    return float(pc["icrs_ra"][0]), float(pc["icrs_dec"][0])
+
+
+def uvw_to_fixed_centre(baselines_xyz: NDArray[np.float64], jd_utc: NDArray[np.float64],
+                        ra_rad: float, dec_rad: float, longitude_rad: float,
+                        latitude_rad: float, height_m: float) -> NDArray[np.float64]:
+    """UVW (time, baseline, 3) of local-meridian baselines towards the fixed ICRS direction
+    (``ra_rad``, ``dec_rad``) at each time (v to ICRS north)."""
+    site = (longitude_rad, latitude_rad, height_m)
+    pc = phase_centres("sidereal", dec_rad, ra_rad, jd_utc, *site)
+    return uvw_towards(baselines_xyz, pc["last"], pc["app_ra"], pc["app_dec"], pc["frame_pa"])

@@ -18,43 +18,32 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from contimg_dask.coords.frames import (
-    icrs_position_angle,
-    icrs_to_apparent,
-    local_apparent_sidereal_time,
-)
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
 from contimg_dask.io.block_store import (
+    REPHASED_FIELD_NODE,
     _quiet_zarr_strings,
     block_node,
     field_static_dataset,
-    now_iso,
     open_block,
+    rephased_data_group,
 )
 from contimg_dask.logs import get_logger, log_context
-from contimg_dask.ops.phasing import phase_centres, rotate_visibilities, uvw_towards
+from contimg_dask.ops.phasing import block_centre, rotate_visibilities, uvw_to_fixed_centre
 from contimg_dask.ops.uvw import ecef_to_local_meridian
-from contimg_dask.telescope.geodesy import ecef_to_geodetic
 
 log = get_logger(__name__)
-REPHASED_FIELD_NODE = "field_and_source_rephased_xds"
 
 
 def default_centre(node: xr.DataTree) -> tuple[float, float]:
-    """ICRS (ra, dec) of the recorded phasing at the block's mid-time: for a drift block the
-    ICRS position of apparent HA 0 / pointing dec at the mid-time; for a tracked block its
-    fixed centre."""
+    """ICRS (ra, dec) of the recorded phasing at the block's mid-time (see
+    :func:`contimg_dask.ops.phasing.block_centre`)."""
     ds = node.to_dataset(inherit=False)
     prov = ds.attrs["contimg"]
-    centre = prov["phase_centre"]
-    if centre["kind"] == "sidereal":
-        return float(centre["ra_rad"]), float(centre["dec_rad"])
-    site = prov["telescope_location_wgs84"]
-    mid = unix_to_jd(np.array([float(ds.time.values.mean())]))
-    pc = phase_centres("drift", centre["dec_rad"], None, mid, site["longitude_rad"],
-                       site["latitude_rad"], site["height_m"])
-    return float(pc["icrs_ra"][0]), float(pc["icrs_dec"][0])
+    centre, site = prov["phase_centre"], prov["telescope_location_wgs84"]
+    return block_centre(centre["kind"], centre["dec_rad"], centre["ra_rad"],
+                        unix_to_jd(ds.time.values), site["longitude_rad"],
+                        site["latitude_rad"], site["height_m"])
 
 
 def _baselines_local(node: xr.DataTree, longitude_rad: float) -> np.ndarray:
@@ -86,11 +75,8 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
         site = prov["telescope_location_wgs84"]
         lon, lat, height = site["longitude_rad"], site["latitude_rad"], site["height_m"]
         jd = unix_to_jd(ds.time.values)
-        last = local_apparent_sidereal_time(jd, lon)
-        app_ra, app_dec = icrs_to_apparent(np.full(len(jd), ra_rad), np.full(len(jd), dec_rad),
-                                           jd, lon, lat, height)
-        frame_pa = icrs_position_angle(app_ra, app_dec, jd, lon, lat, height)
-        uvw_new = uvw_towards(_baselines_local(node, lon), last, app_ra, app_dec, frame_pa)
+        uvw_new = uvw_to_fixed_centre(_baselines_local(node, lon), jd, ra_rad, dec_rad, lon,
+                                      lat, height)
         w_old = ds.UVW.values[..., 2]
         freq = ds.frequency.values
 
@@ -112,31 +98,21 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
             _quiet_zarr_strings()
             # xarray's append mode resets the group's attributes: they are restored below.
             zarr_chunks = zarr.open_array(store / name / "VISIBILITY", mode="r").chunks
+            # A rerun (or a store rephased at ingest) overwrites the arrays in place, with
+            # the codecs and chunks they already have.
+            exists = (store / name / "VISIBILITY_REPHASED").is_dir()
+            encoding = {} if exists else {"VISIBILITY_REPHASED": {"compressors": None,
+                                                                  "chunks": zarr_chunks}}
             new.to_zarr(store, group=name, mode="a", zarr_format=3, consolidated=False,
-                        write_empty_chunks=True,
-                        encoding={"VISIBILITY_REPHASED": {"compressors": None,
-                                                          "chunks": zarr_chunks}})
+                        write_empty_chunks=True, encoding=encoding)
             field_static_dataset(ra_rad, dec_rad, field_name).to_zarr(
                 store, group=f"{name}/{REPHASED_FIELD_NODE}", mode="w", zarr_format=3,
                 consolidated=False)
             groups = dict(attrs["data_groups"])
-            groups["rephased"] = {
-                "correlated_data": "VISIBILITY_REPHASED", "flag": "FLAG", "weight": "WEIGHT",
-                "uvw": "UVW_REPHASED", "field_and_source": REPHASED_FIELD_NODE,
-                "description": f"rephased to ICRS ({np.degrees(ra_rad):.6f}, "
-                               f"{np.degrees(dec_rad):.6f}) deg, UVW from antenna positions",
-                "date": now_iso()}
+            groups["rephased"] = rephased_data_group(ra_rad, dec_rad)
             zarr.open_group(store / name, mode="r+").attrs.update(
                 {**attrs, "data_groups": groups})
             zarr.consolidate_metadata(store)
         log.info("rephased to ICRS (%.5f, %.5f) deg in %.1f s", np.degrees(ra_rad),
                  np.degrees(dec_rad), time.perf_counter() - t0)
     return ra_rad, dec_rad
-
-
-def telescope_site(store_tree: xr.DataTree) -> tuple[float, float, float]:
-    """WGS84 (lon, lat, height) of the observatory position recorded in a block store."""
-    node = block_node(store_tree)
-    pos = node[list(node.children)[1]].to_dataset(inherit=False)
-    lon, lat, height = ecef_to_geodetic(pos.OBSERVER_POSITION.values)
-    return float(lon), float(lat), float(height)

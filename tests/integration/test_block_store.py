@@ -128,6 +128,21 @@ def test_rephase_matches_pyuvdata(store: Path, small_blocks: Path, tmp_path: Pat
     assert len(check_datatree(open_processing_set(str(copy)))) == 0
 
 
+def test_rephasing_at_ingest_equals_the_rephase_stage(store: Path, small_blocks: Path,
+                                                      tmp_path: Path) -> None:
+    """The rephased group written during ingest (one pass) is the rephase stage's result."""
+    files, _ = block_files(small_blocks)
+    plain = ingest_block(files, tmp_path / "plain.zarr", make_config(tmp_path), rephase=False)
+    assert set(dataset(plain).attrs["data_groups"]) == {"base"}
+    rephase_block(plain)
+    fused, staged = dataset(store), dataset(plain)
+    assert set(fused.attrs["data_groups"]) == {"base", "rephased"}
+    np.testing.assert_allclose(fused.UVW_REPHASED.values, staged.UVW_REPHASED.values,
+                               atol=1e-9)
+    np.testing.assert_allclose(fused.VISIBILITY_REPHASED.values,
+                               staged.VISIBILITY_REPHASED.values, rtol=1e-6, atol=1e-6)
+
+
 def test_missing_subband_becomes_a_flagged_gap(small_blocks: Path, tmp_path: Path) -> None:
     files, _ = block_files(small_blocks)
     out = ingest_block([f for f in files if not f.name.endswith("_sb07.hdf5")],
