@@ -25,6 +25,7 @@ import datetime as dt
 import shutil
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,42 @@ def read_channels(store: Path, variable: str, channels: slice) -> np.ndarray:
     zarr (for streaming writers: no Dask graph per slice)."""
     tree_name = next(p.name for p in store.iterdir() if (p / variable).is_dir())
     return zarr.open_array(store / tree_name / variable, mode="r")[:, :, channels, :]
+
+
+@dataclass(frozen=True)
+class FixedCentreGroup:
+    """A data group of a block store whose phase centre is one fixed ICRS direction."""
+
+    node: xr.DataTree
+    dataset: xr.Dataset
+    names: dict[str, str]  # the data_groups entry: correlated_data, flag, weight, uvw, ...
+    field_name: str
+    ra_rad: float
+    dec_rad: float
+
+
+def fixed_centre_group(store: Path, data_group: str) -> FixedCentreGroup:
+    """Open ``data_group`` of a block store for export.
+
+    Raises
+    ------
+    InputError
+        The store lacks the group, or its phase centre moves (exports need a fixed one).
+    """
+    node = block_node(open_block(store))
+    ds = node.to_dataset(inherit=False)
+    groups = ds.attrs["data_groups"]
+    if data_group not in groups:
+        raise InputError(f"block store has no data group '{data_group}' (has "
+                         f"{sorted(groups)}); run `contimg rephase` first", file=store,
+                         stage="export")
+    names = groups[data_group]
+    field = node[names["field_and_source"]].to_dataset(inherit=False)
+    if "time" in field.FIELD_PHASE_CENTER_DIRECTION.dims:
+        raise InputError(f"data group '{data_group}' has a moving phase centre; exports "
+                         "need a fixed one (rephase first)", file=store, stage="export")
+    ra, dec = (float(v) for v in field.FIELD_PHASE_CENTER_DIRECTION.values[0])
+    return FixedCentreGroup(node, ds, names, str(field.field_name.values[0]), ra, dec)
 
 
 def block_node(tree: xr.DataTree) -> xr.DataTree:

@@ -17,7 +17,7 @@ from astropy.coordinates import EarthLocation
 from contimg_dask.config import PipelineConfig
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.block_store import fixed_centre_group
 from contimg_dask.io.ms_writer import write_ms
 
 PYUVDATA_FORMATS = ("uvfits", "miriad", "uvh5")
@@ -29,19 +29,9 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
     """The store's ``data_group`` as a pyuvdata ``UVData`` (in memory: for exports)."""
     from pyuvdata import Telescope, UVData
 
-    node = block_node(open_block(store))
-    ds = node.to_dataset(inherit=False)
-    groups = ds.attrs["data_groups"]
-    if data_group not in groups:
-        raise InputError(f"block store has no data group '{data_group}' (has "
-                         f"{sorted(groups)}); run `contimg rephase` first", file=store,
-                         stage="export")
-    group = groups[data_group]
-    field = node[group["field_and_source"]].to_dataset(inherit=False)
-    if "time" in field.FIELD_PHASE_CENTER_DIRECTION.dims:
-        raise InputError(f"data group '{data_group}' has a moving phase centre; exports "
-                         "need a fixed one (rephase first)", file=store, stage="export")
-    ra, dec = (float(v) for v in field.FIELD_PHASE_CENTER_DIRECTION.values[0])
+    view = fixed_centre_group(store, data_group)
+    node, ds, group = view.node, view.dataset, view.names
+    ra, dec = view.ra_rad, view.dec_rad
     prov = ds.attrs["contimg"]
     site = prov["telescope_location_wgs84"]
     location = EarthLocation.from_geodetic(site["longitude_rad"] * u.rad,
@@ -75,7 +65,7 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
         flag_array=flag,
         nsample_array=np.where(flag, 0.0, ds[group["weight"]].values.reshape(
             n_t * n_bl, n_f, n_p)).astype(np.float32),
-        phase_center_catalog={0: {"cat_name": str(field.field_name.values[0]),
+        phase_center_catalog={0: {"cat_name": view.field_name,
                                   "cat_type": "sidereal", "cat_lon": ra, "cat_lat": dec,
                                   "cat_frame": "icrs", "cat_epoch": 2000.0}},
         phase_center_id_array=np.zeros(n_t * n_bl, int),

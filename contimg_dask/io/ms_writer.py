@@ -30,7 +30,7 @@ import xarray as xr
 
 from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import block_node, open_block, read_channels
+from contimg_dask.io.block_store import fixed_centre_group, read_channels
 from contimg_dask.logs import get_logger
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
@@ -206,25 +206,12 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
 
     t0 = time.perf_counter()
     store, out = Path(store), Path(out)
-    tree = open_block(store)
-    node = block_node(tree)
-    ds = node.to_dataset(inherit=False)
-    groups = ds.attrs["data_groups"]
-    if data_group not in groups:
-        raise InputError(f"block store has no data group '{data_group}' (has "
-                         f"{sorted(groups)}); run `contimg rephase` first", file=store,
-                         stage="export")
-    group = groups[data_group]
-    field = node[group["field_and_source"]].to_dataset(inherit=False)
-    if "time" in field.FIELD_PHASE_CENTER_DIRECTION.dims:
-        raise InputError(f"data group '{data_group}' has a moving phase centre; a "
-                         "Measurement Set needs a fixed one (rephase first)", file=store,
-                         stage="export")
-    field_ra, field_dec = (float(v) for v in field.FIELD_PHASE_CENTER_DIRECTION.values[0])
-    field_name = str(field.field_name.values[0])
+    view = fixed_centre_group(store, data_group)
+    node, ds, group = view.node, view.dataset, view.names
+    field_ra, field_dec, field_name = view.ra_rad, view.dec_rad, view.field_name
     antenna = node["antenna_xds"].to_dataset(inherit=False)
     vis = ds[group["correlated_data"]]
-    corrected = ds["VISIBILITY_CORRECTED"] if "corrected" in groups else None
+    corrected = ds["VISIBILITY_CORRECTED"] if "corrected" in ds.attrs["data_groups"] else None
     flag, weight, uvw = ds[group["flag"]], ds[group["weight"]], ds[group["uvw"]]
 
     n_t, n_bl, _, n_pol = vis.shape
