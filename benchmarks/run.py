@@ -47,6 +47,7 @@ def run_chain(name: str, block: Path, work: Path) -> dict:
     import psutil
 
     env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
+    os.sync()  # start each chain with no dirty pages left by the one before
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.chains", name, str(block),
                              str(work)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -64,7 +64,7 @@ def uvw_towards(baselines_xyz: NDArray[np.float64], last: NDArray[np.float64],
 def _rotate(vis: NDArray[np.complex64], dw: NDArray[np.float64],
             freq: NDArray[np.float64]) -> NDArray[np.complex64]:
     n_t, n_b, n_f, n_p = vis.shape
-    out = np.empty_like(vis)
+    out = np.empty(vis.shape, dtype=vis.dtype)
     scale = -2.0 * math.pi / SPEED_OF_LIGHT
     # Uniformly spaced channels (one subband chunk): advance the phasor by one complex
     # multiplication per channel instead of a sine and cosine.
@@ -97,7 +97,8 @@ def rotate_visibilities(vis: NDArray[np.complex64], w_old: NDArray[np.float64],
     """Rephase ``vis`` (time, baseline, frequency, polarization) from ``w_old`` to ``w_new``
     (time, baseline; metres): ``vis · exp(-2πi ν (w_new - w_old) / c)``."""
     dw = np.ascontiguousarray(w_new - w_old, dtype=np.float64)
-    return _rotate(np.ascontiguousarray(vis), dw, np.ascontiguousarray(freq_hz, np.float64))
+    # Strided input (e.g. a frequency-reversed view) is read in place: no copy.
+    return _rotate(vis, dw, np.ascontiguousarray(freq_hz, np.float64))
 
 
 def block_centre(kind: str, dec_rad: float, ra_rad: float | None, jd_utc: NDArray[np.float64],
