@@ -151,6 +151,28 @@ def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _cmd_flag(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.pipeline.flag import flag_block, list_flag_versions, restore_flags
+
+    store = Path(args.store)
+    if args.list:
+        listing = list_flag_versions(store)
+        for name, version in listing["versions"].items():
+            mark = "*" if name == listing["active"] else " "
+            fraction = version.get("fractions", {}).get("block")
+            shown = "" if fraction is None else f"  {100 * fraction:.2f} % flagged"
+            print(f"{mark} {name:<12} {version['variable']:<14} {version['created']}{shown}")
+        return 0
+    if args.restore:
+        restore_flags(store, args.restore)
+        print(f"active flag version: {args.restore}")
+        return 0
+    fractions = flag_block(store, config.flagging, version=args.version)
+    print(f"flagged {100 * fractions['block']:.2f} % of cross-correlations "
+          f"(version {args.version})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.cli.demo import run_demo
 
@@ -233,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--spw-layout", default="per_subband", choices=["per_subband", "single"],
                      help="MS spectral windows: one per subband (default) or one")
     exp.set_defaults(func=_cmd_export)
+
+    flg = sub.add_parser("flag", help="flag a block store (RFI, bad data), with flag versions")
+    flg.add_argument("store", help="block store")
+    flg.add_argument("--version", default="rfi", help="name of the flag version to write")
+    flg.add_argument("--list", action="store_true", help="list the saved flag versions")
+    flg.add_argument("--restore", metavar="NAME", help="make a saved flag version active")
+    flg.set_defaults(func=_cmd_flag)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

@@ -126,6 +126,26 @@ class StoreConfig(_Section):
     rephase_at_ingest: bool
 
 
+class FlaggingConfig(_Section):
+    """RFI and data flagging (see contimg_dask.ops.flagging)."""
+
+    zeros: bool
+    autocorrelations: bool
+    amplitude_clip_jy: PositiveFloat | None
+    bad_antenna_power_sigma: PositiveFloat | None
+    bad_antenna_noise_factor: PositiveFloat | None
+    bad_antenna_flagged_fraction: Fraction
+    sumthreshold: bool
+    sumthreshold_sigma: PositiveFloat
+    sumthreshold_rho: Annotated[float, Field(gt=1)]
+    sumthreshold_windows: list[PositiveInt]
+    iterations: PositiveInt
+    background_window: tuple[PositiveInt, PositiveInt]
+    mad_clip_sigma: PositiveFloat | None
+    extension_sigma: PositiveFloat | None
+    mostly_flagged_fraction: Fraction
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["text", "json"]
@@ -161,6 +181,7 @@ class RfiConfig(_Section):
     burst_amplitude_jy: NonNegativeFloat
     bad_antennas: NonNegativeInt
     bad_antenna_amplitude_jy: NonNegativeFloat
+    bad_antenna_auto_power_jy: NonNegativeFloat
 
 
 class SkyConfig(_Section):
@@ -220,6 +241,7 @@ class PipelineConfig(_Section):
     telescope: TelescopeConfig
     blocks: BlocksConfig
     store: StoreConfig
+    flagging: FlaggingConfig
     logging: LoggingConfig
     dask: DaskConfig
     casa: CasaConfig

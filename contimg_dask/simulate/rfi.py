@@ -4,7 +4,8 @@ Three kinds, as DSA-110 sees them:
 
 - persistent narrowband channels (the same channels in every block; every cross-correlation);
 - broadband bursts (whole integrations, every channel of every subband);
-- misbehaving antennas (every baseline to them, all channels, all times).
+- misbehaving antennas (every baseline to them, all channels, all times; excess power in
+  their autocorrelations).
 
 Amplitudes are in Jy (the visibility units). The truth is the modulus of what was added,
 per visibility, so a flagger can be scored against any threshold.
@@ -76,6 +77,7 @@ def subband_rfi(plan: BlockRfi, subband: int, rng: np.random.Generator, ant1: ND
         rfi[rows] += amp * np.exp(1j * phase)
     if plan.bad_antennas:
         rows = np.isin(ant1, plan.bad_antennas) | np.isin(ant2, plan.bad_antennas)
+        rfi[rows & ~cross] += config.bad_antenna_auto_power_jy  # its autos: excess power
         rows &= cross
         n = int(rows.sum())
         scale = config.bad_antenna_amplitude_jy / np.sqrt(2)
