@@ -126,3 +126,16 @@ def tclean_and_fit(vis: str, imagename: str, fits_out: str, regions: list[str],
         1.0 if beam["major"]["unit"] == "arcsec" else 60.0),
         "minor_arcsec": float(beam["minor"]["value"]) * (
             1.0 if beam["minor"]["unit"] == "arcsec" else 60.0)}, "fits": fits}
+
+
+def flagdata_timed(vis: str, mode: str, **params: Any) -> dict[str, Any]:
+    """Run ``casatasks.flagdata`` (mode ``tfcrop``, ``rflag``, ...) on ``vis`` in place and
+    return its wall time (s), for side-by-side comparisons."""
+    import time
+
+    import casatasks
+
+    t0 = time.perf_counter()
+    casatasks.flagdata(vis=vis, mode=mode, datacolumn="data", action="apply",
+                       flagbackup=False, **params)
+    return {"mode": mode, "seconds": time.perf_counter() - t0}

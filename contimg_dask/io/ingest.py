@@ -259,7 +259,9 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
             vis_ds = with_rephased(vis_ds, da.zeros(full, chunks=layout, dtype=np.complex64),
                                    uvw_new, ra, dec)
             rephased_field = field_static_dataset(ra, dec, f"rephased_{block}")
-            rephase_args = [(uvw[..., 2], uvw_new[..., 2], c.freq_hz) for c in chunks]
+            # The w arrays enter the graph once, shared by every subband's task.
+            w_old, w_new = dask.delayed(uvw[..., 2]), dask.delayed(uvw_new[..., 2])
+            rephase_args = [(w_old, w_new, c.freq_hz) for c in chunks]
         edges = np.concatenate([[0], np.cumsum(sizes)])
         t_meta = time.perf_counter()
 

@@ -72,7 +72,8 @@ def amplitude_residual(amp: NDArray[np.float32], flags: NDArray[np.bool_],
     filled = amp.copy()
     if flags.any():
         masked = np.where(flags, np.nan, amp)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # fully flagged planes
             plane_median = np.nanmedian(masked, axis=(0, 2), keepdims=True)
         plane_median = np.where(np.isfinite(plane_median), plane_median, 0.0)
         filled = np.where(flags, np.broadcast_to(plane_median, amp.shape), amp)
