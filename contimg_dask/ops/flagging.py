@@ -16,7 +16,8 @@ runs them, each switchable by configuration:
    iterated with the background re-estimated without what was flagged;
 7. a robust MAD sigma clip on the same residuals (with only 24 integrations, SumThreshold
    along time is weak: this catches the rest);
-8. extension: neighbours of flagged samples whose residual exceeds a lower threshold, and
+8. extension: neighbours of flagged samples whose residual exceeds a lower threshold
+   (residuals are one-sided throughout: interference adds power), and
    whole channels or integrations that are mostly flagged.
 """
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numpy.typing import NDArray
-from scipy.ndimage import median_filter
+from scipy.ndimage import gaussian_filter1d
 
 MAD_TO_SIGMA = 1.4826
 
@@ -54,6 +55,24 @@ class FlagParameters:
     mostly_flagged_fraction: float = 0.7
 
 
+def nan_median(values: NDArray[np.floating], axis: int | tuple[int, ...]) -> NDArray:
+    """Median ignoring NaNs along ``axis`` (kept as length-1 dimensions), vectorised: sort,
+    NaNs last, and pick the middle of the finite values (NaN where there are none).
+    ``numpy.nanmedian`` loops in Python over the other axes: 10x slower here."""
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    moved = np.moveaxis(values, axes, tuple(range(-len(axes), 0)))
+    flat = moved.reshape(*moved.shape[:moved.ndim - len(axes)], -1)
+    ordered = np.sort(flat, axis=-1)
+    count = np.isfinite(flat).sum(axis=-1, keepdims=True)
+    low = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0), axis=-1)
+    high = np.take_along_axis(ordered, np.maximum(count // 2, 0), axis=-1)
+    median = np.where(count > 0, 0.5 * (low + high), np.nan)
+    shape = list(values.shape)
+    for a in axes:
+        shape[a] = 1
+    return median.reshape(shape)
+
+
 def robust_sigma(values: NDArray[np.floating]) -> float:
     """Gaussian-equivalent standard deviation from the median absolute deviation."""
     values = values[np.isfinite(values)]
@@ -64,43 +83,21 @@ def robust_sigma(values: NDArray[np.floating]) -> float:
 
 def amplitude_residual(amp: NDArray[np.float32], flags: NDArray[np.bool_],
                        window: tuple[int, int]) -> NDArray[np.float32]:
-    """|V| minus a median-smoothed background over (time, frequency), per baseline and pol.
+    """|V| minus a smooth background over (time, frequency), per baseline and polarization.
 
-    Flagged samples are replaced by the plane's median before smoothing, so what was already
-    flagged does not bias the background.
+    The background is a masked (normalised) Gaussian smoothing, as AOFlagger's: flagged
+    samples carry no weight, and a plane entirely flagged gets no background. ``window`` is
+    the full width (integrations, channels) the Gaussian's 2σ spans.
     """
-    filled = amp.copy()
-    if flags.any():
-        masked = np.where(flags, np.nan, amp)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # fully flagged planes
-            plane_median = np.nanmedian(masked, axis=(0, 2), keepdims=True)
-        plane_median = np.where(np.isfinite(plane_median), plane_median, 0.0)
-        filled = np.where(flags, np.broadcast_to(plane_median, amp.shape), amp)
-    background = median_filter(filled, size=(window[0], 1, window[1], 1), mode="nearest")
+    weight = (~flags).astype(np.float32)
+    weighted = np.where(flags, 0.0, amp).astype(np.float32)
+    sigmas = (window[0] / 4.0, window[1] / 4.0)
+    for axis, width in ((0, sigmas[0]), (2, sigmas[1])):
+        weighted = gaussian_filter1d(weighted, width, axis=axis, mode="nearest")
+        weight = gaussian_filter1d(weight, width, axis=axis, mode="nearest")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        background = np.where(weight > 1e-3, weighted / weight, 0.0)
     return (amp - background).astype(np.float32)
-
-
-@numba.njit(nogil=True, cache=True)
-def _sumthreshold_line(values: NDArray[np.float32], flags: NDArray[np.bool_],
-                       out: NDArray[np.bool_], window: int, threshold: float) -> None:
-    """One SumThreshold pass along a line: where the mean of the unflagged values in a
-    window exceeds ``threshold`` (in absolute value), flag the whole window. Already flagged
-    values are replaced by the threshold, as in AOFlagger."""
-    n = values.shape[0]
-    if n < window:
-        return
-    total = 0.0
-    for i in range(window):
-        total += threshold if flags[i] else values[i]
-    for start in range(n - window + 1):
-        if start > 0:
-            old, new = start - 1, start + window - 1
-            total -= threshold if flags[old] else values[old]
-            total += threshold if flags[new] else values[new]
-        if abs(total) > threshold * window:
-            for j in range(start, start + window):
-                out[j] = True
 
 
 @numba.njit(nogil=True, cache=True)
@@ -110,30 +107,49 @@ def _sumthreshold_planes(residual: NDArray[np.float32], flags: NDArray[np.bool_]
     """SumThreshold in both directions of every (time, frequency) plane.
 
     ``residual``/``flags`` are (time, baseline, frequency, pol), ``thresholds`` (window,
-    baseline, pol); returns new flags (the old ones included)."""
+    baseline, pol); returns new flags (the old ones included). In a window, the mean of the
+    values exceeding the window's threshold flags the whole window; values flagged before
+    this window pass count as the threshold, as in AOFlagger. One-sided: on amplitude
+    residuals interference is an excess, while deficits come from backgrounds biased by a
+    neighbour's interference.
+    """
     n_t, n_b, n_f, n_p = residual.shape
     out = flags.copy()
+    before = np.empty((n_t, n_f), dtype=np.bool_)
     for b in range(n_b):
         for p in range(n_p):
             for k in range(windows.shape[0]):
                 window, threshold = windows[k], thresholds[k, b, p]
-                current = out[:, b, :, p].copy()
-                for t in range(n_t):  # along frequency
-                    line_flags = current[t, :].copy()
-                    line_out = np.zeros(n_f, dtype=np.bool_)
-                    _sumthreshold_line(residual[t, b, :, p].copy(), line_flags, line_out,
-                                       window, threshold)
+                for t in range(n_t):
                     for f in range(n_f):
-                        if line_out[f]:
-                            out[t, b, f, p] = True
-                for f in range(n_f):  # along time
-                    line_flags = current[:, f].copy()
-                    line_out = np.zeros(n_t, dtype=np.bool_)
-                    _sumthreshold_line(residual[:, b, f, p].copy(), line_flags, line_out,
-                                       window, threshold)
+                        before[t, f] = out[t, b, f, p]
+                limit = threshold * window
+                if window <= n_f:  # along frequency
                     for t in range(n_t):
-                        if line_out[t]:
-                            out[t, b, f, p] = True
+                        total = 0.0
+                        for f in range(window):
+                            total += threshold if before[t, f] else residual[t, b, f, p]
+                        for start in range(n_f - window + 1):
+                            if start > 0:
+                                o, n = start - 1, start + window - 1
+                                total -= threshold if before[t, o] else residual[t, b, o, p]
+                                total += threshold if before[t, n] else residual[t, b, n, p]
+                            if total > limit:
+                                for f in range(start, start + window):
+                                    out[t, b, f, p] = True
+                if window <= n_t:  # along time
+                    for f in range(n_f):
+                        total = 0.0
+                        for t in range(window):
+                            total += threshold if before[t, f] else residual[t, b, f, p]
+                        for start in range(n_t - window + 1):
+                            if start > 0:
+                                o, n = start - 1, start + window - 1
+                                total -= threshold if before[o, f] else residual[o, b, f, p]
+                                total += threshold if before[n, f] else residual[n, b, f, p]
+                            if total > limit:
+                                for t in range(start, start + window):
+                                    out[t, b, f, p] = True
     return out
 
 
@@ -152,10 +168,8 @@ def plane_sigma(residual: NDArray[np.float32], flags: NDArray[np.bool_]) -> NDAr
     """Robust σ of the unflagged residuals of every (baseline, pol) plane, never below the
     chunk's global robust σ (the thermal noise: sky structure only adds to it)."""
     masked = np.where(flags, np.nan, residual)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        centre = np.nanmedian(masked, axis=(0, 2), keepdims=True)
-        sigma = MAD_TO_SIGMA * np.nanmedian(np.abs(masked - centre), axis=(0, 2))
+    centre = nan_median(masked, axis=(0, 2))
+    sigma = MAD_TO_SIGMA * nan_median(np.abs(masked - centre), axis=(0, 2))[0, :, 0, :]
     floor = robust_sigma(residual[~flags])
     return np.where(np.isfinite(sigma), np.maximum(sigma, floor), floor)
 
@@ -168,10 +182,9 @@ def array_wide_outliers(amp: NDArray[np.float32], flags: NDArray[np.bool_],
     at once, while sky structure differs from baseline to baseline, so this catches them even
     where a per-baseline background is biased (e.g. bursts at the edge of the block)."""
     masked = np.where(flags, np.nan, amp)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        reference = np.nanmedian(masked, axis=0, keepdims=True)
-        ratio = np.nanmedian(masked / reference, axis=1)  # (time, channel, pol)
+    reference = nan_median(masked, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = nan_median(masked / reference, axis=1)[:, 0]  # (time, channel, pol)
     valid = np.isfinite(ratio)
     if valid.sum() < 3:
         return np.zeros(ratio.shape, bool)
@@ -199,12 +212,12 @@ def bad_antenna_mask(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
     if params.bad_antenna_noise_factor is not None and cross.any() and vis.shape[2] > 1:
         diff = np.abs(np.diff(vis, axis=2))
         diff[flags[:, :, 1:] | flags[:, :, :-1]] = np.nan  # e.g. RFI found array-wide
+        # Per baseline and pair of adjacent channels, then the quietest pair: a channel
+        # with persistent narrowband RFI inflates every baseline's scatter, a broken
+        # antenna inflates every pair of its baselines.
+        per_pair = MAD_TO_SIGMA * nan_median(diff, axis=(0, 3))[0, :, :, 0]
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            # Per baseline and pair of adjacent channels, then the quietest pair: a channel
-            # with persistent narrowband RFI inflates every baseline's scatter, a broken
-            # antenna inflates every pair of its baselines.
-            per_pair = MAD_TO_SIGMA * np.nanmedian(diff, axis=(0, 3))
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN baselines
             scatter = np.nanmin(per_pair, axis=1)
         scatter = np.where(np.isfinite(scatter), scatter, 0.0)
         per_antenna = {int(a): float(np.min(scatter[cross & ((ant1 == a) | (ant2 == a))]))
@@ -295,7 +308,7 @@ def _extend(flags: NDArray[np.bool_], residual: NDArray[np.float32], sigma: NDAr
     grown[:-1] |= flags[1:]
     grown[:, :, 1:] |= flags[:, :, :-1]
     grown[:, :, :-1] |= flags[:, :, 1:]
-    above = np.abs(residual) > params.extension_sigma * sigma[None, :, None, :]
+    above = residual > params.extension_sigma * sigma[None, :, None, :]
     out |= grown & above & cross[None, :, None, None]
     sub = out[:, cross]
     channel_fraction = sub.mean(axis=(0, 1, 3))
