@@ -17,7 +17,6 @@ import shutil
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from benchmarks.run import CACHE, RESULTS, simulated_block
@@ -26,22 +25,10 @@ SIGMA_CUT = 5.0
 
 
 def _truth(block: Path, store: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
-    from contimg_dask.io.block_store import block_node, open_block
-    from tests.helpers import read_truth
+    from tests.helpers import read_truth, rfi_truth
 
     truth_path = next(block.glob("*_truth.h5"))
-    prov = block_node(open_block(store)).to_dataset(inherit=False).attrs["contimg"]
-    n_t, n_bl, _, n_p = shape
-    rfi = np.zeros(shape, np.float32)
-    start = 0
-    with h5py.File(truth_path, "r") as f:
-        for sb, n_chan in zip(prov["subbands"], prov["subband_chunks"], strict=True):
-            key = f"rfi_amplitude_jy/sb{sb:02d}"
-            if key in f:
-                amp = f[key][()].astype(np.float32).reshape(n_t, n_bl, n_chan, n_p)
-                rfi[:, :, start:start + n_chan] = amp[:, :, ::-1]
-            start += n_chan
-    return rfi, read_truth(truth_path)["noise_sigma_jy"]
+    return rfi_truth(store, truth_path, shape), read_truth(truth_path)["noise_sigma_jy"]
 
 
 def _score(flags: np.ndarray, rfi: np.ndarray, sigma: float, cross: np.ndarray) -> dict:

@@ -69,3 +69,22 @@ def pyuvdata_uvw_per_integration(uv: UVData) -> np.ndarray:
             ant_2_array=uv.ant_2_array[rows], telescope_lon=location.lon.rad,
             telescope_lat=location.lat.rad)
     return out
+
+
+def rfi_truth(store: Path, truth_path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The simulator's injected RFI amplitude (Jy) on a block store's (time, baseline,
+    frequency, pol) grid: subbands in the store's chunk order, channels ascending."""
+    from contimg_dask.io.block_store import block_node, open_block
+
+    prov = block_node(open_block(store)).to_dataset(inherit=False).attrs["contimg"]
+    n_t, n_bl, _, n_p = shape
+    out = np.zeros(shape, np.float32)
+    start = 0
+    with h5py.File(truth_path, "r") as f:
+        for sb, n_chan in zip(prov["subbands"], prov["subband_chunks"], strict=True):
+            key = f"rfi_amplitude_jy/sb{sb:02d}"
+            if key in f:  # file order: channels descending
+                amp = f[key][()].astype(np.float32).reshape(n_t, n_bl, n_chan, n_p)
+                out[:, :, start:start + n_chan] = amp[:, :, ::-1]
+            start += n_chan
+    return out

@@ -48,7 +48,7 @@ BASE_FIELD_NODE = "field_and_source_base_xds"
 REPHASED_FIELD_NODE = "field_and_source_rephased_xds"
 
 
-def _quiet_zarr_strings() -> None:
+def quiet_zarr_strings() -> None:
     """Silence zarr's notes on fixed-length strings (xradio stores names the same way) and
     on consolidated metadata (not yet in the zarr v3 spec; xradio writes it too)."""
     warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
@@ -244,7 +244,7 @@ def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dat
     tmp = path.with_name(f"{path.name}.tmp-{np.random.default_rng().integers(1 << 30)}")
     try:
         with warnings.catch_warnings():
-            _quiet_zarr_strings()
+            quiet_zarr_strings()
             tree.to_zarr(tmp, zarr_format=3, consolidated=True, mode="w",
                          encoding={f"/{name}": encoding}, compute=fill is None)
         if fill is not None:
@@ -268,7 +268,7 @@ def open_block(path: str | Path) -> xr.DataTree:
     if not (path / "zarr.json").exists():
         raise InputError("not a block store (no zarr.json)", file=path)
     with warnings.catch_warnings():
-        _quiet_zarr_strings()
+        quiet_zarr_strings()
         tree = xr.open_datatree(path, engine="zarr", chunks={})
     if tree.attrs.get("type") != "processing_set" or len(tree.children) != 1:
         raise InputError("not a one-block processing set", file=path)

@@ -23,7 +23,7 @@ import zarr
 
 from contimg_dask.config.schema import FlaggingConfig
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import _quiet_zarr_strings, block_node, now_iso, open_block
+from contimg_dask.io.block_store import block_node, now_iso, open_block, quiet_zarr_strings
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import FlagParameters, flag_subband
 
@@ -146,7 +146,7 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         exists = (store / name / variable).is_dir()
         encoding = {} if exists else {variable: {"compressors": [fast], "chunks": zarr_chunks}}
         with warnings.catch_warnings():
-            _quiet_zarr_strings()
+            quiet_zarr_strings()
             # xarray's append mode resets the group's attributes: _switch restores them.
             xr.Dataset({variable: (ds.FLAG.dims, new)}).to_zarr(
                 store, group=name, mode="a", zarr_format=3, consolidated=False,

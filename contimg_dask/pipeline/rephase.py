@@ -22,10 +22,10 @@ from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
 from contimg_dask.io.block_store import (
     REPHASED_FIELD_NODE,
-    _quiet_zarr_strings,
     block_node,
     field_static_dataset,
     open_block,
+    quiet_zarr_strings,
     rephased_data_group,
 )
 from contimg_dask.logs import get_logger, log_context
@@ -95,7 +95,7 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
         field_name = f"rephased_{prov['block_id']}"
         attrs = dict(zarr.open_group(store / name, mode="r").attrs)
         with warnings.catch_warnings():
-            _quiet_zarr_strings()
+            quiet_zarr_strings()
             # xarray's append mode resets the group's attributes: they are restored below.
             zarr_chunks = zarr.open_array(store / name / "VISIBILITY", mode="r").chunks
             # A rerun (or a store rephased at ingest) overwrites the arrays in place, with

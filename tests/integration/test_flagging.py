@@ -6,7 +6,6 @@ import dataclasses
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import zarr
@@ -17,7 +16,7 @@ from contimg_dask.io.ingest import ingest_block
 from contimg_dask.pipeline.flag import flag_block, list_flag_versions, restore_flags
 from contimg_dask.simulate import SimulationOptions, plan_blocks, simulate_blocks
 from contimg_dask.simulate.sky import PointSource, write_catalog
-from tests.helpers import make_config, read_truth
+from tests.helpers import make_config, read_truth, rfi_truth
 
 
 def simulate_and_ingest(root: Path, options: SimulationOptions) -> tuple[Path, Path]:
@@ -33,23 +32,6 @@ def cross_flags(store: Path) -> tuple[np.ndarray, np.ndarray]:
     flags = ds[ds.attrs["data_groups"]["base"]["flag"]].values
     cross = (ds.baseline_antenna1_name != ds.baseline_antenna2_name).values
     return flags, cross
-
-
-def rfi_truth(store: Path, truth_path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """The injected RFI amplitude on the store's (time, baseline, frequency, pol) grid."""
-    ds = block_node(open_block(store)).to_dataset(inherit=False)
-    prov = ds.attrs["contimg"]
-    n_t, n_bl, _, n_p = shape
-    out = np.zeros(shape, np.float32)
-    start = 0
-    with h5py.File(truth_path, "r") as f:
-        for sb, n_chan in zip(prov["subbands"], prov["subband_chunks"], strict=True):
-            key = f"rfi_amplitude_jy/sb{sb:02d}"
-            if key in f:  # file order: channels descending; the store: ascending
-                amp = f[key][()].astype(np.float32).reshape(n_t, n_bl, n_chan, n_p)
-                out[:, :, start:start + n_chan] = amp[:, :, ::-1]
-            start += n_chan
-    return out
 
 
 @pytest.mark.parametrize("seed", [3, 8])
