@@ -36,23 +36,24 @@ MAD_TO_SIGMA = 1.4826
 
 @dataclass(frozen=True)
 class FlagParameters:
-    """Flagging parameters (from the ``flagging`` configuration section)."""
+    """Flagging parameters; their values come from the ``flagging`` configuration section
+    (``config/pipeline.yaml`` documents each)."""
 
-    zeros: bool = True
-    autocorrelations: bool = True
-    amplitude_clip_jy: float | None = None
-    bad_antenna_power_sigma: float | None = 5.0
-    bad_antenna_noise_factor: float | None = 10.0
-    bad_antenna_flagged_fraction: float = 0.95
-    sumthreshold: bool = True
-    sumthreshold_sigma: float = 6.0
-    sumthreshold_rho: float = 1.5
-    sumthreshold_windows: tuple[int, ...] = (1, 2, 4, 8, 16)
-    iterations: int = 2
-    background_window: tuple[int, int] = (5, 5)  # (time, frequency)
-    mad_clip_sigma: float | None = 7.0
-    extension_sigma: float | None = 3.0
-    mostly_flagged_fraction: float = 0.7
+    zeros: bool
+    autocorrelations: bool
+    amplitude_clip_jy: float | None
+    bad_antenna_power_sigma: float | None
+    bad_antenna_noise_factor: float | None
+    bad_antenna_flagged_fraction: float
+    sumthreshold: bool
+    sumthreshold_sigma: float
+    sumthreshold_rho: float
+    sumthreshold_windows: tuple[int, ...]
+    iterations: int
+    background_window: tuple[int, int]  # (time, frequency)
+    mad_clip_sigma: float | None
+    extension_sigma: float | None
+    mostly_flagged_fraction: float
 
 
 def nan_median(values: NDArray[np.floating], axis: int | tuple[int, ...]) -> NDArray:
@@ -101,17 +102,38 @@ def amplitude_residual(amp: NDArray[np.float32], flags: NDArray[np.bool_],
 
 
 @numba.njit(nogil=True, cache=True)
+def _sumthreshold_line(values: NDArray[np.float32], before: NDArray[np.bool_],
+                       out: NDArray[np.bool_], window: int, threshold: float) -> None:
+    """One SumThreshold pass along a line (1-D views, no copies): where the mean of a
+    window exceeds ``threshold``, flag the whole window in ``out``. Values flagged before
+    this pass (``before``) count as the threshold, as in AOFlagger. One-sided: on amplitude
+    residuals interference is an excess, while deficits come from backgrounds biased by a
+    neighbour's interference."""
+    n = values.shape[0]
+    if window > n:
+        return
+    total = 0.0
+    for i in range(window):
+        total += threshold if before[i] else values[i]
+    for start in range(n - window + 1):
+        if start > 0:
+            old, new = start - 1, start + window - 1
+            total -= threshold if before[old] else values[old]
+            total += threshold if before[new] else values[new]
+        if total > threshold * window:
+            for i in range(start, start + window):
+                out[i] = True
+
+
+@numba.njit(nogil=True, cache=True)
 def _sumthreshold_planes(residual: NDArray[np.float32], flags: NDArray[np.bool_],
                          thresholds: NDArray[np.float64], windows: NDArray[np.int64]
                          ) -> NDArray[np.bool_]:
     """SumThreshold in both directions of every (time, frequency) plane.
 
     ``residual``/``flags`` are (time, baseline, frequency, pol), ``thresholds`` (window,
-    baseline, pol); returns new flags (the old ones included). In a window, the mean of the
-    values exceeding the window's threshold flags the whole window; values flagged before
-    this window pass count as the threshold, as in AOFlagger. One-sided: on amplitude
-    residuals interference is an excess, while deficits come from backgrounds biased by a
-    neighbour's interference.
+    baseline, pol); returns new flags (the old ones included). Each window pass sees the
+    flags as they were before it.
     """
     n_t, n_b, n_f, n_p = residual.shape
     out = flags.copy()
@@ -120,36 +142,13 @@ def _sumthreshold_planes(residual: NDArray[np.float32], flags: NDArray[np.bool_]
         for p in range(n_p):
             for k in range(windows.shape[0]):
                 window, threshold = windows[k], thresholds[k, b, p]
-                for t in range(n_t):
-                    for f in range(n_f):
-                        before[t, f] = out[t, b, f, p]
-                limit = threshold * window
-                if window <= n_f:  # along frequency
-                    for t in range(n_t):
-                        total = 0.0
-                        for f in range(window):
-                            total += threshold if before[t, f] else residual[t, b, f, p]
-                        for start in range(n_f - window + 1):
-                            if start > 0:
-                                o, n = start - 1, start + window - 1
-                                total -= threshold if before[t, o] else residual[t, b, o, p]
-                                total += threshold if before[t, n] else residual[t, b, n, p]
-                            if total > limit:
-                                for f in range(start, start + window):
-                                    out[t, b, f, p] = True
-                if window <= n_t:  # along time
-                    for f in range(n_f):
-                        total = 0.0
-                        for t in range(window):
-                            total += threshold if before[t, f] else residual[t, b, f, p]
-                        for start in range(n_t - window + 1):
-                            if start > 0:
-                                o, n = start - 1, start + window - 1
-                                total -= threshold if before[o, f] else residual[o, b, f, p]
-                                total += threshold if before[n, f] else residual[n, b, f, p]
-                            if total > limit:
-                                for t in range(start, start + window):
-                                    out[t, b, f, p] = True
+                before[:, :] = out[:, b, :, p]
+                for t in range(n_t):  # along frequency
+                    _sumthreshold_line(residual[t, b, :, p], before[t, :], out[t, b, :, p],
+                                       window, threshold)
+                for f in range(n_f):  # along time
+                    _sumthreshold_line(residual[:, b, f, p], before[:, f], out[:, b, f, p],
+                                       window, threshold)
     return out
 
 

@@ -39,12 +39,12 @@ def flag_parameters(config: FlaggingConfig) -> FlagParameters:
     return FlagParameters(**values)
 
 
-def _open(store: Path) -> tuple[str, xr.Dataset, dict]:
+def _open(store: Path) -> tuple[str, xr.DataTree, dict]:
+    """The MSv4 node's name, the node (lazy) and its attributes as stored."""
     tree = open_block(store)
     name = next(iter(tree.children))
-    ds = block_node(tree).to_dataset(inherit=False)
     attrs = dict(zarr.open_group(store / name, mode="r").attrs)
-    return name, ds, attrs
+    return name, block_node(tree), attrs
 
 
 def _versions(attrs: dict) -> dict[str, dict]:
@@ -124,12 +124,12 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
     if version == INGEST_VERSION:
         raise InputError(f"'{INGEST_VERSION}' is the version of the ingested flags; choose "
                          "another name", stage="flag")
-    name, ds, attrs = _open(store)
+    name, node, attrs = _open(store)
+    ds = node.to_dataset(inherit=False)
     prov = attrs["contimg"]
     with log_context(block=prov["block_id"], stage="flag"):
         params = flag_parameters(config)
-        antennas = block_node(open_block(store))["antenna_xds"].to_dataset(
-            inherit=False).antenna_name.values.tolist()
+        antennas = node["antenna_xds"].to_dataset(inherit=False).antenna_name.values.tolist()
         index = {a: i for i, a in enumerate(antennas)}
         ant1 = np.array([index[a] for a in ds.baseline_antenna1_name.values.tolist()])
         ant2 = np.array([index[a] for a in ds.baseline_antenna2_name.values.tolist()])
