@@ -11,7 +11,6 @@ rate as JSON and markdown in ``benchmarks/results/``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import CACHE, RESULTS, simulated_block
+from benchmarks.run import RESULTS, prepare
 
 SIGMA_CUT = 5.0
 
@@ -78,13 +77,7 @@ def main() -> None:
     from contimg_dask.pipeline.flag import flag_block
     from tests.helpers import read_truth
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", default="full")
-    args = parser.parse_args()
-    block = simulated_block(args.preset)
-    work = CACHE / "flagging"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    args, block, work = prepare(__doc__, "flagging")
     config = load_config(environment="testing", overrides={"paths.root": str(work)})
     truth = read_truth(next(block.glob("*_truth.h5")))
     files = [block / truth["files"][str(sb)] for sb in range(16)]

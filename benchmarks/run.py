@@ -82,14 +82,22 @@ def n_visibilities(block: Path) -> int:
     return total
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def prepare(description: str, work_name: str) -> tuple[argparse.Namespace, Path, Path]:
+    """Command line (``--preset``), the cached simulated block and an empty work directory:
+    what every benchmark starts from."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", default="full")
     args = parser.parse_args()
     block = simulated_block(args.preset)
-    n_vis = n_visibilities(block)
-    work = CACHE / "work"
+    work = CACHE / work_name
     shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return args, block, work
+
+
+def main() -> None:
+    args, block, work = prepare(__doc__, "work")
+    n_vis = n_visibilities(block)
     floor(block)  # warm the page cache so every chain reads the same way
     results = {"floor": run_chain("floor", block, work / "floor")}
     results["ours"] = run_chain("ours", block, work / "ours")
