@@ -228,6 +228,8 @@ def _write_table(config: PipelineConfig, ms: Path, out: Path, viscal: str, rows:
             tab.addrows(len(columns["TIME"]))
             for name, values in columns.items():
                 tab.putcol(name, values)
+        if viscal == GAIN:
+            _centre_single_channels(tmp, _ms_spw_freqs(ms))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -235,6 +237,17 @@ def _write_table(config: PipelineConfig, ms: Path, out: Path, viscal: str, rows:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _centre_single_channels(caltable: Path, spw_freqs: list[NDArray[np.float64]]) -> None:
+    """Put each window's single channel at the mean of its channel frequencies, as gaincal
+    does (createcaltable puts it at channel n_chan // 2, half a channel high for even n_chan).
+    """
+    from casacore.tables import table
+
+    with table(f"{caltable}/SPECTRAL_WINDOW", readonly=False, ack=False) as tab:
+        for spw, freqs in enumerate(spw_freqs):
+            tab.putcell("CHAN_FREQ", spw, np.array([freqs.mean()]))
 
 
 def _ms_spw_freqs(ms: Path) -> list[NDArray[np.float64]]:
