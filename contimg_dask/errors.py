@@ -107,6 +107,12 @@ class IncompleteBlockError(InputError):
     """A block misses more subbands than the configured maximum."""
 
 
+class CalibrationError(ContimgError):
+    """Calibration cannot be done right: no calibrator in the block, no usable reference
+    antenna, no solution above the SNR limit, solutions from another declination strip or
+    outside their validity window. Permanent for the same inputs."""
+
+
 class ExternalToolError(ContimgError):
     """An external engine (CASA) failed. Transient by default: it may be a crash or a time-out."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from contimg_dask import __version__
+from contimg_dask.cli.calibration import add_calibration_commands
 from contimg_dask.config import PipelineConfig, load_config
 from contimg_dask.errors import ContimgError
 from contimg_dask.logs import configure_logging, get_logger
@@ -56,6 +57,7 @@ def _cmd_simulate(args: argparse.Namespace, config: PipelineConfig) -> int:
         catalog=Path(args.catalog) if args.catalog else None,
         random_sources=not args.no_random_sources,
         calibrator=args.calibrator,
+        transit=args.transit,
         noise=not args.no_noise,
         gains=not args.no_gains,
         rfi=not args.no_rfi,
@@ -214,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-random-sources", action="store_true", help="no random sky")
     sim.add_argument("--calibrator", action="store_true",
                      help="add a bright calibrator transiting the first block")
+    sim.add_argument("--transit", metavar="NAME",
+                     help="point at calibrator NAME (calibration catalogue) and start the "
+                          "first block so that it transits the block's middle")
     sim.add_argument("--no-noise", action="store_true", help="no thermal noise")
     sim.add_argument("--no-gains", action="store_true", help="unit gains, flat bandpasses")
     sim.add_argument("--no-rfi", action="store_true", help="no RFI")
@@ -262,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     flg.add_argument("--list", action="store_true", help="list the saved flag versions")
     flg.add_argument("--restore", metavar="NAME", help="make a saved flag version active")
     flg.set_defaults(func=_cmd_flag)
+
+    add_calibration_commands(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

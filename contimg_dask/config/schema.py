@@ -146,6 +146,26 @@ class FlaggingConfig(_Section):
     mostly_flagged_fraction: Fraction
 
 
+class CalibrationConfig(_Section):
+    """Calibrator finding, solving and applying (see docs/calibration.md)."""
+
+    catalog: Path | None = None
+    min_apparent_flux_jy: PositiveFloat
+    dec_window_deg: PositiveFloat
+    model_radius_deg: PositiveFloat
+    data_group: str
+    reference_antennas: list[str]
+    max_reference_flagged_fraction: Fraction
+    gain_interval_s: PositiveFloat
+    bandpass_min_snr: PositiveFloat
+    gain_min_snr: PositiveFloat
+    max_interpolated_channels: NonNegativeInt
+    solver_max_iterations: PositiveInt
+    solver_tolerance: PositiveFloat
+    validity_days: PositiveFloat
+    dec_tolerance_deg: PositiveFloat
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
     format: Literal["text", "json"]
@@ -242,6 +262,7 @@ class PipelineConfig(_Section):
     blocks: BlocksConfig
     store: StoreConfig
     flagging: FlaggingConfig
+    calibration: CalibrationConfig
     logging: LoggingConfig
     dask: DaskConfig
     casa: CasaConfig

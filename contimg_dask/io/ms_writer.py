@@ -10,7 +10,8 @@ Conventions (checked by tests against CASA itself):
 - The FIELD directions are ICRS; UVWs have v towards ICRS north.
 - OBSERVATION/TELESCOPE_NAME is the name CASA places the array by (``telescope.casa_name``);
   the true telescope name is kept in the main table's ``CONTIMG_TELESCOPE`` keyword.
-- A ``corrected`` data group, when present, becomes CORRECTED_DATA beside DATA.
+- A ``corrected`` data group derived from the exported one becomes CORRECTED_DATA beside
+  DATA, and its flags and weights (the calibrated ones) become FLAG and WEIGHT.
 - WEIGHT is the channel average of the store's weights; WEIGHT_SPECTRUM is added only when
   weights differ across the channels of a row.
 
@@ -211,7 +212,14 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     field_ra, field_dec, field_name = view.ra_rad, view.dec_rad, view.field_name
     antenna = node["antenna_xds"].to_dataset(inherit=False)
     vis = ds[group["correlated_data"]]
-    corrected = ds["VISIBILITY_CORRECTED"] if "corrected" in ds.attrs["data_groups"] else None
+    corrected_group = ds.attrs["data_groups"].get("corrected")
+    corrected = None
+    if corrected_group is not None and corrected_group.get("derived_from") == data_group:
+        # CASA keeps one FLAG and WEIGHT per row, and applycal updates them: the calibrated
+        # ones (solution flags added, weights scaled by the gains) go with CORRECTED_DATA.
+        corrected = ds[corrected_group["correlated_data"]]
+        group = {**group, "flag": corrected_group["flag"],
+                 "weight": corrected_group["weight"]}
     flag, weight, uvw = ds[group["flag"]], ds[group["weight"]], ds[group["uvw"]]
 
     n_t, n_bl, _, n_pol = vis.shape

@@ -20,6 +20,7 @@ import zarr
 
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
+from contimg_dask.io.block_geometry import geometry_of
 from contimg_dask.io.block_store import (
     REPHASED_FIELD_NODE,
     block_node,
@@ -30,7 +31,6 @@ from contimg_dask.io.block_store import (
 )
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.phasing import block_centre, rotate_visibilities, uvw_to_fixed_centre
-from contimg_dask.ops.uvw import ecef_to_local_meridian
 
 log = get_logger(__name__)
 
@@ -44,16 +44,6 @@ def default_centre(node: xr.DataTree) -> tuple[float, float]:
     return block_centre(centre["kind"], centre["dec_rad"], centre["ra_rad"],
                         unix_to_jd(ds.time.values), site["longitude_rad"],
                         site["latitude_rad"], site["height_m"])
-
-
-def _baselines_local(node: xr.DataTree, longitude_rad: float) -> np.ndarray:
-    ds = node.to_dataset(inherit=False)
-    ant = node["antenna_xds"].to_dataset(inherit=False)
-    positions = dict(zip(ant.antenna_name.values.tolist(),
-                         ant.ANTENNA_POSITION.values, strict=True))
-    p1 = np.array([positions[n] for n in ds.baseline_antenna1_name.values.tolist()])
-    p2 = np.array([positions[n] for n in ds.baseline_antenna2_name.values.tolist()])
-    return ecef_to_local_meridian(p2 - p1, longitude_rad)
 
 
 def rephase_block(store: str | Path, ra_rad: float | None = None,
@@ -75,8 +65,8 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
         site = prov["telescope_location_wgs84"]
         lon, lat, height = site["longitude_rad"], site["latitude_rad"], site["height_m"]
         jd = unix_to_jd(ds.time.values)
-        uvw_new = uvw_to_fixed_centre(_baselines_local(node, lon), jd, ra_rad, dec_rad, lon,
-                                      lat, height)
+        baselines = geometry_of(node, store).baselines_local_m
+        uvw_new = uvw_to_fixed_centre(baselines, jd, ra_rad, dec_rad, lon, lat, height)
         w_old = ds.UVW.values[..., 2]
         freq = ds.frequency.values
 

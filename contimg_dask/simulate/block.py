@@ -35,8 +35,10 @@ from contimg_dask.coords.frames import (
     local_apparent_sidereal_time,
 )
 from contimg_dask.coords.time import datetime_to_unix, unix_to_datetime, unix_to_jd
+from contimg_dask.errors import InputError
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.uvw import ecef_to_local_meridian, uvw_from_hadec, w_towards
+from contimg_dask.science.calibrators import SIDEREAL_RATE_RAD_PER_S, load_calibrators
 from contimg_dask.simulate.correlator_file import CorrelatorHeader, write_correlator_uvh5
 from contimg_dask.simulate.instrument import (
     InstrumentModel,
@@ -81,6 +83,7 @@ class SimulationOptions:
     catalog: Path | None = None
     random_sources: bool = True
     calibrator: bool = False
+    transit: str | None = None  # a calibrator catalogue source transiting block 0's middle
     noise: bool = True
     gains: bool = True
     rfi: bool = True
@@ -165,6 +168,8 @@ def build_sky(config: PipelineConfig, options: SimulationOptions, seed: int,
         sources.extend(random_sky(np.random.default_rng([seed, 49979687]),
                                   float(ra_unwrapped.min()), float(ra_unwrapped.max()),
                                   dec_deg, config.simulation.sky))
+    if options.transit is not None:
+        sources.append(_transit_source(config, options.transit))
     if options.calibrator:
         sky = config.simulation.sky
         sources.append(PointSource(
@@ -172,6 +177,35 @@ def build_sky(config: PipelineConfig, options: SimulationOptions, seed: int,
             flux_jy=sky.calibrator_flux_jy, ref_freq_hz=sky.reference_frequency_hz,
             spectral_index=-0.5))
     return sources
+
+
+def _transit_source(config: PipelineConfig, name: str) -> PointSource:
+    """The calibrator catalogue's source ``name``."""
+    path, sources = load_calibrators(config.calibration)
+    for source in sources:
+        if source.name == name:
+            return source
+    raise InputError(f"no source {name!r} in the calibrator catalogue (has "
+                     f"{', '.join(s.name for s in sources)})", file=path)
+
+
+def _transit_start(source: PointSource, after: dt.datetime, block_s: float,
+                   longitude_rad: float, latitude_rad: float, height_m: float) -> dt.datetime:
+    """Start of the block whose middle is the first transit (apparent HA 0) of ``source``
+    after ``after`` (to 0.1 s)."""
+    site = (longitude_rad, latitude_rad, height_m)
+    ra, dec = np.radians([source.ra_deg]), np.radians([source.dec_deg])
+
+    def hour_angle(unix: float) -> float:
+        jd = unix_to_jd(np.array([unix]))
+        app_ra, _ = icrs_to_apparent(ra, dec, jd, *site)
+        return float(local_apparent_sidereal_time(jd, longitude_rad)[0] - app_ra[0])
+
+    t = datetime_to_unix(after) + 0.5 * block_s
+    t += (-hour_angle(t)) % (2 * np.pi) / SIDEREAL_RATE_RAD_PER_S  # next transit
+    for _ in range(3):  # the sidereal rate is not exactly the apparent one: refine
+        t -= np.angle(np.exp(1j * hour_angle(t))) / SIDEREAL_RATE_RAD_PER_S
+    return unix_to_datetime(round(t - 0.5 * block_s, 1))
 
 
 def plan_blocks(config: PipelineConfig, options: SimulationOptions) -> list[BlockPlan]:
@@ -182,6 +216,14 @@ def plan_blocks(config: PipelineConfig, options: SimulationOptions) -> list[Bloc
     seed = sim.seed if options.seed is None else options.seed
     start = options.start or sim.start_time
     dec_deg = sim.pointing_dec_deg if options.pointing_dec_deg is None else options.pointing_dec_deg
+    if options.transit is not None:
+        transit = _transit_source(config, options.transit)
+        if options.pointing_dec_deg is None:
+            dec_deg = transit.dec_deg
+        ref = tel_cfg.reference
+        start = _transit_start(transit, start, tel_cfg.integrations_per_block
+                               * tel_cfg.integration_time_s, ref.longitude_rad,
+                               ref.latitude_rad, ref.height_m)
     dec0 = np.radians(dec_deg)
     preset = sim.presets[options.preset]
     first_hz, width_hz, n_chan = _preset_band(config, options.preset)

@@ -1,80 +1,15 @@
-"""Sky models for the simulator: point sources with power-law spectra.
+"""Random skies for the simulator: point sources with power-law spectra and variability.
 
-Catalogue files are CSV with the header ``name,ra_deg,dec_deg,flux_jy,ref_freq_hz,
-spectral_index`` (ICRS degrees; flux density in Jy at ``ref_freq_hz``; S ∝ ν^spectral_index),
-the same format the calibrator catalogue uses.
+Sources and catalogue files are those of :mod:`contimg_dask.science.skymodel`.
 """
 
 from __future__ import annotations
-
-import csv
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from contimg_dask.config.schema import SkyConfig
-from contimg_dask.errors import InputError
-
-CATALOG_COLUMNS = ("name", "ra_deg", "dec_deg", "flux_jy", "ref_freq_hz", "spectral_index")
-
-
-@dataclass(frozen=True)
-class PointSource:
-    """A point source: ICRS position (deg), flux density (Jy) at ``ref_freq_hz``, spectral index,
-    and the fractional rms of its block-to-block variability (0 for a steady source)."""
-
-    name: str
-    ra_deg: float
-    dec_deg: float
-    flux_jy: float
-    ref_freq_hz: float
-    spectral_index: float
-    variability_rms: float = 0.0
-
-    def flux_at(self, freq_hz: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Flux density (Jy) at ``freq_hz`` before variability."""
-        return self.flux_jy * (np.asarray(freq_hz) / self.ref_freq_hz) ** self.spectral_index
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def read_catalog(path: str | Path) -> list[PointSource]:
-    """Read a point-source catalogue CSV (see module docstring for the format)."""
-    path = Path(path)
-    try:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(line for line in handle if not line.startswith("#"))
-            missing = [c for c in CATALOG_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InputError(f"catalogue lacks columns {missing}; expected header "
-                                 f"{','.join(CATALOG_COLUMNS)}", file=path)
-            sources = []
-            for line_no, row in enumerate(reader, start=2):
-                try:
-                    sources.append(PointSource(
-                        name=row["name"].strip(), ra_deg=float(row["ra_deg"]),
-                        dec_deg=float(row["dec_deg"]), flux_jy=float(row["flux_jy"]),
-                        ref_freq_hz=float(row["ref_freq_hz"]),
-                        spectral_index=float(row["spectral_index"])))
-                except (TypeError, ValueError) as exc:
-                    raise InputError(f"catalogue row {line_no} is invalid: {exc}",
-                                     file=path) from exc
-    except OSError as exc:
-        raise InputError(f"cannot read catalogue: {exc.strerror}", file=path) from exc
-    return sources
-
-
-def write_catalog(sources: list[PointSource], path: str | Path) -> None:
-    """Write sources as a catalogue CSV."""
-    with Path(path).open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CATALOG_COLUMNS)
-        for s in sources:
-            writer.writerow([s.name, f"{s.ra_deg:.9f}", f"{s.dec_deg:.9f}", f"{s.flux_jy:.6g}",
-                             f"{s.ref_freq_hz:.6g}", f"{s.spectral_index:.4f}"])
+from contimg_dask.science.skymodel import PointSource, read_catalog, write_catalog
 
 
 def _power_law_fluxes(rng: np.random.Generator, n: int, smin: float, smax: float,
@@ -123,3 +58,6 @@ def block_flux_scale(sources: list[PointSource], seed: int, block_index: int) ->
     rng = np.random.default_rng([seed, 7919, block_index])
     rms = np.array([s.variability_rms for s in sources], dtype=float)
     return np.clip(1.0 + rms * rng.standard_normal(len(sources)), 0.05, None)
+
+
+__all__ = ["PointSource", "block_flux_scale", "random_sky", "read_catalog", "write_catalog"]

@@ -1,0 +1,77 @@
+"""``contimg calibrators`` and ``contimg calibrate solve|apply|export|import``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.coords.time import unix_to_datetime
+
+
+def _cmd_calibrators(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.pipeline.calibrate import find_calibrators
+
+    catalog, candidates, best = find_calibrators(Path(args.store), config, args.catalog)
+    if args.json:
+        print(json.dumps({"catalog": str(catalog), "best": best and best.name,
+                          "candidates": [dataclasses.asdict(c) for c in candidates]},
+                         indent=2))
+        return 0 if best else 1
+    print(f"catalogue: {catalog}")
+    print(f"{'NAME':<12}{'FLUX':>8}{'DDEC':>8}{'OFFSET':>8}{'APPARENT':>10}  "
+          f"{'TRANSIT (UTC)':<21}VERDICT")
+    for c in candidates:
+        transit = unix_to_datetime(c.transit_unix).strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"{c.name:<12}{c.catalog_flux_jy:>7.2f} {c.dec_offset_deg:>+7.2f} "
+              f"{c.closest_offset_deg:>7.2f} {c.apparent_flux_jy:>9.2f}  {transit:<21}"
+              f"{c.reason}")
+    print(f"best calibrator: {best.name if best else 'none'}")
+    return 0 if best else 1
+
+
+def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.pipeline.calibrate import solve_block
+
+    summary = solve_block(Path(args.store), config, Path(args.out), catalog=args.catalog,
+                          calibrator=args.calibrator)
+    print(json.dumps(summary, indent=2) if args.json else
+          f"solved on {summary['calibrator']} (refant {summary['refant']}): "
+          f"bandpass median SNR {summary['bandpass_median_snr']:.0f}, "
+          f"{100 * summary['bandpass_flagged_fraction']:.1f} % flagged; gains median SNR "
+          f"{summary['gain_median_snr']:.0f} -> {args.out}")
+    return 0
+
+
+def _cmd_apply(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.pipeline.calibrate import apply_solutions
+
+    summary = apply_solutions(Path(args.store), Path(args.solutions), config)
+    print(f"corrected {args.store} with {args.solutions} (from block "
+          f"{summary['solutions_block']}): {100 * summary['flagged_fraction']:.2f} % flagged")
+    return 0
+
+
+def add_calibration_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the calibration commands on the ``contimg`` parser."""
+    cal = sub.add_parser("calibrators", help="calibrators transiting a block, and the best")
+    cal.add_argument("store", help="block store")
+    cal.add_argument("--catalog", help="calibrator catalogue CSV (default: configuration)")
+    cal.add_argument("--json", action="store_true", help="JSON output")
+    cal.set_defaults(func=_cmd_calibrators)
+
+    calib = sub.add_parser("calibrate", help="solve or apply calibration")
+    steps = calib.add_subparsers(dest="step", required=True)
+    solve = steps.add_parser("solve", help="bandpass and gains from a calibrator block")
+    solve.add_argument("store", help="calibrator block store")
+    solve.add_argument("--out", required=True, help="solutions store to write")
+    solve.add_argument("--catalog", help="calibrator catalogue CSV (default: configuration)")
+    solve.add_argument("--calibrator", help="calibrator name (default: the best in the block)")
+    solve.add_argument("--json", action="store_true", help="JSON summary")
+    solve.set_defaults(func=_cmd_solve)
+    apply = steps.add_parser("apply", help="correct a block with solutions")
+    apply.add_argument("store", help="block store")
+    apply.add_argument("--solutions", required=True, help="solutions store")
+    apply.set_defaults(func=_cmd_apply)
