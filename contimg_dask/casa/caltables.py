@@ -107,7 +107,7 @@ def write_bandpass_table(config: PipelineConfig, ms: Path, out: Path,
         Shapes disagree with each other or with the MS, or an MS channel has no frequency.
     """
     ms, out = Path(ms), Path(out)
-    bandpass, flags, snr = _checked_solutions(ms, bandpass, flags, snr, "bandpass")
+    bandpass, flags, snr = _checked_solutions(ms, bandpass, flags, snr, refant, "bandpass")
     if bandpass.shape[1] != len(freq_hz):
         raise InputError(f"bandpass has {bandpass.shape[1]} channels but {len(freq_hz)} "
                          f"frequencies", file=out)
@@ -142,16 +142,16 @@ def write_gain_table(config: PipelineConfig, ms: Path, out: Path,
     """
     ms, out = Path(ms), Path(out)
     time_unix = np.atleast_1d(np.asarray(time_unix, np.float64))
-    if gains.ndim != 3 or gains.shape[0] != len(time_unix):
+    gains, flags, snr = (np.asarray(a) for a in (gains, flags, snr))
+    if gains.ndim != 3 or len(gains) != len(time_unix):
         raise InputError(f"gains must be (n_time={len(time_unix)}, n_ant, n_pol), got "
                          f"{gains.shape}", file=out)
-    by_antenna = _checked_solutions(ms, *(np.swapaxes(np.asarray(a), 0, 1)
-                                          for a in (gains, flags, snr)), "gains")
-    gains, flags, snr = (np.swapaxes(a, 0, 1)[:, :, None] for a in by_antenna)
+    _checked_solutions(ms, *(np.swapaxes(a, 0, 1) for a in (gains, flags, snr)), refant,
+                       "gains")
     rows = _Rows()
     for spw in range(len(_ms_spw_freqs(ms))):
         for t, when in enumerate(time_unix):
-            rows.add(spw, float(when), gains[t], flags[t], snr[t])
+            rows.add(spw, float(when), gains[t][:, None], flags[t][:, None], snr[t][:, None])
     return _write_table(config, ms, out, GAIN, rows, interval_s, refant)
 
 
@@ -200,9 +200,10 @@ class _Rows:
 
 
 def _checked_solutions(ms: Path, values: NDArray[Any], flags: NDArray[Any], snr: NDArray[Any],
-                       what: str) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
-    """``values``, ``flags``, ``snr`` as arrays of one (n_ant, n_chan, n_pol) shape, n_ant the
-    MS's antenna count."""
+                       refant: int, what: str
+                       ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+    """``values``, ``flags``, ``snr`` as arrays of one (n_ant, ..., n_pol) shape, n_ant the
+    MS's antenna count, and ``refant`` one of its antennas or -1."""
     values, flags, snr = np.asarray(values), np.asarray(flags), np.asarray(snr)
     if values.ndim != 3 or flags.shape != values.shape or snr.shape != values.shape:
         raise InputError(f"{what}, flags and snr must share one (antenna, ..., pol) shape; got "
@@ -210,6 +211,8 @@ def _checked_solutions(ms: Path, values: NDArray[Any], flags: NDArray[Any], snr:
     n_ant = len(_subtable_cells(ms, "ANTENNA", "NAME"))
     if values.shape[0] != n_ant:
         raise InputError(f"{what} has {values.shape[0]} antennas, the MS {n_ant}", file=ms)
+    if not -1 <= refant < n_ant:
+        raise InputError(f"reference antenna {refant} is not among the MS's {n_ant}", file=ms)
     return values, flags, snr
 
 
