@@ -139,3 +139,51 @@ def flagdata_timed(vis: str, mode: str, **params: Any) -> dict[str, Any]:
     casatasks.flagdata(vis=vis, mode=mode, datacolumn="data", action="apply",
                        flagbackup=False, **params)
     return {"mode": mode, "seconds": time.perf_counter() - t0}
+
+
+def solve_bandpass_and_gains(vis: str, bandpass_table: str, gain_table: str, refant: str,
+                             gain_solint: str, minsnr: float) -> dict[str, Any]:
+    """CASA's own solve against MODEL_DATA: ``bandpass`` (one solution per channel over the
+    whole observation) then ``gaincal`` (amplitude and phase per ``gain_solint``) with the
+    bandpass applied. Returns the wall time of each (s)."""
+    import time
+
+    import casatasks
+
+    t0 = time.perf_counter()
+    casatasks.bandpass(vis=vis, caltable=bandpass_table, solint="inf", combine="scan",
+                       refant=refant, minsnr=minsnr, solnorm=False, bandtype="B")
+    t1 = time.perf_counter()
+    casatasks.gaincal(vis=vis, caltable=gain_table, solint=gain_solint, refant=refant,
+                      calmode="ap", gaintype="G", minsnr=minsnr, gaintable=[bandpass_table])
+    t2 = time.perf_counter()
+    return {"bandpass_s": t1 - t0, "gaincal_s": t2 - t1}
+
+
+def apply_tables(vis: str, gaintables: list[str], interp: list[str]) -> dict[str, Any]:
+    """CASA ``applycal`` of ``gaintables`` (CORRECTED_DATA written, weights calibrated).
+    Returns its wall time (s)."""
+    import time
+
+    import casatasks
+
+    t0 = time.perf_counter()
+    casatasks.applycal(vis=vis, gaintable=gaintables, interp=interp, calwt=True,
+                       flagbackup=False)
+    return {"applycal_s": time.perf_counter() - t0}
+
+
+def ft_point_source(vis: str, componentlist: str, ra_rad: float, dec_rad: float,
+                    flux_jy: float, ref_freq_hz: float, spectral_index: float) -> None:
+    """CASA's model of one point source (Stokes I, power-law spectrum; no primary beam) in
+    MODEL_DATA, by ``ft`` of a component list."""
+    import casatasks
+    import casatools
+
+    cl = casatools.componentlist()
+    cl.addcomponent(dir=f"ICRS {ra_rad}rad {dec_rad}rad", flux=flux_jy, fluxunit="Jy",
+                    freq=f"{ref_freq_hz}Hz", shape="point", spectrumtype="spectral index",
+                    index=spectral_index)
+    cl.rename(componentlist)
+    cl.close()
+    casatasks.ft(vis=vis, complist=componentlist, usescratch=True)

@@ -54,6 +54,22 @@ def _cmd_apply(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.pipeline.calibration_tables import export_to_casa
+
+    for table in export_to_casa(Path(args.solutions), Path(args.ms), Path(args.out), config):
+        print(table)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.pipeline.calibration_tables import import_from_casa
+
+    print(import_from_casa(Path(args.bandpass), Path(args.gains), Path(args.block),
+                           Path(args.out), config))
+    return 0
+
+
 def add_calibration_commands(sub: argparse._SubParsersAction) -> None:
     """Register the calibration commands on the ``contimg`` parser."""
     cal = sub.add_parser("calibrators", help="calibrators transiting a block, and the best")
@@ -75,3 +91,14 @@ def add_calibration_commands(sub: argparse._SubParsersAction) -> None:
     apply.add_argument("store", help="block store")
     apply.add_argument("--solutions", required=True, help="solutions store")
     apply.set_defaults(func=_cmd_apply)
+    export = steps.add_parser("export", help="solutions to CASA tables <OUT>.B and <OUT>.G")
+    export.add_argument("solutions", help="solutions store")
+    export.add_argument("--ms", required=True, help="the Measurement Set the tables are for")
+    export.add_argument("--out", required=True, help="table path prefix")
+    export.set_defaults(func=_cmd_export)
+    imp = steps.add_parser("import", help="CASA bandpass and gain tables to a solutions store")
+    imp.add_argument("--bandpass", required=True, help="CASA B Jones table")
+    imp.add_argument("--gains", required=True, help="CASA G Jones table")
+    imp.add_argument("--block", required=True, help="a block store of the tables' strip")
+    imp.add_argument("--out", required=True, help="solutions store to write")
+    imp.set_defaults(func=_cmd_import)
