@@ -1,4 +1,4 @@
-"""RFI and data flagging on one subband chunk (plain NumPy/Numba on in-memory arrays).
+"""RFI and data flagging on one subband chunk (Numba kernels on in-memory arrays).
 
 Arrays are shaped (time, baseline, frequency, polarization). The steps, in the order DSA-110
 runs them, each switchable by configuration:
@@ -6,32 +6,44 @@ runs them, each switchable by configuration:
 1. zeros and non-finite values;
 2. autocorrelations (flagged for imaging; the data stay in the store);
 3. an amplitude clip;
-4. bad antennas: autocorrelation power far from the array's median, or already mostly
-   flagged;
-5. RFI seen by the whole array at once (broadband bursts, persistent narrowband emitters):
+4. RFI seen by the whole array at once (broadband bursts, persistent narrowband emitters):
    time-frequency cells where the median over baselines of the normalised amplitude is an
    outlier;
+5. bad antennas: autocorrelation power far from the array's median, noisy on every baseline,
+   or already mostly flagged;
 6. RFI: SumThreshold (Offringa et al. 2010, as AOFlagger) in the time-frequency plane of every
-   baseline and polarization, on amplitude residuals from a median-smoothed background,
+   baseline and polarization, on amplitude residuals from a masked Gaussian background,
    iterated with the background re-estimated without what was flagged;
 7. a robust MAD sigma clip on the same residuals (with only 24 integrations, SumThreshold
    along time is weak: this catches the rest);
 8. extension: neighbours of flagged samples whose residual exceeds a lower threshold
    (residuals are one-sided throughout: interference adds power), and
    whole channels or integrations that are mostly flagged.
+
+Implementation: steps 6-8 run fused, one pass over the chunk per stage, on blocks of
+``BLOCK_BASELINES`` cross-correlations whose (baseline, polarization) planes are the
+innermost axis of a (time, frequency, plane) array, so that every operation on a plane runs
+on all planes of the block at once (SIMD). The only chunk-sized temporaries are the residuals
+(float32, half the size of the visibilities) and one byte of state per visibility.
 """
 
 from __future__ import annotations
 
-import warnings
+import math
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 from numpy.typing import NDArray
-from scipy.ndimage import gaussian_filter1d
 
 MAD_TO_SIGMA = 1.4826
+BLOCK_BASELINES = 8  # cross-correlations per block of the fused kernels
+GAUSSIAN_TRUNCATE = 4.0  # background kernel radius in σ (as scipy.ndimage)
+MIN_BACKGROUND_WEIGHT = 1e-3  # below: no unflagged sample near enough, no background
+BASE, FOUND = np.uint8(1), np.uint8(2)  # state bits: flagged before RFI detection, found
+
+_jit = numba.njit(nogil=True, cache=True, error_model="numpy")
 
 
 @dataclass(frozen=True)
@@ -56,134 +68,245 @@ class FlagParameters:
     mostly_flagged_fraction: float
 
 
-def nan_median(values: NDArray[np.floating], axis: int | tuple[int, ...]) -> NDArray:
-    """Median ignoring NaNs along ``axis`` (kept as length-1 dimensions), vectorised: sort,
-    NaNs last, and pick the middle of the finite values (NaN where there are none).
-    ``numpy.nanmedian`` loops in Python over the other axes: 10x slower here."""
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    moved = np.moveaxis(values, axes, tuple(range(-len(axes), 0)))
-    flat = moved.reshape(*moved.shape[:moved.ndim - len(axes)], -1)
-    ordered = np.sort(flat, axis=-1)
-    count = np.isfinite(flat).sum(axis=-1, keepdims=True)
-    low = np.take_along_axis(ordered, np.maximum((count - 1) // 2, 0), axis=-1)
-    high = np.take_along_axis(ordered, np.maximum(count // 2, 0), axis=-1)
-    median = np.where(count > 0, 0.5 * (low + high), np.nan)
-    shape = list(values.shape)
-    for a in axes:
-        shape[a] = 1
-    return median.reshape(shape)
+# --- order statistics -------------------------------------------------------------------
+
+@_jit
+def _swap(buf: NDArray, i: int, j: int) -> None:
+    buf[i], buf[j] = buf[j], buf[i]
 
 
-def robust_sigma(values: NDArray[np.floating]) -> float:
-    """Gaussian-equivalent standard deviation from the median absolute deviation."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan")
-    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
+@_jit
+def _partition(buf: NDArray, lo: int, hi: int, pivot: float, inclusive: bool) -> int:
+    """Branch-free Lomuto partition of ``buf[lo:hi]``: values below ``pivot`` (or, with
+    ``inclusive``, not above it) first; returns where the rest starts."""
+    first = lo
+    for i in range(lo, hi):
+        x = buf[i]
+        before = (x <= pivot) if inclusive else (x < pivot)
+        buf[i] = buf[first]
+        buf[first] = x
+        first += before
+    return first
 
 
-def amplitude_residual(amp: NDArray[np.float32], flags: NDArray[np.bool_],
-                       window: tuple[int, int]) -> NDArray[np.float32]:
-    """|V| minus a smooth background over (time, frequency), per baseline and polarization.
+@_jit
+def _select(buf: NDArray, n: int, k: int) -> float:
+    """The ``k``-th smallest of ``buf[:n]`` (quickselect with median-of-three pivots and
+    branch-free partitions, in place: afterwards ``buf[:k]`` holds the smaller values)."""
+    lo, hi = 0, n - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        if buf[mid] < buf[lo]:
+            _swap(buf, lo, mid)
+        if buf[hi] < buf[lo]:
+            _swap(buf, lo, hi)
+        if buf[mid] < buf[hi]:
+            _swap(buf, mid, hi)
+        pivot = buf[hi]
+        first = _partition(buf, lo, hi, pivot, False)
+        _swap(buf, first, hi)
+        if k == first:
+            return pivot
+        if k < first:
+            hi = first - 1
+            continue
+        lo = first + 1
+        if 8 * (first - lo) < hi - lo:  # lopsided: many values may equal the pivot
+            equal_end = _partition(buf, lo, hi + 1, pivot, True)
+            if k < equal_end:
+                return pivot
+            lo = equal_end
+    return buf[k]
 
-    The background is a masked (normalised) Gaussian smoothing, as AOFlagger's: flagged
-    samples carry no weight, and a plane entirely flagged gets no background. ``window`` is
-    the full width (integrations, channels) the Gaussian's 2σ spans.
+
+@_jit
+def _median(buf: NDArray, n: int) -> float:
+    """Median of ``buf[:n]`` (mean of the two middle values for even ``n``; NaN if empty),
+    reordering ``buf``."""
+    if n == 0:
+        return np.nan
+    k = n // 2
+    upper = _select(buf, n, k)
+    if n % 2:
+        return upper
+    lower = buf[0]
+    for i in range(1, k):
+        lower = max(lower, buf[i])
+    return 0.5 * (lower + upper)
+
+
+@_jit
+def _lane_medians(values: NDArray[np.float32], count: NDArray[np.int64],
+                  out: NDArray[np.float32]) -> None:
+    """Median of each column (lane) of ``values`` (sample, lane) over its first ``count``
+    samples in sorted order: invalid samples must be +inf. Sorts the columns in place with an
+    odd-even transposition network, all lanes at once (for few samples, many lanes)."""
+    n, n_lanes = values.shape
+    for r in range(n):
+        for i in range(r % 2, n - 1, 2):
+            a, b = values[i], values[i + 1]
+            for q in range(n_lanes):
+                x, y = a[q], b[q]
+                a[q] = min(x, y)
+                b[q] = max(x, y)
+    for q in range(n_lanes):
+        m = count[q]
+        out[q] = 0.5 * (values[(m - 1) // 2, q] + values[m // 2, q]) if m else np.nan
+
+
+@_jit
+def _key(value: float) -> int:
+    """Order-preserving 16-bit key (0..65535) of a float32: sign, exponent, 7 mantissa bits."""
+    bits = np.float32(value).view(np.int32)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return (ordered >> 16) + 32768
+
+
+@_jit
+def _pooled_value(v: float, centre: float, deviation: bool) -> np.float32:
+    return np.float32(abs(v - centre)) if deviation else np.float32(v)
+
+
+@_jit
+def _key_histogram(residual: NDArray[np.float32], state: NDArray[np.uint8], centre: float,
+                   deviation: bool) -> NDArray[np.int64]:
+    """Histogram of the 16-bit keys of the pooled values (see ``_pooled_median``)."""
+    flat_r, flat_s = residual.ravel(), state.ravel()
+    counts = np.zeros(65536, np.int64)
+    for i in range(flat_r.size):
+        v = flat_r[i]
+        if flat_s[i] == 0 and np.isfinite(v):
+            counts[_key(_pooled_value(v, centre, deviation))] += 1
+    return counts
+
+
+@_jit
+def _gather_keys(residual: NDArray[np.float32], state: NDArray[np.uint8], centre: float,
+                 deviation: bool, first: int, last: int, size: int) -> NDArray[np.float32]:
+    """The pooled values whose keys are in ``first..last`` (``size`` of them)."""
+    flat_r, flat_s = residual.ravel(), state.ravel()
+    buf = np.empty(size, np.float32)
+    m = 0
+    for i in range(flat_r.size):
+        v = flat_r[i]
+        if flat_s[i] == 0 and np.isfinite(v):
+            x = _pooled_value(v, centre, deviation)
+            key = _key(x)
+            if first <= key <= last:
+                buf[m] = x
+                m += 1
+    return buf
+
+
+@_jit
+def _pooled_median(residual: NDArray[np.float32], state: NDArray[np.uint8], centre: float,
+                   deviation: bool) -> float:
+    """Exact median of the residuals (or, with ``deviation``, of their absolute deviation from
+    ``centre``) over unflagged (``state == 0``), finite samples; NaN if there are none.
+
+    Two passes and no chunk-sized copy: a histogram of 16-bit order-preserving keys finds the
+    bins of the middle ranks, then only the values of those bins are gathered and selected.
     """
-    weight = (~flags).astype(np.float32)
-    weighted = np.where(flags, 0.0, amp).astype(np.float32)
-    sigmas = (window[0] / 4.0, window[1] / 4.0)
-    for axis, width in ((0, sigmas[0]), (2, sigmas[1])):
-        weighted = gaussian_filter1d(weighted, width, axis=axis, mode="nearest")
-        weight = gaussian_filter1d(weight, width, axis=axis, mode="nearest")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        background = np.where(weight > 1e-3, weighted / weight, 0.0)
-    return (amp - background).astype(np.float32)
+    counts = _key_histogram(residual, state, centre, deviation)
+    n = counts.sum()
+    if n == 0:
+        return np.nan
+    low_rank, high_rank = (n - 1) // 2, n // 2
+    below, first, last, cumulative = 0, -1, -1, 0
+    for key in range(65536):
+        if first < 0 and cumulative + counts[key] > low_rank:
+            first, below = key, cumulative
+        cumulative += counts[key]
+        if cumulative > high_rank:
+            last = key
+            break
+    buf = _gather_keys(residual, state, centre, deviation, first, last, cumulative - below)
+    low = _select(buf, buf.size, low_rank - below)
+    high = _select(buf, buf.size, high_rank - below)
+    return 0.5 * (float(low) + float(high))
 
 
-@numba.njit(nogil=True, cache=True)
-def _sumthreshold_line(values: NDArray[np.float32], before: NDArray[np.bool_],
-                       out: NDArray[np.bool_], window: int, threshold: float) -> None:
-    """One SumThreshold pass along a line (1-D views, no copies): where the mean of a
-    window exceeds ``threshold``, flag the whole window in ``out``. Values flagged before
-    this pass (``before``) count as the threshold, as in AOFlagger. One-sided: on amplitude
-    residuals interference is an excess, while deficits come from backgrounds biased by a
-    neighbour's interference."""
-    n = values.shape[0]
-    if window > n:
-        return
-    total = 0.0
-    for i in range(window):
-        total += threshold if before[i] else values[i]
-    for start in range(n - window + 1):
-        if start > 0:
-            old, new = start - 1, start + window - 1
-            total -= threshold if before[old] else values[old]
-            total += threshold if before[new] else values[new]
-        if total > threshold * window:
-            for i in range(start, start + window):
-                out[i] = True
+# --- steps 1-3: data flags --------------------------------------------------------------
+
+@_jit
+def _amplitude(v: complex) -> np.float32:
+    """|V| in float32, computed in float64 (no overflow)."""
+    re, im = float(v.real), float(v.imag)
+    return np.float32(math.sqrt(re * re + im * im))
 
 
-@numba.njit(nogil=True, cache=True)
-def _sumthreshold_planes(residual: NDArray[np.float32], flags: NDArray[np.bool_],
-                         thresholds: NDArray[np.float64], windows: NDArray[np.int64]
-                         ) -> NDArray[np.bool_]:
-    """SumThreshold in both directions of every (time, frequency) plane.
-
-    ``residual``/``flags`` are (time, baseline, frequency, pol), ``thresholds`` (window,
-    baseline, pol); returns new flags (the old ones included). Each window pass sees the
-    flags as they were before it.
-    """
-    n_t, n_b, n_f, n_p = residual.shape
-    out = flags.copy()
-    before = np.empty((n_t, n_f), dtype=np.bool_)
-    for b in range(n_b):
-        for p in range(n_p):
-            for k in range(windows.shape[0]):
-                window, threshold = windows[k], thresholds[k, b, p]
-                before[:, :] = out[:, b, :, p]
-                for t in range(n_t):  # along frequency
-                    _sumthreshold_line(residual[t, b, :, p], before[t, :], out[t, b, :, p],
-                                       window, threshold)
-                for f in range(n_f):  # along time
-                    _sumthreshold_line(residual[:, b, f, p], before[:, f], out[:, b, f, p],
-                                       window, threshold)
-    return out
+@_jit
+def _flag_data(vis: NDArray[np.complex64], out: NDArray[np.bool_], autos: NDArray[np.bool_],
+               zeros: bool, autocorrelations: bool, clip: float) -> None:
+    """Zeros and non-finite values, autocorrelations, and amplitudes above ``clip`` (cross-
+    correlations only: autocorrelations carry the system power), into ``out``."""
+    n_t, n_b = vis.shape[:2]
+    clip_squared = clip * clip
+    for t in range(n_t):
+        for b in range(n_b):
+            if autocorrelations and autos[b]:
+                out[t, b] = True
+                continue
+            row, flags = vis[t, b].ravel(), out[t, b].ravel()
+            if zeros:
+                for i in range(row.size):
+                    re, im = row[i].real, row[i].imag
+                    flags[i] |= (re == 0 and im == 0) or not (np.isfinite(re)
+                                                              and np.isfinite(im))
+            if np.isfinite(clip) and not autos[b]:
+                for i in range(row.size):
+                    re, im = float(row[i].real), float(row[i].imag)
+                    flags[i] |= re * re + im * im > clip_squared
 
 
-def sumthreshold(residual: NDArray[np.float32], flags: NDArray[np.bool_],
-                 sigma: NDArray[np.float64], params: FlagParameters) -> NDArray[np.bool_]:
-    """SumThreshold with thresholds χ_M = χ_1 / ρ^log2(M), χ_1 = ``sumthreshold_sigma`` σ,
-    σ per (baseline, pol) plane (shape (baseline, pol))."""
-    windows = np.array(params.sumthreshold_windows, dtype=np.int64)
-    scale = params.sumthreshold_sigma / params.sumthreshold_rho ** np.log2(
-        windows.astype(np.float64))
-    thresholds = scale[:, None, None] * np.asarray(sigma, np.float64)[None]
-    return _sumthreshold_planes(np.ascontiguousarray(residual), flags, thresholds, windows)
+# --- step 4: array-wide outliers --------------------------------------------------------
+
+@_jit
+def _array_ratio(vis: NDArray[np.complex64], out: NDArray[np.bool_],
+                 cross: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Per (time, channel, pol): median over cross-correlations of |V| relative to the
+    baseline's median |V| over time, unflagged samples only (NaN where none)."""
+    n_t, _, n_f, n_p = vis.shape
+    n_l = n_f * n_p
+    reference = np.empty((cross.size, n_l), np.float32)
+    lines = np.empty((n_t, n_l), np.float32)
+    count = np.empty(n_l, np.int64)
+    for i in range(cross.size):
+        count[:] = 0
+        for t in range(n_t):
+            row, flags = vis[t, cross[i]].ravel(), out[t, cross[i]].ravel()
+            for q in range(n_l):
+                amp = _amplitude(row[q])
+                valid = not flags[q] and np.isfinite(amp)
+                lines[t, q] = amp if valid else np.inf
+                count[q] += valid
+        _lane_medians(lines, count, reference[i])
+    ratio = np.empty((n_t, n_l), np.float32)
+    values = np.empty((n_l, cross.size), np.float32)
+    for t in range(n_t):
+        count[:] = 0
+        for i in range(cross.size):
+            row, flags = vis[t, cross[i]].ravel(), out[t, cross[i]].ravel()
+            for q in range(n_l):
+                if not flags[q]:
+                    r = _amplitude(row[q]) / reference[i, q]
+                    if np.isfinite(r):
+                        values[q, count[q]] = r
+                        count[q] += 1
+        for q in range(n_l):
+            ratio[t, q] = _median(values[q], count[q])
+    return ratio.reshape(n_t, n_f, n_p)
 
 
-def plane_sigma(residual: NDArray[np.float32], flags: NDArray[np.bool_]) -> NDArray:
-    """Robust σ of the unflagged residuals of every (baseline, pol) plane, never below the
-    chunk's global robust σ (the thermal noise: sky structure only adds to it)."""
-    masked = np.where(flags, np.nan, residual)
-    centre = nan_median(masked, axis=(0, 2))
-    sigma = MAD_TO_SIGMA * nan_median(np.abs(masked - centre), axis=(0, 2))[0, :, 0, :]
-    floor = robust_sigma(residual[~flags])
-    return np.where(np.isfinite(sigma), np.maximum(sigma, floor), floor)
-
-
-def array_wide_outliers(amp: NDArray[np.float32], flags: NDArray[np.bool_],
-                        threshold_sigma: float) -> NDArray[np.bool_]:
+def array_wide_outliers(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
+                        cross: NDArray[np.int64], threshold_sigma: float) -> NDArray[np.bool_]:
     """(time, channel, pol) cells where the whole array sees excess power: the median over
     baselines of |V| relative to each baseline's own median over time, robustly compared
     across cells. Broadband bursts and persistent narrowband emitters light every baseline
     at once, while sky structure differs from baseline to baseline, so this catches them even
-    where a per-baseline background is biased (e.g. bursts at the edge of the block)."""
-    masked = np.where(flags, np.nan, amp)
-    reference = nan_median(masked, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = nan_median(masked / reference, axis=1)[:, 0]  # (time, channel, pol)
+    where a per-baseline background is biased (e.g. bursts at the edge of the block).
+    ``cross``: indices of the cross-correlations."""
+    ratio = _array_ratio(vis, flags, cross)
     valid = np.isfinite(ratio)
     if valid.sum() < 3:
         return np.zeros(ratio.shape, bool)
@@ -194,36 +317,82 @@ def array_wide_outliers(amp: NDArray[np.float32], flags: NDArray[np.bool_],
     return valid & (ratio > centre + threshold_sigma * spread)
 
 
+@_jit
+def _flag_cells(out: NDArray[np.bool_], cells: NDArray[np.bool_],
+                cross: NDArray[np.int64]) -> None:
+    """Flag (time, channel, pol) ``cells`` on every cross-correlation."""
+    n_t, _, n_f, n_p = out.shape
+    for t in range(n_t):
+        for b in cross:
+            for f in range(n_f):
+                for p in range(n_p):
+                    out[t, b, f, p] |= cells[t, f, p]
+
+
+# --- step 5: bad antennas ---------------------------------------------------------------
+
+@_jit
+def _channel_scatter(vis: NDArray[np.complex64], out: NDArray[np.bool_],
+                     cross: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Per cross-correlation: robust σ (median |ΔV| × 1.4826) of the differences between
+    adjacent channels over time and pol, unflagged pairs only, at the quietest channel pair
+    (0 where no pair has data)."""
+    n_t, _, n_f, n_p = vis.shape
+    scatter = np.zeros(cross.size)
+    values = np.empty(n_t * n_p, np.float32)
+    for i in range(cross.size):
+        b = cross[i]
+        lowest = np.inf
+        for f in range(n_f - 1):
+            m = 0
+            for t in range(n_t):
+                for p in range(n_p):
+                    if not (out[t, b, f, p] or out[t, b, f + 1, p]):
+                        d = _amplitude(vis[t, b, f + 1, p] - vis[t, b, f, p])
+                        if np.isfinite(d):
+                            values[m] = d
+                            m += 1
+            if m:
+                lowest = min(lowest, MAD_TO_SIGMA * _median(values, m))
+        scatter[i] = lowest if np.isfinite(lowest) else 0.0
+    return scatter
+
+
+@_jit
+def flagged_per_baseline(out: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """Number of flagged samples of each baseline (over time, channel and pol)."""
+    n_t, n_b, n_f, n_p = out.shape
+    counts = np.zeros(n_b, np.int64)
+    for t in range(n_t):
+        for b in range(n_b):
+            for f in range(n_f):
+                for p in range(n_p):
+                    counts[b] += out[t, b, f, p]
+    return counts
+
+
 def bad_antenna_mask(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
                      ant1: NDArray[np.int64], ant2: NDArray[np.int64],
                      params: FlagParameters) -> NDArray[np.bool_]:
     """Baselines (bool per baseline) of bad antennas: autocorrelation power an outlier among
     the antennas (log power beyond ``bad_antenna_power_sigma`` robust σ of the array's spread,
-    which uncalibrated gains widen); cross-correlation scatter
-    (robust σ of channel-to-channel differences, quietest channel pair) above
-    ``bad_antenna_noise_factor`` times the
-    array's median on *every* baseline of the antenna (sky structure inflates the scatter of
-    long baselines, but a broken antenna spoils even its shortest); or data already flagged
-    beyond ``bad_antenna_flagged_fraction``."""
+    which uncalibrated gains widen); cross-correlation scatter (robust σ of channel-to-channel
+    differences, quietest channel pair: persistent narrowband RFI inflates every baseline's
+    scatter, a broken antenna every pair of its baselines) above ``bad_antenna_noise_factor``
+    times the array's median on *every* baseline of the antenna (sky structure inflates the
+    scatter of long baselines, but a broken antenna spoils even its shortest); or data already
+    flagged beyond ``bad_antenna_flagged_fraction``."""
     antennas = np.unique(np.concatenate([ant1, ant2]))
     bad = set()
     cross = ant1 != ant2
     if params.bad_antenna_noise_factor is not None and cross.any() and vis.shape[2] > 1:
-        diff = np.abs(np.diff(vis, axis=2))
-        diff[flags[:, :, 1:] | flags[:, :, :-1]] = np.nan  # e.g. RFI found array-wide
-        # Per baseline and pair of adjacent channels, then the quietest pair: a channel
-        # with persistent narrowband RFI inflates every baseline's scatter, a broken
-        # antenna inflates every pair of its baselines.
-        per_pair = MAD_TO_SIGMA * nan_median(diff, axis=(0, 3))[0, :, :, 0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN baselines
-            scatter = np.nanmin(per_pair, axis=1)
-        scatter = np.where(np.isfinite(scatter), scatter, 0.0)
-        per_antenna = {int(a): float(np.min(scatter[cross & ((ant1 == a) | (ant2 == a))]))
-                       for a in antennas if (cross & ((ant1 == a) | (ant2 == a))).any()}
+        scatter = np.zeros(ant1.size)
+        scatter[cross] = _channel_scatter(vis, flags, np.flatnonzero(cross))
         reference = np.median(scatter[cross])
-        bad |= {a for a, s in per_antenna.items()
-                if s > params.bad_antenna_noise_factor * reference}
+        for a in antennas:
+            rows = cross & ((ant1 == a) | (ant2 == a))
+            if rows.any() and scatter[rows].min() > params.bad_antenna_noise_factor * reference:
+                bad.add(int(a))
     autos = ant1 == ant2
     if params.bad_antenna_power_sigma is not None and autos.sum() > 2:
         power = {int(ant1[b]): float(np.median(np.abs(vis[:, b])))
@@ -236,82 +405,452 @@ def bad_antenna_mask(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
             if spread > 0:
                 bad |= {a for a, v in log_power.items()
                         if abs(v - centre) > params.bad_antenna_power_sigma * spread}
+    flagged = flagged_per_baseline(flags)
+    per_baseline = flags[:, 0].size
     for a in antennas:
         rows = (ant1 == a) | (ant2 == a)
-        if flags[:, rows].mean() > params.bad_antenna_flagged_fraction:
+        if flagged[rows].sum() / (rows.sum() * per_baseline) > params.bad_antenna_flagged_fraction:
             bad.add(int(a))
     return np.isin(ant1, list(bad)) | np.isin(ant2, list(bad))
+
+
+# --- steps 6-8: fused RFI detection on blocks of cross-correlations ----------------------
+
+def gaussian_weights(width: int) -> NDArray[np.float32]:
+    """Normalised Gaussian kernel whose 2σ spans ``width`` samples (σ = width / 4), truncated
+    at ``GAUSSIAN_TRUNCATE`` σ, as ``scipy.ndimage.gaussian_filter1d``."""
+    sigma = width / 4.0
+    radius = int(GAUSSIAN_TRUNCATE * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * x**2 / sigma**2)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+@_jit
+def _gather_amplitude(vis: NDArray[np.complex64], lanes: NDArray[np.int64],
+                      amp: NDArray[np.float32]) -> None:
+    """|V| of the block's baselines into ``amp`` (time, frequency, baseline × pol); padding
+    lanes (baseline -1) get 0."""
+    n_t, _, n_f, n_p = vis.shape
+    for t in range(n_t):
+        for j in range(lanes.size):
+            b = lanes[j]
+            for f in range(n_f):
+                for p in range(n_p):
+                    amp[t, f, j * n_p + p] = _amplitude(vis[t, b, f, p]) if b >= 0 else 0.0
+
+
+@_jit
+def _smooth_time(values: NDArray[np.float32], weights: NDArray[np.float32],
+                 out: NDArray[np.float32]) -> None:
+    """Correlate ``values`` (time, lanes) with ``weights`` along time, nearest-edge mode."""
+    n_t, n_l = values.shape
+    r = weights.size // 2
+    for t in range(n_t):
+        row = out[t]
+        row[:] = 0.0
+        for k in range(weights.size):
+            source, w = values[min(max(t + k - r, 0), n_t - 1)], weights[k]
+            for i in range(n_l):
+                row[i] += w * source[i]
+
+
+@_jit
+def _smooth_frequency(values: NDArray[np.float32], weights: NDArray[np.float32],
+                      out: NDArray[np.float32]) -> None:
+    """Correlate ``values`` (time, frequency, lanes) with ``weights`` along frequency,
+    nearest-edge mode."""
+    n_t, n_f, n_l = values.shape
+    r = weights.size // 2
+    for t in range(n_t):
+        for f in range(n_f):
+            row = out[t, f]
+            row[:] = 0.0
+            for k in range(weights.size):
+                source, w = values[t, min(max(f + k - r, 0), n_f - 1)], weights[k]
+                for i in range(n_l):
+                    row[i] += w * source[i]
+
+
+@_jit
+def _residual_block(amp: NDArray[np.float32], state: NDArray[np.uint8],
+                    weights_t: NDArray[np.float32], weights_f: NDArray[np.float32],
+                    residual: NDArray[np.float32], stacked: NDArray[np.float32],
+                    smoothed: NDArray[np.float32]) -> None:
+    """|V| minus a masked Gaussian background (flagged samples carry no weight; a sample with
+    nothing unflagged near it gets no background), as AOFlagger's. ``amp``, ``state``,
+    ``residual``: (time, frequency, plane); ``stacked``, ``smoothed``: scratch (time,
+    frequency, 2, plane) holding the weighted amplitudes and the weights side by side."""
+    n_t, n_f, n_q = amp.shape
+    for t in range(n_t):
+        for f in range(n_f):
+            a, s, v, w = amp[t, f], state[t, f], stacked[t, f, 0], stacked[t, f, 1]
+            for q in range(n_q):
+                keep = s[q] == 0
+                v[q] = a[q] if keep else np.float32(0.0)
+                w[q] = np.float32(1.0) if keep else np.float32(0.0)
+    _smooth_time(stacked.reshape(n_t, n_f * 2 * n_q), weights_t,
+                 smoothed.reshape(n_t, n_f * 2 * n_q))
+    _smooth_frequency(smoothed.reshape(n_t, n_f, 2 * n_q), weights_f,
+                      stacked.reshape(n_t, n_f, 2 * n_q))
+    for t in range(n_t):
+        for f in range(n_f):
+            a, r, v, w = amp[t, f], residual[t, f], stacked[t, f, 0], stacked[t, f, 1]
+            for q in range(n_q):
+                background = v[q] / w[q] if w[q] > MIN_BACKGROUND_WEIGHT else np.float32(0.0)
+                r[q] = a[q] - background
+
+
+@_jit
+def _plane_sigma(residual: NDArray[np.float32], state: NDArray[np.uint8],
+                 buf: NDArray[np.float32], sigma: NDArray[np.float64]) -> None:
+    """Robust σ (MAD) of the unflagged, finite residuals of each plane of a block (NaN for a
+    plane with none)."""
+    n_t, n_f, n_q = residual.shape
+    flat_r, flat_s = residual.reshape(n_t * n_f, n_q), state.reshape(n_t * n_f, n_q)
+    for q in range(n_q):
+        m = 0
+        for i in range(n_t * n_f):
+            v = flat_r[i, q]
+            buf[m] = v
+            m += (flat_s[i, q] == 0) & np.isfinite(v)
+        centre = _median(buf, m)
+        for i in range(m):
+            buf[i] = abs(buf[i] - centre)
+        sigma[q] = MAD_TO_SIGMA * _median(buf, m)
+
+
+@_jit
+def _residual_pass(vis: NDArray[np.complex64], blocks: NDArray[np.int64],
+                   state: NDArray[np.uint8], weights_t: NDArray[np.float32],
+                   weights_f: NDArray[np.float32], residual: NDArray[np.float32],
+                   sigma: NDArray[np.float64]) -> None:
+    """Residuals (``residual``, (block, time, frequency, plane)) and plane σ (``sigma``,
+    (block, plane)) of every block, with flagged samples (``state`` non-zero) masked."""
+    n_blocks, n_t, n_f, n_q = residual.shape
+    amp = np.empty((n_t, n_f, n_q), np.float32)
+    stacked = np.empty((n_t, n_f, 2, n_q), np.float32)
+    smoothed = np.empty_like(stacked)
+    buf = np.empty(n_t * n_f + 1, np.float32)
+    for k in range(n_blocks):
+        _gather_amplitude(vis, blocks[k], amp)
+        _residual_block(amp, state[k], weights_t, weights_f, residual[k], stacked, smoothed)
+        _plane_sigma(residual[k], state[k], buf, sigma[k])
+
+
+SumThresholdScratch = namedtuple(
+    "SumThresholdScratch", "along_time along_frequency flags_frequency limit_t limit_f "
+    "total_t total_f last_t last_f")
+
+
+@_jit
+def _sumthreshold_scratch(n_t: int, n_f: int, n_q: int) -> SumThresholdScratch:
+    """Work arrays of ``_sumthreshold_block`` for (time, frequency, plane) blocks."""
+    lines_t, lines_f = n_f * n_q, n_t * n_q
+    return SumThresholdScratch(
+        np.empty((n_t, n_f, n_q)), np.empty((n_f, n_t, n_q)),
+        np.empty((n_f, n_t, n_q), np.bool_), np.empty(lines_t), np.empty(lines_f),
+        np.empty(lines_t), np.empty(lines_f), np.empty(lines_t, np.int64),
+        np.empty(lines_f, np.int64))
+
+
+@_jit
+def _window_sums(effective: NDArray[np.float64], flags: NDArray[np.bool_],
+                 limit: NDArray[np.float64], window: int, total: NDArray[np.float64],
+                 last: NDArray[np.int64]) -> None:
+    """SumThreshold along axis 0 of (position, line) arrays, all lines at once: where the sum
+    of ``window`` consecutive ``effective`` values exceeds ``limit[line]``, set ``flags``.
+    ``total`` and ``last`` (per line) are scratch: running sums, last position to flag."""
+    n, n_l = effective.shape
+    if window > n:
+        return
+    total[:] = 0.0
+    last[:] = -1
+    for s in range(window):
+        e = effective[s]
+        for i in range(n_l):
+            total[i] += e[i]
+    for s in range(n):
+        if s <= n - window:
+            if s > 0:
+                old, new = effective[s - 1], effective[s + window - 1]
+                for i in range(n_l):
+                    total[i] += new[i] - old[i]
+            for i in range(n_l):
+                last[i] = s + window - 1 if total[i] > limit[i] else last[i]
+        row = flags[s]
+        for i in range(n_l):
+            row[i] |= s <= last[i]
+
+
+@_jit
+def _sumthreshold_block(residual: NDArray[np.float32], flags: NDArray[np.bool_],
+                        thresholds: NDArray[np.float64], windows: NDArray[np.int64],
+                        scratch: SumThresholdScratch) -> None:
+    """SumThreshold in both directions of every (time, frequency) plane of a block: where the
+    mean of a window of ``windows[k]`` samples exceeds ``thresholds[k, plane]``, flag the
+    window. Samples flagged before a window size's pass count as its threshold (as in
+    AOFlagger); both directions of a pass see the flags as they were before it. One-sided: on
+    amplitude residuals interference is an excess, while deficits come from backgrounds
+    biased by a neighbour's interference. The frequency direction runs on a transposed copy
+    (frequency, time, plane), so that both run on many contiguous lines at once."""
+    n_t, n_f, n_q = residual.shape
+    along_t, along_f = scratch.along_time, scratch.along_frequency
+    flags_f = scratch.flags_frequency
+    for k in range(windows.size):
+        window, thr = windows[k], thresholds[k]
+        exceeds = 0
+        for t in range(n_t):
+            for f in range(n_f):
+                r, fl, e, e_f = residual[t, f], flags[t, f], along_t[t, f], along_f[f, t]
+                for q in range(n_q):
+                    value = thr[q] if fl[q] else r[q]
+                    e[q] = value
+                    e_f[q] = value
+                    exceeds += value > thr[q]
+        if not exceeds:  # no window's mean can exceed the threshold
+            continue
+        for f in range(n_f):
+            for q in range(n_q):
+                scratch.limit_t[f * n_q + q] = thr[q] * window
+        for t in range(n_t):
+            for q in range(n_q):
+                scratch.limit_f[t * n_q + q] = thr[q] * window
+        flags_f[:] = False
+        _window_sums(along_t.reshape(n_t, n_f * n_q), flags.reshape(n_t, n_f * n_q),
+                     scratch.limit_t, window, scratch.total_t, scratch.last_t)
+        _window_sums(along_f.reshape(n_f, n_t * n_q), flags_f.reshape(n_f, n_t * n_q),
+                     scratch.limit_f, window, scratch.total_f, scratch.last_f)
+        for t in range(n_t):
+            for f in range(n_f):
+                fl, fl_f = flags[t, f], flags_f[f, t]
+                for q in range(n_q):
+                    fl[q] |= fl_f[q]
+
+
+@_jit
+def _extend_block(residual: NDArray[np.float32], flags: NDArray[np.bool_],
+                  level: NDArray[np.float64], grown: NDArray[np.bool_]) -> None:
+    """Flag time/frequency neighbours of flagged samples whose residual exceeds ``level``
+    (per plane); one step, from the flags as they were."""
+    n_t, n_f, n_q = residual.shape
+    grown[:] = False
+    for t in range(n_t):
+        for f in range(n_f):
+            g = grown[t, f]
+            for neighbour_t, neighbour_f in ((t - 1, f), (t + 1, f), (t, f - 1), (t, f + 1)):
+                if 0 <= neighbour_t < n_t and 0 <= neighbour_f < n_f:
+                    n = flags[neighbour_t, neighbour_f]
+                    for q in range(n_q):
+                        g[q] |= n[q]
+    for t in range(n_t):
+        for f in range(n_f):
+            r, g, fl = residual[t, f], grown[t, f], flags[t, f]
+            for q in range(n_q):
+                fl[q] |= g[q] & (r[q] > level[q])
+
+
+@_jit
+def _detect_pass(residual: NDArray[np.float32], state: NDArray[np.uint8],
+                 sigma: NDArray[np.float64], thresholds: NDArray[np.float64],
+                 windows: NDArray[np.int64], clip_sigma: float,
+                 extension_sigma: float) -> None:
+    """Detection on every block, from the samples flagged before it (``BASE``): SumThreshold
+    (thresholds ``thresholds[window] × σ``; no windows: none), a one-sided clip at
+    ``clip_sigma`` σ and, if ``extension_sigma`` is finite, the extension. Sets ``FOUND``
+    in ``state`` for what is newly flagged, clears it elsewhere."""
+    n_blocks, n_t, n_f, n_q = residual.shape
+    flags = np.empty((n_t, n_f, n_q), np.bool_)
+    grown = np.empty_like(flags)
+    scratch = _sumthreshold_scratch(n_t, n_f, n_q)
+    scaled = np.empty((windows.size, n_q))
+    clip, extension = np.empty(n_q), np.empty(n_q)
+    for k in range(n_blocks):
+        for q in range(n_q):
+            for w in range(windows.size):
+                scaled[w, q] = thresholds[w] * sigma[k, q]
+            clip[q] = clip_sigma * sigma[k, q]
+            extension[q] = extension_sigma * sigma[k, q]
+        block_state = state[k].ravel()
+        block_residual = residual[k]
+        flat_flags = flags.ravel()
+        for i in range(flat_flags.size):
+            flat_flags[i] = (block_state[i] & BASE) != 0
+        _sumthreshold_block(block_residual, flags, scaled, windows, scratch)
+        for t in range(n_t):
+            for f in range(n_f):
+                r, fl = block_residual[t, f], flags[t, f]
+                for q in range(n_q):
+                    fl[q] |= r[q] > clip[q]
+        if np.isfinite(extension_sigma):
+            _extend_block(block_residual, flags, extension, grown)
+        for i in range(flat_flags.size):
+            base = block_state[i] & BASE
+            block_state[i] = base | (FOUND * (flat_flags[i] and not base))
+
+
+@_jit
+def _gather_state(out: NDArray[np.bool_], blocks: NDArray[np.int64],
+                  state: NDArray[np.uint8]) -> None:
+    """``BASE`` where a block's sample is flagged already (and on padding lanes)."""
+    _, n_t, n_f, _ = state.shape
+    n_p = out.shape[3]
+    for k in range(blocks.shape[0]):
+        for t in range(n_t):
+            for j in range(blocks.shape[1]):
+                b = blocks[k, j]
+                for f in range(n_f):
+                    for p in range(n_p):
+                        state[k, t, f, j * n_p + p] = BASE if b < 0 or out[t, b, f, p] else 0
+
+
+@_jit
+def _scatter_state(state: NDArray[np.uint8], blocks: NDArray[np.int64],
+                   out: NDArray[np.bool_]) -> None:
+    """Flag in ``out`` what the blocks' ``state`` marks ``FOUND``."""
+    _, n_t, n_f, _ = state.shape
+    n_p = out.shape[3]
+    for k in range(blocks.shape[0]):
+        for t in range(n_t):
+            for j in range(blocks.shape[1]):
+                b = blocks[k, j]
+                if b >= 0:
+                    for f in range(n_f):
+                        for p in range(n_p):
+                            out[t, b, f, p] |= (state[k, t, f, j * n_p + p] & FOUND) != 0
+
+
+def baseline_blocks(cross: NDArray[np.int64], size: int = BLOCK_BASELINES
+                    ) -> NDArray[np.int64]:
+    """Cross-correlation indices in blocks of ``size`` (block, baseline), padded with -1."""
+    padded = np.full(-(-cross.size // size) * size, -1, np.int64)
+    padded[:cross.size] = cross
+    return padded.reshape(-1, size)
+
+
+def sumthreshold_scale(params: FlagParameters) -> tuple[NDArray[np.int64], NDArray]:
+    """Window sizes and their thresholds in units of σ: χ_M = χ_1 / ρ^log2(M), χ_1 =
+    ``sumthreshold_sigma`` (no windows if SumThreshold is off)."""
+    if not params.sumthreshold:
+        return np.zeros(0, np.int64), np.zeros(0)
+    windows = np.array(params.sumthreshold_windows, dtype=np.int64)
+    scale = params.sumthreshold_sigma / params.sumthreshold_rho ** np.log2(
+        windows.astype(np.float64))
+    return windows, scale
+
+
+def detect_rfi(vis: NDArray[np.complex64], out: NDArray[np.bool_], cross: NDArray[np.int64],
+               params: FlagParameters) -> None:
+    """Steps 6-8 on the cross-correlations ``cross``, into ``out``.
+
+    Each iteration detects afresh from the flags as they were before it, with what the
+    previous one found masked out of the background and the noise estimate: an early, biased
+    background (e.g. next to a broadband burst) cannot leave false flags behind. σ per plane
+    is never below the chunk's pooled robust σ (the thermal noise: sky structure only adds to
+    it). If that σ is 0 or undefined, nothing is added.
+    """
+    blocks = baseline_blocks(cross)
+    n_t, _, n_f, n_p = vis.shape
+    n_q = blocks.shape[1] * n_p
+    state = np.empty((blocks.shape[0], n_t, n_f, n_q), np.uint8)
+    _gather_state(out, blocks, state)
+    residual = np.empty(state.shape, np.float32)
+    sigma = np.empty((blocks.shape[0], n_q))
+    weights_t = gaussian_weights(params.background_window[0])
+    weights_f = gaussian_weights(params.background_window[1])
+    windows, scale = sumthreshold_scale(params)
+    clip_sigma = np.inf if params.mad_clip_sigma is None else params.mad_clip_sigma
+    iterations = max(1, params.iterations)
+    for i in range(iterations):
+        _residual_pass(vis, blocks, state, weights_t, weights_f, residual, sigma)
+        centre = _pooled_median(residual, state, 0.0, False)
+        floor = MAD_TO_SIGMA * _pooled_median(residual, state, centre, True)
+        if not np.isfinite(floor):
+            return
+        np.copyto(sigma, floor, where=~(sigma >= floor))  # NaN: the floor
+        if np.any(sigma == 0):
+            return
+        last = i == iterations - 1
+        extension = (params.extension_sigma if last and params.extension_sigma is not None
+                     else np.inf)
+        _detect_pass(residual, state, sigma, scale, windows, clip_sigma, extension)
+    _scatter_state(state, blocks, out)
+
+
+@_jit
+def _flagged_per_time_and_channel(out: NDArray[np.bool_], cross: NDArray[np.int64]
+                                  ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Flagged samples of the cross-correlations per integration and per channel."""
+    n_t, _, n_f, n_p = out.shape
+    per_time = np.zeros(n_t, np.int64)
+    per_channel = np.zeros(n_f, np.int64)
+    for t in range(n_t):
+        for b in cross:
+            for f in range(n_f):
+                for p in range(n_p):
+                    if out[t, b, f, p]:
+                        per_time[t] += 1
+                        per_channel[f] += 1
+    return per_time, per_channel
+
+
+def flagged_per_channel(flags: NDArray[np.bool_], cross: NDArray[np.bool_]
+                        ) -> NDArray[np.int64]:
+    """Number of flagged samples of the cross-correlations (``cross``: bool per baseline) per
+    channel (over time, baseline and pol)."""
+    return _flagged_per_time_and_channel(flags, np.flatnonzero(cross))[1]
+
+
+def flag_mostly_flagged(out: NDArray[np.bool_], cross: NDArray[np.int64],
+                        fraction: float) -> None:
+    """Flag whole channels and integrations whose cross-correlations are flagged beyond
+    ``fraction``."""
+    n_t, _, n_f, n_p = out.shape
+    per_time, per_channel = _flagged_per_time_and_channel(out, cross)
+    out[:, :, per_channel / (n_t * cross.size * n_p) > fraction, :] = True
+    out[per_time / (n_f * cross.size * n_p) > fraction] = True
+
+
+def flag_subband_inplace(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
+                         ant1: NDArray[np.int64], ant2: NDArray[np.int64],
+                         params: FlagParameters) -> None:
+    """Add the new flags of one subband chunk to ``flags``. See the module docstring."""
+    autos = ant1 == ant2
+    clip = np.inf if params.amplitude_clip_jy is None else params.amplitude_clip_jy
+    _flag_data(vis, flags, autos, params.zeros, params.autocorrelations, clip)
+    cross = np.flatnonzero(~autos)
+    if cross.size == 0 or _all_flagged(flags, cross):
+        return
+    if params.mad_clip_sigma is not None:
+        cells = array_wide_outliers(vis, flags, cross, params.mad_clip_sigma)
+        _flag_cells(flags, cells, cross)
+    flags[:, bad_antenna_mask(vis, flags, ant1, ant2, params)] = True
+    if _all_flagged(flags, cross):
+        return
+    detect_rfi(vis, flags, cross, params)
+    if params.extension_sigma is not None:
+        flag_mostly_flagged(flags, cross, params.mostly_flagged_fraction)
 
 
 def flag_subband(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
                  ant1: NDArray[np.int64], ant2: NDArray[np.int64],
                  params: FlagParameters) -> NDArray[np.bool_]:
-    """New flags for one subband chunk (existing flags kept). See the module docstring."""
+    """New flags for one subband chunk (existing flags kept; ``flags`` is not modified)."""
     out = flags.copy()
-    amp = np.abs(vis)
-    if params.zeros:
-        out |= (amp == 0) | ~np.isfinite(vis)
-    autos = ant1 == ant2
-    if params.autocorrelations:
-        out[:, autos] = True
-    if params.amplitude_clip_jy is not None:
-        clip = amp > params.amplitude_clip_jy
-        clip[:, autos] = False  # autocorrelations carry the system power
-        out |= clip
-    cross = ~autos
-    if not cross.any() or out[:, cross].all():
-        return out
-    if params.mad_clip_sigma is not None:
-        cells = array_wide_outliers(amp[:, cross], out[:, cross], params.mad_clip_sigma)
-        out[:, cross] |= cells[:, None, :, :]
-    out[:, bad_antenna_mask(vis, out, ant1, ant2, params)] = True
-    if out[:, cross].all():
-        return out
-    residual = np.zeros(amp.shape, np.float32)
-    sigma = np.ones((amp.shape[1], amp.shape[3]))
-    base = out[:, cross].copy()
-    found = np.zeros_like(base)
-    # Each iteration detects afresh, with what the previous one found masked out of the
-    # background and the noise estimate: an early, biased background (e.g. next to a
-    # broadband burst) cannot leave false flags behind.
-    for _ in range(max(1, params.iterations)):
-        masked = base | found
-        residual[:, cross] = amplitude_residual(amp[:, cross], masked,
-                                                params.background_window)
-        if masked.all():
-            break
-        sigma[cross] = plane_sigma(residual[:, cross], masked)
-        if not np.all(np.isfinite(sigma[cross])) or np.any(sigma[cross] == 0):
-            return out
-        detected = base.copy()
-        if params.sumthreshold:
-            detected = sumthreshold(residual[:, cross], detected, sigma[cross], params)
-        if params.mad_clip_sigma is not None:
-            # One-sided: interference adds power.
-            detected |= (residual[:, cross]
-                         > params.mad_clip_sigma * sigma[cross][None, :, None, :])
-        found = detected & ~base
-    out[:, cross] = base | found
-    if params.extension_sigma is not None:
-        out = _extend(out, residual, sigma, cross, params)
+    flag_subband_inplace(vis, out, ant1, ant2, params)
     return out
 
 
-def _extend(flags: NDArray[np.bool_], residual: NDArray[np.float32], sigma: NDArray,
-            cross: NDArray[np.bool_], params: FlagParameters) -> NDArray[np.bool_]:
-    """Grow flags to time/frequency neighbours above ``extension_sigma``; flag channels and
-    integrations that are mostly flagged."""
-    out = flags.copy()
-    grown = np.zeros_like(flags)
-    grown[1:] |= flags[:-1]
-    grown[:-1] |= flags[1:]
-    grown[:, :, 1:] |= flags[:, :, :-1]
-    grown[:, :, :-1] |= flags[:, :, 1:]
-    above = residual > params.extension_sigma * sigma[None, :, None, :]
-    out |= grown & above & cross[None, :, None, None]
-    sub = out[:, cross]
-    channel_fraction = sub.mean(axis=(0, 1, 3))
-    time_fraction = sub.mean(axis=(1, 2, 3))
-    out[:, :, channel_fraction > params.mostly_flagged_fraction, :] = True
-    out[time_fraction > params.mostly_flagged_fraction] = True
-    return out
+@_jit
+def _all_flagged(out: NDArray[np.bool_], cross: NDArray[np.int64]) -> bool:
+    """Whether every sample of the cross-correlations is flagged."""
+    n_t, _, n_f, n_p = out.shape
+    for t in range(n_t):
+        for b in cross:
+            for f in range(n_f):
+                for p in range(n_p):
+                    if not out[t, b, f, p]:
+                        return False
+    return True
+
+

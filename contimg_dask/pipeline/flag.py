@@ -10,13 +10,15 @@ version in the ``contimg`` attribute.
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
+import dask
 import numpy as np
 import xarray as xr
 import zarr
@@ -25,7 +27,12 @@ from contimg_dask.config.schema import FlaggingConfig
 from contimg_dask.errors import InputError
 from contimg_dask.io.block_store import block_node, now_iso, open_block, quiet_zarr_strings
 from contimg_dask.logs import get_logger, log_context
-from contimg_dask.ops.flagging import FlagParameters, flag_subband
+from contimg_dask.ops.flagging import (
+    FlagParameters,
+    flag_subband_inplace,
+    flagged_per_baseline,
+    flagged_per_channel,
+)
 
 log = get_logger(__name__)
 INGEST_VERSION = "ingest"
@@ -67,13 +74,16 @@ def list_flag_versions(store: str | Path) -> dict[str, Any]:
 
 
 def _switch(store: Path, name: str, attrs: dict, versions: dict[str, dict],
-            version: str) -> None:
+            version: str) -> dict:
+    """Save ``versions`` and make ``version`` the active flags of every data group (one
+    attribute update); returns the new attributes."""
     variable = versions[version]["variable"]
     groups = {g: {**entry, "flag": variable} for g, entry in attrs["data_groups"].items()}
     contimg = {**attrs["contimg"], "flag_versions": versions}
-    zarr.open_group(store / name, mode="r+").attrs.update(
-        {**attrs, "data_groups": groups, "contimg": contimg})
+    new = {**attrs, "data_groups": groups, "contimg": contimg}
+    zarr.open_group(store / name, mode="r+").attrs.update(new)
     zarr.consolidate_metadata(store)
+    return new
 
 
 def restore_flags(store: str | Path, version: str) -> None:
@@ -88,31 +98,85 @@ def restore_flags(store: str | Path, version: str) -> None:
     log.info("restored flag version %s", version)
 
 
-def flag_fractions(flags: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
-                   antenna_names: list[str], chunk_sizes: list[int],
-                   subbands: list[int]) -> dict[str, Any]:
-    """Flagged fractions of the cross-correlations: block, per subband, antenna, channel."""
+@dataclass(frozen=True)
+class ChunkCounts:
+    """Flagged samples of one subband chunk: per baseline (over time, channel, pol) and per
+    channel (over time, cross-correlation, pol)."""
+
+    per_baseline: np.ndarray
+    per_channel: np.ndarray
+
+
+def flag_fractions(counts: list[ChunkCounts], ant1: np.ndarray, ant2: np.ndarray,
+                   antenna_names: list[str], subbands: list[int], n_time: int, n_pol: int
+                   ) -> dict[str, Any]:
+    """Flagged fractions of the cross-correlations: block, per subband, antenna, channel,
+    from the chunks' counts (chunks in channel order)."""
     cross = ant1 != ant2
-    f = flags[:, cross]
-    per_channel = f.mean(axis=(0, 1, 3))
-    edges = np.concatenate([[0], np.cumsum(chunk_sizes)])
-    per_subband = {f"{sb:02d}": float(per_channel[a:b].mean())
-                   for sb, a, b in zip(subbands, edges[:-1], edges[1:], strict=True)}
+    per_channel = np.concatenate([c.per_channel for c in counts]) / (
+        n_time * cross.sum() * n_pol)
+    per_baseline = np.sum([c.per_baseline for c in counts], axis=0)
+    samples_per_baseline = n_time * per_channel.size * n_pol
+    per_subband = {f"{sb:02d}": float(c.per_channel.sum() / (n_time * cross.sum() * n_pol
+                                                             * c.per_channel.size))
+                   for sb, c in zip(subbands, counts, strict=True)}
     per_antenna = {}
     for i, antenna in enumerate(antenna_names):
-        rows = ((ant1 == i) | (ant2 == i))[cross]
+        rows = cross & ((ant1 == i) | (ant2 == i))
         if rows.any():
-            per_antenna[antenna] = float(f[:, rows].mean())
-    return {"block": float(f.mean()), "per_subband": per_subband,
-            "per_antenna": per_antenna, "per_channel": [float(x) for x in per_channel]}
+            per_antenna[antenna] = float(per_baseline[rows].sum()
+                                         / (rows.sum() * samples_per_baseline))
+    block = per_baseline[cross].sum() / (cross.sum() * samples_per_baseline)
+    return {"block": float(block), "per_subband": per_subband, "per_antenna": per_antenna,
+            "per_channel": [float(x) for x in per_channel]}
+
+
+def read_subband(array: zarr.Array, channels: slice) -> np.ndarray:
+    """All times and baselines of ``array`` for ``channels``, read one zarr time chunk at a
+    time into one array (no concatenation: peak memory one chunk plus one time slice)."""
+    n_t, n_bl, _, n_p = array.shape
+    out = np.empty((n_t, n_bl, channels.stop - channels.start, n_p), array.dtype)
+    step = array.chunks[0]
+    for start in range(0, n_t, step):
+        out[start:start + step] = array[start:start + step, :, channels, :]
+    return out
+
+
+def flag_chunk(group: Path, data: str, ingest: str, variable: str, channels: slice,
+               ant1: np.ndarray, ant2: np.ndarray, params: FlagParameters) -> ChunkCounts:
+    """One Dask task: read a subband chunk's visibilities and ingest flags, flag it, write the
+    new flags to ``variable`` and return its flagged counts."""
+    vis = read_subband(zarr.open_array(group / data, mode="r"), channels)
+    flags = read_subband(zarr.open_array(group / ingest, mode="r"), channels)
+    flag_subband_inplace(vis, flags, ant1, ant2, params)
+    del vis
+    zarr.open_array(group / variable, mode="r+")[:, :, channels, :] = flags
+    return ChunkCounts(flagged_per_baseline(flags), flagged_per_channel(flags, ant1 != ant2))
+
+
+def _create_flags(group: Path, variable: str, like: str, sizes: list[int]) -> None:
+    """An empty flag array shaped and encoded as ``like``, chunked so that no zarr chunk
+    straddles two subbands (each task writes whole chunks)."""
+    template = zarr.open_array(group / like, mode="r")
+    chunks = list(template.chunks)
+    chunks[2] = math.gcd(chunks[2], *sizes)
+    fast = zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+    with warnings.catch_warnings():
+        quiet_zarr_strings()
+        zarr.open_group(group, mode="r+").create_array(
+            variable, shape=template.shape, chunks=tuple(chunks), dtype=bool,
+            fill_value=False, compressors=[fast], attributes=dict(template.attrs),
+            dimension_names=template.metadata.dimension_names, overwrite=True)
 
 
 def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
                ) -> dict[str, Any]:
     """Flag the block store as configured, save the result as ``version`` and make it active.
 
-    The flagging starts from the ``ingest`` flags, so a rerun is idempotent. Returns the
-    flagged fractions.
+    The flagging starts from the ``ingest`` flags, so a rerun is idempotent; a rerun of a
+    saved version first drops it from the saved versions (the ingest flags become active if
+    it was), so that its flags are never visible half-written. One Dask task per subband
+    chunk reads, flags and writes it and returns its counts. Returns the flagged fractions.
 
     Raises
     ------
@@ -133,29 +197,26 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         index = {a: i for i, a in enumerate(antennas)}
         ant1 = np.array([index[a] for a in ds.baseline_antenna1_name.values.tolist()])
         ant2 = np.array([index[a] for a in ds.baseline_antenna2_name.values.tolist()])
+        versions = _versions(attrs)
+        if version in versions:
+            active = _active(attrs)
+            del versions[version]
+            attrs = _switch(store, name, attrs, versions,
+                            INGEST_VERSION if active == version else active)
+        group, variable = store / name, f"FLAG_{version}"
         sizes = list(prov["subband_chunks"])
-        n_t, n_bl, _, n_p = ds.VISIBILITY.shape
-        chunks = (n_t, n_bl, tuple(sizes), n_p)  # one task per subband, all integrations
-        vis = ds.VISIBILITY.data.rechunk(chunks)
-        ingest_flags = ds.FLAG.data.rechunk(chunks)
-        new = da.map_blocks(flag_subband, vis, ingest_flags, ant1=ant1, ant2=ant2,
-                            params=params, dtype=bool)
-        variable = f"FLAG_{version}"
-        fast = zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
-        zarr_chunks = zarr.open_array(store / name / "FLAG", mode="r").chunks
-        exists = (store / name / variable).is_dir()
-        encoding = {} if exists else {variable: {"compressors": [fast], "chunks": zarr_chunks}}
-        with warnings.catch_warnings():
-            quiet_zarr_strings()
-            # xarray's append mode resets the group's attributes: _switch restores them.
-            xr.Dataset({variable: (ds.FLAG.dims, new)}).to_zarr(
-                store, group=name, mode="a", zarr_format=3, consolidated=False,
-                write_empty_chunks=True, encoding=encoding)
-        flags = zarr.open_array(store / name / variable, mode="r")[...]
-        fractions = flag_fractions(flags, ant1, ant2, antennas, sizes, prov["subbands"])
+        _create_flags(group, variable, versions[INGEST_VERSION]["variable"], sizes)
+        edges = np.concatenate([[0], np.cumsum(sizes)])
+        tasks = [dask.delayed(flag_chunk)(
+            group, attrs["data_groups"]["base"]["correlated_data"],
+            versions[INGEST_VERSION]["variable"], variable, slice(int(a), int(b)), ant1,
+            ant2, params, dask_key_name=f"flag-{prov['block_id']}-{int(a)}")
+            for a, b in itertools.pairwise(edges)]
+        counts = list(dask.compute(*tasks))
+        n_t, _, _, n_p = ds.VISIBILITY.shape
+        fractions = flag_fractions(counts, ant1, ant2, antennas, prov["subbands"], n_t, n_p)
         if fractions["block"] == 1.0:
             log.warning("every cross-correlation of the block is flagged (no usable data)")
-        versions = _versions(attrs)
         versions[version] = {"variable": variable, "created": now_iso(),
                              "description": "contimg flag", "parameters": asdict(params),
                              "fractions": fractions}
