@@ -7,9 +7,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
 from pyuvdata import UVData
 
 from contimg_dask.config import PipelineConfig, load_config
+from contimg_dask.telescope import airy_power_beam
 
 
 def make_config(root: Path, **overrides: object) -> PipelineConfig:
@@ -88,3 +91,16 @@ def rfi_truth(store: Path, truth_path: Path, shape: tuple[int, ...]) -> np.ndarr
                 out[:, :, start:start + n_chan] = amp[:, :, ::-1]
             start += n_chan
     return out
+
+
+def expected_peak(source: dict, truth: dict, freq_hz: np.ndarray) -> float:
+    """Mean over integrations and channels of S(ν) · B(offset(t), ν) (natural weighting,
+    equal weights): the flux the simulator applied, as a multi-frequency image sees it."""
+    pointing = SkyCoord(np.array(truth["phase_centre_icrs_ra_rad"]) * u.rad,
+                        np.array(truth["phase_centre_icrs_dec_rad"]) * u.rad)
+    offset = SkyCoord(source["ra_deg"] * u.deg, source["dec_deg"] * u.deg).separation(
+        pointing).rad
+    spectrum = source["flux_jy"] * source["flux_scale"] * (
+        freq_hz / source["ref_freq_hz"]) ** source["spectral_index"]
+    return float(np.mean(spectrum[None, :] * airy_power_beam(offset[:, None],
+                                                              freq_hz[None, :], 4.65)))

@@ -97,13 +97,18 @@ def casa_uvw(vis: str, work_copy: str) -> Any:
 def tclean_and_fit(vis: str, imagename: str, fits_out: str, regions: list[str],
                    tclean_params: dict[str, Any]) -> dict[str, Any]:
     """Image with tclean, export the restored image to FITS, and fit a Gaussian (imfit) in
-    each region. Returns the restoring beam and the fits (ICRS position in rad, peak Jy/beam).
+    each region. Returns the restoring beam and the fits (ICRS position in rad, peak Jy/beam);
+    where imfit finds nothing, ``converged`` is False and the peak is the region's maximum.
     """
+    import os
+
     import casatasks
     import casatools
 
     casatasks.tclean(vis=vis, imagename=imagename, **tclean_params)
     image = f"{imagename}.image"
+    if not os.path.exists(image):  # mtmfs: the Taylor term 0 (the band-centre) image
+        image = f"{imagename}.image.tt0"
     casatasks.exportfits(imagename=image, fitsimage=fits_out, overwrite=True)
     ia = casatools.image()
     ia.open(image)
@@ -112,6 +117,10 @@ def tclean_and_fit(vis: str, imagename: str, fits_out: str, regions: list[str],
     fits = []
     for region in regions:
         result = casatasks.imfit(imagename=image, region=region)
+        if not result or "component0" not in result.get("results", {}):
+            stats = casatasks.imstat(imagename=image, region=region)
+            fits.append({"converged": False, "peak_jy_per_beam": float(stats["max"][0])})
+            continue
         component = result["results"]["component0"]
         direction = component["shape"]["direction"]
         fits.append({

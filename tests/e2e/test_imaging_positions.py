@@ -26,27 +26,13 @@ from contimg_dask.io.ingest import ingest_block
 from contimg_dask.pipeline.rephase import rephase_block
 from contimg_dask.simulate import SimulationOptions, plan_blocks, simulate_blocks
 from contimg_dask.simulate.sky import PointSource, write_catalog
-from contimg_dask.telescope import airy_power_beam
-from tests.helpers import make_config, read_truth
+from tests.helpers import expected_peak, make_config, read_truth
 
 pytestmark = [pytest.mark.slow, pytest.mark.casa]
 
 # (east offset deg, north offset deg, flux Jy at 1.4 GHz) from the block's mid-time centre.
 OFFSETS = [(0.0, 0.0, 3.0), (1.5, 0.0, 2.0), (-0.9, 0.6, 2.5), (0.3, -1.2, 4.0),
            (-0.5, -0.7, 1.5)]
-
-
-def expected_peak(source: dict, truth: dict, freq_hz: np.ndarray) -> float:
-    """Mean over integrations and channels of S(ν) · B(offset(t), ν) (natural weighting,
-    equal weights): the flux the simulator applied, as a multi-frequency image sees it."""
-    pointing = SkyCoord(np.array(truth["phase_centre_icrs_ra_rad"]) * u.rad,
-                        np.array(truth["phase_centre_icrs_dec_rad"]) * u.rad)
-    offset = SkyCoord(source["ra_deg"] * u.deg, source["dec_deg"] * u.deg).separation(
-        pointing).rad
-    spectrum = source["flux_jy"] * source["flux_scale"] * (
-        freq_hz / source["ref_freq_hz"]) ** source["spectral_index"]
-    return float(np.mean(spectrum[None, :] * airy_power_beam(offset[:, None],
-                                                              freq_hz[None, :], 4.65)))
 
 
 def test_off_centre_sources_image_at_their_true_positions(tmp_path: Path) -> None:
