@@ -71,11 +71,6 @@ class FlagParameters:
 # --- order statistics -------------------------------------------------------------------
 
 @_jit
-def _swap(buf: NDArray, i: int, j: int) -> None:
-    buf[i], buf[j] = buf[j], buf[i]
-
-
-@_jit
 def _partition(buf: NDArray, lo: int, hi: int, pivot: float, inclusive: bool) -> int:
     """Branch-free Lomuto partition of ``buf[lo:hi]``: values below ``pivot`` (or, with
     ``inclusive``, not above it) first; returns where the rest starts."""
@@ -93,30 +88,37 @@ def _partition(buf: NDArray, lo: int, hi: int, pivot: float, inclusive: bool) ->
 def _select(buf: NDArray, n: int, k: int) -> float:
     """The ``k``-th smallest of ``buf[:n]`` (quickselect with median-of-three pivots and
     branch-free partitions, in place: afterwards ``buf[:k]`` holds the smaller values)."""
-    lo, hi = 0, n - 1
-    while hi > lo:
-        mid = (lo + hi) // 2
-        if buf[mid] < buf[lo]:
-            _swap(buf, lo, mid)
-        if buf[hi] < buf[lo]:
-            _swap(buf, lo, hi)
-        if buf[mid] < buf[hi]:
-            _swap(buf, mid, hi)
-        pivot = buf[hi]
-        first = _partition(buf, lo, hi, pivot, False)
-        _swap(buf, first, hi)
-        if k == first:
-            return pivot
-        if k < first:
-            hi = first - 1
-            continue
-        lo = first + 1
-        if 8 * (first - lo) < hi - lo:  # lopsided: many values may equal the pivot
-            equal_end = _partition(buf, lo, hi + 1, pivot, True)
-            if k < equal_end:
+    lo, hi = 0, n
+    while hi - lo > 1:
+        a, b, c = buf[lo], buf[(lo + hi) // 2], buf[hi - 1]
+        pivot = max(min(a, b), min(max(a, b), c))
+        split = _partition(buf, lo, hi, pivot, False)
+        if k < split:
+            hi = split
+        elif 8 * (split - lo) < hi - lo:  # lopsided: set the values equal to the pivot apart
+            lo = split
+            split = _partition(buf, lo, hi, pivot, True)
+            if k < split:
                 return pivot
-            lo = equal_end
+            lo = split
+        else:
+            lo = split
     return buf[k]
+
+
+@_jit
+def _max(values: NDArray, lo: int, hi: int) -> float:
+    """Largest of ``values[lo:hi]`` (-inf if empty), four running maxima at a time."""
+    m0 = m1 = m2 = m3 = -np.inf
+    p = lo
+    while p + 4 <= hi:
+        m0, m1 = max(m0, values[p]), max(m1, values[p + 1])
+        m2, m3 = max(m2, values[p + 2]), max(m3, values[p + 3])
+        p += 4
+    while p < hi:
+        m0 = max(m0, values[p])
+        p += 1
+    return max(max(m0, m1), max(m2, m3))
 
 
 @_jit
@@ -127,12 +129,7 @@ def _median(buf: NDArray, n: int) -> float:
         return np.nan
     k = n // 2
     upper = _select(buf, n, k)
-    if n % 2:
-        return upper
-    lower = buf[0]
-    for i in range(1, k):
-        lower = max(lower, buf[i])
-    return 0.5 * (lower + upper)
+    return upper if n % 2 else 0.5 * (_max(buf, 0, k) + upper)
 
 
 @_jit
@@ -163,8 +160,26 @@ def _key(value: float) -> int:
 
 
 @_jit
-def _pooled_value(v: float, centre: float, deviation: bool) -> np.float32:
-    return np.float32(abs(v - centre)) if deviation else np.float32(v)
+def _unkey(ordered: int) -> float:
+    """The float32 of an order-preserving 32-bit pattern (inverse of ``_key`` before its
+    truncation to 16 bits)."""
+    bits = np.int32(ordered ^ ((ordered >> 31) & 0x7FFFFFFF))
+    return float(bits.view(np.float32))
+
+
+@_jit
+def _key_bounds(key: int) -> tuple[float, float]:
+    """The smallest and largest float32 with 16-bit key ``key`` (-inf/+inf beyond the finite
+    range)."""
+    ordered = np.int32((key - 32768) * 65536)
+    lo, hi = _unkey(ordered), _unkey(ordered | 0xFFFF)
+    return (lo if not np.isnan(lo) else -np.inf), (hi if not np.isnan(hi) else np.inf)
+
+
+@_jit
+def _pooled_value(v: np.float32, centre: float, deviation: bool) -> np.float32:
+    """A residual, or its absolute deviation from ``centre`` (in float32, as NumPy)."""
+    return abs(v - np.float32(centre)) if deviation else v
 
 
 @_jit
@@ -181,33 +196,70 @@ def _key_histogram(residual: NDArray[np.float32], state: NDArray[np.uint8], cent
 
 
 @_jit
+def _gather_between(residual: NDArray[np.float32], state: NDArray[np.uint8], centre: float,
+                    deviation: bool, lo: float, hi: float, capacity: int
+                    ) -> tuple[NDArray[np.float32], int, int]:
+    """The pooled values x (unflagged residuals, or with ``deviation`` their absolute
+    deviation from ``centre``) with ``lo`` < x <= ``hi`` (at most ``capacity`` kept), how
+    many are <= ``lo``, and how many are between. Runs of 256 samples with none between are
+    only counted (vectorised), so a narrow range costs little more than one read."""
+    flat_r, flat_s = residual.ravel(), state.ravel()
+    values = np.empty(capacity, np.float32)
+    below, between = 0, 0
+    for start in range(0, flat_r.size, 32):
+        run_r, run_s = flat_r[start:start + 32], flat_s[start:start + 32]
+        hits = 0
+        for i in range(run_r.size):
+            x = _pooled_value(run_r[i], centre, deviation)
+            unflagged = run_s[i] == 0
+            below += unflagged & (x <= lo)
+            hits += unflagged & (x > lo) & (x <= hi)
+        if hits:
+            for i in range(run_r.size):
+                x = _pooled_value(run_r[i], centre, deviation)
+                if run_s[i] == 0 and lo < x <= hi:
+                    if between < capacity:
+                        values[between] = x
+                    between += 1
+    return values[:min(between, capacity)], below, between
+
+
+@_jit
 def _gather_keys(residual: NDArray[np.float32], state: NDArray[np.uint8], centre: float,
                  deviation: bool, first: int, last: int, size: int) -> NDArray[np.float32]:
     """The pooled values whose keys are in ``first..last`` (``size`` of them)."""
     flat_r, flat_s = residual.ravel(), state.ravel()
-    buf = np.empty(size, np.float32)
+    values = np.empty(size, np.float32)
     m = 0
     for i in range(flat_r.size):
         v = flat_r[i]
         if flat_s[i] == 0 and np.isfinite(v):
             x = _pooled_value(v, centre, deviation)
-            key = _key(x)
-            if first <= key <= last:
-                buf[m] = x
+            if first <= _key(x) <= last:
+                values[m] = x
                 m += 1
-    return buf
+    return values
+
+
+@_jit
+def _middle(values: NDArray[np.float32], low_rank: int, high_rank: int) -> float:
+    """Mean of the values of two adjacent (or equal) ranks of ``values`` (reordered), in
+    float32 as ``numpy.median``."""
+    high = _select(values, values.size, high_rank)
+    low = _max(values, 0, high_rank) if low_rank < high_rank else high
+    return 0.5 * (np.float32(low) + np.float32(high))
 
 
 @_jit
 def _pooled_median(residual: NDArray[np.float32], state: NDArray[np.uint8], centre: float,
-                   deviation: bool) -> float:
+                   deviation: bool, counts: NDArray[np.int64]) -> float:
     """Exact median of the residuals (or, with ``deviation``, of their absolute deviation from
     ``centre``) over unflagged (``state == 0``), finite samples; NaN if there are none.
 
-    Two passes and no chunk-sized copy: a histogram of 16-bit order-preserving keys finds the
-    bins of the middle ranks, then only the values of those bins are gathered and selected.
+    No chunk-sized copy: ``counts``, the histogram of the values' 16-bit order-preserving
+    keys, finds the bins of the middle ranks, then only the values of those bins are gathered
+    and selected.
     """
-    counts = _key_histogram(residual, state, centre, deviation)
     n = counts.sum()
     if n == 0:
         return np.nan
@@ -220,10 +272,68 @@ def _pooled_median(residual: NDArray[np.float32], state: NDArray[np.uint8], cent
         if cumulative > high_rank:
             last = key
             break
-    buf = _gather_keys(residual, state, centre, deviation, first, last, cumulative - below)
-    low = _select(buf, buf.size, low_rank - below)
-    high = _select(buf, buf.size, high_rank - below)
-    return 0.5 * (float(low) + float(high))
+    lo = float(np.nextafter(np.float32(_key_bounds(first)[0]), np.float32(-np.inf)))
+    values, n_below, n_between = _gather_between(residual, state, centre, deviation, lo,
+                                                 _key_bounds(last)[1], cumulative - below)
+    if n_below != below or n_between != cumulative - below:  # -0.0 and +0.0 in the bins
+        values = _gather_keys(residual, state, centre, deviation, first, last,
+                              cumulative - below)
+    return _middle(values, low_rank - below, high_rank - below)
+
+
+@_jit
+def _count_within(cumulative: NDArray[np.int64], centre: float, d: float,
+                  inner: bool) -> int:
+    """From the key histogram (``cumulative`` counts): how many values lie in bins strictly
+    inside (``inner``) or touching [centre - d, centre + d]."""
+    a, b = _key(centre - d), _key(centre + d)
+    if inner:
+        return max(0, cumulative[b - 1] - cumulative[a]) if b - 1 > a else 0
+    return cumulative[b] - (cumulative[a - 1] if a > 0 else 0)
+
+
+@_jit
+def _bisect_deviation(cumulative: NDArray[np.int64], centre: float, target: int,
+                      inner: bool) -> float:
+    """Smallest d >= 0 (as float32) whose bins strictly inside (``inner``) or touching
+    [centre - d, centre + d] hold more than ``target`` values (+inf if none does)."""
+    lo, hi = 0, 0x7F800000  # float32 bit patterns of 0 and +inf: ordered like the values
+    while lo < hi:
+        mid = (lo + hi) // 2
+        d = float(np.int32(mid).view(np.float32))
+        if _count_within(cumulative, centre, d, inner) > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(np.int32(lo).view(np.float32))
+
+
+@_jit
+def _pooled_mad(residual: NDArray[np.float32], state: NDArray[np.uint8], centre: float,
+                counts: NDArray[np.int64]) -> float:
+    """Exact median absolute deviation from ``centre`` of the pooled residuals, in one read:
+    the key histogram of the residuals (``counts``) brackets it between two deviations, then
+    only deviations inside the bracket are gathered. Falls back to a histogram of the
+    deviations if the bracket misses (it is checked)."""
+    n = counts.sum()
+    if n == 0:
+        return np.nan
+    low_rank, high_rank = (n - 1) // 2, n // 2
+    cumulative = np.cumsum(counts)
+    margin = 1e-6 * abs(centre)
+    d_hi = _bisect_deviation(cumulative, centre, high_rank, True)
+    d_lo = _bisect_deviation(cumulative, centre, low_rank - 1, False) if low_rank else 0.0
+    d_lo = max(-1.0, (1 - 1e-6) * d_lo - margin - 1e-30)
+    d_hi = (1 + 1e-6) * d_hi + margin + 1e-30
+    capacity = (_count_within(cumulative, centre, d_hi, False)
+                - _count_within(cumulative, centre, max(d_lo, 0.0), True))
+    if np.isfinite(d_hi) and capacity <= n // 8:
+        values, n_below, n_between = _gather_between(residual, state, centre, True, d_lo,
+                                                     d_hi, capacity)
+        if n_below <= low_rank and n_below + n_between > high_rank and n_between <= capacity:
+            return _middle(values, low_rank - n_below, high_rank - n_below)
+    return _pooled_median(residual, state, centre, True,
+                          _key_histogram(residual, state, centre, True))
 
 
 # --- steps 1-3: data flags --------------------------------------------------------------
@@ -459,17 +569,28 @@ def _smooth_time(values: NDArray[np.float32], weights: NDArray[np.float32],
 def _smooth_frequency(values: NDArray[np.float32], weights: NDArray[np.float32],
                       out: NDArray[np.float32]) -> None:
     """Correlate ``values`` (time, frequency, lanes) with ``weights`` along frequency,
-    nearest-edge mode."""
+    nearest-edge mode. Away from the edges each tap is one shifted multiply-add over a whole
+    integration's (frequency, lanes) row."""
     n_t, n_f, n_l = values.shape
     r = weights.size // 2
     for t in range(n_t):
-        for f in range(n_f):
-            row = out[t, f]
-            row[:] = 0.0
-            for k in range(weights.size):
-                source, w = values[t, min(max(f + k - r, 0), n_f - 1)], weights[k]
+        source, row = values[t].ravel(), out[t].ravel()
+        row[:] = 0.0
+        for k in range(weights.size):
+            shift, w = k - r, weights[k]
+            lo, hi = max(0, -shift), min(n_f, n_f - shift)
+            dst = row[lo * n_l:hi * n_l]
+            src = source[(lo + shift) * n_l:(hi + shift) * n_l]
+            for i in range(dst.size):
+                dst[i] += w * src[i]
+            for f in range(n_f):
+                if lo <= f < hi:
+                    continue
+                dst = row[f * n_l:(f + 1) * n_l]
+                edge = min(max(f + shift, 0), n_f - 1)
+                src = source[edge * n_l:(edge + 1) * n_l]
                 for i in range(n_l):
-                    row[i] += w * source[i]
+                    dst[i] += w * src[i]
 
 
 @_jit
@@ -503,39 +624,57 @@ def _residual_block(amp: NDArray[np.float32], state: NDArray[np.uint8],
 
 @_jit
 def _plane_sigma(residual: NDArray[np.float32], state: NDArray[np.uint8],
-                 buf: NDArray[np.float32], sigma: NDArray[np.float64]) -> None:
-    """Robust σ (MAD) of the unflagged, finite residuals of each plane of a block (NaN for a
-    plane with none)."""
+                 changed: NDArray[np.bool_], values: NDArray[np.float32],
+                 count: NDArray[np.int64], sigma: NDArray[np.float64],
+                 histogram: NDArray[np.int64]) -> None:
+    """Robust σ (MAD) of the unflagged, finite residuals of each plane of a block whose mask
+    ``changed`` (NaN for a plane with none; the others keep theirs: same mask, same
+    residuals), and the keys of all added to ``histogram`` (for the pooled median).
+    ``values`` (plane, sample) and ``count`` (plane) are scratch."""
     n_t, n_f, n_q = residual.shape
     flat_r, flat_s = residual.reshape(n_t * n_f, n_q), state.reshape(n_t * n_f, n_q)
+    count[:] = 0
+    for i in range(n_t * n_f):
+        r, s = flat_r[i], flat_s[i]
+        for q in range(n_q):
+            v = r[q]
+            values[q, count[q]] = v
+            valid = (s[q] == 0) & np.isfinite(v)
+            count[q] += valid
+            if valid:
+                histogram[_key(v)] += 1
     for q in range(n_q):
-        m = 0
-        for i in range(n_t * n_f):
-            v = flat_r[i, q]
-            buf[m] = v
-            m += (flat_s[i, q] == 0) & np.isfinite(v)
-        centre = _median(buf, m)
+        if not changed[q]:
+            continue
+        line, m = values[q], count[q]
+        centre = _median(line, m)
         for i in range(m):
-            buf[i] = abs(buf[i] - centre)
-        sigma[q] = MAD_TO_SIGMA * _median(buf, m)
+            line[i] = abs(line[i] - centre)
+        sigma[q] = MAD_TO_SIGMA * _median(line, m)
 
 
 @_jit
 def _residual_pass(vis: NDArray[np.complex64], blocks: NDArray[np.int64],
                    state: NDArray[np.uint8], weights_t: NDArray[np.float32],
                    weights_f: NDArray[np.float32], residual: NDArray[np.float32],
-                   sigma: NDArray[np.float64]) -> None:
+                   sigma: NDArray[np.float64], changed: NDArray[np.bool_]
+                   ) -> NDArray[np.int64]:
     """Residuals (``residual``, (block, time, frequency, plane)) and plane σ (``sigma``,
-    (block, plane)) of every block, with flagged samples (``state`` non-zero) masked."""
+    (block, plane), for planes whose mask ``changed``) of every block, with flagged samples
+    (``state`` non-zero) masked; returns the histogram of the keys of the unflagged
+    residuals."""
     n_blocks, n_t, n_f, n_q = residual.shape
     amp = np.empty((n_t, n_f, n_q), np.float32)
     stacked = np.empty((n_t, n_f, 2, n_q), np.float32)
     smoothed = np.empty_like(stacked)
-    buf = np.empty(n_t * n_f + 1, np.float32)
+    values = np.empty((n_q, n_t * n_f + 1), np.float32)
+    count = np.empty(n_q, np.int64)
+    histogram = np.zeros(65536, np.int64)
     for k in range(n_blocks):
         _gather_amplitude(vis, blocks[k], amp)
         _residual_block(amp, state[k], weights_t, weights_f, residual[k], stacked, smoothed)
-        _plane_sigma(residual[k], state[k], buf, sigma[k])
+        _plane_sigma(residual[k], state[k], changed[k], values, count, sigma[k], histogram)
+    return histogram
 
 
 SumThresholdScratch = namedtuple(
@@ -653,12 +792,13 @@ def _extend_block(residual: NDArray[np.float32], flags: NDArray[np.bool_],
 @_jit
 def _detect_pass(residual: NDArray[np.float32], state: NDArray[np.uint8],
                  sigma: NDArray[np.float64], thresholds: NDArray[np.float64],
-                 windows: NDArray[np.int64], clip_sigma: float,
-                 extension_sigma: float) -> None:
+                 windows: NDArray[np.int64], clip_sigma: float, extension_sigma: float,
+                 changed: NDArray[np.bool_]) -> None:
     """Detection on every block, from the samples flagged before it (``BASE``): SumThreshold
     (thresholds ``thresholds[window] × σ``; no windows: none), a one-sided clip at
     ``clip_sigma`` σ and, if ``extension_sigma`` is finite, the extension. Sets ``FOUND``
-    in ``state`` for what is newly flagged, clears it elsewhere."""
+    in ``state`` for what is newly flagged, clears it elsewhere, and marks in ``changed``
+    (block, plane) the planes where that differs from before."""
     n_blocks, n_t, n_f, n_q = residual.shape
     flags = np.empty((n_t, n_f, n_q), np.bool_)
     grown = np.empty_like(flags)
@@ -684,9 +824,13 @@ def _detect_pass(residual: NDArray[np.float32], state: NDArray[np.uint8],
                     fl[q] |= r[q] > clip[q]
         if np.isfinite(extension_sigma):
             _extend_block(block_residual, flags, extension, grown)
+        lanes = changed[k]
+        lanes[:] = False
         for i in range(flat_flags.size):
-            base = block_state[i] & BASE
-            block_state[i] = base | (FOUND * (flat_flags[i] and not base))
+            old = block_state[i]
+            new = (old & BASE) | (FOUND * (flat_flags[i] and not old & BASE))
+            block_state[i] = new
+            lanes[i % n_q] |= new != old
 
 
 @_jit
@@ -755,25 +899,27 @@ def detect_rfi(vis: NDArray[np.complex64], out: NDArray[np.bool_], cross: NDArra
     state = np.empty((blocks.shape[0], n_t, n_f, n_q), np.uint8)
     _gather_state(out, blocks, state)
     residual = np.empty(state.shape, np.float32)
-    sigma = np.empty((blocks.shape[0], n_q))
+    plane_sigma = np.empty((blocks.shape[0], n_q))
+    changed = np.ones(plane_sigma.shape, np.bool_)
     weights_t = gaussian_weights(params.background_window[0])
     weights_f = gaussian_weights(params.background_window[1])
     windows, scale = sumthreshold_scale(params)
     clip_sigma = np.inf if params.mad_clip_sigma is None else params.mad_clip_sigma
     iterations = max(1, params.iterations)
     for i in range(iterations):
-        _residual_pass(vis, blocks, state, weights_t, weights_f, residual, sigma)
-        centre = _pooled_median(residual, state, 0.0, False)
-        floor = MAD_TO_SIGMA * _pooled_median(residual, state, centre, True)
+        histogram = _residual_pass(vis, blocks, state, weights_t, weights_f, residual,
+                                   plane_sigma, changed)
+        centre = _pooled_median(residual, state, 0.0, False, histogram)
+        floor = MAD_TO_SIGMA * _pooled_mad(residual, state, centre, histogram)
         if not np.isfinite(floor):
             return
-        np.copyto(sigma, floor, where=~(sigma >= floor))  # NaN: the floor
+        sigma = np.where(plane_sigma >= floor, plane_sigma, floor)  # NaN: the floor
         if np.any(sigma == 0):
             return
         last = i == iterations - 1
         extension = (params.extension_sigma if last and params.extension_sigma is not None
                      else np.inf)
-        _detect_pass(residual, state, sigma, scale, windows, clip_sigma, extension)
+        _detect_pass(residual, state, sigma, scale, windows, clip_sigma, extension, changed)
     _scatter_state(state, blocks, out)
 
 
