@@ -1,0 +1,214 @@
+"""Calibration side by side: our solve and apply vs CASA bandpass + gaincal and applycal.
+
+    python -m benchmarks.calibration [--preset full]
+
+On the cached simulated block (its calibrator SIMCAL, 20 Jy, transits the middle): ingest,
+flag (ours), then, timed in the same run on the same data:
+
+- solve: ours (``solve_block``: model, bandpass, 60 s and whole-block gains) vs CASA
+  ``bandpass`` + ``gaincal`` (solint inf) on the exported MS with our model in MODEL_DATA;
+- apply: ours (``apply_solutions``: reads the store, writes the corrected data group) vs CASA
+  ``applycal`` of the same solutions exported as tables (reads the MS, writes
+  CORRECTED_DATA); and the floors: a plain NumPy pass dividing the visibilities of the
+  whole block by per-baseline gains in memory, and zarr reading + writing the same arrays.
+
+Also reports how the two solutions agree (G x B, reference antenna's phase removed) and how
+ours matches the simulator's truth. JSON and markdown in ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.run import RESULTS, prepare
+
+
+def _catalog(block: Path, out: Path) -> Path:
+    """A calibrator catalogue holding the simulated calibrator (SIMCAL is not a real one)."""
+    from contimg_dask.science.skymodel import PointSource, write_catalog
+    from tests.helpers import read_truth
+
+    truth = read_truth(next(block.glob("*_truth.h5")))
+    cal = next(s for s in truth["sources"] if s["name"] == "SIMCAL")
+    write_catalog([PointSource(cal["name"], cal["ra_deg"], cal["dec_deg"], cal["flux_jy"],
+                               cal["ref_freq_hz"], cal["spectral_index"])], out)
+    return out
+
+
+def _product(gain: np.ndarray, bandpass: np.ndarray) -> np.ndarray:
+    """G x B (antenna, frequency, pol); NaN where flagged."""
+    return gain[:, None, :] * bandpass
+
+
+def _casa_product(b_table: Path, g_table: Path, freq: np.ndarray, slices: list[slice]
+                  ) -> np.ndarray:
+    from contimg_dask.casa.caltables import bandpass_from_table, gains_from_table, read_caltable
+
+    b, g = read_caltable(b_table), read_caltable(g_table)
+    bandpass, flags = bandpass_from_table(b, freq)
+    out = np.empty_like(bandpass)
+    for spw, sl in enumerate(slices):
+        _, gains, g_flags = gains_from_table(g, spw=spw)
+        out[:, sl] = gains[0][:, None, :] * bandpass[:, sl]
+        flags[:, sl] |= g_flags[0][:, None, :]
+    return np.where(flags, np.nan, out)
+
+
+def _truth_product(block: Path, names: list[str]) -> np.ndarray:
+    import h5py
+
+    with h5py.File(next(block.glob("*_truth.h5")), "r") as f:
+        time_gains, bandpass, freq = f["time_gains"][()], f["bandpass"][()], f["freq_hz"][()]
+    index = [int(n) - 1 for n in names]
+    return time_gains[index].mean(axis=1)[:, None, :] * bandpass[index][:, np.argsort(freq)]
+
+
+def _agreement(a: np.ndarray, b: np.ndarray, refant: int, good: np.ndarray) -> dict:
+    ratio = (a * np.conj(a[refant]) / np.abs(a[refant])) / (
+        b * np.conj(b[refant]) / np.abs(b[refant]))
+    ratio = ratio[good & np.isfinite(ratio)]
+    return {"amplitude_max": float(np.nanmax(np.abs(np.abs(ratio) - 1))),
+            "amplitude_median": float(np.nanmedian(np.abs(np.abs(ratio) - 1))),
+            "phase_max_deg": float(np.nanmax(np.degrees(np.abs(np.angle(ratio))))),
+            "phase_median_deg": float(np.nanmedian(np.degrees(np.abs(np.angle(ratio)))))}
+
+
+def _floors(store: Path, gains: np.ndarray, ant1: np.ndarray, ant2: np.ndarray) -> dict:
+    """NumPy in memory, and zarr read + write, over the arrays apply touches."""
+    import zarr
+
+    name = next(p.name for p in store.iterdir() if (p / "VISIBILITY").is_dir())
+    vis = zarr.open_array(store / name / "VISIBILITY_REPHASED", mode="r")[...]
+    per_baseline = (np.conj(gains[ant1]) * gains[ant2]).astype(np.complex64)  # (bl, p)
+    out = np.empty_like(vis)
+    t0 = time.perf_counter()
+    np.divide(vis, per_baseline[None, :, None, :], out=out)
+    numpy_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for source, target in (("VISIBILITY_REPHASED", "FLOOR_VIS"), ("WEIGHT", "FLOOR_WEIGHT"),
+                           ("FLAG", "FLOOR_FLAG")):
+        src = zarr.open_array(store / name / source, mode="r")
+        dst = zarr.create_array(store / name / target, shape=src.shape, dtype=src.dtype,
+                                chunks=src.chunks, compressors=src.compressors,
+                                overwrite=True, config={"write_empty_chunks": True})
+        dst[...] = src[...]
+    zarr_s = time.perf_counter() - t0
+    return {"numpy_divide_s": numpy_s, "zarr_read_write_s": zarr_s,
+            "bytes_vis": int(vis.nbytes)}
+
+
+def main() -> None:
+    from contimg_dask.casa import run_casa
+    from contimg_dask.casa.tasks import apply_tables, solve_bandpass_and_gains
+    from contimg_dask.config import load_config
+    from contimg_dask.io.block_geometry import read_geometry
+    from contimg_dask.io.exports import export_block
+    from contimg_dask.io.ingest import ingest_block
+    from contimg_dask.io.ms_writer import write_model_column
+    from contimg_dask.io.solutions import read_solutions
+    from contimg_dask.pipeline.calibrate import (
+        apply_solutions,
+        model_visibilities,
+        solve_block,
+    )
+    from contimg_dask.pipeline.calibration_tables import export_to_casa
+    from contimg_dask.pipeline.cluster import dask_client
+    from contimg_dask.pipeline.flag import flag_block
+    from tests.helpers import read_truth
+
+    args, block, work = prepare(__doc__, "calibration")
+    catalog = _catalog(block, work / "calibrators.csv")
+    config = load_config(environment="testing", overrides={
+        "paths.root": str(work), "calibration.catalog": str(catalog)})
+    truth = read_truth(next(block.glob("*_truth.h5")))
+    files = [block / truth["files"][str(sb)] for sb in range(16)]
+    timings: dict[str, float] = {}
+    with dask_client(config.dask):
+        store = ingest_block(files, work / "block.zarr", config)
+        flag_block(store, config.flagging)
+        geometry = read_geometry(store)
+        n_vis = len(geometry.times_unix) * len(geometry.ant1) * len(geometry.freq_hz) * len(
+            geometry.polarizations)
+        ms = export_block(store, work / "block.ms", "ms", config)
+        model = model_visibilities(store, config)
+        slices = geometry.subband_slices()
+        write_model_column(ms, lambda s: model[:, :, slices[s]].compute())
+        t0 = time.perf_counter()
+        solve_block(store, config, work / "solutions.zarr")
+        timings["ours_solve"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        apply_solutions(store, work / "solutions.zarr", config)
+        timings["ours_apply"] = time.perf_counter() - t0
+    solutions = read_solutions(work / "solutions.zarr")
+    refant_name = solutions.attrs["contimg"]["refant"]
+    refant = geometry.antenna_names.index(refant_name)
+    casa_solve = run_casa(config, solve_bandpass_and_gains, str(ms), str(work / "casa.B"),
+                          str(work / "casa.G"), refant_name, "inf", 5.0)
+    timings["casa_bandpass"] = casa_solve["bandpass_s"]
+    timings["casa_gaincal"] = casa_solve["gaincal_s"]
+    tables = export_to_casa(work / "solutions.zarr", ms, work / "ours", config)
+    casa_apply = run_casa(config, apply_tables, str(ms), [str(t) for t in tables],
+                          ["nearestflag", "linear"])
+    timings["casa_applycal"] = casa_apply["applycal_s"]
+    floors = _floors(store, np.nan_to_num(solutions.GAIN_BLOCK.values, nan=1.0),
+                     geometry.ant1, geometry.ant2)
+
+    ours = _product(solutions.GAIN_BLOCK.values, solutions.BANDPASS.values)
+    casa = _casa_product(work / "casa.B", work / "casa.G", geometry.freq_hz, slices)
+    good = ~solutions.BANDPASS_FLAG.values
+    agreement_counts = {"solutions": int(good.size), "ours_flagged": int((~good).sum()),
+                        "casa_flagged": int((~np.isfinite(casa)).sum())}
+    agreement = {"ours_vs_casa": _agreement(ours, casa, refant, good),
+                 "ours_vs_truth": _agreement(ours, _truth_product(block,
+                                                                  geometry.antenna_names),
+                                             refant, good), "counts": agreement_counts}
+    summary = {"preset": args.preset, "visibilities": n_vis, "timings_s": timings,
+               "floors": floors, "agreement": agreement,
+               "quality": solutions.attrs["contimg"]["quality"],
+               "ratios": {
+                   "casa_solve_over_ours": (timings["casa_bandpass"] + timings["casa_gaincal"])
+                   / timings["ours_solve"],
+                   "casa_applycal_over_ours": timings["casa_applycal"] / timings["ours_apply"]},
+               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"calibration_{args.preset}.json").write_text(json.dumps(summary, indent=2))
+    gb = floors["bytes_vis"] / 1e9
+    rows = [("ours: solve (model, bandpass, gains)", timings["ours_solve"]),
+            ("CASA: bandpass", timings["casa_bandpass"]),
+            ("CASA: gaincal", timings["casa_gaincal"]),
+            ("CASA: bandpass + gaincal", timings["casa_bandpass"] + timings["casa_gaincal"]),
+            ("ours: apply (zarr in, zarr out)", timings["ours_apply"]),
+            ("CASA: applycal (MS in, CORRECTED_DATA out)", timings["casa_applycal"]),
+            ("floor: NumPy divide in memory", floors["numpy_divide_s"]),
+            ("floor: zarr read + write of vis, weight, flag", floors["zarr_read_write_s"])]
+    lines = [f"# Calibration side by side ({args.preset} block, {n_vis / 1e6:.1f} M "
+             f"visibilities, {gb:.2f} GB of visibilities, {summary['date']})", "",
+             "| step | seconds | M vis/s | GB/s of visibilities |", "| --- | ---: | ---: | ---: |"]
+    for label, seconds in rows:
+        lines.append(f"| {label} | {seconds:.2f} | {n_vis / seconds / 1e6:.1f} | "
+                     f"{gb / seconds:.2f} |")
+    r = summary["ratios"]
+    a = agreement
+    lines += ["", f"- CASA solve / ours: {r['casa_solve_over_ours']:.2f} (target > 1)",
+              f"- CASA applycal / ours apply: {r['casa_applycal_over_ours']:.2f} (target >= 5)",
+              f"- ours vs CASA, G x B: amplitude max {100 * a['ours_vs_casa']['amplitude_max']:.2f}"
+              f" % (median {100 * a['ours_vs_casa']['amplitude_median']:.3f} %), phase max "
+              f"{a['ours_vs_casa']['phase_max_deg']:.2f} deg (median "
+              f"{a['ours_vs_casa']['phase_median_deg']:.3f})",
+              f"- ours vs truth, G x B: amplitude max "
+              f"{100 * a['ours_vs_truth']['amplitude_max']:.2f} % (median "
+              f"{100 * a['ours_vs_truth']['amplitude_median']:.3f} %), phase max "
+              f"{a['ours_vs_truth']['phase_max_deg']:.2f} deg (median "
+              f"{a['ours_vs_truth']['phase_median_deg']:.3f})"]
+    (RESULTS / f"calibration_{args.preset}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
