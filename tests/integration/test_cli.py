@@ -86,11 +86,21 @@ def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "blocks.json").exists()
     stores = sorted((tmp_path / "demo" / "stores").glob("*.zarr"))
     assert len(stores) == 2
-    assert len(list((tmp_path / "demo" / "products").glob("*.ms"))) == 2
+    ms = sorted((tmp_path / "demo" / "products").glob("*.ms"))
+    assert len(ms) == 2
+    assert "calibrator 3C138" in run.stdout
+    from casacore.tables import table
     from xradio.measurement_set import open_processing_set
+    from xradio.measurement_set.schema import VisibilityXds
+    from xradio.schema.check import check_dataset
 
-    assert set(open_processing_set(str(stores[0]))[next(iter(open_processing_set(
-        str(stores[0])).children))].attrs["data_groups"]) == {"base", "rephased"}
+    for store in stores:
+        processing_set = open_processing_set(str(store))
+        node = processing_set[next(iter(processing_set.children))].to_dataset(inherit=False)
+        assert set(node.attrs["data_groups"]) == {"base", "rephased", "corrected"}
+        assert not check_dataset(node, VisibilityXds).issues
+    with table(str(ms[1]), ack=False) as main_table:
+        assert "CORRECTED_DATA" in main_table.colnames()
 
 
 def test_repo_root_layout() -> None:
