@@ -29,6 +29,7 @@ on all planes of the block at once (SIMD). The only chunk-sized temporaries are 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import namedtuple
 from dataclasses import dataclass
@@ -132,21 +133,48 @@ def _median(buf: NDArray, n: int) -> float:
     return upper if n % 2 else 0.5 * (_max(buf, 0, k) + upper)
 
 
+@functools.cache
+def sorting_network(n: int) -> NDArray[np.int64]:
+    """Comparator pairs (i < j) of Batcher's odd-even merge sort for ``n`` values, ``n``
+    rounded up to a power of two (pad with +inf)."""
+    size = 1 << max(0, (n - 1).bit_length())
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+@_jit
+def _network_rows(network: NDArray[np.int64], n: int) -> int:
+    """Rows a ``sorting_network`` for ``n`` values sorts (``n`` padded)."""
+    rows = n
+    for c in range(network.shape[0]):
+        rows = max(rows, network[c, 1] + 1)
+    return rows
+
+
 @_jit
 def _lane_medians(values: NDArray[np.float32], count: NDArray[np.int64],
-                  out: NDArray[np.float32]) -> None:
+                  network: NDArray[np.int64], out: NDArray[np.float32]) -> None:
     """Median of each column (lane) of ``values`` (sample, lane) over its first ``count``
-    samples in sorted order: invalid samples must be +inf. Sorts the columns in place with an
-    odd-even transposition network, all lanes at once (for few samples, many lanes)."""
-    n, n_lanes = values.shape
-    for r in range(n):
-        for i in range(r % 2, n - 1, 2):
-            a, b = values[i], values[i + 1]
-            for q in range(n_lanes):
-                x, y = a[q], b[q]
-                a[q] = min(x, y)
-                b[q] = max(x, y)
-    for q in range(n_lanes):
+    samples in sorted order: invalid samples and padding rows must be +inf, and the rows as
+    many as ``network`` (``sorting_network``) sorts. Sorts all lanes at once (SIMD), for few
+    samples and many lanes."""
+    for c in range(network.shape[0]):
+        a, b = values[network[c, 0]], values[network[c, 1]]
+        for q in range(a.size):
+            x, y = a[q], b[q]
+            a[q] = min(x, y)
+            b[q] = max(x, y)
+    for q in range(out.size):
         m = count[q]
         out[q] = 0.5 * (values[(m - 1) // 2, q] + values[m // 2, q]) if m else np.nan
 
@@ -373,16 +401,19 @@ def _flag_data(vis: NDArray[np.complex64], out: NDArray[np.bool_], autos: NDArra
 
 @_jit
 def _array_ratio(vis: NDArray[np.complex64], out: NDArray[np.bool_],
-                 cross: NDArray[np.int64]) -> NDArray[np.float32]:
+                 cross: NDArray[np.int64], network: NDArray[np.int64]
+                 ) -> NDArray[np.float32]:
     """Per (time, channel, pol): median over cross-correlations of |V| relative to the
-    baseline's median |V| over time, unflagged samples only (NaN where none)."""
+    baseline's median |V| over time, unflagged samples only (NaN where none). ``network``
+    sorts the time samples (``sorting_network(n_time)``)."""
     n_t, _, n_f, n_p = vis.shape
     n_l = n_f * n_p
     reference = np.empty((cross.size, n_l), np.float32)
-    lines = np.empty((n_t, n_l), np.float32)
+    lines = np.empty((_network_rows(network, n_t), n_l), np.float32)
     count = np.empty(n_l, np.int64)
     for i in range(cross.size):
         count[:] = 0
+        lines[n_t:] = np.inf
         for t in range(n_t):
             row, flags = vis[t, cross[i]].ravel(), out[t, cross[i]].ravel()
             for q in range(n_l):
@@ -390,7 +421,7 @@ def _array_ratio(vis: NDArray[np.complex64], out: NDArray[np.bool_],
                 valid = not flags[q] and np.isfinite(amp)
                 lines[t, q] = amp if valid else np.inf
                 count[q] += valid
-        _lane_medians(lines, count, reference[i])
+        _lane_medians(lines, count, network, reference[i])
     ratio = np.empty((n_t, n_l), np.float32)
     values = np.empty((n_l, cross.size), np.float32)
     for t in range(n_t):
@@ -416,7 +447,7 @@ def array_wide_outliers(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
     at once, while sky structure differs from baseline to baseline, so this catches them even
     where a per-baseline background is biased (e.g. bursts at the edge of the block).
     ``cross``: indices of the cross-correlations."""
-    ratio = _array_ratio(vis, flags, cross)
+    ratio = _array_ratio(vis, flags, cross, sorting_network(vis.shape[0]))
     valid = np.isfinite(ratio)
     if valid.sum() < 3:
         return np.zeros(ratio.shape, bool)
@@ -443,27 +474,36 @@ def _flag_cells(out: NDArray[np.bool_], cells: NDArray[np.bool_],
 
 @_jit
 def _channel_scatter(vis: NDArray[np.complex64], out: NDArray[np.bool_],
-                     cross: NDArray[np.int64]) -> NDArray[np.float64]:
+                     cross: NDArray[np.int64], network: NDArray[np.int64]
+                     ) -> NDArray[np.float64]:
     """Per cross-correlation: robust σ (median |ΔV| × 1.4826) of the differences between
     adjacent channels over time and pol, unflagged pairs only, at the quietest channel pair
-    (0 where no pair has data)."""
+    (0 where no pair has data). ``network`` sorts time × pol samples (``sorting_network``);
+    all channel pairs of a baseline are sorted at once."""
     n_t, _, n_f, n_p = vis.shape
     scatter = np.zeros(cross.size)
-    values = np.empty(n_t * n_p, np.float32)
+    values = np.empty((_network_rows(network, n_t * n_p), n_f - 1), np.float32)
+    count = np.empty(n_f - 1, np.int64)
+    medians = np.empty(n_f - 1, np.float32)
     for i in range(cross.size):
         b = cross[i]
+        values[:] = np.inf
+        count[:] = 0
+        for t in range(n_t):
+            row, flags = vis[t, b], out[t, b]
+            for p in range(n_p):
+                line = values[t * n_p + p]
+                for f in range(n_f - 1):
+                    if not (flags[f, p] or flags[f + 1, p]):
+                        d = _amplitude(row[f + 1, p] - row[f, p])
+                        if np.isfinite(d):
+                            line[f] = d
+                            count[f] += 1
+        _lane_medians(values, count, network, medians)
         lowest = np.inf
         for f in range(n_f - 1):
-            m = 0
-            for t in range(n_t):
-                for p in range(n_p):
-                    if not (out[t, b, f, p] or out[t, b, f + 1, p]):
-                        d = _amplitude(vis[t, b, f + 1, p] - vis[t, b, f, p])
-                        if np.isfinite(d):
-                            values[m] = d
-                            m += 1
-            if m:
-                lowest = min(lowest, MAD_TO_SIGMA * _median(values, m))
+            if count[f]:
+                lowest = min(lowest, MAD_TO_SIGMA * medians[f])
         scatter[i] = lowest if np.isfinite(lowest) else 0.0
     return scatter
 
@@ -497,7 +537,8 @@ def bad_antenna_mask(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
     cross = ant1 != ant2
     if params.bad_antenna_noise_factor is not None and cross.any() and vis.shape[2] > 1:
         scatter = np.zeros(ant1.size)
-        scatter[cross] = _channel_scatter(vis, flags, np.flatnonzero(cross))
+        scatter[cross] = _channel_scatter(vis, flags, np.flatnonzero(cross),
+                                          sorting_network(vis.shape[0] * vis.shape[3]))
         reference = np.median(scatter[cross])
         for a in antennas:
             rows = cross & ((ant1 == a) | (ant2 == a))
@@ -578,7 +619,8 @@ def _smooth_frequency(values: NDArray[np.float32], weights: NDArray[np.float32],
         row[:] = 0.0
         for k in range(weights.size):
             shift, w = k - r, weights[k]
-            lo, hi = max(0, -shift), min(n_f, n_f - shift)
+            lo = min(max(0, -shift), n_f)
+            hi = max(lo, min(n_f, n_f - shift))
             dst = row[lo * n_l:hi * n_l]
             src = source[(lo + shift) * n_l:(hi + shift) * n_l]
             for i in range(dst.size):
@@ -738,7 +780,6 @@ def _sumthreshold_block(residual: NDArray[np.float32], flags: NDArray[np.bool_],
     flags_f = scratch.flags_frequency
     for k in range(windows.size):
         window, thr = windows[k], thresholds[k]
-        exceeds = 0
         for t in range(n_t):
             for f in range(n_f):
                 r, fl, e, e_f = residual[t, f], flags[t, f], along_t[t, f], along_f[f, t]
@@ -746,9 +787,6 @@ def _sumthreshold_block(residual: NDArray[np.float32], flags: NDArray[np.bool_],
                     value = thr[q] if fl[q] else r[q]
                     e[q] = value
                     e_f[q] = value
-                    exceeds += value > thr[q]
-        if not exceeds:  # no window's mean can exceed the threshold
-            continue
         for f in range(n_f):
             for q in range(n_q):
                 scratch.limit_t[f * n_q + q] = thr[q] * window
@@ -768,25 +806,47 @@ def _sumthreshold_block(residual: NDArray[np.float32], flags: NDArray[np.bool_],
 
 
 @_jit
+def _or_shifted(target: NDArray[np.bool_], source: NDArray[np.bool_]) -> None:
+    """``target |= source`` (equal-length contiguous views)."""
+    for i in range(target.size):
+        target[i] |= source[i]
+
+
+@_jit
 def _extend_block(residual: NDArray[np.float32], flags: NDArray[np.bool_],
                   level: NDArray[np.float64], grown: NDArray[np.bool_]) -> None:
     """Flag time/frequency neighbours of flagged samples whose residual exceeds ``level``
-    (per plane); one step, from the flags as they were."""
+    (per plane); one step, from the flags as they were. Each neighbour direction is one
+    shifted OR over contiguous rows."""
     n_t, n_f, n_q = residual.shape
     grown[:] = False
     for t in range(n_t):
-        for f in range(n_f):
-            g = grown[t, f]
-            for neighbour_t, neighbour_f in ((t - 1, f), (t + 1, f), (t, f - 1), (t, f + 1)):
-                if 0 <= neighbour_t < n_t and 0 <= neighbour_f < n_f:
-                    n = flags[neighbour_t, neighbour_f]
-                    for q in range(n_q):
-                        g[q] |= n[q]
+        row = grown[t].ravel()
+        if t > 0:
+            _or_shifted(row, flags[t - 1].ravel())
+        if t < n_t - 1:
+            _or_shifted(row, flags[t + 1].ravel())
+        here = flags[t].ravel()
+        _or_shifted(row[n_q:], here[:-n_q])
+        _or_shifted(row[:-n_q], here[n_q:])
     for t in range(n_t):
         for f in range(n_f):
             r, g, fl = residual[t, f], grown[t, f], flags[t, f]
             for q in range(n_q):
                 fl[q] |= g[q] & (r[q] > level[q])
+
+
+@_jit
+def _unflagged_max(residual: NDArray[np.float32], flags: NDArray[np.bool_],
+                   out: NDArray[np.float64]) -> None:
+    """Largest unflagged residual of each plane of a block (-inf if none)."""
+    n_t, n_f, n_q = residual.shape
+    out[:] = -np.inf
+    for t in range(n_t):
+        for f in range(n_f):
+            r, fl = residual[t, f], flags[t, f]
+            for q in range(n_q):
+                out[q] = max(out[q], -np.inf if fl[q] else r[q])
 
 
 @_jit
@@ -798,25 +858,33 @@ def _detect_pass(residual: NDArray[np.float32], state: NDArray[np.uint8],
     (thresholds ``thresholds[window] × σ``; no windows: none), a one-sided clip at
     ``clip_sigma`` σ and, if ``extension_sigma`` is finite, the extension. Sets ``FOUND``
     in ``state`` for what is newly flagged, clears it elsewhere, and marks in ``changed``
-    (block, plane) the planes where that differs from before."""
+    (block, plane) the planes where that differs from before. A window size whose threshold
+    no unflagged residual of the block exceeds is skipped (no window mean can exceed it)."""
     n_blocks, n_t, n_f, n_q = residual.shape
     flags = np.empty((n_t, n_f, n_q), np.bool_)
     grown = np.empty_like(flags)
     scratch = _sumthreshold_scratch(n_t, n_f, n_q)
     scaled = np.empty((windows.size, n_q))
-    clip, extension = np.empty(n_q), np.empty(n_q)
+    clip, extension, peak = np.empty(n_q), np.empty(n_q), np.empty(n_q)
+    active = np.empty(windows.size, np.int64)
     for k in range(n_blocks):
         for q in range(n_q):
             for w in range(windows.size):
                 scaled[w, q] = thresholds[w] * sigma[k, q]
             clip[q] = clip_sigma * sigma[k, q]
             extension[q] = extension_sigma * sigma[k, q]
-        block_state = state[k].ravel()
-        block_residual = residual[k]
-        flat_flags = flags.ravel()
+        block_state, block_residual = state[k], residual[k]
+        flat_state, flat_flags = block_state.ravel(), flags.ravel()
         for i in range(flat_flags.size):
-            flat_flags[i] = (block_state[i] & BASE) != 0
-        _sumthreshold_block(block_residual, flags, scaled, windows, scratch)
+            flat_flags[i] = (flat_state[i] & BASE) != 0
+        _unflagged_max(block_residual, flags, peak)
+        n_active = 0
+        for w in range(windows.size):
+            if np.any(peak > scaled[w]):
+                active[n_active] = w
+                n_active += 1
+        _sumthreshold_block(block_residual, flags, scaled[active[:n_active]],
+                            windows[active[:n_active]], scratch)
         for t in range(n_t):
             for f in range(n_f):
                 r, fl = block_residual[t, f], flags[t, f]
@@ -826,11 +894,14 @@ def _detect_pass(residual: NDArray[np.float32], state: NDArray[np.uint8],
             _extend_block(block_residual, flags, extension, grown)
         lanes = changed[k]
         lanes[:] = False
-        for i in range(flat_flags.size):
-            old = block_state[i]
-            new = (old & BASE) | (FOUND * (flat_flags[i] and not old & BASE))
-            block_state[i] = new
-            lanes[i % n_q] |= new != old
+        for t in range(n_t):
+            for f in range(n_f):
+                st, fl = block_state[t, f], flags[t, f]
+                for q in range(n_q):
+                    old = st[q]
+                    new = (old & BASE) | (FOUND * (fl[q] and not old & BASE))
+                    st[q] = new
+                    lanes[q] |= new != old
 
 
 @_jit
