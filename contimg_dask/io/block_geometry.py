@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,6 @@ class BlockGeometry:
     longitude_rad: float
     latitude_rad: float
     height_m: float
-    last: NDArray[np.float64]
     antenna_names: list[str]
     ant1: NDArray[np.int64]  # per baseline, index into antenna_names
     ant2: NDArray[np.int64]
@@ -44,6 +44,11 @@ class BlockGeometry:
     polarizations: list[str]
     subbands: list[int]
     subband_chunks: list[int]
+
+    @cached_property
+    def last(self) -> NDArray[np.float64]:
+        """Local apparent sidereal time (rad) at each integration (loads the IERS table)."""
+        return local_apparent_sidereal_time(self.jd, self.longitude_rad)
 
     @property
     def site(self) -> tuple[float, float, float]:
@@ -89,7 +94,7 @@ def geometry_of(node: xr.DataTree, store: Path) -> BlockGeometry:
         store=store, block_id=prov["block_id"], times_unix=times, jd=jd,
         integration_time_s=float(ds.time.attrs["integration_time"]["data"]),
         longitude_rad=lon, latitude_rad=float(site["latitude_rad"]),
-        height_m=float(site["height_m"]), last=local_apparent_sidereal_time(jd, lon),
+        height_m=float(site["height_m"]),
         antenna_names=names, ant1=ant1, ant2=ant2,
         baselines_local_m=ecef_to_local_meridian(positions[ant2] - positions[ant1], lon),
         dish_diameter_m=float(np.mean(antenna.ANTENNA_DISH_DIAMETER.values)),

@@ -278,40 +278,54 @@ def interpolate_in_time(solution_times: NDArray[np.float64], gains: NDArray[np.c
 
 
 @numba.njit(nogil=True, cache=True)
-def _apply(vis: NDArray, weight: NDArray, flag: NDArray, gain_t: NDArray, bandpass: NDArray,
-           ant1: NDArray, ant2: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+def _apply(vis: NDArray, weight: NDArray, flag: NDArray, inv_gain_t: NDArray,
+           inv_bandpass: NDArray, ant1: NDArray, ant2: NDArray, write_flags: bool
+           ) -> tuple[NDArray, NDArray, NDArray]:
     n_t, n_b, n_f, n_p = vis.shape
     out = np.empty(vis.shape, dtype=np.complex64)
     out_w = np.empty(weight.shape, dtype=np.float32)
-    out_f = np.empty(flag.shape, dtype=np.bool_)
-    for t in range(n_t):
-        for b in range(n_b):
-            i, j = ant1[b], ant2[b]
-            for f in range(n_f):
-                for p in range(n_p):
-                    gi = gain_t[t, i, p] * bandpass[f, i, p]
-                    gj = gain_t[t, j, p] * bandpass[f, j, p]
-                    c = gi.conjugate() * gj
-                    power = c.real * c.real + c.imag * c.imag
-                    if not power > 0.0 or not math.isfinite(power):
+    out_f = np.empty(flag.shape if write_flags else (0, 0, 0, 0), dtype=np.bool_)
+    per_channel = np.empty((n_f, n_p), dtype=np.complex64)
+    for b in range(n_b):
+        i, j = ant1[b], ant2[b]
+        for f in range(n_f):
+            for p in range(n_p):
+                per_channel[f, p] = (inv_bandpass[f, i, p].conjugate()
+                                     * inv_bandpass[f, j, p])
+        for t in range(n_t):
+            for p in range(n_p):
+                per_time = inv_gain_t[t, i, p].conjugate() * inv_gain_t[t, j, p]
+                for f in range(n_f):
+                    factor = per_time * per_channel[f, p]
+                    power = factor.real * factor.real + factor.imag * factor.imag
+                    if power > 0.0 and math.isfinite(power):
+                        out[t, b, f, p] = vis[t, b, f, p] * factor
+                        out_w[t, b, f, p] = weight[t, b, f, p] / power
+                        if write_flags:
+                            out_f[t, b, f, p] = flag[t, b, f, p]
+                    else:
                         out[t, b, f, p] = 0.0
                         out_w[t, b, f, p] = 0.0
-                        out_f[t, b, f, p] = True
-                        continue
-                    out[t, b, f, p] = vis[t, b, f, p] / c
-                    out_w[t, b, f, p] = weight[t, b, f, p] * power
-                    out_f[t, b, f, p] = flag[t, b, f, p]
+                        if write_flags:
+                            out_f[t, b, f, p] = True
     return out, out_w, out_f
+
+
+def _inverse(gains: NDArray[np.complex128]) -> NDArray[np.complex64]:
+    """1/g, with NaN (a flagged solution) and 0 both becoming 0 (flags the data)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = 1.0 / np.asarray(gains, np.complex128)
+    return np.where(np.isfinite(inverse), inverse, 0).astype(np.complex64)
 
 
 def apply_gains(vis: NDArray, weight: NDArray, flag: NDArray, gain_t: NDArray[np.complex128],
                 bandpass: NDArray[np.complex128], ant1: NDArray[np.integer],
-                ant2: NDArray[np.integer]
+                ant2: NDArray[np.integer], write_flags: bool = True
                 ) -> tuple[NDArray[np.complex64], NDArray[np.float32], NDArray[np.bool_]]:
     """Correct (time, baseline, frequency, polarization) data with g = G(t) · B(ν):
     V / (conj(g_a) g_b), weights · |g_a g_b|². ``gain_t`` is (time, antenna, polarization),
     ``bandpass`` (frequency, antenna, polarization); a NaN or zero gain (a flagged solution)
-    flags the visibility and zeroes its weight."""
-    return _apply(vis, weight, flag, np.ascontiguousarray(gain_t, np.complex128),
-                  np.ascontiguousarray(bandpass, np.complex128),
-                  np.asarray(ant1, np.int64), np.asarray(ant2, np.int64))
+    flags the visibility and zeroes its weight. With ``write_flags`` False (no solution is
+    flagged) the flags are not copied and an empty array is returned for them."""
+    return _apply(vis, weight, flag, _inverse(gain_t), _inverse(bandpass),
+                  np.asarray(ant1, np.int64), np.asarray(ant2, np.int64), write_flags)

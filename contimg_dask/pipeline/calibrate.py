@@ -8,13 +8,15 @@ The gains (per ``gain_interval_s`` and for the whole block) are solved from the 
 added together: every channel of the block informs them.
 
 Applying (``apply_solutions``) writes the data group ``corrected`` (VISIBILITY_CORRECTED,
-WEIGHT_CORRECTED, FLAG_CORRECTED, sharing UVW and phase centre with the group it corrects):
+WEIGHT_CORRECTED, and FLAG_CORRECTED when a solution is flagged; UVW, phase centre and
+otherwise the flags are shared with the group it corrects):
 one task per subband chunk reads its data from the store and writes its corrected chunk
 straight back; the group is registered last, so an interrupted run leaves no trace.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -478,16 +480,21 @@ def gains_on(solutions: xr.Dataset, geometry: BlockGeometry) -> np.ndarray:
 
 
 def _apply_chunk(group_path: Path, names: dict[str, str], sl: slice, gain_t: np.ndarray,
-                 bandpass: np.ndarray, ant1: np.ndarray, ant2: np.ndarray) -> tuple[int, int]:
+                 bandpass: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
+                 new_flags: bool) -> tuple[int, int]:
     """Correct one subband chunk in the store; returns its (flagged, total) counts."""
 
     def read(name: str) -> np.ndarray:
         return zarr.open_array(group_path / name, mode="r")[:, :, sl, :]
 
-    vis, weight, flag = apply_gains(read(names["correlated_data"]), read(names["weight"]),
-                                    read(names["flag"]), gain_t, bandpass, ant1, ant2)
-    for name, values in (("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", weight),
-                         ("FLAG_CORRECTED", flag)):
+    flag = read(names["flag"])
+    vis, weight, new = apply_gains(read(names["correlated_data"]), read(names["weight"]),
+                                   flag, gain_t, bandpass, ant1, ant2, write_flags=new_flags)
+    outputs = [("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", weight)]
+    if new_flags:
+        outputs.append(("FLAG_CORRECTED", new))
+        flag = new
+    for name, values in outputs:
         array = zarr.open_array(group_path / name, mode="r+",
                                 config={"write_empty_chunks": True})
         array[:, :, sl, :] = values
@@ -515,16 +522,20 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
         check_applicable(solutions, g, cal, solutions_path)
         gain_t = gains_on(solutions, g)
         bandpass = _bandpass_on(solutions, g, solutions_path)
+        # Flags are copied only when a solution is flagged; otherwise the corrected group
+        # shares the flags of the group it corrects.
+        new_flags = not (np.isfinite(gain_t).all() and np.isfinite(bandpass).all())
         group_path = block.store / block.name
         attrs = dict(zarr.open_group(group_path, mode="r").attrs)
-        _create_corrected_arrays(block)
+        _create_corrected_arrays(block, new_flags)
         tasks = [dask.delayed(_apply_chunk)(group_path, block.group, sl, gain_t,
-                                            bandpass[sl], g.ant1, g.ant2)
+                                            bandpass[sl], g.ant1, g.ant2, new_flags)
                  for sl in g.subband_slices()]
         counts = np.array(dask.compute(*tasks))
         groups = dict(attrs["data_groups"])
         groups[CORRECTED] = {
-            "correlated_data": "VISIBILITY_CORRECTED", "flag": "FLAG_CORRECTED",
+            "correlated_data": "VISIBILITY_CORRECTED",
+            "flag": "FLAG_CORRECTED" if new_flags else block.group["flag"],
             "weight": "WEIGHT_CORRECTED", "uvw": block.group["uvw"],
             "field_and_source": block.group["field_and_source"],
             "derived_from": cal.data_group,
@@ -539,6 +550,8 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
             "applied": now_iso()}}
         zarr.open_group(group_path, mode="r+").attrs.update(
             {**attrs, "data_groups": groups, "contimg": contimg})
+        if not new_flags and (group_path / "FLAG_CORRECTED").is_dir():
+            shutil.rmtree(group_path / "FLAG_CORRECTED")  # of an earlier apply, now unused
         zarr.consolidate_metadata(block.store)
         flagged = float(counts[:, 0].sum() / counts[:, 1].sum())
         summary = {"block_id": g.block_id, "seconds": time.perf_counter() - t0,
@@ -549,17 +562,19 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
     return summary
 
 
-def _create_corrected_arrays(block: _Block) -> None:
-    """Create (or reuse) the corrected arrays with the codecs and chunks of their sources.
-    xarray's append mode resets the group's attributes: the caller restores them."""
+def _create_corrected_arrays(block: _Block, new_flags: bool) -> None:
+    """Create (or reuse) the corrected arrays with the codecs and chunks of their sources
+    (FLAG_CORRECTED only with ``new_flags``). xarray's append mode
+    resets the group's attributes: the caller restores them."""
     ds = block.dataset
     vis = ds[block.group["correlated_data"]]
     path = block.store / block.name
     zarr_chunks = zarr.open_array(path / "VISIBILITY", mode="r").chunks
+    sources = [("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", ds[block.group["weight"]])]
+    if new_flags:
+        sources.append(("FLAG_CORRECTED", ds[block.group["flag"]]))
     new, encoding = {}, {}
-    for name, source in (("VISIBILITY_CORRECTED", vis),
-                         ("WEIGHT_CORRECTED", ds[block.group["weight"]]),
-                         ("FLAG_CORRECTED", ds[block.group["flag"]])):
+    for name, source in sources:
         new[name] = (vis.dims, da.zeros(vis.shape, dtype=source.dtype,
                                         chunks=vis.data.chunks), dict(source.attrs))
         if not (path / name).is_dir():
