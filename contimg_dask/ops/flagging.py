@@ -578,17 +578,31 @@ def gaussian_weights(width: int) -> NDArray[np.float32]:
 
 
 @_jit
-def _gather_amplitude(vis: NDArray[np.complex64], lanes: NDArray[np.int64],
+def _block_amplitudes(vis: NDArray[np.complex64], blocks: NDArray[np.int64],
                       amp: NDArray[np.float32]) -> None:
-    """|V| of the block's baselines into ``amp`` (time, frequency, baseline × pol); padding
-    lanes (baseline -1) get 0."""
+    """|V| of the blocks' baselines into ``amp`` (block, time, frequency, baseline × pol);
+    padding lanes (baseline -1) get 0."""
     n_t, _, n_f, n_p = vis.shape
-    for t in range(n_t):
-        for j in range(lanes.size):
-            b = lanes[j]
-            for f in range(n_f):
-                for p in range(n_p):
-                    amp[t, f, j * n_p + p] = _amplitude(vis[t, b, f, p]) if b >= 0 else 0.0
+    for k in range(blocks.shape[0]):
+        for t in range(n_t):
+            out = amp[k, t]
+            for j in range(blocks.shape[1]):
+                b = blocks[k, j]
+                row = vis[t, max(b, 0)]
+                for f in range(n_f):
+                    for p in range(n_p):
+                        out[f, j * n_p + p] = _amplitude(row[f, p]) if b >= 0 else 0.0
+
+
+def block_amplitudes(vis: NDArray[np.complex64], cross: NDArray[np.int64]
+                     ) -> NDArray[np.float32]:
+    """|V| of the cross-correlations ``cross`` in blocks of ``BLOCK_BASELINES``: (block,
+    time, frequency, baseline × pol), float32 (half the size of the visibilities)."""
+    blocks = baseline_blocks(cross)
+    n_t, _, n_f, n_p = vis.shape
+    amp = np.empty((blocks.shape[0], n_t, n_f, blocks.shape[1] * n_p), np.float32)
+    _block_amplitudes(vis, blocks, amp)
+    return amp
 
 
 @_jit
@@ -696,8 +710,8 @@ def _plane_sigma(residual: NDArray[np.float32], state: NDArray[np.uint8],
 
 
 @_jit
-def _residual_pass(vis: NDArray[np.complex64], blocks: NDArray[np.int64],
-                   state: NDArray[np.uint8], weights_t: NDArray[np.float32],
+def _residual_pass(amplitude: NDArray[np.float32], state: NDArray[np.uint8],
+                   weights_t: NDArray[np.float32],
                    weights_f: NDArray[np.float32], residual: NDArray[np.float32],
                    sigma: NDArray[np.float64], changed: NDArray[np.bool_]
                    ) -> NDArray[np.int64]:
@@ -706,15 +720,14 @@ def _residual_pass(vis: NDArray[np.complex64], blocks: NDArray[np.int64],
     (``state`` non-zero) masked; returns the histogram of the keys of the unflagged
     residuals."""
     n_blocks, n_t, n_f, n_q = residual.shape
-    amp = np.empty((n_t, n_f, n_q), np.float32)
     stacked = np.empty((n_t, n_f, 2, n_q), np.float32)
     smoothed = np.empty_like(stacked)
     values = np.empty((n_q, n_t * n_f + 1), np.float32)
     count = np.empty(n_q, np.int64)
     histogram = np.zeros(65536, np.int64)
     for k in range(n_blocks):
-        _gather_amplitude(vis, blocks[k], amp)
-        _residual_block(amp, state[k], weights_t, weights_f, residual[k], stacked, smoothed)
+        _residual_block(amplitude[k], state[k], weights_t, weights_f, residual[k], stacked,
+                        smoothed)
         _plane_sigma(residual[k], state[k], changed[k], values, count, sigma[k], histogram)
     return histogram
 
@@ -954,9 +967,10 @@ def sumthreshold_scale(params: FlagParameters) -> tuple[NDArray[np.int64], NDArr
     return windows, scale
 
 
-def detect_rfi(vis: NDArray[np.complex64], out: NDArray[np.bool_], cross: NDArray[np.int64],
-               params: FlagParameters) -> None:
-    """Steps 6-8 on the cross-correlations ``cross``, into ``out``.
+def detect_rfi(amplitude: NDArray[np.float32], out: NDArray[np.bool_],
+               cross: NDArray[np.int64], params: FlagParameters) -> None:
+    """Steps 6-8 into ``out``, from the amplitudes of the cross-correlations ``cross`` in
+    blocks (``block_amplitudes``).
 
     Each iteration detects afresh from the flags as they were before it, with what the
     previous one found masked out of the background and the noise estimate: an early, biased
@@ -965,12 +979,10 @@ def detect_rfi(vis: NDArray[np.complex64], out: NDArray[np.bool_], cross: NDArra
     it). If that σ is 0 or undefined, nothing is added.
     """
     blocks = baseline_blocks(cross)
-    n_t, _, n_f, n_p = vis.shape
-    n_q = blocks.shape[1] * n_p
-    state = np.empty((blocks.shape[0], n_t, n_f, n_q), np.uint8)
+    state = np.empty(amplitude.shape, np.uint8)
     _gather_state(out, blocks, state)
-    residual = np.empty(state.shape, np.float32)
-    plane_sigma = np.empty((blocks.shape[0], n_q))
+    residual = np.empty(amplitude.shape, np.float32)
+    plane_sigma = np.empty((blocks.shape[0], amplitude.shape[3]))
     changed = np.ones(plane_sigma.shape, np.bool_)
     weights_t = gaussian_weights(params.background_window[0])
     weights_f = gaussian_weights(params.background_window[1])
@@ -978,7 +990,7 @@ def detect_rfi(vis: NDArray[np.complex64], out: NDArray[np.bool_], cross: NDArra
     clip_sigma = np.inf if params.mad_clip_sigma is None else params.mad_clip_sigma
     iterations = max(1, params.iterations)
     for i in range(iterations):
-        histogram = _residual_pass(vis, blocks, state, weights_t, weights_f, residual,
+        histogram = _residual_pass(amplitude, state, weights_t, weights_f, residual,
                                    plane_sigma, changed)
         centre = _pooled_median(residual, state, 0.0, False, histogram)
         floor = MAD_TO_SIGMA * _pooled_mad(residual, state, centre, histogram)
@@ -992,6 +1004,8 @@ def detect_rfi(vis: NDArray[np.complex64], out: NDArray[np.bool_], cross: NDArra
                      else np.inf)
         _detect_pass(residual, state, sigma, scale, windows, clip_sigma, extension, changed)
     _scatter_state(state, blocks, out)
+    if params.extension_sigma is not None:
+        flag_mostly_flagged(out, cross, params.mostly_flagged_fraction)
 
 
 @_jit
@@ -1028,25 +1042,31 @@ def flag_mostly_flagged(out: NDArray[np.bool_], cross: NDArray[np.int64],
     out[per_time / (n_f * cross.size * n_p) > fraction] = True
 
 
-def flag_subband_inplace(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
-                         ant1: NDArray[np.int64], ant2: NDArray[np.int64],
-                         params: FlagParameters) -> None:
-    """Add the new flags of one subband chunk to ``flags``. See the module docstring."""
+def screen_subband(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
+                   ant1: NDArray[np.int64], ant2: NDArray[np.int64],
+                   params: FlagParameters) -> NDArray[np.int64] | None:
+    """Steps 1-5 into ``flags``; returns the cross-correlations (indices) for RFI
+    detection, or None if nothing is left unflagged."""
     autos = ant1 == ant2
     clip = np.inf if params.amplitude_clip_jy is None else params.amplitude_clip_jy
     _flag_data(vis, flags, autos, params.zeros, params.autocorrelations, clip)
     cross = np.flatnonzero(~autos)
     if cross.size == 0 or _all_flagged(flags, cross):
-        return
+        return None
     if params.mad_clip_sigma is not None:
         cells = array_wide_outliers(vis, flags, cross, params.mad_clip_sigma)
         _flag_cells(flags, cells, cross)
     flags[:, bad_antenna_mask(vis, flags, ant1, ant2, params)] = True
-    if _all_flagged(flags, cross):
-        return
-    detect_rfi(vis, flags, cross, params)
-    if params.extension_sigma is not None:
-        flag_mostly_flagged(flags, cross, params.mostly_flagged_fraction)
+    return None if _all_flagged(flags, cross) else cross
+
+
+def flag_subband_inplace(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
+                         ant1: NDArray[np.int64], ant2: NDArray[np.int64],
+                         params: FlagParameters) -> None:
+    """Add the new flags of one subband chunk to ``flags``. See the module docstring."""
+    cross = screen_subband(vis, flags, ant1, ant2, params)
+    if cross is not None:
+        detect_rfi(block_amplitudes(vis, cross), flags, cross, params)
 
 
 def flag_subband(vis: NDArray[np.complex64], flags: NDArray[np.bool_],

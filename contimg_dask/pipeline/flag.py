@@ -29,9 +29,11 @@ from contimg_dask.io.block_store import block_node, now_iso, open_block, quiet_z
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,
-    flag_subband_inplace,
+    block_amplitudes,
+    detect_rfi,
     flagged_per_baseline,
     flagged_per_channel,
+    screen_subband,
 )
 
 log = get_logger(__name__)
@@ -145,11 +147,15 @@ def read_subband(array: zarr.Array, channels: slice) -> np.ndarray:
 def flag_chunk(group: Path, data: str, ingest: str, variable: str, channels: slice,
                ant1: np.ndarray, ant2: np.ndarray, params: FlagParameters) -> ChunkCounts:
     """One Dask task: read a subband chunk's visibilities and ingest flags, flag it, write the
-    new flags to ``variable`` and return its flagged counts."""
+    new flags to ``variable`` and return its flagged counts. The visibilities are released
+    once screened: RFI detection holds their amplitudes only (half the size)."""
     vis = read_subband(zarr.open_array(group / data, mode="r"), channels)
     flags = read_subband(zarr.open_array(group / ingest, mode="r"), channels)
-    flag_subband_inplace(vis, flags, ant1, ant2, params)
-    del vis
+    cross = screen_subband(vis, flags, ant1, ant2, params)
+    if cross is not None:
+        amplitudes = block_amplitudes(vis, cross)
+        del vis
+        detect_rfi(amplitudes, flags, cross, params)
     zarr.open_array(group / variable, mode="r+")[:, :, channels, :] = flags
     return ChunkCounts(flagged_per_baseline(flags), flagged_per_channel(flags, ant1 != ant2))
 
