@@ -48,9 +48,12 @@ def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
 def _cmd_apply(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.pipeline.calibrate import apply_solutions
 
-    summary = apply_solutions(Path(args.store), Path(args.solutions), config)
+    summary = apply_solutions(Path(args.store), Path(args.solutions), config,
+                              materialise=args.materialise)
+    how = "materialised" if summary["materialised"] else "on the fly"
     print(f"corrected {args.store} with {args.solutions} (from block "
-          f"{summary['solutions_block']}): {100 * summary['flagged_fraction']:.2f} % flagged")
+          f"{summary['solutions_block']}, {how}): {100 * summary['flagged_fraction']:.2f} % "
+          "flagged by solutions")
     return 0
 
 
@@ -90,6 +93,9 @@ def add_calibration_commands(sub: argparse._SubParsersAction) -> None:
     apply = steps.add_parser("apply", help="correct a block with solutions")
     apply.add_argument("store", help="block store")
     apply.add_argument("--solutions", required=True, help="solutions store")
+    apply.add_argument("--materialise", action=argparse.BooleanOptionalAction, default=None,
+                       help="also write the corrected data into the store (default: "
+                            "calibration.materialise_corrected)")
     apply.set_defaults(func=_cmd_apply)
     export = steps.add_parser("export", help="solutions to CASA tables <OUT>.B and <OUT>.G")
     export.add_argument("solutions", help="solutions store")

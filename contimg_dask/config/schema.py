@@ -164,6 +164,7 @@ class CalibrationConfig(_Section):
     solver_tolerance: PositiveFloat
     validity_days: PositiveFloat
     dec_tolerance_deg: PositiveFloat
+    materialise_corrected: bool
 
 
 class LoggingConfig(_Section):

@@ -11,7 +11,9 @@ Conventions (checked by tests against CASA itself):
 - OBSERVATION/TELESCOPE_NAME is the name CASA places the array by (``telescope.casa_name``);
   the true telescope name is kept in the main table's ``CONTIMG_TELESCOPE`` keyword.
 - A ``corrected`` data group derived from the exported one becomes CORRECTED_DATA beside
-  DATA, and its flags and weights (the calibrated ones) become FLAG and WEIGHT.
+  DATA, and its flags and weights (the calibrated ones) become FLAG and WEIGHT. Without
+  one, a calibration applied on the fly to the exported group (the block's calibration
+  node) is computed here, chunk by chunk, into the same columns.
 - WEIGHT is the channel average of the store's weights; WEIGHT_SPECTRUM is added only when
   weights differ across the channels of a row.
 
@@ -32,8 +34,10 @@ import xarray as xr
 
 from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import InputError
+from contimg_dask.io.block_calibration import read_block_calibration
 from contimg_dask.io.block_store import fixed_centre_group, read_channels
 from contimg_dask.logs import get_logger
+from contimg_dask.ops.calibration import apply_gains
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
 log = get_logger(__name__)
@@ -221,6 +225,11 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         corrected = ds[corrected_group["correlated_data"]]
         group = {**group, "flag": corrected_group["flag"],
                  "weight": corrected_group["weight"]}
+    # Calibration applied on the fly: CORRECTED_DATA, FLAG and WEIGHT computed here from the
+    # gains on the block's grid (io/block_calibration.py).
+    calibration = read_block_calibration(node) if corrected is None else None
+    if calibration is not None and calibration.data_group != data_group:
+        calibration = None
     flag, weight, uvw = ds[group["flag"]], ds[group["weight"]], ds[group["uvw"]]
 
     n_t, n_bl, _, n_pol = vis.shape
@@ -254,9 +263,10 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     try:
         # Per-channel weights are written only when they differ across the channels of a
         # row: correlator weights (nsamples) rarely do, and the column is 1/3 of the MS.
-        per_channel = any(_varies_across_channels(read_channels(store, weight.name, sl))
-                          for sl in spw_slices)
-        desc = maketabdesc(_column_descs(n_chan, n_pol, corrected is not None, per_channel))
+        per_channel = calibration is not None or any(
+            _varies_across_channels(read_channels(store, weight.name, sl)) for sl in spw_slices)
+        with_corrected = corrected is not None or calibration is not None
+        desc = maketabdesc(_column_descs(n_chan, n_pol, with_corrected, per_channel))
         dminfo = makedminfo(desc, _tile_spec(n_chan, n_pol, max(1, 262144 // (n_chan * n_pol))))
         ms = default_ms(str(tmp), desc, dminfo)
         ms.close()
@@ -291,15 +301,23 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             for s, sl in enumerate(spw_slices):
                 start = s * block_rows
                 rows = slice(start, start + block_rows)
-                data = read_channels(store, vis.name, sl).reshape(block_rows, n_chan, n_pol)
-                main.putcol("DATA", np.conj(data, out=data), startrow=start, nrow=block_rows)
+                data = read_channels(store, vis.name, sl)
+                f = read_channels(store, flag.name, sl)
+                w = read_channels(store, weight.name, sl)
+                cdata = None
                 if corrected is not None:
-                    cdata = read_channels(store, corrected.name, sl).reshape(
-                        block_rows, n_chan, n_pol)
+                    cdata = read_channels(store, corrected.name, sl)
+                elif calibration is not None:
+                    cdata, w, f = apply_gains(data, w, f, calibration.gain_t,
+                                              calibration.bandpass[sl], ant1, ant2)
+                data = data.reshape(block_rows, n_chan, n_pol)
+                main.putcol("DATA", np.conj(data, out=data), startrow=start, nrow=block_rows)
+                if cdata is not None:
+                    cdata = cdata.reshape(block_rows, n_chan, n_pol)
                     main.putcol("CORRECTED_DATA", np.conj(cdata, out=cdata), startrow=start,
                                 nrow=block_rows)
-                f = read_channels(store, flag.name, sl).reshape(block_rows, n_chan, n_pol)
-                w = read_channels(store, weight.name, sl).reshape(block_rows, n_chan, n_pol)
+                f = f.reshape(block_rows, n_chan, n_pol)
+                w = w.reshape(block_rows, n_chan, n_pol)
                 main.putcol("FLAG", f, startrow=start, nrow=block_rows)
                 if per_channel:
                     main.putcol("WEIGHT_SPECTRUM", w, startrow=start, nrow=block_rows)

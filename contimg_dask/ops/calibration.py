@@ -285,29 +285,31 @@ def _apply(vis: NDArray, weight: NDArray, flag: NDArray, inv_gain_t: NDArray,
     out = np.empty(vis.shape, dtype=np.complex64)
     out_w = np.empty(weight.shape, dtype=np.float32)
     out_f = np.empty(flag.shape if write_flags else (0, 0, 0, 0), dtype=np.bool_)
-    per_channel = np.empty((n_f, n_p), dtype=np.complex64)
+    channel_factor = np.empty((n_f, n_p), dtype=np.complex64)
+    channel_weight = np.empty((n_f, n_p), dtype=np.float32)  # |b_a b_b|², 0 if flagged
+    time_factor = np.empty(n_p, dtype=np.complex64)
+    time_weight = np.empty(n_p, dtype=np.float32)
     for b in range(n_b):
         i, j = ant1[b], ant2[b]
         for f in range(n_f):
             for p in range(n_p):
-                per_channel[f, p] = (inv_bandpass[f, i, p].conjugate()
-                                     * inv_bandpass[f, j, p])
+                c = inv_bandpass[f, i, p].conjugate() * inv_bandpass[f, j, p]
+                power = c.real * c.real + c.imag * c.imag
+                channel_factor[f, p] = c
+                channel_weight[f, p] = 1.0 / power if power > 0.0 else 0.0
         for t in range(n_t):
             for p in range(n_p):
-                per_time = inv_gain_t[t, i, p].conjugate() * inv_gain_t[t, j, p]
-                for f in range(n_f):
-                    factor = per_time * per_channel[f, p]
-                    power = factor.real * factor.real + factor.imag * factor.imag
-                    if power > 0.0 and math.isfinite(power):
-                        out[t, b, f, p] = vis[t, b, f, p] * factor
-                        out_w[t, b, f, p] = weight[t, b, f, p] / power
-                        if write_flags:
-                            out_f[t, b, f, p] = flag[t, b, f, p]
-                    else:
-                        out[t, b, f, p] = 0.0
-                        out_w[t, b, f, p] = 0.0
-                        if write_flags:
-                            out_f[t, b, f, p] = True
+                c = inv_gain_t[t, i, p].conjugate() * inv_gain_t[t, j, p]
+                power = c.real * c.real + c.imag * c.imag
+                time_factor[p] = c
+                time_weight[p] = 1.0 / power if power > 0.0 else 0.0
+            for f in range(n_f):
+                for p in range(n_p):
+                    scale = time_weight[p] * channel_weight[f, p]
+                    out[t, b, f, p] = vis[t, b, f, p] * (time_factor[p] * channel_factor[f, p])
+                    out_w[t, b, f, p] = weight[t, b, f, p] * scale
+                    if write_flags:
+                        out_f[t, b, f, p] = flag[t, b, f, p] or scale == 0.0
     return out, out_w, out_f
 
 

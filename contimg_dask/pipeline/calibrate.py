@@ -33,6 +33,7 @@ from contimg_dask import __version__
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.config.schema import CalibrationConfig
 from contimg_dask.errors import CalibrationError, InputError
+from contimg_dask.io.block_calibration import write_block_calibration
 from contimg_dask.io.block_geometry import BlockGeometry, geometry_of
 from contimg_dask.io.block_store import block_node, now_iso, open_block, quiet_zarr_strings
 from contimg_dask.io.solutions import SOLUTIONS_TYPE, read_solutions, write_solutions
@@ -501,10 +502,16 @@ def _apply_chunk(group_path: Path, names: dict[str, str], sl: slice, gain_t: np.
     return int(flag.sum()), int(flag.size)
 
 
-def apply_solutions(store: str | Path, solutions_path: str | Path, config: PipelineConfig
-                    ) -> dict[str, Any]:
-    """Correct the block's ``calibration.data_group`` with a solutions store into the data
-    group ``corrected`` (the original data are kept). Returns a summary.
+def apply_solutions(store: str | Path, solutions_path: str | Path, config: PipelineConfig,
+                    materialise: bool | None = None) -> dict[str, Any]:
+    """Apply a solutions store to the block's ``calibration.data_group`` (the original data
+    are kept). Returns a summary.
+
+    The gains and bandpass on the block's integrations and channels are written to its
+    calibration node (:mod:`contimg_dask.io.block_calibration`). With ``materialise``
+    (default ``calibration.materialise_corrected``) the corrected data are also written as
+    the data group ``corrected``; otherwise readers compute them on the fly (the MS export
+    writes CORRECTED_DATA either way).
 
     Raises
     ------
@@ -514,6 +521,7 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
     """
     t0 = time.perf_counter()
     cal = config.calibration
+    materialise = cal.materialise_corrected if materialise is None else materialise
     solutions_path = Path(solutions_path)
     block = _open(store, cal.data_group, "apply")
     g = block.geometry
@@ -522,44 +530,80 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
         check_applicable(solutions, g, cal, solutions_path)
         gain_t = gains_on(solutions, g)
         bandpass = _bandpass_on(solutions, g, solutions_path)
-        # Flags are copied only when a solution is flagged; otherwise the corrected group
-        # shares the flags of the group it corrects.
-        new_flags = not (np.isfinite(gain_t).all() and np.isfinite(bandpass).all())
+        prov = solutions.attrs["contimg"]
+        record = {"solutions": str(solutions_path.resolve()),
+                  "solutions_block": prov["block_id"],
+                  "calibrator": prov["calibrator"]["name"], "data_group": cal.data_group,
+                  "materialised": materialise, "applied": now_iso()}
         group_path = block.store / block.name
         attrs = dict(zarr.open_group(group_path, mode="r").attrs)
-        _create_corrected_arrays(block, new_flags)
-        tasks = [dask.delayed(_apply_chunk)(group_path, block.group, sl, gain_t,
-                                            bandpass[sl], g.ant1, g.ant2, new_flags)
-                 for sl in g.subband_slices()]
-        counts = np.array(dask.compute(*tasks))
         groups = dict(attrs["data_groups"])
-        groups[CORRECTED] = {
-            "correlated_data": "VISIBILITY_CORRECTED",
-            "flag": "FLAG_CORRECTED" if new_flags else block.group["flag"],
-            "weight": "WEIGHT_CORRECTED", "uvw": block.group["uvw"],
-            "field_and_source": block.group["field_and_source"],
-            "derived_from": cal.data_group,
-            "description": f"{cal.data_group} corrected with {solutions_path.resolve()} "
-                           f"(calibrator {solutions.attrs['contimg']['calibrator']['name']}, "
-                           f"block {solutions.attrs['contimg']['block_id']})",
-            "date": now_iso()}
-        contimg = {**attrs["contimg"], "calibration": {
-            "solutions": str(solutions_path.resolve()),
-            "solutions_block": solutions.attrs["contimg"]["block_id"],
-            "calibrator": solutions.attrs["contimg"]["calibrator"]["name"],
-            "applied": now_iso()}}
+        groups.pop(CORRECTED, None)
+        # Unregister an earlier corrected group first: while the new one is written, no
+        # reader sees a group whose data are half-replaced.
+        zarr.open_group(group_path, mode="r+").attrs.update({**attrs, "data_groups": groups})
+        write_block_calibration(block.store, block.name, g.antenna_names, block.dataset,
+                                gain_t, bandpass, record)
+        flagged = _flagged_by_solutions(gain_t, bandpass, g)
+        if materialise:
+            groups[CORRECTED], flagged = _materialise(block, gain_t, bandpass, record)
+        else:
+            for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
+                if (group_path / name).is_dir():
+                    shutil.rmtree(group_path / name)
         zarr.open_group(group_path, mode="r+").attrs.update(
-            {**attrs, "data_groups": groups, "contimg": contimg})
-        if not new_flags and (group_path / "FLAG_CORRECTED").is_dir():
-            shutil.rmtree(group_path / "FLAG_CORRECTED")  # of an earlier apply, now unused
+            {**attrs, "data_groups": groups,
+             "contimg": {**attrs["contimg"], "calibration": record}})
         zarr.consolidate_metadata(block.store)
-        flagged = float(counts[:, 0].sum() / counts[:, 1].sum())
         summary = {"block_id": g.block_id, "seconds": time.perf_counter() - t0,
-                   "flagged_fraction": flagged,
-                   "solutions_block": solutions.attrs["contimg"]["block_id"]}
-        log.info("applied %s in %.1f s (%.2f %% flagged)", solutions_path,
-                 summary["seconds"], 100 * flagged)
+                   "flagged_fraction": flagged, "materialised": materialise,
+                   "solutions_block": prov["block_id"]}
+        log.info("applied %s in %.1f s (%s; %.2f %% of the data flagged by solutions)",
+                 solutions_path, summary["seconds"],
+                 "materialised" if materialise else "on the fly", 100 * flagged)
     return summary
+
+
+def _flagged_by_solutions(gain_t: np.ndarray, bandpass: np.ndarray, g: BlockGeometry
+                          ) -> float:
+    """Fraction of the cross-correlations a flagged solution flags (gains are small:
+    evaluated on the (time, channel, baseline, pol) grid without the data)."""
+    bad_t = ~np.isfinite(gain_t)  # (t, ant, p)
+    bad_f = ~np.isfinite(bandpass)  # (f, ant, p)
+    cross = g.ant1 != g.ant2
+    a1, a2 = g.ant1[cross], g.ant2[cross]
+    by_time = bad_t[:, a1] | bad_t[:, a2]  # (t, bl, p)
+    by_channel = bad_f[:, a1] | bad_f[:, a2]  # (f, bl, p)
+    return float((by_time[:, None] | by_channel[None]).mean())
+
+
+def _materialise(block: _Block, gain_t: np.ndarray, bandpass: np.ndarray,
+                 record: dict[str, Any]) -> tuple[dict[str, str], float]:
+    """Write the corrected data group (one task per subband chunk, straight into zarr);
+    returns its data_groups entry and the flagged fraction of its data."""
+    g = block.geometry
+    group_path = block.store / block.name
+    # Flags are copied only when a solution is flagged; otherwise the corrected group
+    # shares the flags of the group it corrects.
+    new_flags = not (np.isfinite(gain_t).all() and np.isfinite(bandpass).all())
+    _create_corrected_arrays(block, new_flags)
+    tasks = [dask.delayed(_apply_chunk)(group_path, block.group, sl, gain_t, bandpass[sl],
+                                        g.ant1, g.ant2, new_flags)
+             for sl in g.subband_slices()]
+    counts = np.array(dask.compute(*tasks))
+    entry = {
+        "correlated_data": "VISIBILITY_CORRECTED",
+        "flag": "FLAG_CORRECTED" if new_flags else block.group["flag"],
+        "weight": "WEIGHT_CORRECTED", "uvw": block.group["uvw"],
+        "field_and_source": block.group["field_and_source"],
+        "derived_from": record["data_group"],
+        "description": f"{record['data_group']} corrected with {record['solutions']} "
+                       f"(calibrator {record['calibrator']}, block "
+                       f"{record['solutions_block']})",
+        "date": now_iso()}
+    if not new_flags and (group_path / "FLAG_CORRECTED").is_dir():
+        shutil.rmtree(group_path / "FLAG_CORRECTED")  # of an earlier apply, now unused
+    return entry, float(counts[:, 0].sum() / counts[:, 1].sum())
 
 
 def _create_corrected_arrays(block: _Block, new_flags: bool) -> None:

@@ -159,7 +159,7 @@ def test_apply_to_the_calibrator_block_returns_the_model(strip: dict) -> None:
     from contimg_dask.science.skymodel import model_chunk, path_differences, track_sources
 
     store, config = strip["stores"][0], strip["config"]
-    apply_solutions(store, strip["solutions"], config)
+    apply_solutions(store, strip["solutions"], config, materialise=True)
     ds = block_node(open_block(store)).to_dataset(inherit=False)
     assert "corrected" in ds.attrs["data_groups"]
     assert ds.attrs["data_groups"]["corrected"]["derived_from"] == "rephased"
@@ -186,7 +186,7 @@ def test_apply_to_the_next_block_of_the_strip(strip: dict, tmp_path: Path) -> No
     instrument's drift between the blocks, which the truth predicts: per baseline, within
     1 % and 0.5 deg of that prediction (the drift itself reaches ~3 deg)."""
     store, config = strip["stores"][1], strip["config"]
-    apply_solutions(store, strip["solutions"], config)
+    apply_solutions(store, strip["solutions"], config, materialise=True)
     ds = block_node(open_block(store)).to_dataset(inherit=False)
     geometry = read_geometry(store)
     a1, a2 = geometry.ant1, geometry.ant2
@@ -212,7 +212,7 @@ def test_export_carries_corrected_data(strip: dict, tmp_path: Path) -> None:
     from contimg_dask.io.exports import export_block
 
     store, config = strip["stores"][0], strip["config"]
-    apply_solutions(store, strip["solutions"], config)
+    apply_solutions(store, strip["solutions"], config, materialise=True)
     ms = export_block(store, tmp_path / "cal.ms", "ms", config)
     ds = block_node(open_block(store)).to_dataset(inherit=False)
     n_t, n_bl, _, n_p = ds.VISIBILITY_CORRECTED.shape
@@ -225,6 +225,44 @@ def test_export_carries_corrected_data(strip: dict, tmp_path: Path) -> None:
     np.testing.assert_array_equal(data, np.conj(ds.VISIBILITY_REPHASED.values[:, :, sl]))
 
 
+def test_on_the_fly_equals_materialised(strip: dict, tmp_path: Path) -> None:
+    """Applied on the fly (the default: gains on the block's grid, nothing else written),
+    the lazy corrected dataset and the MS export's CORRECTED_DATA, FLAG and WEIGHT equal
+    the materialised corrected group; a materialised group left by an earlier apply is
+    removed."""
+    from casacore.tables import table
+
+    from contimg_dask.io.block_calibration import corrected_dataset
+    from contimg_dask.io.exports import export_block
+
+    config = strip["config"]
+    materialised = shutil.copytree(strip["stores"][0], tmp_path / "materialised.zarr")
+    apply_solutions(materialised, strip["solutions"], config, materialise=True)
+    lazy = shutil.copytree(materialised, tmp_path / "lazy.zarr")
+    summary = apply_solutions(lazy, strip["solutions"], config)
+    assert summary["materialised"] is False
+    ds = block_node(open_block(lazy)).to_dataset(inherit=False)
+    assert "corrected" not in ds.attrs["data_groups"]
+    assert "VISIBILITY_CORRECTED" not in ds and not (lazy / ds.attrs["contimg"]["block_id"]
+                                                    .replace(":", "-")).joinpath(
+        "_0", "VISIBILITY_CORRECTED").exists()
+    assert ds.attrs["contimg"]["calibration"]["materialised"] is False
+    reference = block_node(open_block(materialised)).to_dataset(inherit=False)
+    on_the_fly = corrected_dataset(lazy)
+    np.testing.assert_array_equal(on_the_fly.VISIBILITY_CORRECTED.values,
+                                  reference.VISIBILITY_CORRECTED.values)
+    np.testing.assert_array_equal(on_the_fly.WEIGHT_CORRECTED.values,
+                                  reference.WEIGHT_CORRECTED.values)
+    columns = {}
+    for name, store in (("materialised", materialised), ("lazy", lazy)):
+        ms = export_block(store, tmp_path / f"{name}.ms", "ms", config)
+        with table(str(ms), ack=False) as main_table:
+            columns[name] = {c: main_table.getcol(c) for c in
+                             ("DATA", "CORRECTED_DATA", "FLAG", "WEIGHT", "WEIGHT_SPECTRUM")}
+    for column, values in columns["materialised"].items():
+        np.testing.assert_array_equal(columns["lazy"][column], values, err_msg=column)
+
+
 def test_flagged_solutions_flag_the_data(strip: dict, tmp_path: Path) -> None:
     solutions = read_solutions(strip["solutions"])
     flags = solutions.BANDPASS_FLAG.values.copy()
@@ -233,7 +271,7 @@ def test_flagged_solutions_flag_the_data(strip: dict, tmp_path: Path) -> None:
     edited = solutions.assign(BANDPASS_FLAG=(solutions.BANDPASS_FLAG.dims, flags))
     path = write_solutions(edited, tmp_path / "edited.zarr")
     store = shutil.copytree(strip["stores"][0], tmp_path / "block.zarr")
-    summary = apply_solutions(store, path, strip["config"])
+    summary = apply_solutions(store, path, strip["config"], materialise=True)
     ds = block_node(open_block(store)).to_dataset(inherit=False)
     geometry = read_geometry(store)
     flagged = ds.FLAG_CORRECTED.values
@@ -440,7 +478,7 @@ def test_casa_applycal_of_our_tables_equals_our_apply(strip: dict, calibrator_ms
     run_casa(strip["config"], apply_tables, str(ms), [str(b_table), str(g_table)],
              ["nearestflag", "linear"])
     store = shutil.copytree(strip["stores"][0], tmp_path / "block.zarr")
-    apply_solutions(store, strip["solutions"], strip["config"])
+    apply_solutions(store, strip["solutions"], strip["config"], materialise=True)
     ds = block_node(open_block(store)).to_dataset(inherit=False)
     n_t, n_bl, _, n_p = ds.VISIBILITY_CORRECTED.shape
     casa = _ms_column(ms, "CORRECTED_DATA", (16, n_t, n_bl, -1, n_p))

@@ -1,0 +1,121 @@
+"""The calibration applied to a block store, kept on the block's own grid.
+
+``contimg calibrate apply`` writes the node ``<msv4>/calibration_xds``: the gains of the
+block's integrations and the bandpass of its channels, already interpolated from the
+solutions store (convention V_ab = conj(g_a) g_b M_ab, g = GAIN(t) BANDPASS(ν); NaN where a
+solution is flagged):
+
+    GAIN      (time, antenna_name, polarization)       complex128
+    BANDPASS  (frequency, antenna_name, polarization)  complex128
+
+with the data group it corrects and the solutions' provenance in its attributes. The
+corrected data are then either materialised as the data group ``corrected`` or computed on
+the fly from these arrays by whoever reads them (:func:`corrected_dataset`, the MS writer):
+a Dask graph of one task per subband chunk, nothing written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from contimg_dask.io.block_store import block_node, open_block, quiet_zarr_strings
+from contimg_dask.ops.calibration import apply_gains
+
+CALIBRATION_NODE = "calibration_xds"
+
+
+@dataclass(frozen=True)
+class BlockCalibration:
+    """Gains on a block's grid; antennas in the order of its antenna_xds."""
+
+    gain_t: np.ndarray  # (time, antenna, polarization) complex128, NaN where flagged
+    bandpass: np.ndarray  # (frequency, antenna, polarization)
+    data_group: str  # the group it corrects
+    attrs: dict[str, Any]
+
+
+def write_block_calibration(store: Path, name: str, antennas: list[str], dataset: xr.Dataset,
+                            gain_t: np.ndarray, bandpass: np.ndarray,
+                            attrs: dict[str, Any]) -> None:
+    """Write (replace) the calibration node of the MSv4 node ``name``."""
+    node = xr.Dataset(
+        data_vars={
+            "GAIN": (("time", "antenna_name", "polarization"), gain_t.astype(np.complex128)),
+            "BANDPASS": (("frequency", "antenna_name", "polarization"),
+                         bandpass.astype(np.complex128)),
+        },
+        coords={"time": dataset.time.values, "frequency": dataset.frequency.values,
+                "antenna_name": np.array(antennas),
+                "polarization": dataset.polarization.values},
+        attrs={"type": "contimg_calibration", **attrs},
+    )
+    with warnings.catch_warnings():
+        quiet_zarr_strings()
+        node.to_zarr(store, group=f"{name}/{CALIBRATION_NODE}", mode="w", zarr_format=3,
+                     consolidated=False)
+
+
+def read_block_calibration(node: xr.DataTree) -> BlockCalibration | None:
+    """The calibration of an opened block (its MSv4 node), or None."""
+    if CALIBRATION_NODE not in node.children:
+        return None
+    ds = node[CALIBRATION_NODE].to_dataset(inherit=False).load()
+    return BlockCalibration(ds.GAIN.values.astype(np.complex128),
+                            ds.BANDPASS.values.astype(np.complex128),
+                            ds.attrs["data_group"], dict(ds.attrs))
+
+
+def _antenna_indices(ds: xr.Dataset, antennas: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    index = {n: i for i, n in enumerate(antennas)}
+    return (np.array([index[n] for n in ds.baseline_antenna1_name.values.tolist()]),
+            np.array([index[n] for n in ds.baseline_antenna2_name.values.tolist()]))
+
+
+def corrected_dataset(store: str | Path) -> xr.Dataset:
+    """The block's corrected visibilities, weights and flags as lazy Dask arrays (one task
+    per subband chunk each), computed from its data group and calibration node.
+
+    Raises
+    ------
+    ValueError
+        The block has no calibration applied.
+    """
+    node = block_node(open_block(store))
+    calibration = read_block_calibration(node)
+    if calibration is None:
+        raise ValueError(f"{store}: no calibration applied (run `contimg calibrate apply`)")
+    ds = node.to_dataset(inherit=False)
+    group = ds.attrs["data_groups"][calibration.data_group]
+    antennas = node["antenna_xds"].to_dataset(inherit=False).antenna_name.values.tolist()
+    ant1, ant2 = _antenna_indices(ds, antennas)
+    vis = ds[group["correlated_data"]].data
+    if len(vis.chunks[1]) != 1:
+        vis = vis.rechunk({1: -1})
+    weight = ds[group["weight"]].data.rechunk(vis.chunks)
+    flag = ds[group["flag"]].data.rechunk(vis.chunks)
+    gains = da.from_array(calibration.gain_t, chunks=(vis.chunks[0], -1, -1))
+    bandpass = da.from_array(calibration.bandpass, chunks=(vis.chunks[2], -1, -1))
+    dims = ds[group["correlated_data"]].dims
+    arrays = {}
+    for part, (name, dtype) in enumerate((("VISIBILITY_CORRECTED", np.complex64),
+                                          ("WEIGHT_CORRECTED", np.float32),
+                                          ("FLAG_CORRECTED", bool))):
+        arrays[name] = (dims, da.blockwise(
+            _corrected_part, "tbfp", vis, "tbfp", weight, "tbfp", flag, "tbfp", gains, "tap",
+            bandpass, "fap", dtype=dtype, concatenate=True, part=part, ant1=ant1, ant2=ant2))
+    return xr.Dataset(arrays, coords=ds[group["correlated_data"]].coords,
+                      attrs={"calibration": calibration.attrs})
+
+
+def _corrected_part(vis: np.ndarray, weight: np.ndarray, flag: np.ndarray,
+                    gain_t: np.ndarray, bandpass: np.ndarray, part: int, ant1: np.ndarray,
+                    ant2: np.ndarray) -> np.ndarray:
+    """One of the corrected visibilities (0), weights (1) or flags (2) of a chunk."""
+    return apply_gains(vis, weight, flag, gain_t, bandpass, ant1, ant2)[part]
