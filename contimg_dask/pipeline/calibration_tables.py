@@ -1,9 +1,11 @@
 """Solutions stores to and from CASA calibration tables (``contimg calibrate export|import``).
 
 Gains move unchanged between the two (see :mod:`contimg_dask.casa.caltables`): a CASA B table
-is our BANDPASS, a CASA G table our short-interval GAIN. An imported G table's whole-block
-gain is the vector mean of its solutions (amplitude of the mean over unflagged times, phase of
-the mean), since CASA keeps no such solution.
+is our BANDPASS, a CASA G table our short-interval GAIN. CASA's gaincal solves every spectral
+window separately; ours are frequency-independent, so an imported G table's gains are the
+mean over its windows of the unflagged solutions (mean amplitude, phase of the mean). Its
+whole-block gain is the same mean over its solution times, since CASA keeps no such
+solution.
 """
 
 from __future__ import annotations
@@ -63,6 +65,19 @@ def _vector_mean(gains: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.n
     return amplitude * np.exp(1j * np.angle(mean)), count == 0
 
 
+def _mean_over_windows(table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A G table's solutions averaged over its spectral windows: (times, gains, flags)."""
+    per_window = [gains_from_table(table, spw=int(spw)) for spw in np.unique(table.spw)]
+    times = per_window[0][0]
+    for other, _, _ in per_window[1:]:
+        if len(other) != len(times) or np.abs(other - times).max() > 1.0:
+            raise InputError("the table's spectral windows have different solution times",
+                             file=table.path)
+    gains, flags = _vector_mean(np.stack([g for _, g, _ in per_window]),
+                                np.stack([f for _, _, f in per_window]))
+    return times, gains, flags
+
+
 def import_from_casa(bandpass_table: str | Path, gain_table: str | Path, store: str | Path,
                      out: str | Path, config: PipelineConfig) -> Path:
     """A solutions store from CASA B and G tables, for the blocks of ``store``'s strip.
@@ -76,7 +91,7 @@ def import_from_casa(bandpass_table: str | Path, gain_table: str | Path, store: 
     geometry = read_geometry(store)
     b_cal, g_cal = read_caltable(Path(bandpass_table)), read_caltable(Path(gain_table))
     bandpass, b_flags = bandpass_from_table(b_cal, geometry.freq_hz)
-    times, gains, g_flags = gains_from_table(g_cal)
+    times, gains, g_flags = _mean_over_windows(g_cal)
     for table in (b_cal, g_cal):
         if table.antenna_names != geometry.antenna_names:
             raise InputError("the table's antennas differ from the block's "
