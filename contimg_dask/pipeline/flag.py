@@ -134,13 +134,16 @@ def flag_fractions(counts: list[ChunkCounts], ant1: np.ndarray, ant2: np.ndarray
 
 
 def read_subband(array: zarr.Array, channels: slice) -> np.ndarray:
-    """All times and baselines of ``array`` for ``channels``, read one zarr time chunk at a
-    time into one array (no concatenation: peak memory one chunk plus one time slice)."""
+    """All times and baselines of ``array`` for ``channels``, decoded one zarr time chunk at
+    a time straight into the result (no temporary copies)."""
     n_t, n_bl, _, n_p = array.shape
     out = np.empty((n_t, n_bl, channels.stop - channels.start, n_p), array.dtype)
+    prototype = zarr.core.buffer.default_buffer_prototype()
     step = array.chunks[0]
     for start in range(0, n_t, step):
-        out[start:start + step] = array[start:start + step, :, channels, :]
+        array.get_basic_selection(
+            (slice(start, start + step), slice(None), channels, slice(None)),
+            out=prototype.nd_buffer.from_numpy_array(out[start:start + step]))
     return out
 
 
