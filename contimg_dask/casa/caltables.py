@@ -17,8 +17,6 @@ Conventions (checked by ``tests/integration/test_caltables.py`` against CASA's a
 
 from __future__ import annotations
 
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from contimg_dask.casa import run_casa
 from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.coords.time import mjd_seconds_to_unix, unix_to_mjd_seconds
 from contimg_dask.errors import InputError
+from contimg_dask.io.atomic import atomic_directory
 
 BANDPASS = "B Jones"
 GAIN = "G Jones"
@@ -222,8 +221,7 @@ def _write_table(config: PipelineConfig, ms: Path, out: Path, viscal: str, rows:
     from casacore.tables import table
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{int(time.time() * 1e6)}")
-    try:
+    with atomic_directory(out) as tmp:
         run_casa(config, create_empty_caltable, str(ms), str(tmp), viscal, viscal == GAIN,
                  stage="caltable")
         with table(str(tmp), readonly=False, ack=False) as tab:
@@ -233,12 +231,6 @@ def _write_table(config: PipelineConfig, ms: Path, out: Path, viscal: str, rows:
                 tab.putcol(name, values)
         if viscal == GAIN:
             _centre_single_channels(tmp, _ms_spw_freqs(ms))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

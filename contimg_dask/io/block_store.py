@@ -22,7 +22,6 @@ centre, FIELD_PHASE_CENTER_DIRECTION in ICRS radians. Our own provenance lives i
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from zarr.errors import UnstableSpecificationWarning
 
 from contimg_dask import __version__
 from contimg_dask.errors import InputError
+from contimg_dask.io.atomic import atomic_directory
 
 SCHEMA_VERSION = "4.0.1"
 TIME_ATTRS = {"type": "time", "units": "s", "scale": "utc", "format": "unix"}
@@ -241,24 +241,13 @@ def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dat
     tree = xr.DataTree()
     tree.attrs["type"] = "processing_set"
     tree[name] = msv4
-    tmp = path.with_name(f"{path.name}.tmp-{np.random.default_rng().integers(1 << 30)}")
-    try:
+    with atomic_directory(path) as tmp:
         with warnings.catch_warnings():
             quiet_zarr_strings()
             tree.to_zarr(tmp, zarr_format=3, consolidated=True, mode="w",
                          encoding={f"/{name}": encoding}, compute=fill is None)
         if fill is not None:
             fill(tmp / name)
-        if path.exists():
-            old = path.with_name(f"{path.name}.old-{tmp.suffix[5:]}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

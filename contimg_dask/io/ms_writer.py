@@ -24,7 +24,6 @@ The MS is written under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import itertools
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ import xarray as xr
 
 from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import InputError
+from contimg_dask.io.atomic import atomic_directory
 from contimg_dask.io.block_calibration import read_block_calibration
 from contimg_dask.io.block_store import fixed_centre_group, read_channels
 from contimg_dask.logs import get_logger
@@ -259,8 +259,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     time_range = [float(mjd_s[0] - interval / 2), float(mjd_s[-1] + interval / 2)]
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{int(time.time() * 1e6)}")
-    try:
+    with atomic_directory(out) as tmp:
         # Per-channel weights are written only when they differ across the channels of a
         # row: correlator weights (nsamples) rarely do, and the column is 1/3 of the MS.
         per_channel = calibration is not None or any(
@@ -329,12 +328,6 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             main.putcol("FLAG_ROW", flag_rows)
             main.putkeyword("CONTIMG_TELESCOPE", ds.attrs["contimg"]["telescope"])
             main.putkeyword("CONTIMG_BLOCK", ds.attrs["contimg"]["block_id"])
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %s (%d rows, %d spw) in %.1f s", out, n_rows, n_spw,
              time.perf_counter() - t0)
     return out

@@ -16,14 +16,13 @@ antenna, quality, configuration hash, version) is in the ``contimg`` attribute.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
 from contimg_dask.errors import InputError
+from contimg_dask.io.atomic import atomic_directory
 from contimg_dask.io.block_store import quiet_zarr_strings
 
 SOLUTIONS_TYPE = "calibration_solutions"
@@ -33,21 +32,9 @@ def write_solutions(solutions: xr.Dataset, path: str | Path) -> Path:
     """Write ``solutions`` atomically (temporary name, then rename; an existing store is
     replaced only once the new one is complete)."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{np.random.default_rng().integers(1 << 30)}")
-    try:
-        with warnings.catch_warnings():
-            quiet_zarr_strings()
-            solutions.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
-        if path.exists():
-            old = path.with_name(f"{path.name}.old-{tmp.suffix}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_directory(path) as tmp, warnings.catch_warnings():
+        quiet_zarr_strings()
+        solutions.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
     return path
 
 
