@@ -400,54 +400,69 @@ def _flag_data(vis: NDArray[np.complex64], out: NDArray[np.bool_], autos: NDArra
 # --- step 4: array-wide outliers --------------------------------------------------------
 
 @_jit
-def _array_ratio(vis: NDArray[np.complex64], out: NDArray[np.bool_],
-                 cross: NDArray[np.int64], network: NDArray[np.int64]
+def _array_ratio(amplitude: NDArray[np.float32], out: NDArray[np.bool_],
+                 blocks: NDArray[np.int64], network: NDArray[np.int64]
                  ) -> NDArray[np.float32]:
     """Per (time, channel, pol): median over cross-correlations of |V| relative to the
-    baseline's median |V| over time, unflagged samples only (NaN where none). ``network``
-    sorts the time samples (``sorting_network(n_time)``)."""
-    n_t, _, n_f, n_p = vis.shape
-    n_l = n_f * n_p
-    reference = np.empty((cross.size, n_l), np.float32)
-    lines = np.empty((_network_rows(network, n_t), n_l), np.float32)
-    count = np.empty(n_l, np.int64)
-    for i in range(cross.size):
+    baseline's median |V| over time, unflagged samples only (NaN where none).
+    ``amplitude``: (block, time, frequency, plane) of the baselines ``blocks``;
+    ``network`` sorts the time samples (``sorting_network(n_time)``)."""
+    n_blocks, n_t, n_f, n_q = amplitude.shape
+    n_p = out.shape[3]
+    reference = np.empty((n_blocks, n_f, n_q), np.float32)
+    lines = np.empty((_network_rows(network, n_t), n_f, n_q), np.float32)
+    count = np.empty((n_f, n_q), np.int64)
+    for k in range(n_blocks):
         count[:] = 0
         lines[n_t:] = np.inf
         for t in range(n_t):
-            row, flags = vis[t, cross[i]].ravel(), out[t, cross[i]].ravel()
-            for q in range(n_l):
-                amp = _amplitude(row[q])
-                valid = not flags[q] and np.isfinite(amp)
-                lines[t, q] = amp if valid else np.inf
-                count[q] += valid
-        _lane_medians(lines, count, network, reference[i])
-    ratio = np.empty((n_t, n_l), np.float32)
-    values = np.empty((n_l, cross.size), np.float32)
+            amp, line = amplitude[k, t], lines[t]
+            for j in range(blocks.shape[1]):
+                b = blocks[k, j]
+                flags = out[t, max(b, 0)]
+                for f in range(n_f):
+                    for p in range(n_p):
+                        q = j * n_p + p
+                        valid = b >= 0 and not flags[f, p] and np.isfinite(amp[f, q])
+                        line[f, q] = amp[f, q] if valid else np.inf
+                        count[f, q] += valid
+        _lane_medians(lines.reshape(lines.shape[0], n_f * n_q), count.ravel(), network,
+                      reference[k].ravel())
+    ratio = np.empty((n_t, n_f, n_p), np.float32)
+    values = np.empty((n_f, n_p, blocks.size), np.float32)
+    filled = np.empty((n_f, n_p), np.int64)
     for t in range(n_t):
-        count[:] = 0
-        for i in range(cross.size):
-            row, flags = vis[t, cross[i]].ravel(), out[t, cross[i]].ravel()
-            for q in range(n_l):
-                if not flags[q]:
-                    r = _amplitude(row[q]) / reference[i, q]
-                    if np.isfinite(r):
-                        values[q, count[q]] = r
-                        count[q] += 1
-        for q in range(n_l):
-            ratio[t, q] = _median(values[q], count[q])
-    return ratio.reshape(n_t, n_f, n_p)
+        filled[:] = 0
+        for k in range(n_blocks):
+            amp, ref = amplitude[k, t], reference[k]
+            for j in range(blocks.shape[1]):
+                b = blocks[k, j]
+                if b < 0:
+                    continue
+                flags = out[t, b]
+                for f in range(n_f):
+                    for p in range(n_p):
+                        if not flags[f, p]:
+                            r = amp[f, j * n_p + p] / ref[f, j * n_p + p]
+                            if np.isfinite(r):
+                                values[f, p, filled[f, p]] = r
+                                filled[f, p] += 1
+        for f in range(n_f):
+            for p in range(n_p):
+                ratio[t, f, p] = _median(values[f, p], filled[f, p])
+    return ratio
 
 
-def array_wide_outliers(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
+def array_wide_outliers(amplitude: NDArray[np.float32], flags: NDArray[np.bool_],
                         cross: NDArray[np.int64], threshold_sigma: float) -> NDArray[np.bool_]:
     """(time, channel, pol) cells where the whole array sees excess power: the median over
     baselines of |V| relative to each baseline's own median over time, robustly compared
     across cells. Broadband bursts and persistent narrowband emitters light every baseline
     at once, while sky structure differs from baseline to baseline, so this catches them even
     where a per-baseline background is biased (e.g. bursts at the edge of the block).
-    ``cross``: indices of the cross-correlations."""
-    ratio = _array_ratio(vis, flags, cross, sorting_network(vis.shape[0]))
+    ``amplitude``: the cross-correlations ``cross`` in blocks (``block_amplitudes``)."""
+    ratio = _array_ratio(amplitude, flags, baseline_blocks(cross),
+                         sorting_network(amplitude.shape[1]))
     valid = np.isfinite(ratio)
     if valid.sum() < 3:
         return np.zeros(ratio.shape, bool)
@@ -1043,30 +1058,32 @@ def flag_mostly_flagged(out: NDArray[np.bool_], cross: NDArray[np.int64],
 
 
 def screen_subband(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
-                   ant1: NDArray[np.int64], ant2: NDArray[np.int64],
-                   params: FlagParameters) -> NDArray[np.int64] | None:
-    """Steps 1-5 into ``flags``; returns the cross-correlations (indices) for RFI
-    detection, or None if nothing is left unflagged."""
+                   ant1: NDArray[np.int64], ant2: NDArray[np.int64], params: FlagParameters
+                   ) -> tuple[NDArray[np.int64], NDArray[np.float32]] | None:
+    """Steps 1-5 into ``flags``. Returns the cross-correlations (indices) and their
+    amplitudes in blocks (``block_amplitudes``) for RFI detection, or None if nothing is
+    left unflagged."""
     autos = ant1 == ant2
     clip = np.inf if params.amplitude_clip_jy is None else params.amplitude_clip_jy
     _flag_data(vis, flags, autos, params.zeros, params.autocorrelations, clip)
     cross = np.flatnonzero(~autos)
     if cross.size == 0 or _all_flagged(flags, cross):
         return None
+    amplitude = block_amplitudes(vis, cross)
     if params.mad_clip_sigma is not None:
-        cells = array_wide_outliers(vis, flags, cross, params.mad_clip_sigma)
+        cells = array_wide_outliers(amplitude, flags, cross, params.mad_clip_sigma)
         _flag_cells(flags, cells, cross)
     flags[:, bad_antenna_mask(vis, flags, ant1, ant2, params)] = True
-    return None if _all_flagged(flags, cross) else cross
+    return None if _all_flagged(flags, cross) else (cross, amplitude)
 
 
 def flag_subband_inplace(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
                          ant1: NDArray[np.int64], ant2: NDArray[np.int64],
                          params: FlagParameters) -> None:
     """Add the new flags of one subband chunk to ``flags``. See the module docstring."""
-    cross = screen_subband(vis, flags, ant1, ant2, params)
-    if cross is not None:
-        detect_rfi(block_amplitudes(vis, cross), flags, cross, params)
+    screened = screen_subband(vis, flags, ant1, ant2, params)
+    if screened is not None:
+        detect_rfi(screened[1], flags, screened[0], params)
 
 
 def flag_subband(vis: NDArray[np.complex64], flags: NDArray[np.bool_],

@@ -29,7 +29,6 @@ from contimg_dask.io.block_store import block_node, now_iso, open_block, quiet_z
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,
-    block_amplitudes,
     detect_rfi,
     flagged_per_baseline,
     flagged_per_channel,
@@ -154,10 +153,10 @@ def flag_chunk(group: Path, data: str, ingest: str, variable: str, channels: sli
     once screened: RFI detection holds their amplitudes only (half the size)."""
     vis = read_subband(zarr.open_array(group / data, mode="r"), channels)
     flags = read_subband(zarr.open_array(group / ingest, mode="r"), channels)
-    cross = screen_subband(vis, flags, ant1, ant2, params)
-    if cross is not None:
-        amplitudes = block_amplitudes(vis, cross)
-        del vis
+    screened = screen_subband(vis, flags, ant1, ant2, params)
+    del vis
+    if screened is not None:
+        cross, amplitudes = screened
         detect_rfi(amplitudes, flags, cross, params)
     zarr.open_array(group / variable, mode="r+")[:, :, channels, :] = flags
     return ChunkCounts(flagged_per_baseline(flags), flagged_per_channel(flags, ant1 != ant2))
