@@ -39,6 +39,7 @@ from contimg_dask.errors import InputError
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.uvw import ecef_to_local_meridian, uvw_from_hadec, w_towards
 from contimg_dask.science.calibrators import SIDEREAL_RATE_RAD_PER_S, load_calibrators
+from contimg_dask.science.skymodel import PointSource, read_catalog
 from contimg_dask.simulate.correlator_file import CorrelatorHeader, write_correlator_uvh5
 from contimg_dask.simulate.instrument import (
     InstrumentModel,
@@ -47,12 +48,7 @@ from contimg_dask.simulate.instrument import (
 )
 from contimg_dask.simulate.kernels import sum_point_sources
 from contimg_dask.simulate.rfi import BlockRfi, plan_block_rfi, subband_rfi
-from contimg_dask.simulate.sky import (
-    PointSource,
-    block_flux_scale,
-    random_sky,
-    read_catalog,
-)
+from contimg_dask.simulate.sky import block_flux_scale, random_sky
 from contimg_dask.telescope import SPEED_OF_LIGHT, Telescope, airy_power_beam, load_telescope
 
 log = get_logger(__name__)

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contimg_dask.config.schema import SkyConfig
-from contimg_dask.science.skymodel import PointSource, read_catalog, write_catalog
+from contimg_dask.science.skymodel import PointSource
 
 
 def _power_law_fluxes(rng: np.random.Generator, n: int, smin: float, smax: float,
@@ -59,5 +59,3 @@ def block_flux_scale(sources: list[PointSource], seed: int, block_index: int) ->
     rms = np.array([s.variability_rms for s in sources], dtype=float)
     return np.clip(1.0 + rms * rng.standard_normal(len(sources)), 0.05, None)
 
-
-__all__ = ["PointSource", "block_flux_scale", "random_sky", "read_catalog", "write_catalog"]

@@ -24,8 +24,8 @@ from contimg_dask.io.block_store import block_node, open_block
 from contimg_dask.io.exports import export_block
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.pipeline.rephase import rephase_block
+from contimg_dask.science.skymodel import PointSource, write_catalog
 from contimg_dask.simulate import SimulationOptions, plan_blocks, simulate_blocks
-from contimg_dask.simulate.sky import PointSource, write_catalog
 from tests.helpers import expected_peak, make_config, read_truth
 
 pytestmark = [pytest.mark.slow, pytest.mark.casa]

@@ -13,8 +13,8 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
+from contimg_dask.science.skymodel import PointSource, write_catalog
 from contimg_dask.simulate import Faults, SimulationOptions, plan_blocks, simulate_blocks
-from contimg_dask.simulate.sky import PointSource, write_catalog
 from contimg_dask.telescope import airy_power_beam
 from tests.helpers import make_config, read_truth, read_with_true_phase_centres
 
