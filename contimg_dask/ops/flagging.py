@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 MAD_TO_SIGMA = 1.4826
+MEDIAN_SAMPLE, MEDIAN_BRACKET = 64, 10  # sampled medians: bracket of ±10 of 64 sample ranks
 BLOCK_BASELINES = 8  # cross-correlations per block of the fused kernels
 GAUSSIAN_TRUNCATE = 4.0  # background kernel radius in σ (as scipy.ndimage)
 MIN_BACKGROUND_WEIGHT = 1e-3  # below: no unflagged sample near enough, no background
@@ -131,6 +132,33 @@ def _median(buf: NDArray, n: int) -> float:
     k = n // 2
     upper = _select(buf, n, k)
     return upper if n % 2 else 0.5 * (_max(buf, 0, k) + upper)
+
+
+@_jit
+def _median_sampled(values: NDArray, n: int, work: NDArray, sample: NDArray) -> float:
+    """Median of ``values[:n]`` as ``_median``, for large ``n`` from a bracket: two order
+    statistics of a strided sample (``sample.size`` values, ±``MEDIAN_BRACKET`` ranks around
+    its middle) bound the middle ranks; one branch-free pass counts the values below the
+    bracket and copies those inside to ``work``, where the median is selected. If the
+    bracket misses the middle (a few % of cases), the whole set is selected."""
+    n_s = sample.size
+    if n < 8 * n_s:
+        return _median(values, n)
+    for i in range(n_s):
+        sample[i] = values[(i * n) // n_s]
+    lo = _select(sample, n_s, n_s // 2 - MEDIAN_BRACKET)
+    hi = _select(sample, n_s, n_s // 2 + MEDIAN_BRACKET - 1)
+    below, m = 0, 0
+    for i in range(n):
+        x = values[i]
+        work[m] = x
+        m += (x >= lo) & (x <= hi)
+        below += x < lo
+    low_rank, high_rank = (n - 1) // 2, n // 2
+    if below > low_rank or below + m <= high_rank:
+        return _median(values, n)
+    upper = _select(work, m, high_rank - below)
+    return upper if n % 2 else 0.5 * (_max(work, 0, high_rank - below) + upper)
 
 
 @functools.cache
@@ -431,6 +459,8 @@ def _array_ratio(amplitude: NDArray[np.float32], out: NDArray[np.bool_],
     ratio = np.empty((n_t, n_f, n_p), np.float32)
     values = np.empty((n_f, n_p, blocks.size), np.float32)
     filled = np.empty((n_f, n_p), np.int64)
+    work = np.empty(blocks.size, np.float32)
+    sample = np.empty(MEDIAN_SAMPLE, np.float32)
     for t in range(n_t):
         filled[:] = 0
         for k in range(n_blocks):
@@ -449,7 +479,7 @@ def _array_ratio(amplitude: NDArray[np.float32], out: NDArray[np.bool_],
                                 filled[f, p] += 1
         for f in range(n_f):
             for p in range(n_p):
-                ratio[t, f, p] = _median(values[f, p], filled[f, p])
+                ratio[t, f, p] = _median_sampled(values[f, p], filled[f, p], work, sample)
     return ratio
 
 
@@ -696,12 +726,13 @@ def _residual_block(amp: NDArray[np.float32], state: NDArray[np.uint8],
 @_jit
 def _plane_sigma(residual: NDArray[np.float32], state: NDArray[np.uint8],
                  changed: NDArray[np.bool_], values: NDArray[np.float32],
-                 count: NDArray[np.int64], sigma: NDArray[np.float64],
+                 count: NDArray[np.int64], work: NDArray[np.float32],
+                 sample: NDArray[np.float32], sigma: NDArray[np.float64],
                  histogram: NDArray[np.int64]) -> None:
     """Robust σ (MAD) of the unflagged, finite residuals of each plane of a block whose mask
     ``changed`` (NaN for a plane with none; the others keep theirs: same mask, same
     residuals), and the keys of all added to ``histogram`` (for the pooled median).
-    ``values`` (plane, sample) and ``count`` (plane) are scratch."""
+    ``values`` (plane, sample), ``count`` (plane), ``work`` and ``sample`` are scratch."""
     n_t, n_f, n_q = residual.shape
     flat_r, flat_s = residual.reshape(n_t * n_f, n_q), state.reshape(n_t * n_f, n_q)
     count[:] = 0
@@ -718,10 +749,10 @@ def _plane_sigma(residual: NDArray[np.float32], state: NDArray[np.uint8],
         if not changed[q]:
             continue
         line, m = values[q], count[q]
-        centre = _median(line, m)
+        centre = _median_sampled(line, m, work, sample)
         for i in range(m):
             line[i] = abs(line[i] - centre)
-        sigma[q] = MAD_TO_SIGMA * _median(line, m)
+        sigma[q] = MAD_TO_SIGMA * _median_sampled(line, m, work, sample)
 
 
 @_jit
@@ -731,19 +762,23 @@ def _residual_pass(amplitude: NDArray[np.float32], state: NDArray[np.uint8],
                    sigma: NDArray[np.float64], changed: NDArray[np.bool_]
                    ) -> NDArray[np.int64]:
     """Residuals (``residual``, (block, time, frequency, plane)) and plane σ (``sigma``,
-    (block, plane), for planes whose mask ``changed``) of every block, with flagged samples
-    (``state`` non-zero) masked; returns the histogram of the keys of the unflagged
+    (block, plane)) of the blocks and planes whose mask ``changed``, with flagged samples
+    (``state`` non-zero) masked; returns the histogram of the keys of all unflagged
     residuals."""
     n_blocks, n_t, n_f, n_q = residual.shape
     stacked = np.empty((n_t, n_f, 2, n_q), np.float32)
     smoothed = np.empty_like(stacked)
     values = np.empty((n_q, n_t * n_f + 1), np.float32)
     count = np.empty(n_q, np.int64)
+    work = np.empty(n_t * n_f + 1, np.float32)
+    sample = np.empty(MEDIAN_SAMPLE, np.float32)
     histogram = np.zeros(65536, np.int64)
     for k in range(n_blocks):
-        _residual_block(amplitude[k], state[k], weights_t, weights_f, residual[k], stacked,
-                        smoothed)
-        _plane_sigma(residual[k], state[k], changed[k], values, count, sigma[k], histogram)
+        if changed[k].any():  # else same mask, same residuals as before
+            _residual_block(amplitude[k], state[k], weights_t, weights_f, residual[k],
+                            stacked, smoothed)
+        _plane_sigma(residual[k], state[k], changed[k], values, count, work, sample, sigma[k],
+                     histogram)
     return histogram
 
 
@@ -808,6 +843,13 @@ def _sumthreshold_block(residual: NDArray[np.float32], flags: NDArray[np.bool_],
     flags_f = scratch.flags_frequency
     for k in range(windows.size):
         window, thr = windows[k], thresholds[k]
+        if window == 1:  # a single sample: no sums, both directions alike
+            for t in range(n_t):
+                for f in range(n_f):
+                    r, fl = residual[t, f], flags[t, f]
+                    for q in range(n_q):
+                        fl[q] |= r[q] > thr[q]
+            continue
         for t in range(n_t):
             for f in range(n_f):
                 r, fl, e, e_f = residual[t, f], flags[t, f], along_t[t, f], along_f[f, t]
@@ -1005,15 +1047,16 @@ def detect_rfi(amplitude: NDArray[np.float32], out: NDArray[np.bool_],
     clip_sigma = np.inf if params.mad_clip_sigma is None else params.mad_clip_sigma
     iterations = max(1, params.iterations)
     for i in range(iterations):
-        histogram = _residual_pass(amplitude, state, weights_t, weights_f, residual,
-                                   plane_sigma, changed)
-        centre = _pooled_median(residual, state, 0.0, False, histogram)
-        floor = MAD_TO_SIGMA * _pooled_mad(residual, state, centre, histogram)
-        if not np.isfinite(floor):
-            return
-        sigma = np.where(plane_sigma >= floor, plane_sigma, floor)  # NaN: the floor
-        if np.any(sigma == 0):
-            return
+        if changed.any():  # else residuals and σ as in the previous iteration
+            histogram = _residual_pass(amplitude, state, weights_t, weights_f, residual,
+                                       plane_sigma, changed)
+            centre = _pooled_median(residual, state, 0.0, False, histogram)
+            floor = MAD_TO_SIGMA * _pooled_mad(residual, state, centre, histogram)
+            if not np.isfinite(floor):
+                return
+            sigma = np.where(plane_sigma >= floor, plane_sigma, floor)  # NaN: the floor
+            if np.any(sigma == 0):
+                return
         last = i == iterations - 1
         extension = (params.extension_sigma if last and params.extension_sigma is not None
                      else np.inf)
