@@ -38,6 +38,27 @@ def test_select_and_median_match_numpy(kind: str) -> None:
         assert (y[:k] <= kth).all()
 
 
+@pytest.mark.parametrize("kind", ["normal", "ties", "sorted", "outliers", "unrepresentative"])
+def test_sampled_median_is_exact(kind: str) -> None:
+    """The bracketed median equals numpy's, also where the sample is unrepresentative and
+    its bracket misses the middle (the whole set is then selected)."""
+    rng = np.random.default_rng(3)
+    work = np.empty(5000, np.float32)
+    sample = np.empty(kernels.MEDIAN_SAMPLE, np.float32)
+    for n in (100, 511, 512, 1152, 1153, 4560):
+        x = rng.normal(size=n).astype(np.float32)
+        if kind == "ties":
+            x = np.round(x)
+        elif kind == "sorted":
+            x = np.sort(x)[::-1].copy()
+        elif kind == "outliers":
+            x[::5] *= 1e4
+        elif kind == "unrepresentative":
+            x[(np.arange(sample.size) * n) // sample.size] = 100.0  # every sampled value
+        assert kernels._median_sampled(x.copy(), n, work, sample) == pytest.approx(
+            np.median(x), rel=1e-7)
+
+
 def test_pooled_median_and_mad_are_exact() -> None:
     """Median and MAD over unflagged, finite samples, as numpy on the selected values, for
     smooth, tied (+0.0 and -0.0), offset and non-finite data."""
