@@ -30,8 +30,8 @@ from benchmarks.run import RESULTS, ROOT, prepare
 
 SIGMA_CUT = 5.0
 # AOFlagger: the generic strategy (AOFlagger's choice for an unknown telescope, and what
-# DSA-110 runs) and the bundled strategy with the fewest false flags on this data at the same
-# recall (docs/flagging.md has the scan of all bundled strategies).
+# DSA-110 runs) and, of the bundled L-band interferometer strategies, the one with the fewest
+# false flags on this data (docs/flagging.md has the scan of all bundled strategies).
 AOFLAGGER_STRATEGIES = ("generic-default", "atca-default")
 AOFLAGGER_PROCESSES = 2  # as many as our Dask workers; CASA flagdata runs in one process
 MEMORY_SAMPLE_S = 0.02
