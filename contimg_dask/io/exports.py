@@ -3,7 +3,9 @@
 - Measurement Set: our own writer (``ms_writer``), streaming one subband at a time.
 - UVFITS, MIRIAD, UVH5: through pyuvdata, from a ``UVData`` built from the store's data
   group. The store's UVWs are carried over unchanged (they are the authority); pyuvdata
-  checks them against its own computation on write.
+  checks them against its own computation on write. These formats hold one data column:
+  when calibration has been applied to the group, it is the calibrated data (flags
+  included; nsamples stay the uncalibrated weights), with ``vis_units`` Jy.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from astropy.coordinates import EarthLocation
 from contimg_dask.config import PipelineConfig
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
+from contimg_dask.io.block_calibration import corrected_dataset, read_block_calibration
 from contimg_dask.io.block_store import fixed_centre_group
 from contimg_dask.io.ms_writer import write_ms
 
@@ -53,7 +56,12 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
         ds.baseline_antenna1_name.values.tolist(), ds.baseline_antenna2_name.values.tolist(),
         strict=True)])
     n_t, n_bl, n_f, n_p = ds[group["correlated_data"]].shape
-    flag = ds[group["flag"]].values.reshape(n_t * n_bl, n_f, n_p)
+    data, flag, units = ds[group["correlated_data"]], ds[group["flag"]], "uncalib"
+    calibration = read_block_calibration(node)
+    if calibration is not None and calibration.data_group == data_group:
+        corrected = corrected_dataset(store)
+        data, flag, units = corrected.VISIBILITY_CORRECTED, corrected.FLAG_CORRECTED, "Jy"
+    flag = flag.values.reshape(n_t * n_bl, n_f, n_p)
     uv = UVData.new(
         freq_array=ds.frequency.values, polarization_array=[POL_CODES[p] for p in
                                                              ds.polarization.values],
@@ -61,7 +69,7 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
         do_blt_outer=True, time_axis_faster_than_bls=False,
         integration_time=float(ds.time.attrs["integration_time"]["data"]),
         channel_width=float(ds.frequency.attrs["channel_width"]["data"]),
-        data_array=ds[group["correlated_data"]].values.reshape(n_t * n_bl, n_f, n_p),
+        data_array=data.values.reshape(n_t * n_bl, n_f, n_p),
         flag_array=flag,
         nsample_array=np.where(flag, 0.0, ds[group["weight"]].values.reshape(
             n_t * n_bl, n_f, n_p)).astype(np.float32),
@@ -69,8 +77,8 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
                                   "cat_type": "sidereal", "cat_lon": ra, "cat_lat": dec,
                                   "cat_frame": "icrs", "cat_epoch": 2000.0}},
         phase_center_id_array=np.zeros(n_t * n_bl, int),
-        vis_units="uncalib", history=f"exported by contimg-dask from {store.name} "
-                                     f"(data group {data_group})")
+        vis_units=units, history=f"exported by contimg-dask from {store.name} (data group "
+                                 f"{data_group}{', calibrated' if units == 'Jy' else ''})")
     uv.uvw_array = ds[group["uvw"]].values.reshape(n_t * n_bl, 3)
     uv.extra_keywords["TELESCOP"] = prov["telescope"]
     return uv

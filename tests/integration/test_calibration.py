@@ -263,6 +263,24 @@ def test_on_the_fly_equals_materialised(strip: dict, tmp_path: Path) -> None:
         np.testing.assert_array_equal(columns["lazy"][column], values, err_msg=column)
 
 
+def test_uvh5_export_carries_calibrated_data(strip: dict, tmp_path: Path) -> None:
+    """One-column formats get the calibrated data once calibration is applied."""
+    from pyuvdata import UVData
+
+    from contimg_dask.io.block_calibration import corrected_dataset
+    from contimg_dask.io.exports import export_block
+
+    store = shutil.copytree(strip["stores"][0], tmp_path / "block.zarr")
+    apply_solutions(store, strip["solutions"], strip["config"])
+    out = export_block(store, tmp_path / "block.uvh5", "uvh5", strip["config"])
+    uv = UVData.from_file(str(out))
+    assert uv.vis_units == "Jy"
+    expected = corrected_dataset(store).VISIBILITY_CORRECTED.values
+    n_t, n_bl, n_f, n_p = expected.shape
+    order = np.lexsort((uv.ant_2_array, uv.ant_1_array, uv.time_array))
+    np.testing.assert_array_equal(uv.data_array[order].reshape(n_t, n_bl, n_f, n_p), expected)
+
+
 def test_flagged_solutions_flag_the_data(strip: dict, tmp_path: Path) -> None:
     solutions = read_solutions(strip["solutions"])
     flags = solutions.BANDPASS_FLAG.values.copy()
