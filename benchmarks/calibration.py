@@ -134,11 +134,8 @@ def main() -> None:
     from contimg_dask.io.ingest import ingest_block
     from contimg_dask.io.ms_writer import write_model_column
     from contimg_dask.io.solutions import read_solutions
-    from contimg_dask.pipeline.calibrate import (
-        apply_solutions,
-        model_visibilities,
-        solve_block,
-    )
+    from contimg_dask.pipeline.calibrate_apply import apply_solutions
+    from contimg_dask.pipeline.calibrate_solve import model_visibilities, solve_block
     from contimg_dask.pipeline.calibration_tables import export_to_casa
     from contimg_dask.pipeline.cluster import dask_client
     from contimg_dask.pipeline.flag import flag_block

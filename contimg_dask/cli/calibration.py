@@ -12,7 +12,7 @@ from contimg_dask.coords.time import unix_to_datetime
 
 
 def _cmd_calibrators(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.calibrate import find_calibrators
+    from contimg_dask.pipeline.calibrate_solve import find_calibrators
 
     catalog, candidates, best = find_calibrators(Path(args.store), config, args.catalog)
     if args.json:
@@ -33,7 +33,7 @@ def _cmd_calibrators(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.calibrate import solve_block
+    from contimg_dask.pipeline.calibrate_solve import solve_block
 
     summary = solve_block(Path(args.store), config, Path(args.out), catalog=args.catalog,
                           calibrator=args.calibrator)
@@ -46,7 +46,7 @@ def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.calibrate import apply_solutions
+    from contimg_dask.pipeline.calibrate_apply import apply_solutions
 
     summary = apply_solutions(Path(args.store), Path(args.solutions), config,
                               materialise=args.materialise)

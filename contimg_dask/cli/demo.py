@@ -19,7 +19,8 @@ from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.io.discovery import discover_blocks
 from contimg_dask.io.exports import export_block
 from contimg_dask.io.ingest import ingest_block
-from contimg_dask.pipeline.calibrate import apply_solutions, find_calibrators, solve_block
+from contimg_dask.pipeline.calibrate_apply import apply_solutions
+from contimg_dask.pipeline.calibrate_solve import find_calibrators, solve_block
 from contimg_dask.pipeline.cluster import dask_client
 from contimg_dask.pipeline.flag import flag_block
 from contimg_dask.simulate import SimulationOptions, simulate_blocks

@@ -24,7 +24,8 @@ from contimg_dask.io.block_geometry import read_geometry
 from contimg_dask.io.exports import export_block
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.solutions import read_solutions
-from contimg_dask.pipeline.calibrate import apply_solutions, solve_block
+from contimg_dask.pipeline.calibrate_apply import apply_solutions
+from contimg_dask.pipeline.calibrate_solve import solve_block
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from tests.helpers import expected_peak, make_config, read_truth
 

@@ -22,7 +22,8 @@ from contimg_dask.io.block_geometry import read_geometry
 from contimg_dask.io.block_store import block_node, open_block
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.solutions import read_solutions, write_solutions
-from contimg_dask.pipeline.calibrate import apply_solutions, find_calibrators, solve_block
+from contimg_dask.pipeline.calibrate_apply import apply_solutions
+from contimg_dask.pipeline.calibrate_solve import find_calibrators, solve_block
 from contimg_dask.science.calibrators import load_calibrators
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.telescope import airy_power_beam
@@ -454,7 +455,7 @@ def test_solutions_agree_with_casa_bandpass_and_gaincal(strip: dict, calibrator_
     from contimg_dask.casa.caltables import bandpass_from_table, gains_from_table, read_caltable
     from contimg_dask.casa.tasks import solve_bandpass_and_gains
     from contimg_dask.io.ms_writer import write_model_column
-    from contimg_dask.pipeline.calibrate import model_visibilities
+    from contimg_dask.pipeline.calibrate_solve import model_visibilities
     from contimg_dask.pipeline.calibration_tables import import_from_casa
 
     ms = shutil.copytree(calibrator_ms, tmp_path / "solve.ms")

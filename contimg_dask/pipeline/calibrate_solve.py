@@ -1,4 +1,4 @@
-"""Stage: find calibrators, solve bandpass and gains on a calibrator block, apply solutions.
+"""Stage: find calibrators, and solve bandpass and gains on a calibrator block.
 
 Solving (``solve_block``) is one Dask task per subband chunk: the chunk's model visibilities
 (catalogue sources through the Airy beam, for the data group's own phasing), one pass over
@@ -6,19 +6,11 @@ its data into per-baseline sums (:mod:`contimg_dask.ops.calibration`), the chunk
 (StEFCal per channel over the whole block), and the bandpass-corrected sums the gains need.
 The gains (per ``gain_interval_s`` and for the whole block) are solved from the chunks' sums
 added together: every channel of the block informs them.
-
-Applying (``apply_solutions``) writes the data group ``corrected`` (VISIBILITY_CORRECTED,
-WEIGHT_CORRECTED, and FLAG_CORRECTED when a solution is flagged; UVW, phase centre and
-otherwise the flags are shared with the group it corrects):
-one task per subband chunk reads its data from the store and writes its corrected chunk
-straight back; the group is registered last, so an interrupted run leaves no trace.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,27 +19,24 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-import zarr
 
 from contimg_dask import __version__
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.config.schema import CalibrationConfig
-from contimg_dask.errors import CalibrationError, InputError
-from contimg_dask.io.block_calibration import write_block_calibration
+from contimg_dask.errors import CalibrationError
 from contimg_dask.io.block_geometry import BlockGeometry, geometry_of
-from contimg_dask.io.block_store import block_node, now_iso, open_block, quiet_zarr_strings
-from contimg_dask.io.solutions import SOLUTIONS_TYPE, read_solutions, write_solutions
+from contimg_dask.io.block_store import block_node, now_iso, open_block
+from contimg_dask.io.solutions import SOLUTIONS_TYPE, write_solutions
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import (
     GainSolution,
     NormalSums,
-    apply_gains,
     fill_small_gaps,
-    interpolate_in_time,
     normal_sums,
     reference_to_antenna,
     stefcal,
 )
+from contimg_dask.pipeline.calibration_block import CalibrationBlock, open_calibration_block
 from contimg_dask.science.calibrators import (
     CalibratorCandidate,
     best_calibrator,
@@ -62,33 +51,6 @@ from contimg_dask.science.skymodel import (
 )
 
 log = get_logger(__name__)
-CORRECTED = "corrected"
-
-
-@dataclass(frozen=True)
-class _Block:
-    """An opened block store and the data group calibration works on."""
-
-    store: Path
-    name: str
-    node: xr.DataTree
-    dataset: xr.Dataset
-    group: dict[str, str]
-    geometry: BlockGeometry
-
-
-def _open(store: str | Path, data_group: str, stage: str) -> _Block:
-    store = Path(store)
-    tree = open_block(store)
-    node = block_node(tree)
-    ds = node.to_dataset(inherit=False)
-    groups = ds.attrs["data_groups"]
-    if data_group not in groups:
-        raise InputError(f"block store has no data group '{data_group}' (has "
-                         f"{sorted(groups)}); run `contimg rephase` first", file=store,
-                         stage=stage, key="calibration.data_group")
-    return _Block(store, next(iter(tree.children)), node, ds, dict(groups[data_group]),
-                  geometry_of(node, store))
 
 
 def find_calibrators(store: str | Path, config: PipelineConfig,
@@ -108,7 +70,7 @@ def model_visibilities(store: str | Path, config: PipelineConfig,
     (time, baseline, frequency, polarization), one task per subband chunk: the catalogue's
     sources within ``model_radius_deg`` of the pointing, through the Airy beam, for the
     group's own phasing (Jy, the store's convention)."""
-    block = _open(store, config.calibration.data_group, "model")
+    block = open_calibration_block(store, config.calibration.data_group, "model")
     g = block.geometry
     _, sources = load_calibrators(config.calibration, catalog)
     tracks = track_sources(sources, g, config.calibration.model_radius_deg)
@@ -126,7 +88,7 @@ def _model_block(freq: np.ndarray, dw: np.ndarray, tracks: list[SourceTrack],
     return model_chunk(freq[0, 0, :, 0], dw, tracks, diameter, n_pol)
 
 
-def _antenna_flagged_fraction(block: _Block) -> np.ndarray:
+def _antenna_flagged_fraction(block: CalibrationBlock) -> np.ndarray:
     """Flagged fraction of each antenna's cross-correlations (active flags)."""
     flags = block.dataset[block.group["flag"]].data
     per_baseline = flags.mean(axis=(0, 2, 3)).compute()
@@ -238,7 +200,7 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
     """
     t0 = time.perf_counter()
     cal = config.calibration
-    block = _open(store, cal.data_group, "calibrate")
+    block = open_calibration_block(store, cal.data_group, "calibrate")
     g = block.geometry
     with log_context(block=g.block_id, stage="calibrate"):
         catalog_path, sources = load_calibrators(cal, catalog)
@@ -359,7 +321,7 @@ def _check_quality(solutions: xr.Dataset, store: Path) -> None:
                                stage="calibrate", key="calibration.gain_min_snr")
 
 
-def _provenance(block: _Block, chosen: CalibratorCandidate,
+def _provenance(block: CalibrationBlock, chosen: CalibratorCandidate,
                 candidates: list[CalibratorCandidate], catalog: Path,
                 tracks: list[SourceTrack], refant: int, solutions: xr.Dataset,
                 config: PipelineConfig) -> dict[str, Any]:
@@ -392,239 +354,3 @@ def _provenance(block: _Block, chosen: CalibratorCandidate,
         "config_hash": config_hash(config),
         "created": now_iso(),
     }
-
-
-def check_applicable(solutions: xr.Dataset, geometry: BlockGeometry,
-                     config: CalibrationConfig, source: Path) -> None:
-    """Refuse solutions from another declination strip, outside their validity window, or
-    for antennas or frequencies the block does not have."""
-    prov = solutions.attrs["contimg"]
-    ddec = np.degrees(abs(geometry.pointing_dec_rad - prov["pointing_dec_rad"]))
-    if ddec > config.dec_tolerance_deg:
-        raise CalibrationError(
-            f"solutions are for pointing dec {np.degrees(prov['pointing_dec_rad']):.3f} deg, "
-            f"block {geometry.block_id} points at {np.degrees(geometry.pointing_dec_rad):.3f}"
-            f" deg (tolerance {config.dec_tolerance_deg} deg)", file=source, stage="apply",
-            key="calibration.dec_tolerance_deg")
-    mid = 0.5 * (prov["block_start_unix"] + prov["block_end_unix"])
-    days = abs(geometry.mid_unix - mid) / 86400.0
-    if days > config.validity_days:
-        raise CalibrationError(
-            f"solutions from block {prov['block_id']} are {days:.1f} days from block "
-            f"{geometry.block_id} (validity {config.validity_days} days)", file=source,
-            stage="apply", key="calibration.validity_days")
-    missing = sorted(set(geometry.antenna_names) - set(solutions.antenna_name.values.tolist()))
-    if len(missing) == len(geometry.antenna_names):
-        raise CalibrationError("solutions share no antenna with the block", file=source,
-                               stage="apply")
-    if missing:
-        log.warning("no solutions for antennas %s: their data will be flagged",
-                    ", ".join(missing))
-
-
-def _bandpass_on(solutions: xr.Dataset, geometry: BlockGeometry, source: Path
-                 ) -> np.ndarray:
-    """BANDPASS (frequency, antenna, polarization) on the block's channels (nearest solution
-    channel within one channel width) and antennas; NaN where flagged or missing."""
-    sol_freq = solutions.frequency.values
-    idx = np.clip(np.searchsorted(sol_freq, geometry.freq_hz), 1, len(sol_freq) - 1)
-    nearest = np.where(np.abs(sol_freq[idx - 1] - geometry.freq_hz)
-                       <= np.abs(sol_freq[idx] - geometry.freq_hz), idx - 1, idx)
-    if len(sol_freq) == 1:
-        nearest = np.zeros(len(geometry.freq_hz), int)
-    width = np.median(np.abs(np.diff(sol_freq))) if len(sol_freq) > 1 else np.inf
-    far = np.abs(sol_freq[nearest] - geometry.freq_hz) > width
-    if far.all():
-        raise CalibrationError("the solutions cover none of the block's frequencies",
-                               file=source, stage="apply")
-    bp = np.where(solutions.BANDPASS_FLAG.values, np.nan, solutions.BANDPASS.values)
-    out = _per_block_antenna(bp, solutions, geometry, axis=0)[:, nearest]  # (ant, f, p)
-    out[:, far] = np.nan
-    return out.transpose(1, 0, 2)
-
-
-def _per_block_antenna(values: np.ndarray, solutions: xr.Dataset, geometry: BlockGeometry,
-                       axis: int) -> np.ndarray:
-    """``values`` with its antenna ``axis`` reordered to the block's antennas (NaN for
-    antennas without solutions)."""
-    names = solutions.antenna_name.values.tolist()
-    shape = list(values.shape)
-    shape[axis] = len(geometry.antenna_names)
-    out = np.full(shape, np.nan, np.complex128)
-    for i, name in enumerate(geometry.antenna_names):
-        if name in names:
-            index = [slice(None)] * len(shape)
-            index[axis] = i
-            source = [slice(None)] * len(shape)
-            source[axis] = names.index(name)
-            out[tuple(index)] = values[tuple(source)]
-    return out
-
-
-def gains_on(solutions: xr.Dataset, geometry: BlockGeometry) -> np.ndarray:
-    """Gains (time, antenna, polarization) at the block's integrations: the short-interval
-    gains interpolated linearly in amplitude and phase where the block lies within their
-    span, the whole-block gains elsewhere (another block of the strip). NaN where flagged."""
-    short = np.where(solutions.GAIN_FLAG.values, np.nan, solutions.GAIN.values)
-    short = _per_block_antenna(short, solutions, geometry, axis=1)
-    whole = np.where(solutions.GAIN_BLOCK_FLAG.values, np.nan, solutions.GAIN_BLOCK.values)
-    whole = _per_block_antenna(whole, solutions, geometry, axis=0)
-    times = geometry.times_unix
-    inside = ((times >= solutions.gain_time_start.values[0])
-              & (times <= solutions.gain_time_end.values[-1]))
-    out = np.broadcast_to(whole[None], (len(times), *whole.shape)).copy()
-    if inside.any():
-        interp, flags = interpolate_in_time(solutions.gain_time.values, short,
-                                            ~np.isfinite(short), times[inside])
-        out[inside] = np.where(flags, np.nan, interp)
-    return out
-
-
-def _apply_chunk(group_path: Path, names: dict[str, str], sl: slice, gain_t: np.ndarray,
-                 bandpass: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
-                 new_flags: bool) -> tuple[int, int]:
-    """Correct one subband chunk in the store; returns its (flagged, total) counts."""
-
-    def read(name: str) -> np.ndarray:
-        return zarr.open_array(group_path / name, mode="r")[:, :, sl, :]
-
-    flag = read(names["flag"])
-    vis, weight, new = apply_gains(read(names["correlated_data"]), read(names["weight"]),
-                                   flag, gain_t, bandpass, ant1, ant2, write_flags=new_flags)
-    outputs = [("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", weight)]
-    if new_flags:
-        outputs.append(("FLAG_CORRECTED", new))
-        flag = new
-    for name, values in outputs:
-        array = zarr.open_array(group_path / name, mode="r+",
-                                config={"write_empty_chunks": True})
-        array[:, :, sl, :] = values
-    return int(flag.sum()), int(flag.size)
-
-
-def apply_solutions(store: str | Path, solutions_path: str | Path, config: PipelineConfig,
-                    materialise: bool | None = None) -> dict[str, Any]:
-    """Apply a solutions store to the block's ``calibration.data_group`` (the original data
-    are kept). Returns a summary.
-
-    The gains and bandpass on the block's integrations and channels are written to its
-    calibration node (:mod:`contimg_dask.io.block_calibration`). With ``materialise``
-    (default ``calibration.materialise_corrected``) the corrected data are also written as
-    the data group ``corrected``; otherwise readers compute them on the fly (the MS export
-    writes CORRECTED_DATA either way).
-
-    Raises
-    ------
-    CalibrationError
-        Solutions from another declination strip, outside their validity window, or sharing
-        no antennas or frequencies with the block.
-    """
-    t0 = time.perf_counter()
-    cal = config.calibration
-    materialise = cal.materialise_corrected if materialise is None else materialise
-    solutions_path = Path(solutions_path)
-    block = _open(store, cal.data_group, "apply")
-    g = block.geometry
-    with log_context(block=g.block_id, stage="apply"):
-        solutions = read_solutions(solutions_path)
-        check_applicable(solutions, g, cal, solutions_path)
-        gain_t = gains_on(solutions, g)
-        bandpass = _bandpass_on(solutions, g, solutions_path)
-        prov = solutions.attrs["contimg"]
-        record = {"solutions": str(solutions_path.resolve()),
-                  "solutions_block": prov["block_id"],
-                  "calibrator": prov["calibrator"]["name"], "data_group": cal.data_group,
-                  "materialised": materialise, "applied": now_iso()}
-        group_path = block.store / block.name
-        attrs = dict(zarr.open_group(group_path, mode="r").attrs)
-        groups = dict(attrs["data_groups"])
-        groups.pop(CORRECTED, None)
-        # Unregister an earlier corrected group first: while the new one is written, no
-        # reader sees a group whose data are half-replaced.
-        zarr.open_group(group_path, mode="r+").attrs.update({**attrs, "data_groups": groups})
-        write_block_calibration(block.store, block.name, g.antenna_names, block.dataset,
-                                gain_t, bandpass, record)
-        flagged = _flagged_by_solutions(gain_t, bandpass, g)
-        if materialise:
-            groups[CORRECTED], flagged = _materialise(block, gain_t, bandpass, record)
-        else:
-            for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
-                if (group_path / name).is_dir():
-                    shutil.rmtree(group_path / name)
-        zarr.open_group(group_path, mode="r+").attrs.update(
-            {**attrs, "data_groups": groups,
-             "contimg": {**attrs["contimg"], "calibration": record}})
-        zarr.consolidate_metadata(block.store)
-        summary = {"block_id": g.block_id, "seconds": time.perf_counter() - t0,
-                   "flagged_fraction": flagged, "materialised": materialise,
-                   "solutions_block": prov["block_id"]}
-        log.info("applied %s in %.1f s (%s; %.2f %% of the data flagged by solutions)",
-                 solutions_path, summary["seconds"],
-                 "materialised" if materialise else "on the fly", 100 * flagged)
-    return summary
-
-
-def _flagged_by_solutions(gain_t: np.ndarray, bandpass: np.ndarray, g: BlockGeometry
-                          ) -> float:
-    """Fraction of the cross-correlations a flagged solution flags (gains are small:
-    evaluated on the (time, channel, baseline, pol) grid without the data)."""
-    bad_t = ~np.isfinite(gain_t)  # (t, ant, p)
-    bad_f = ~np.isfinite(bandpass)  # (f, ant, p)
-    cross = g.ant1 != g.ant2
-    a1, a2 = g.ant1[cross], g.ant2[cross]
-    by_time = bad_t[:, a1] | bad_t[:, a2]  # (t, bl, p)
-    by_channel = bad_f[:, a1] | bad_f[:, a2]  # (f, bl, p)
-    return float((by_time[:, None] | by_channel[None]).mean())
-
-
-def _materialise(block: _Block, gain_t: np.ndarray, bandpass: np.ndarray,
-                 record: dict[str, Any]) -> tuple[dict[str, str], float]:
-    """Write the corrected data group (one task per subband chunk, straight into zarr);
-    returns its data_groups entry and the flagged fraction of its data."""
-    g = block.geometry
-    group_path = block.store / block.name
-    # Flags are copied only when a solution is flagged; otherwise the corrected group
-    # shares the flags of the group it corrects.
-    new_flags = not (np.isfinite(gain_t).all() and np.isfinite(bandpass).all())
-    _create_corrected_arrays(block, new_flags)
-    tasks = [dask.delayed(_apply_chunk)(group_path, block.group, sl, gain_t, bandpass[sl],
-                                        g.ant1, g.ant2, new_flags)
-             for sl in g.subband_slices()]
-    counts = np.array(dask.compute(*tasks))
-    entry = {
-        "correlated_data": "VISIBILITY_CORRECTED",
-        "flag": "FLAG_CORRECTED" if new_flags else block.group["flag"],
-        "weight": "WEIGHT_CORRECTED", "uvw": block.group["uvw"],
-        "field_and_source": block.group["field_and_source"],
-        "derived_from": record["data_group"],
-        "description": f"{record['data_group']} corrected with {record['solutions']} "
-                       f"(calibrator {record['calibrator']}, block "
-                       f"{record['solutions_block']})",
-        "date": now_iso()}
-    if not new_flags and (group_path / "FLAG_CORRECTED").is_dir():
-        shutil.rmtree(group_path / "FLAG_CORRECTED")  # of an earlier apply, now unused
-    return entry, float(counts[:, 0].sum() / counts[:, 1].sum())
-
-
-def _create_corrected_arrays(block: _Block, new_flags: bool) -> None:
-    """Create (or reuse) the corrected arrays with the codecs and chunks of their sources
-    (FLAG_CORRECTED only with ``new_flags``). xarray's append mode
-    resets the group's attributes: the caller restores them."""
-    ds = block.dataset
-    vis = ds[block.group["correlated_data"]]
-    path = block.store / block.name
-    zarr_chunks = zarr.open_array(path / "VISIBILITY", mode="r").chunks
-    sources = [("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", ds[block.group["weight"]])]
-    if new_flags:
-        sources.append(("FLAG_CORRECTED", ds[block.group["flag"]]))
-    new, encoding = {}, {}
-    for name, source in sources:
-        new[name] = (vis.dims, da.zeros(vis.shape, dtype=source.dtype,
-                                        chunks=vis.data.chunks), dict(source.attrs))
-        if not (path / name).is_dir():
-            codecs = zarr.open_array(path / source.name, mode="r").compressors
-            encoding[name] = {"compressors": codecs or None, "chunks": zarr_chunks}
-    with warnings.catch_warnings():
-        quiet_zarr_strings()
-        xr.Dataset(new).to_zarr(block.store, group=block.name, mode="a", zarr_format=3,
-                                consolidated=False, compute=False, encoding=encoding)
