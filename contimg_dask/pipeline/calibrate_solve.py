@@ -60,7 +60,8 @@ def find_calibrators(store: str | Path, config: PipelineConfig,
     Returns the catalogue's path too."""
     geometry = geometry_of(block_node(open_block(store)), Path(store))
     path, sources = load_calibrators(config.calibration, catalog)
-    candidates = calibrator_candidates(sources, geometry, config.calibration)
+    tracks = track_sources(sources, geometry, config.calibration.model_radius_deg)
+    candidates = calibrator_candidates(tracks, geometry, config.calibration)
     return path, candidates, best_calibrator(candidates)
 
 
@@ -204,9 +205,9 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
     g = block.geometry
     with log_context(block=g.block_id, stage="calibrate"):
         catalog_path, sources = load_calibrators(cal, catalog)
-        candidates = calibrator_candidates(sources, g, cal)
-        chosen = _choose_calibrator(candidates, calibrator, block.store, catalog_path)
         tracks = track_sources(sources, g, cal.model_radius_deg)
+        candidates = calibrator_candidates(tracks, g, cal)
+        chosen = _choose_calibrator(candidates, calibrator, block.store, catalog_path)
         w_centre = np.asarray(block.dataset[block.group["uvw"]].values[..., 2])
         dw = path_differences(tracks, g, w_centre)
         refant = choose_reference_antenna(g.antenna_names, _antenna_flagged_fraction(block),

@@ -20,7 +20,6 @@ from contimg_dask.science.skymodel import (
     SourceTrack,
     apparent_flux,
     read_catalog,
-    track_sources,
 )
 
 SIDEREAL_RATE_RAD_PER_S = 7.292115855e-5
@@ -86,11 +85,11 @@ def _candidate(track: SourceTrack, geometry: BlockGeometry, config: CalibrationC
         usable=not problems, reason="; ".join(problems) or "ok")
 
 
-def calibrator_candidates(sources: list[PointSource], geometry: BlockGeometry,
+def calibrator_candidates(tracks: list[SourceTrack], geometry: BlockGeometry,
                           config: CalibrationConfig) -> list[CalibratorCandidate]:
-    """Catalogue sources within ``model_radius_deg`` of the pointing during the block, the
-    usable ones (transiting, within the dec window, bright enough) first, brightest first."""
-    tracks = track_sources(sources, geometry, config.model_radius_deg)
+    """The tracked catalogue sources (:func:`track_sources` within ``model_radius_deg``) as
+    calibrators: the usable ones (transiting, within the dec window, bright enough) first,
+    brightest first."""
     candidates = [_candidate(t, geometry, config) for t in tracks]
     return sorted(candidates, key=lambda c: (not c.usable, -c.apparent_flux_jy))
 
