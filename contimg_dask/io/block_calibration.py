@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from contimg_dask.io.block_geometry import geometry_of
 from contimg_dask.io.block_store import block_node, open_block, quiet_zarr_strings
 from contimg_dask.ops.calibration import apply_gains
 
@@ -72,12 +73,6 @@ def read_block_calibration(node: xr.DataTree) -> BlockCalibration | None:
                             ds.attrs["data_group"], dict(ds.attrs))
 
 
-def _antenna_indices(ds: xr.Dataset, antennas: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    index = {n: i for i, n in enumerate(antennas)}
-    return (np.array([index[n] for n in ds.baseline_antenna1_name.values.tolist()]),
-            np.array([index[n] for n in ds.baseline_antenna2_name.values.tolist()]))
-
-
 def corrected_dataset(store: str | Path) -> xr.Dataset:
     """The block's corrected visibilities, weights and flags as lazy Dask arrays (one task
     per subband chunk each), computed from its data group and calibration node.
@@ -93,8 +88,8 @@ def corrected_dataset(store: str | Path) -> xr.Dataset:
         raise ValueError(f"{store}: no calibration applied (run `contimg calibrate apply`)")
     ds = node.to_dataset(inherit=False)
     group = ds.attrs["data_groups"][calibration.data_group]
-    antennas = node["antenna_xds"].to_dataset(inherit=False).antenna_name.values.tolist()
-    ant1, ant2 = _antenna_indices(ds, antennas)
+    geometry = geometry_of(node, Path(store))
+    ant1, ant2 = geometry.ant1, geometry.ant2
     vis = ds[group["correlated_data"]].data
     if len(vis.chunks[1]) != 1:
         vis = vis.rechunk({1: -1})

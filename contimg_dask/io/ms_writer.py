@@ -35,6 +35,7 @@ from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import InputError
 from contimg_dask.io.atomic import atomic_directory
 from contimg_dask.io.block_calibration import read_block_calibration
+from contimg_dask.io.block_geometry import geometry_of
 from contimg_dask.io.block_store import fixed_centre_group, read_channels
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.calibration import apply_gains
@@ -250,10 +251,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     n_spw = len(spw_slices)
     freq = ds.frequency.values
     channel_width = float(ds.frequency.attrs["channel_width"]["data"])
-    names = antenna.antenna_name.values.tolist()
-    index = {n: i for i, n in enumerate(names)}
-    ant1 = np.array([index[n] for n in ds.baseline_antenna1_name.values.tolist()], np.int32)
-    ant2 = np.array([index[n] for n in ds.baseline_antenna2_name.values.tolist()], np.int32)
+    geometry = geometry_of(node, store)
+    ant1, ant2 = geometry.ant1.astype(np.int32), geometry.ant2.astype(np.int32)
     interval = float(ds.time.attrs["integration_time"]["data"])
     mjd_s = unix_to_mjd_seconds(ds.time.values)
     time_range = [float(mjd_s[0] - interval / 2), float(mjd_s[-1] + interval / 2)]

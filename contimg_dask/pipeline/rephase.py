@@ -62,11 +62,9 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
     with log_context(block=prov["block_id"], stage="rephase"):
         if ra_rad is None or dec_rad is None:
             ra_rad, dec_rad = default_centre(node)
-        site = prov["telescope_location_wgs84"]
-        lon, lat, height = site["longitude_rad"], site["latitude_rad"], site["height_m"]
-        jd = unix_to_jd(ds.time.values)
-        baselines = geometry_of(node, store).baselines_local_m
-        uvw_new = uvw_to_fixed_centre(baselines, jd, ra_rad, dec_rad, lon, lat, height)
+        geometry = geometry_of(node, store)
+        uvw_new = uvw_to_fixed_centre(geometry.baselines_local_m, geometry.jd, ra_rad, dec_rad,
+                                      *geometry.site)
         w_old = ds.UVW.values[..., 2]
         freq = ds.frequency.values
 
