@@ -188,10 +188,10 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
         zarr.open_group(group_path, mode="r+").attrs.update({**attrs, "data_groups": groups})
         write_block_calibration(block.store, block.name, g.antenna_names, block.dataset,
                                 gain_t, bandpass, record)
-        flagged = _flagged_by_solutions(gain_t, bandpass, g)
         if materialise:
             groups[CORRECTED], flagged = _materialise(block, gain_t, bandpass, record)
         else:
+            flagged = _flagged_by_solutions(gain_t, bandpass, g)
             for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
                 if (group_path / name).is_dir():
                     shutil.rmtree(group_path / name)

@@ -26,7 +26,7 @@ from contimg_dask.casa.caltables import (
 )
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_geometry import read_geometry
+from contimg_dask.io.block_geometry import BlockGeometry, read_geometry
 from contimg_dask.io.block_store import now_iso
 from contimg_dask.io.solutions import SOLUTIONS_TYPE, read_solutions, write_solutions
 
@@ -134,7 +134,7 @@ def import_from_casa(bandpass_table: str | Path, gain_table: str | Path, store: 
     return write_solutions(solutions, out)
 
 
-def _import_provenance(b_path: Path, g_path: Path, geometry: Any, times: np.ndarray,
+def _import_provenance(b_path: Path, g_path: Path, geometry: BlockGeometry, times: np.ndarray,
                        half: float, refant: str, config: PipelineConfig) -> dict[str, Any]:
     return {
         "block_id": geometry.block_id,
