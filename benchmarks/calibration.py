@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -158,26 +159,24 @@ def main() -> None:
         model = model_visibilities(store, config)
         slices = geometry.subband_slices()
         write_model_column(ms, lambda s: model[:, :, slices[s]].compute())
-        t0 = time.perf_counter()
-        solve_block(store, config, work / "solutions.zarr")
-        timings["ours_solve"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        export_block(store, work / "plain.ms", "ms", config)
-        timings["ms_export_uncalibrated"] = time.perf_counter() - t0
+        def timed(name: str, step: Callable[[], object]) -> None:
+            t0 = time.perf_counter()
+            step()
+            timings[name] = time.perf_counter() - t0
+
+        timed("ours_solve", lambda: solve_block(store, config, work / "solutions.zarr"))
+        timed("ms_export_uncalibrated",
+              lambda: export_block(store, work / "plain.ms", "ms", config))
         shutil.rmtree(work / "plain.ms")
-        t0 = time.perf_counter()
-        apply_solutions(store, work / "solutions.zarr", config, materialise=False)
-        timings["ours_apply_on_the_fly"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        corrected_dataset(store).VISIBILITY_CORRECTED.data.sum().compute()
-        timings["on_the_fly_read_all"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        export_block(store, work / "calibrated.ms", "ms", config)
-        timings["ms_export_with_corrected"] = time.perf_counter() - t0
+        timed("ours_apply_on_the_fly", lambda: apply_solutions(
+            store, work / "solutions.zarr", config, materialise=False))
+        timed("on_the_fly_read_all",
+              lambda: corrected_dataset(store).VISIBILITY_CORRECTED.data.sum().compute())
+        timed("ms_export_with_corrected",
+              lambda: export_block(store, work / "calibrated.ms", "ms", config))
         shutil.rmtree(work / "calibrated.ms")
-        t0 = time.perf_counter()
-        apply_solutions(store, work / "solutions.zarr", config, materialise=True)
-        timings["ours_apply_materialised"] = time.perf_counter() - t0
+        timed("ours_apply_materialised", lambda: apply_solutions(
+            store, work / "solutions.zarr", config, materialise=True))
     solutions = read_solutions(work / "solutions.zarr")
     refant_name = solutions.attrs["contimg"]["refant"]
     refant = geometry.antenna_names.index(refant_name)
