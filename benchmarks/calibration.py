@@ -94,7 +94,7 @@ def _kernel_and_floors(store: Path, gain_t: np.ndarray, bandpass: np.ndarray,
     name = next(p.name for p in store.iterdir() if (p / "VISIBILITY").is_dir())
     group = store / name
     arrays = {k: zarr.open_array(group / v, mode="r")[...] for k, v in
-              (("vis", "VISIBILITY_REPHASED"), ("weight", "WEIGHT"), ("flag", "FLAG"))}
+              (("vis", "VISIBILITY"), ("weight", "WEIGHT"), ("flag", "FLAG"))}
     factor = np.ones(arrays["vis"].shape[1:2] + arrays["vis"].shape[3:], np.complex64)
     out = np.zeros_like(arrays["vis"])
     apply_gains(arrays["vis"][:1, :, :1], arrays["weight"][:1, :, :1],
@@ -112,7 +112,7 @@ def _kernel_and_floors(store: Path, gain_t: np.ndarray, bandpass: np.ndarray,
     floor_store = store.with_name("floor.zarr")
     t0 = time.perf_counter()
     zarr.open_array(group / "FLAG", mode="r")[...]
-    for source in ("VISIBILITY_REPHASED", "WEIGHT"):
+    for source in ("VISIBILITY", "WEIGHT"):
         src = zarr.open_array(group / source, mode="r")
         dst = zarr.create_array(floor_store / source, shape=src.shape, dtype=src.dtype,
                                 chunks=src.chunks, compressors=src.compressors,

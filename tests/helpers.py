@@ -104,3 +104,12 @@ def expected_peak(source: dict, truth: dict, freq_hz: np.ndarray) -> float:
         freq_hz / source["ref_freq_hz"]) ** source["spectral_index"]
     return float(np.mean(spectrum[None, :] * airy_power_beam(offset[:, None],
                                                               freq_hz[None, :], 4.65)))
+
+
+def group_visibilities_of(store: Path, name: str = "rephased") -> np.ndarray:
+    """A block store's data group's visibilities, stored or rotated on the fly, computed."""
+    from contimg_dask.io.block_store import block_node, open_block
+    from contimg_dask.io.data_groups import data_group, group_visibilities
+
+    ds = block_node(open_block(store)).to_dataset(inherit=False)
+    return np.asarray(group_visibilities(ds, data_group(ds.attrs, name)).compute())

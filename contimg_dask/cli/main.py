@@ -139,8 +139,12 @@ def _cmd_rephase(args: argparse.Namespace, config: PipelineConfig) -> int:
         raise ContimgError("give both --ra and --dec, or neither")
     ra = None if args.ra is None else np.radians(args.ra)
     dec = None if args.dec is None else np.radians(args.dec)
-    ra, dec = rephase_block(Path(args.store), ra, dec)
-    print(f"rephased {args.store} to ICRS ({np.degrees(ra):.6f}, {np.degrees(dec):.6f}) deg")
+    materialise = (config.store.materialise_rephased if args.materialise is None
+                   else args.materialise)
+    ra, dec = rephase_block(Path(args.store), ra, dec, materialise=materialise)
+    how = "visibilities stored" if materialise else "visibilities rotated on the fly"
+    print(f"rephased {args.store} to ICRS ({np.degrees(ra):.6f}, {np.degrees(dec):.6f}) deg "
+          f"({how})")
     return 0
 
 
@@ -250,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     reph.add_argument("--ra", type=float, help="ICRS right ascension, deg (default: HA 0 / "
                       "pointing dec at the block's mid-time)")
     reph.add_argument("--dec", type=float, help="ICRS declination, deg")
+    reph.add_argument("--materialise", action=argparse.BooleanOptionalAction, default=None,
+                      help="also store the rotated visibilities (default: "
+                           "store.materialise_rephased; otherwise readers rotate on the fly)")
     reph.set_defaults(func=_cmd_rephase)
 
     exp = sub.add_parser("export", help="export a block store to MS, UVFITS, MIRIAD or UVH5")

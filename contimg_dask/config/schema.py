@@ -124,6 +124,7 @@ class StoreConfig(_Section):
 
     time_chunk_integrations: PositiveInt
     rephase_at_ingest: bool
+    materialise_rephased: bool
 
 
 class FlaggingConfig(_Section):

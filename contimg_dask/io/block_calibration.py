@@ -27,6 +27,7 @@ import xarray as xr
 
 from contimg_dask.io.block_geometry import geometry_of
 from contimg_dask.io.block_store import block_node, open_block, quiet_zarr_strings
+from contimg_dask.io.data_groups import data_group, group_visibilities
 from contimg_dask.ops.calibration import apply_gains
 
 CALIBRATION_NODE = "calibration_xds"
@@ -87,17 +88,18 @@ def corrected_dataset(store: str | Path) -> xr.Dataset:
     if calibration is None:
         raise ValueError(f"{store}: no calibration applied (run `contimg calibrate apply`)")
     ds = node.to_dataset(inherit=False)
-    group = ds.attrs["data_groups"][calibration.data_group]
+    group = data_group(ds.attrs, calibration.data_group, Path(store))
+    names = group.names
     geometry = geometry_of(node, Path(store))
     ant1, ant2 = geometry.ant1, geometry.ant2
-    vis = ds[group["correlated_data"]].data
+    vis = group_visibilities(ds, group)
     if len(vis.chunks[1]) != 1:
         vis = vis.rechunk({1: -1})
-    weight = ds[group["weight"]].data.rechunk(vis.chunks)
-    flag = ds[group["flag"]].data.rechunk(vis.chunks)
+    weight = ds[names["weight"]].data.rechunk(vis.chunks)
+    flag = ds[names["flag"]].data.rechunk(vis.chunks)
     gains = da.from_array(calibration.gain_t, chunks=(vis.chunks[0], -1, -1))
     bandpass = da.from_array(calibration.bandpass, chunks=(vis.chunks[2], -1, -1))
-    dims = ds[group["correlated_data"]].dims
+    dims = ds[names["correlated_data"]].dims
     arrays = {}
     for part, (name, dtype) in enumerate((("VISIBILITY_CORRECTED", np.complex64),
                                           ("WEIGHT_CORRECTED", np.float32),
@@ -105,7 +107,7 @@ def corrected_dataset(store: str | Path) -> xr.Dataset:
         arrays[name] = (dims, da.blockwise(
             _corrected_part, "tbfp", vis, "tbfp", weight, "tbfp", flag, "tbfp", gains, "tap",
             bandpass, "fap", dtype=dtype, concatenate=True, part=part, ant1=ant1, ant2=ant2))
-    return xr.Dataset(arrays, coords=ds[group["correlated_data"]].coords,
+    return xr.Dataset(arrays, coords=ds[names["correlated_data"]].coords,
                       attrs={"calibration": calibration.attrs})
 
 

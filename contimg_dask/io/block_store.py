@@ -9,9 +9,11 @@ Layout (``BLOCK.zarr``)::
         field_and_source_base_xds/     the phasing as recorded: one phase centre per
                                        integration (type = field_and_source_ephemeris)
 
-Later stages add data groups beside ``base`` (e.g. ``rephased``: VISIBILITY_REPHASED,
-UVW_REPHASED, field_and_source_rephased_xds) and register them in the ``data_groups``
-attribute last, so a stage interrupted half-way leaves no visible trace.
+Later stages add data groups beside ``base`` and register them last, so a stage
+interrupted half-way leaves no visible trace. ``rephased`` (UVW_REPHASED,
+field_and_source_rephased_xds) is by default derived: its visibilities are the base ones
+rotated on the fly and it is registered in ``contimg.derived_groups``; materialised, it
+stores VISIBILITY_REPHASED and is an MSv4 ``data_groups`` entry (io/data_groups.py).
 
 Conventions: frequency ascending (Hz, TOPO), time in Unix seconds (UTC) at integration
 centres, UVW in metres (float64) for ``x[ant2] - x[ant1]`` towards each integration's phase
@@ -37,6 +39,8 @@ from zarr.errors import UnstableSpecificationWarning
 from contimg_dask import __version__
 from contimg_dask.errors import InputError
 from contimg_dask.io.atomic import atomic_directory
+from contimg_dask.io.data_groups import DataGroup, data_group
+from contimg_dask.io.zarr_reads import read_selection
 
 SCHEMA_VERSION = "4.0.1"
 TIME_ATTRS = {"type": "time", "units": "s", "scale": "utc", "format": "unix"}
@@ -135,24 +139,49 @@ def visibility_dataset(*, unix: NDArray, freq_hz: NDArray, channel_width_hz: flo
     )
 
 
-def rephased_data_group(ra_rad: float, dec_rad: float) -> dict[str, str]:
-    """The ``rephased`` entry of ``data_groups``: flags and weights shared with ``base``."""
-    return {"correlated_data": "VISIBILITY_REPHASED", "flag": "FLAG", "weight": "WEIGHT",
-            "uvw": "UVW_REPHASED", "field_and_source": REPHASED_FIELD_NODE,
-            "description": f"rephased to ICRS ({np.degrees(ra_rad):.6f}, "
-                           f"{np.degrees(dec_rad):.6f}) deg, UVW from antenna positions",
-            "date": now_iso()}
+def rephased_data_group(base: dict[str, Any], ra_rad: float, dec_rad: float,
+                        materialised: bool) -> dict[str, Any]:
+    """The ``rephased`` group's entry: flags and weights shared with the ``base`` entry.
+    Materialised, its visibilities are VISIBILITY_REPHASED; otherwise they are the base
+    visibilities rotated on the fly (``rotated_from_uvw``, see io/data_groups.py)."""
+    entry = {"correlated_data": "VISIBILITY_REPHASED", "flag": base["flag"],
+             "weight": base["weight"], "uvw": "UVW_REPHASED",
+             "field_and_source": REPHASED_FIELD_NODE,
+             "description": f"rephased to ICRS ({np.degrees(ra_rad):.6f}, "
+                            f"{np.degrees(dec_rad):.6f}) deg, UVW from antenna positions",
+             "date": now_iso()}
+    if not materialised:
+        entry.update(correlated_data=base["correlated_data"],
+                     rotated_from_uvw=base["uvw"],
+                     description=entry["description"] + "; visibilities rotated on the fly")
+    return entry
 
 
-def with_rephased(vis: xr.Dataset, vis_rephased: Any, uvw_rephased: NDArray, ra_rad: float,
-                  dec_rad: float) -> xr.Dataset:
-    """``vis`` plus the rephased data group's variables, registered in ``data_groups``."""
-    out = vis.assign(
-        VISIBILITY_REPHASED=(VIS_DIMS, vis_rephased, dict(vis.VISIBILITY.attrs)),
-        UVW_REPHASED=(vis.UVW.dims, uvw_rephased, dict(vis.UVW.attrs)))
-    groups = dict(vis.attrs["data_groups"])
-    groups["rephased"] = rephased_data_group(ra_rad, dec_rad)
-    out.attrs = {**vis.attrs, "data_groups": groups}
+def with_rephased_group(attrs: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """Attributes with ``entry`` registered as the ``rephased`` group: in ``data_groups``
+    when materialised, else in ``contimg.derived_groups`` (and removed from the other)."""
+    groups = dict(attrs["data_groups"])
+    contimg = dict(attrs["contimg"])
+    derived = dict(contimg.get("derived_groups", {}))
+    groups.pop("rephased", None)
+    derived.pop("rephased", None)
+    (derived if "rotated_from_uvw" in entry else groups)["rephased"] = entry
+    contimg["derived_groups"] = derived
+    return {**attrs, "data_groups": groups, "contimg": contimg}
+
+
+def with_rephased(vis: xr.Dataset, vis_rephased: Any | None, uvw_rephased: NDArray,
+                  ra_rad: float, dec_rad: float) -> xr.Dataset:
+    """``vis`` plus the rephased group's variables (``vis_rephased`` None: rotated on the
+    fly, not stored), registered."""
+    variables = {"UVW_REPHASED": (vis.UVW.dims, uvw_rephased, dict(vis.UVW.attrs))}
+    if vis_rephased is not None:
+        variables["VISIBILITY_REPHASED"] = (VIS_DIMS, vis_rephased,
+                                            dict(vis.VISIBILITY.attrs))
+    out = vis.assign(**variables)
+    entry = rephased_data_group(vis.attrs["data_groups"]["base"], ra_rad, dec_rad,
+                                materialised=vis_rephased is not None)
+    out.attrs = with_rephased_group(vis.attrs, entry)
     return out
 
 
@@ -264,11 +293,13 @@ def open_block(path: str | Path) -> xr.DataTree:
     return tree
 
 
-def read_channels(store: Path, variable: str, channels: slice) -> np.ndarray:
+def read_channels(store: Path, variable: str, channels: slice,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """All times and baselines of ``variable`` for a slice of channels, read straight from
-    zarr (for streaming writers: no Dask graph per slice)."""
+    zarr (for streaming writers: no Dask graph per slice), into ``out`` if given."""
     tree_name = next(p.name for p in store.iterdir() if (p / variable).is_dir())
-    return zarr.open_array(store / tree_name / variable, mode="r")[:, :, channels, :]
+    return read_selection(zarr.open_array(store / tree_name / variable, mode="r"),
+                          (slice(None), slice(None), channels, slice(None)), out)
 
 
 @dataclass(frozen=True)
@@ -277,14 +308,19 @@ class FixedCentreGroup:
 
     node: xr.DataTree
     dataset: xr.Dataset
-    names: dict[str, str]  # the data_groups entry: correlated_data, flag, weight, uvw, ...
+    group: DataGroup
     field_name: str
     ra_rad: float
     dec_rad: float
 
+    @property
+    def names(self) -> dict[str, Any]:
+        """The group's entry: correlated_data, flag, weight, uvw, field_and_source, ..."""
+        return self.group.names
 
-def fixed_centre_group(store: Path, data_group: str) -> FixedCentreGroup:
-    """Open ``data_group`` of a block store for export.
+
+def fixed_centre_group(store: Path, data_group_name: str) -> FixedCentreGroup:
+    """Open ``data_group_name`` of a block store for export.
 
     Raises
     ------
@@ -293,18 +329,13 @@ def fixed_centre_group(store: Path, data_group: str) -> FixedCentreGroup:
     """
     node = block_node(open_block(store))
     ds = node.to_dataset(inherit=False)
-    groups = ds.attrs["data_groups"]
-    if data_group not in groups:
-        raise InputError(f"block store has no data group '{data_group}' (has "
-                         f"{sorted(groups)}); run `contimg rephase` first", file=store,
-                         stage="export")
-    names = groups[data_group]
-    field = node[names["field_and_source"]].to_dataset(inherit=False)
+    group = data_group(ds.attrs, data_group_name, store, stage="export")
+    field = node[group.names["field_and_source"]].to_dataset(inherit=False)
     if "time" in field.FIELD_PHASE_CENTER_DIRECTION.dims:
-        raise InputError(f"data group '{data_group}' has a moving phase centre; exports "
+        raise InputError(f"data group '{data_group_name}' has a moving phase centre; exports "
                          "need a fixed one (rephase first)", file=store, stage="export")
     ra, dec = (float(v) for v in field.FIELD_PHASE_CENTER_DIRECTION.values[0])
-    return FixedCentreGroup(node, ds, names, str(field.field_name.values[0]), ra, dec)
+    return FixedCentreGroup(node, ds, group, str(field.field_name.values[0]), ra, dec)
 
 
 def block_node(tree: xr.DataTree) -> xr.DataTree:

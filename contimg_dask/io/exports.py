@@ -21,6 +21,7 @@ from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
 from contimg_dask.io.block_calibration import corrected_dataset, read_block_calibration
 from contimg_dask.io.block_store import fixed_centre_group
+from contimg_dask.io.data_groups import group_visibilities
 from contimg_dask.io.ms_writer import write_ms
 
 PYUVDATA_FORMATS = ("uvfits", "miriad", "uvh5")
@@ -55,13 +56,14 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
     pairs = np.array([[number_of[a], number_of[b]] for a, b in zip(
         ds.baseline_antenna1_name.values.tolist(), ds.baseline_antenna2_name.values.tolist(),
         strict=True)])
-    n_t, n_bl, n_f, n_p = ds[group["correlated_data"]].shape
-    data, flag, units = ds[group["correlated_data"]], ds[group["flag"]], "uncalib"
+    data, flag, units = group_visibilities(ds, view.group), ds[group["flag"]].data, "uncalib"
+    n_t, n_bl, n_f, n_p = data.shape
     calibration = read_block_calibration(node)
     if calibration is not None and calibration.data_group == data_group:
         corrected = corrected_dataset(store)
-        data, flag, units = corrected.VISIBILITY_CORRECTED, corrected.FLAG_CORRECTED, "Jy"
-    flag = flag.values.reshape(n_t * n_bl, n_f, n_p)
+        data, flag = corrected.VISIBILITY_CORRECTED.data, corrected.FLAG_CORRECTED.data
+        units = "Jy"
+    flag = np.asarray(flag).reshape(n_t * n_bl, n_f, n_p)
     uv = UVData.new(
         freq_array=ds.frequency.values, polarization_array=[POL_CODES[p] for p in
                                                              ds.polarization.values],
@@ -69,7 +71,7 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
         do_blt_outer=True, time_axis_faster_than_bls=False,
         integration_time=float(ds.time.attrs["integration_time"]["data"]),
         channel_width=float(ds.frequency.attrs["channel_width"]["data"]),
-        data_array=data.values.reshape(n_t * n_bl, n_f, n_p),
+        data_array=np.asarray(data).reshape(n_t * n_bl, n_f, n_p),
         flag_array=flag,
         nsample_array=np.where(flag, 0.0, ds[group["weight"]].values.reshape(
             n_t * n_bl, n_f, n_p)).astype(np.float32),

@@ -38,7 +38,7 @@ from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.phasing import (
     block_centre,
     phase_centres,
-    rotate_visibilities,
+    rotate_by_path_difference,
     uvw_to_fixed_centre,
     uvw_towards,
 )
@@ -139,7 +139,7 @@ def _read_chunk(meta: UVH5Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
                  shape: tuple[int, ...], rephase: tuple[np.ndarray, ...] | None) -> int:
     """Task: read one subband (or make its gap) and write it into the store's zarr arrays;
-    with ``rephase = (w_old, w_new, freq_hz)`` also its rephased visibilities.
+    with ``rephase = (w_new - w_old, freq_hz)`` also its rephased visibilities.
 
     Chunk-aligned writes: each task owns its frequency chunk, so tasks never touch the same
     zarr chunk and no data travel between Dask workers.
@@ -152,7 +152,7 @@ def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
             vis, flag, weight = _read_chunk(meta)
     arrays = [("VISIBILITY", vis), ("FLAG", flag), ("WEIGHT", weight)]
     if rephase is not None:
-        arrays.append(("VISIBILITY_REPHASED", rotate_visibilities(vis, *rephase)))
+        arrays.append(("VISIBILITY_REPHASED", rotate_by_path_difference(vis, *rephase)))
     for name, values in arrays:
         # write_empty_chunks: skip zarr's scan for chunks equal to the fill value (3x faster
         # on a subband; every chunk is written anyway).
@@ -166,8 +166,9 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
     """Ingest one block's subband files into the block store ``out`` (replaced atomically).
 
     With ``rephase`` (default: ``store.rephase_at_ingest``) the ``rephased`` data group (the
-    block rephased to its default fixed centre, as ``contimg rephase`` does) is written in the
-    same pass, from the same in-memory subband: the visibilities are read and written once.
+    block rephased to its default fixed centre, as ``contimg rephase`` does) is added: its
+    UVWs and field, and with ``store.materialise_rephased`` its visibilities, rotated from
+    the same in-memory subband in the same pass.
 
     Raises
     ------
@@ -256,12 +257,15 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
             ra, dec = block_centre(centre.kind, centre.dec_rad, centre.ra_rad, ref.times_jd,
                                    *site)
             uvw_new = uvw_to_fixed_centre(local[i2] - local[i1], ref.times_jd, ra, dec, *site)
-            vis_ds = with_rephased(vis_ds, da.zeros(full, chunks=layout, dtype=np.complex64),
-                                   uvw_new, ra, dec)
+            materialise = config.store.materialise_rephased
+            vis_ds = with_rephased(
+                vis_ds, da.zeros(full, chunks=layout, dtype=np.complex64) if materialise
+                else None, uvw_new, ra, dec)
             rephased_field = field_static_dataset(ra, dec, f"rephased_{block}")
-            # The w arrays enter the graph once, shared by every subband's task.
-            w_old, w_new = dask.delayed(uvw[..., 2]), dask.delayed(uvw_new[..., 2])
-            rephase_args = [(w_old, w_new, c.freq_hz) for c in chunks]
+            if materialise:
+                # The path differences enter the graph once, shared by every subband's task.
+                dw = dask.delayed(uvw_new[..., 2] - uvw[..., 2])
+                rephase_args = [(dw, c.freq_hz) for c in chunks]
         edges = np.concatenate([[0], np.cumsum(sizes)])
         t_meta = time.perf_counter()
 

@@ -17,8 +17,9 @@ Conventions (checked by tests against CASA itself):
 - WEIGHT is the channel average of the store's weights; WEIGHT_SPECTRUM is added only when
   weights differ across the channels of a row.
 
-The writer streams one frequency chunk at a time (all times), so memory stays at one subband.
-The MS is written under a temporary name and renamed when complete.
+The writer streams one frequency chunk at a time (all times), reading the next while casacore
+writes the current one, so memory stays at two subbands. The MS is written under a temporary
+name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -36,7 +41,9 @@ from contimg_dask.errors import InputError
 from contimg_dask.io.atomic import atomic_directory
 from contimg_dask.io.block_calibration import read_block_calibration
 from contimg_dask.io.block_geometry import geometry_of
-from contimg_dask.io.block_store import fixed_centre_group, read_channels
+from contimg_dask.io.block_store import fixed_centre_group, open_block, read_channels
+from contimg_dask.io.data_groups import ChannelReader
+from contimg_dask.io.scratch import scratch
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.calibration import apply_gains
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
@@ -72,9 +79,7 @@ def _column_descs(n_chan: int, n_pol: int, with_corrected: bool,
                        datamanagertype="TiledColumnStMan", datamanagergroup="FlagTiles"),
     ]
     if with_weight_spectrum:
-        descs.append(makearrcoldesc("WEIGHT_SPECTRUM", 0.0, shape=shape, valuetype="float",
-                                    datamanagertype="TiledColumnStMan",
-                                    datamanagergroup="WeightTiles"))
+        descs.append(_weight_spectrum_desc(n_chan, n_pol))
     if with_corrected:
         descs.append(makearrcoldesc("CORRECTED_DATA", 0j, shape=shape, valuetype="complex",
                                     datamanagertype="TiledColumnStMan",
@@ -82,9 +87,11 @@ def _column_descs(n_chan: int, n_pol: int, with_corrected: bool,
     return descs
 
 
-def _varies_across_channels(weight: np.ndarray) -> bool:
-    """Whether weights (time, baseline, channel, pol) differ between channels of a row."""
-    return not np.array_equal(weight, np.broadcast_to(weight[:, :, :1, :], weight.shape))
+def _weight_spectrum_desc(n_chan: int, n_pol: int) -> dict:
+    from casacore.tables import makearrcoldesc
+
+    return makearrcoldesc("WEIGHT_SPECTRUM", 0.0, shape=[n_chan, n_pol], valuetype="float",
+                          datamanagertype="TiledColumnStMan", datamanagergroup="WeightTiles")
 
 
 def _tile_spec(n_chan: int, n_pol: int, n_rows_per_tile: int) -> dict:
@@ -200,9 +207,47 @@ def _fill_subtables(ms_path: str, ds: xr.Dataset, antenna: xr.Dataset, field_ra:
         tab.putcell("FLAG_ROW", 0, False)
 
 
+@dataclass
+class _SpwChunk:
+    """One spectral window's columns, ready to write (arrays in reused scratch buffers)."""
+
+    rows: slice
+    data: np.ndarray  # (rows, channel, polarization), conjugated (MS convention)
+    corrected: np.ndarray | None
+    flag: np.ndarray
+    weight: np.ndarray
+
+
+@numba.njit(nogil=True, cache=True)
+def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np.ndarray,
+                           flag_rows: np.ndarray) -> bool:
+    """WEIGHT (the channel mean per polarization) and FLAG_ROW (every channel and
+    polarization flagged) of (row, channel, polarization) weights and flags, in one pass;
+    returns whether the weights differ across the channels of any row."""
+    n_r, n_c, n_p = weight.shape
+    varies = False
+    for r in range(n_r):
+        all_flagged = True
+        for p in range(n_p):
+            first = weight[r, 0, p]
+            total = 0.0
+            for c in range(n_c):
+                value = weight[r, c, p]
+                total += value
+                varies |= value != first
+                all_flagged &= flag[r, c, p]
+            weight_rows[r, p] = total / n_c
+        flag_rows[r] = all_flagged
+    return varies
+
+
 def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
              spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA") -> Path:
     """Write the block store's ``data_group`` as a Measurement Set at ``out`` (replaced).
+
+    One spectral window at a time: a second thread reads (and rotates, for a group derived
+    on the fly, and calibrates, for a calibration applied on the fly) the next window into
+    reused buffers while casacore writes the current one.
 
     Raises
     ------
@@ -256,17 +301,50 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     interval = float(ds.time.attrs["integration_time"]["data"])
     mjd_s = unix_to_mjd_seconds(ds.time.values)
     time_range = [float(mjd_s[0] - interval / 2), float(mjd_s[-1] + interval / 2)]
+    block_rows = n_t * n_bl
+    n_rows = block_rows * n_spw
+    weight_rows = np.empty((n_rows, n_pol), np.float32)
+    flag_rows = np.empty(n_rows, bool)
+    group_path = store / next(iter(open_block(store).children))
+    reader = ChannelReader(group_path, view.group, freq)
+
+    def prepare(s: int) -> tuple[_SpwChunk, bool]:
+        """Spectral window ``s`` read into the scratch buffers of slot ``s % 2`` (the other
+        slot is being written meanwhile); also whether its weights vary across channels."""
+        sl, slot = spw_slices[s], s % 2
+        shape = (n_t, n_bl, n_chan, n_pol)
+        data = reader.read(sl, conjugate=calibration is None,
+                           out=scratch(f"ms_data{slot}", shape, np.complex64))
+        f = read_channels(store, flag.name, sl, out=scratch(f"ms_flag{slot}", shape, bool))
+        w = read_channels(store, weight.name, sl,
+                          out=scratch(f"ms_weight{slot}", shape, np.float32))
+        cdata = None
+        if corrected is not None:
+            cdata = read_channels(store, corrected.name, sl,
+                                  out=scratch(f"ms_corrected{slot}", shape, np.complex64))
+            np.conj(cdata, out=cdata)
+        elif calibration is not None:
+            cdata, w, f = apply_gains(data, w, f, calibration.gain_t,
+                                      calibration.bandpass[sl], ant1, ant2)
+            np.conj(data, out=data)
+            np.conj(cdata, out=cdata)
+        rows = slice(s * block_rows, (s + 1) * block_rows)
+        f3, w3 = f.reshape(block_rows, n_chan, n_pol), w.reshape(block_rows, n_chan, n_pol)
+        varies = _row_weights_and_flags(w3, f3, weight_rows[rows], flag_rows[rows])
+        return _SpwChunk(rows, data.reshape(block_rows, n_chan, n_pol),
+                         None if cdata is None else cdata.reshape(block_rows, n_chan, n_pol),
+                         f3, w3), varies
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out) as tmp:
-        # Per-channel weights are written only when they differ across the channels of a
-        # row: correlator weights (nsamples) rarely do, and the column is 1/3 of the MS.
-        per_channel = calibration is not None or any(
-            _varies_across_channels(read_channels(store, weight.name, sl)) for sl in spw_slices)
+        # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
+        # channels of a row: correlator weights (nsamples) rarely do, and the column is 1/3
+        # of the MS. Calibration applied on the fly makes them differ.
+        per_channel = calibration is not None
         with_corrected = corrected is not None or calibration is not None
+        tiles = _tile_spec(n_chan, n_pol, max(1, 262144 // (n_chan * n_pol)))
         desc = maketabdesc(_column_descs(n_chan, n_pol, with_corrected, per_channel))
-        dminfo = makedminfo(desc, _tile_spec(n_chan, n_pol, max(1, 262144 // (n_chan * n_pol))))
-        ms = default_ms(str(tmp), desc, dminfo)
+        ms = default_ms(str(tmp), desc, makedminfo(desc, tiles))
         ms.close()
         site = ds.attrs["contimg"]["telescope_location_wgs84"]
         telescope_itrf = geodetic_to_ecef(site["longitude_rad"], site["latitude_rad"],
@@ -274,13 +352,14 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         _fill_subtables(str(tmp), ds, antenna, field_ra, field_dec, field_name,
                         [freq[s] for s in spw_slices], channel_width, telescope_casa_name,
                         time_range, telescope_itrf)
-        n_rows = n_t * n_spw * n_bl
         uvw_ms = -np.asarray(uvw.values)  # MS convention: opposite sign, same antenna order
-        with table(str(tmp), readonly=False, ack=False) as main:
+        with table(str(tmp), readonly=False, ack=False) as main, \
+                ThreadPoolExecutor(max_workers=1) as prefetch:
+            pending = prefetch.submit(prepare, 0)
             main.addrows(n_rows)
             # Rows: spectral window, then time, then baseline, so that each subband chunk
             # is one contiguous block written with one call per column.
-            s_idx = np.repeat(np.arange(n_spw), n_t * n_bl)
+            s_idx = np.repeat(np.arange(n_spw), block_rows)
             t_idx = np.tile(np.repeat(np.arange(n_t), n_bl), n_spw)
             b_idx = np.tile(np.arange(n_bl), n_t * n_spw)
             main.putcol("TIME", mjd_s[t_idx])
@@ -293,34 +372,22 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
                 main.putcol(name, np.full(n_rows, value, np.int32))
             main.putcol("DATA_DESC_ID", s_idx.astype(np.int32))
             main.putcol("UVW", uvw_ms[t_idx, b_idx])
-            weight_rows = np.empty((n_rows, n_pol), np.float32)
-            flag_rows = np.empty(n_rows, bool)
-            block_rows = n_t * n_bl
-            for s, sl in enumerate(spw_slices):
-                start = s * block_rows
-                rows = slice(start, start + block_rows)
-                data = read_channels(store, vis.name, sl)
-                f = read_channels(store, flag.name, sl)
-                w = read_channels(store, weight.name, sl)
-                cdata = None
-                if corrected is not None:
-                    cdata = read_channels(store, corrected.name, sl)
-                elif calibration is not None:
-                    cdata, w, f = apply_gains(data, w, f, calibration.gain_t,
-                                              calibration.bandpass[sl], ant1, ant2)
-                data = data.reshape(block_rows, n_chan, n_pol)
-                main.putcol("DATA", np.conj(data, out=data), startrow=start, nrow=block_rows)
-                if cdata is not None:
-                    cdata = cdata.reshape(block_rows, n_chan, n_pol)
-                    main.putcol("CORRECTED_DATA", np.conj(cdata, out=cdata), startrow=start,
-                                nrow=block_rows)
-                f = f.reshape(block_rows, n_chan, n_pol)
-                w = w.reshape(block_rows, n_chan, n_pol)
-                main.putcol("FLAG", f, startrow=start, nrow=block_rows)
+            varies_any = False
+            for s in range(n_spw):
+                chunk, varies = pending.result()
+                varies_any |= varies
+                if s + 1 < n_spw:
+                    pending = prefetch.submit(prepare, s + 1)
+                start, nrow = chunk.rows.start, block_rows
+                main.putcol("DATA", chunk.data, startrow=start, nrow=nrow)
+                if chunk.corrected is not None:
+                    main.putcol("CORRECTED_DATA", chunk.corrected, startrow=start, nrow=nrow)
+                main.putcol("FLAG", chunk.flag, startrow=start, nrow=nrow)
                 if per_channel:
-                    main.putcol("WEIGHT_SPECTRUM", w, startrow=start, nrow=block_rows)
-                weight_rows[rows] = w.mean(axis=1)  # weights are already 0 where flagged
-                flag_rows[rows] = f.all(axis=(1, 2))
+                    main.putcol("WEIGHT_SPECTRUM", chunk.weight, startrow=start, nrow=nrow)
+            if varies_any and not per_channel:
+                _add_weight_spectrum(main, store, weight.name, spw_slices, n_chan, n_pol,
+                                     tiles)
             main.putcol("WEIGHT", weight_rows)
             main.putcol("SIGMA", np.where(weight_rows > 0, 1 / np.sqrt(
                 np.maximum(weight_rows, 1e-30)), 1.0).astype(np.float32))
@@ -330,6 +397,21 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     log.info("wrote %s (%d rows, %d spw) in %.1f s", out, n_rows, n_spw,
              time.perf_counter() - t0)
     return out
+
+
+def _add_weight_spectrum(main: Any, store: Path, weight: str, spw_slices: list[slice],
+                         n_chan: int, n_pol: int, tiles: dict) -> None:
+    """Add WEIGHT_SPECTRUM to the main table and fill it, one spectral window at a time
+    (found necessary only after the data were written: weights rarely vary by channel)."""
+    from casacore.tables import makedminfo, maketabdesc
+
+    desc = maketabdesc([_weight_spectrum_desc(n_chan, n_pol)])
+    main.addcols(desc, makedminfo(desc, {"WeightTiles": tiles["WeightTiles"]}))
+    for s, sl in enumerate(spw_slices):
+        w = read_channels(store, weight, sl)
+        block_rows = w.shape[0] * w.shape[1]
+        main.putcol("WEIGHT_SPECTRUM", w.reshape(block_rows, n_chan, n_pol),
+                    startrow=s * block_rows, nrow=block_rows)
 
 
 def write_model_column(ms: str | Path, model_of_spw: Callable[[int], np.ndarray]) -> None:

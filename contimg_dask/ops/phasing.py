@@ -61,10 +61,9 @@ def uvw_towards(baselines_xyz: NDArray[np.float64], last: NDArray[np.float64],
 
 
 @numba.njit(parallel=False, nogil=True, cache=True)
-def _rotate(vis: NDArray[np.complex64], dw: NDArray[np.float64],
-            freq: NDArray[np.float64]) -> NDArray[np.complex64]:
+def _rotate(vis: NDArray[np.complex64], dw: NDArray[np.float64], freq: NDArray[np.float64],
+            out: NDArray[np.complex64], conjugate: bool) -> None:
     n_t, n_b, n_f, n_p = vis.shape
-    out = np.empty(vis.shape, dtype=vis.dtype)
     scale = -2.0 * math.pi / SPEED_OF_LIGHT
     # Uniformly spaced channels (one subband chunk): advance the phasor by one complex
     # multiplication per channel instead of a sine and cosine.
@@ -85,9 +84,27 @@ def _rotate(vis: NDArray[np.complex64], dw: NDArray[np.float64],
                 if not uniform and f > 0:
                     rot = complex(math.cos(k * freq[f]), math.sin(k * freq[f]))
                 for p in range(n_p):
-                    out[t, b, f, p] = vis[t, b, f, p] * rot
+                    value = vis[t, b, f, p] * rot
+                    out[t, b, f, p] = value.conjugate() if conjugate else value
                 if uniform:
                     rot *= inc
+
+
+def rotate_by_path_difference(vis: NDArray[np.complex64], dw: NDArray[np.float64],
+                              freq_hz: NDArray[np.float64],
+                              out: NDArray[np.complex64] | None = None,
+                              conjugate: bool = False) -> NDArray[np.complex64]:
+    """``vis · exp(-2πi ν dw / c)`` for ``vis`` (time, baseline, frequency, polarization)
+    and path differences ``dw = w_new - w_old`` (time, baseline; metres).
+
+    ``out`` may be ``vis`` itself (in place); with ``conjugate`` the conjugate of the
+    result is returned (the Measurement Set's convention), in the same pass. Strided input
+    (e.g. a frequency-reversed view) is read in place: no copy.
+    """
+    if out is None:
+        out = np.empty(vis.shape, dtype=vis.dtype)
+    _rotate(vis, np.ascontiguousarray(dw, dtype=np.float64),
+            np.ascontiguousarray(freq_hz, np.float64), out, conjugate)
     return out
 
 
@@ -96,9 +113,8 @@ def rotate_visibilities(vis: NDArray[np.complex64], w_old: NDArray[np.float64],
                         ) -> NDArray[np.complex64]:
     """Rephase ``vis`` (time, baseline, frequency, polarization) from ``w_old`` to ``w_new``
     (time, baseline; metres): ``vis · exp(-2πi ν (w_new - w_old) / c)``."""
-    dw = np.ascontiguousarray(w_new - w_old, dtype=np.float64)
-    # Strided input (e.g. a frequency-reversed view) is read in place: no copy.
-    return _rotate(vis, dw, np.ascontiguousarray(freq_hz, np.float64))
+    return rotate_by_path_difference(vis, np.subtract(w_new, w_old, dtype=np.float64),
+                                     freq_hz)
 
 
 def block_centre(kind: str, dec_rad: float, ra_rad: float | None, jd_utc: NDArray[np.float64],

@@ -76,7 +76,7 @@ def model_visibilities(store: str | Path, config: PipelineConfig,
     _, sources = load_calibrators(config.calibration, catalog)
     tracks = track_sources(sources, g, config.calibration.model_radius_deg)
     dw = path_differences(tracks, g, np.asarray(block.dataset[block.group["uvw"]].values[..., 2]))
-    vis = block.dataset[block.group["correlated_data"]].data
+    vis = block.visibilities
     freq = da.from_array(g.freq_hz, chunks=(tuple(g.subband_chunks),))
     return da.map_blocks(_model_block, freq[None, None, :, None], dw=dw, tracks=tracks,
                          diameter=g.dish_diameter_m, n_pol=vis.shape[3],
@@ -214,8 +214,8 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
                                           cal)
         time_cell, n_cells = _gain_cells(g, cal.gain_interval_s)
         ds = block.dataset
-        vis, weight, flag = (ds[block.group[k]].data
-                             for k in ("correlated_data", "weight", "flag"))
+        vis = block.visibilities
+        weight, flag = (ds[block.group[k]].data for k in ("weight", "flag"))
         shared = dask.delayed({"dw": dw, "tracks": tracks, "geometry": g}, traverse=False)
         tasks = [dask.delayed(_solve_chunk_shared)(
             vis[:, :, sl], weight[:, :, sl], flag[:, :, sl], g.freq_hz[sl], shared,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask.array as da
 import xarray as xr
 
-from contimg_dask.errors import InputError
 from contimg_dask.io.block_geometry import BlockGeometry, geometry_of
 from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.data_groups import DataGroup, data_group, group_visibilities
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,23 @@ class CalibrationBlock:
     name: str
     node: xr.DataTree
     dataset: xr.Dataset
-    group: dict[str, str]
+    data_group: DataGroup
     geometry: BlockGeometry
 
+    @property
+    def group(self) -> dict[str, str]:
+        """The group's variable names (correlated_data, flag, weight, uvw, ...)."""
+        return self.data_group.names
 
-def open_calibration_block(store: str | Path, data_group: str, stage: str
+    @property
+    def visibilities(self) -> da.Array:
+        """The group's visibilities, lazily (stored, or rotated on the fly)."""
+        return group_visibilities(self.dataset, self.data_group)
+
+
+def open_calibration_block(store: str | Path, data_group_name: str, stage: str
                            ) -> CalibrationBlock:
-    """Open ``store`` lazily with its ``data_group`` and geometry.
+    """Open ``store`` lazily with its data group ``data_group_name`` and geometry.
 
     Raises
     ------
@@ -37,10 +48,6 @@ def open_calibration_block(store: str | Path, data_group: str, stage: str
     tree = open_block(store)
     node = block_node(tree)
     ds = node.to_dataset(inherit=False)
-    groups = ds.attrs["data_groups"]
-    if data_group not in groups:
-        raise InputError(f"block store has no data group '{data_group}' (has "
-                         f"{sorted(groups)}); run `contimg rephase` first", file=store,
-                         stage=stage, key="calibration.data_group")
-    return CalibrationBlock(store, next(iter(tree.children)), node, ds,
-                            dict(groups[data_group]), geometry_of(node, store))
+    group = data_group(ds.attrs, data_group_name, store, stage, key="calibration.data_group")
+    return CalibrationBlock(store, next(iter(tree.children)), node, ds, group,
+                            geometry_of(node, store))

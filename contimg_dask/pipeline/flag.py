@@ -26,6 +26,7 @@ import zarr
 from contimg_dask.config.schema import FlaggingConfig
 from contimg_dask.errors import InputError
 from contimg_dask.io.block_store import block_node, now_iso, open_block, quiet_zarr_strings
+from contimg_dask.io.data_groups import derived_groups
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,
@@ -80,7 +81,8 @@ def _switch(store: Path, name: str, attrs: dict, versions: dict[str, dict],
     attribute update); returns the new attributes."""
     variable = versions[version]["variable"]
     groups = {g: {**entry, "flag": variable} for g, entry in attrs["data_groups"].items()}
-    contimg = {**attrs["contimg"], "flag_versions": versions}
+    derived = {g: {**entry, "flag": variable} for g, entry in derived_groups(attrs).items()}
+    contimg = {**attrs["contimg"], "flag_versions": versions, "derived_groups": derived}
     new = {**attrs, "data_groups": groups, "contimg": contimg}
     zarr.open_group(store / name, mode="r+").attrs.update(new)
     zarr.consolidate_metadata(store)

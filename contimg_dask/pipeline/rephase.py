@@ -1,19 +1,21 @@
 """Stage: recompute UVWs and rephase every integration of a block to one fixed ICRS centre.
 
-Adds the data group ``rephased`` (VISIBILITY_REPHASED, UVW_REPHASED,
-field_and_source_rephased_xds) beside ``base``; the original data are kept. The visibility
-rotation is a Dask graph over the store's chunks (one task per subband chunk); the UVWs are
-small and computed eagerly. The data group is registered last, so an interrupted run leaves
-nothing visible and a rerun replaces it.
+Adds the data group ``rephased`` beside ``base``; the original data are kept. The UVWs
+(UVW_REPHASED) and the field (field_and_source_rephased_xds) are small, computed eagerly
+and stored. By default the visibilities are not: the group is derived, its visibilities
+the base ones rotated on the fly by whoever reads them (io/data_groups.py: a Dask graph,
+or one subband at a time in the Measurement Set writer). Materialised, the rotation is a
+Dask graph over the store's chunks writing VISIBILITY_REPHASED. The group is registered
+last, so an interrupted run leaves nothing visible and a rerun replaces it.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 import warnings
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -28,9 +30,11 @@ from contimg_dask.io.block_store import (
     open_block,
     quiet_zarr_strings,
     rephased_data_group,
+    with_rephased_group,
 )
+from contimg_dask.io.data_groups import DataGroup, group_visibilities
 from contimg_dask.logs import get_logger, log_context
-from contimg_dask.ops.phasing import block_centre, rotate_visibilities, uvw_to_fixed_centre
+from contimg_dask.ops.phasing import block_centre, uvw_to_fixed_centre
 
 log = get_logger(__name__)
 
@@ -47,9 +51,11 @@ def default_centre(node: xr.DataTree) -> tuple[float, float]:
 
 
 def rephase_block(store: str | Path, ra_rad: float | None = None,
-                  dec_rad: float | None = None) -> tuple[float, float]:
+                  dec_rad: float | None = None, materialise: bool = False
+                  ) -> tuple[float, float]:
     """Rephase the block store to ICRS (``ra_rad``, ``dec_rad``) (default:
-    :func:`default_centre`). Returns the centre used."""
+    :func:`default_centre`); with ``materialise`` also write the rotated visibilities.
+    Returns the centre used."""
     t0 = time.perf_counter()
     store = Path(store)
     tree = open_block(store)
@@ -65,42 +71,42 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
         geometry = geometry_of(node, store)
         uvw_new = uvw_to_fixed_centre(geometry.baselines_local_m, geometry.jd, ra_rad, dec_rad,
                                       *geometry.site)
-        w_old = ds.UVW.values[..., 2]
-        freq = ds.frequency.values
-
-        vis = ds.VISIBILITY.data
-        freq_d = da.from_array(freq, chunks=(vis.chunks[2],))
-        w_old_d = da.from_array(w_old, chunks=(vis.chunks[0], vis.chunks[1]))
-        w_new_d = da.from_array(uvw_new[..., 2], chunks=(vis.chunks[0], vis.chunks[1]))
-        rotated = da.blockwise(rotate_visibilities, "tbfp", vis, "tbfp", w_old_d, "tb",
-                               w_new_d, "tb", freq_d, "f", dtype=vis.dtype)
-
         name = next(iter(tree.children))
-        new = xr.Dataset({
-            "VISIBILITY_REPHASED": (ds.VISIBILITY.dims, rotated, dict(ds.VISIBILITY.attrs)),
-            "UVW_REPHASED": (ds.UVW.dims, uvw_new, dict(ds.UVW.attrs)),
-        })
-        field_name = f"rephased_{prov['block_id']}"
         attrs = dict(zarr.open_group(store / name, mode="r").attrs)
+        base = attrs["data_groups"]["base"]
+        entry = rephased_data_group(base, ra_rad, dec_rad, materialise)
+        variables = {"UVW_REPHASED": (ds.UVW.dims, uvw_new, dict(ds.UVW.attrs))}
+        encoding = {}
+        if materialise:
+            # The derived group's rotation, computed and stored: a Dask graph, one task per
+            # chunk of the base visibilities.
+            derived = DataGroup("rephased", rephased_data_group(base, ra_rad, dec_rad, False))
+            ds_new = ds.assign(UVW_REPHASED=variables["UVW_REPHASED"])
+            variables["VISIBILITY_REPHASED"] = (
+                ds.VISIBILITY.dims, group_visibilities(ds_new, derived),
+                dict(ds.VISIBILITY.attrs))
+            # A rerun (or a store rephased at ingest) overwrites the array in place, with
+            # the codecs and chunks it already has.
+            if not (store / name / "VISIBILITY_REPHASED").is_dir():
+                zarr_chunks = zarr.open_array(store / name / "VISIBILITY", mode="r").chunks
+                encoding["VISIBILITY_REPHASED"] = {"compressors": None, "chunks": zarr_chunks}
+        field_name = f"rephased_{prov['block_id']}"
         with warnings.catch_warnings():
             quiet_zarr_strings()
             # xarray's append mode resets the group's attributes: they are restored below.
-            zarr_chunks = zarr.open_array(store / name / "VISIBILITY", mode="r").chunks
-            # A rerun (or a store rephased at ingest) overwrites the arrays in place, with
-            # the codecs and chunks they already have.
-            exists = (store / name / "VISIBILITY_REPHASED").is_dir()
-            encoding = {} if exists else {"VISIBILITY_REPHASED": {"compressors": None,
-                                                                  "chunks": zarr_chunks}}
-            new.to_zarr(store, group=name, mode="a", zarr_format=3, consolidated=False,
-                        write_empty_chunks=True, encoding=encoding)
+            xr.Dataset(variables).to_zarr(store, group=name, mode="a", zarr_format=3,
+                                          consolidated=False, write_empty_chunks=True,
+                                          encoding=encoding)
             field_static_dataset(ra_rad, dec_rad, field_name).to_zarr(
                 store, group=f"{name}/{REPHASED_FIELD_NODE}", mode="w", zarr_format=3,
                 consolidated=False)
-            groups = dict(attrs["data_groups"])
-            groups["rephased"] = rephased_data_group(ra_rad, dec_rad)
             zarr.open_group(store / name, mode="r+").attrs.update(
-                {**attrs, "data_groups": groups})
+                with_rephased_group(attrs, entry))
+            if not materialise and (store / name / "VISIBILITY_REPHASED").is_dir():
+                # Rotated for an earlier centre and no longer referenced.
+                shutil.rmtree(store / name / "VISIBILITY_REPHASED")
             zarr.consolidate_metadata(store)
-        log.info("rephased to ICRS (%.5f, %.5f) deg in %.1f s", np.degrees(ra_rad),
-                 np.degrees(dec_rad), time.perf_counter() - t0)
+        log.info("rephased to ICRS (%.5f, %.5f) deg in %.1f s (%s)", np.degrees(ra_rad),
+                 np.degrees(dec_rad), time.perf_counter() - t0,
+                 "materialised" if materialise else "visibilities rotated on the fly")
     return ra_rad, dec_rad

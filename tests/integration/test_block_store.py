@@ -26,6 +26,7 @@ from contimg_dask.io.ingest import ingest_block
 from contimg_dask.pipeline.rephase import rephase_block
 from tests.conftest import SHARED
 from tests.helpers import (
+    group_visibilities_of,
     make_config,
     pyuvdata_uvw_per_integration,
     read_truth,
@@ -100,12 +101,14 @@ def test_uvw_matches_pyuvdata_with_true_phase_centres(store: Path, small_blocks:
     assert np.linalg.norm(theirs, axis=-1).max() > 2400  # 2.47 km baselines
 
 
-@pytest.mark.parametrize("subband", [0, 15])
+@pytest.mark.parametrize(("subband", "materialise"), [(0, False), (15, False), (0, True)])
 def test_rephase_matches_pyuvdata(store: Path, small_blocks: Path, tmp_path: Path,
-                                  subband: int) -> None:
+                                  subband: int, materialise: bool) -> None:
+    """Rephased UVWs and visibilities (rotated on the fly, the default, or stored) equal
+    pyuvdata's ``phase()`` of the same subband."""
     copy = tmp_path / "block.zarr"
     shutil.copytree(store, copy)
-    ra, dec = rephase_block(copy)
+    ra, dec = rephase_block(copy, materialise=materialise)
     files, truth = block_files(small_blocks)
     mid = truth["phase_centre_icrs_ra_rad"], truth["phase_centre_icrs_dec_rad"]
     assert abs(ra - np.mean(mid[0][11:13])) < 1e-6 and abs(dec - np.mean(mid[1])) < 1e-6
@@ -116,31 +119,44 @@ def test_rephase_matches_pyuvdata(store: Path, small_blocks: Path, tmp_path: Pat
     theirs_uvw = pyuvdata_uvw_per_integration(uv).reshape(n_t, n_bl, 3)
     assert np.abs(ds.UVW_REPHASED.values - theirs_uvw).max() < 1e-3
     np.testing.assert_allclose(uv.uvw_array.reshape(n_t, n_bl, 3), theirs_uvw, atol=1e-9)
-    freq = np.sort(uv.freq_array)
-    ours = ds.VISIBILITY_REPHASED.sel(frequency=freq).values
+    channels = np.isin(ds.frequency.values, uv.freq_array)
+    ours = group_visibilities_of(copy)[:, :, channels]
     theirs = uv.data_array[:, np.argsort(uv.freq_array)].reshape(n_t, n_bl, -1, 2)
     cross = (ds.baseline_antenna1_name != ds.baseline_antenna2_name).values
     ratio = ours[:, cross] / theirs[:, cross]
     assert np.degrees(np.abs(np.angle(ratio))).max() < 0.01
     assert np.abs(np.abs(ratio) - 1).max() < 1e-5
-    assert set(ds.attrs["data_groups"]) == {"base", "rephased"}
+    stored = set(ds.attrs["data_groups"])
+    assert stored == ({"base", "rephased"} if materialise else {"base"})
+    assert ("VISIBILITY_REPHASED" in ds) == materialise
+    assert ("rephased" in ds.attrs["contimg"]["derived_groups"]) != materialise
     np.testing.assert_array_equal(ds.VISIBILITY.values, dataset(store).VISIBILITY.values)
     assert len(check_datatree(open_processing_set(str(copy)))) == 0
 
 
 def test_rephasing_at_ingest_equals_the_rephase_stage(store: Path, small_blocks: Path,
                                                       tmp_path: Path) -> None:
-    """The rephased group written during ingest (one pass) is the rephase stage's result."""
+    """The rephased group added during ingest, rotated on the fly (the default) or stored in
+    the same pass, is the rephase stage's materialised result; switching back to on the fly
+    drops the stored copy."""
     files, _ = block_files(small_blocks)
     plain = ingest_block(files, tmp_path / "plain.zarr", make_config(tmp_path), rephase=False)
     assert set(dataset(plain).attrs["data_groups"]) == {"base"}
+    assert "rephased" not in dataset(plain).attrs["contimg"].get("derived_groups", {})
+    rephase_block(plain, materialise=True)
+    fused = ingest_block(files, tmp_path / "fused.zarr", make_config(
+        tmp_path, **{"store.materialise_rephased": True}))
+    assert set(dataset(fused).attrs["data_groups"]) == {"base", "rephased"}
+    staged = group_visibilities_of(plain)
+    for other in (store, fused):
+        np.testing.assert_allclose(dataset(other).UVW_REPHASED.values,
+                                   dataset(plain).UVW_REPHASED.values, atol=1e-9)
+        np.testing.assert_allclose(group_visibilities_of(other), staged, rtol=1e-6,
+                                   atol=1e-6)
     rephase_block(plain)
-    fused, staged = dataset(store), dataset(plain)
-    assert set(fused.attrs["data_groups"]) == {"base", "rephased"}
-    np.testing.assert_allclose(fused.UVW_REPHASED.values, staged.UVW_REPHASED.values,
-                               atol=1e-9)
-    np.testing.assert_allclose(fused.VISIBILITY_REPHASED.values,
-                               staged.VISIBILITY_REPHASED.values, rtol=1e-6, atol=1e-6)
+    assert "VISIBILITY_REPHASED" not in dataset(plain)
+    assert not (plain / block_node(open_block(plain)).name / "VISIBILITY_REPHASED").exists()
+    np.testing.assert_allclose(group_visibilities_of(plain), staged, rtol=1e-6, atol=1e-6)
 
 
 def test_missing_subband_becomes_a_flagged_gap(small_blocks: Path, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from contimg_dask.pipeline.calibrate_solve import find_calibrators, solve_block
 from contimg_dask.science.calibrators import load_calibrators
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.telescope import airy_power_beam
-from tests.helpers import make_config, read_truth
+from tests.helpers import group_visibilities_of, make_config, read_truth
 
 CALIBRATOR = "3C147"  # 22 Jy at 1.4 GHz (Perley-Butler 2017), dec +49.9
 N_ANTENNAS = 48
@@ -174,7 +174,7 @@ def test_apply_to_the_calibrator_block_returns_the_model(strip: dict) -> None:
     ratio = (corrected[:, cross] / model[:, cross]).mean()
     assert abs(ratio) == pytest.approx(1.0, abs=1e-3)
     assert abs(np.degrees(np.angle(ratio))) < 0.05
-    raw = ds.VISIBILITY_REPHASED.values[:, :, sl]
+    raw = group_visibilities_of(store)[:, :, sl]
     assert np.abs(raw[:, cross] - corrected[:, cross]).mean() > 0.1 * np.abs(model).mean()
     # No solution is flagged: the corrected group shares the flags it was made from.
     assert ds.attrs["data_groups"]["corrected"]["flag"] == "FLAG"
@@ -196,7 +196,7 @@ def test_apply_to_the_next_block_of_the_strip(strip: dict, tmp_path: Path) -> No
     sl = geometry.subband_slices()[8]
     g = time_gains[:, :, None, :] * bandpass[:, None, sl, :]  # (ant, t, f, p)
     c = (np.conj(g[a1]) * g[a2]).transpose(1, 0, 2, 3)  # (t, bl, f, p)
-    ideal = ds.VISIBILITY_REPHASED.values[:, :, sl] / c
+    ideal = group_visibilities_of(store)[:, :, sl] / c
     cross = a1 != a2
     ratio = (ds.VISIBILITY_CORRECTED.values[:, :, sl] / ideal)[:, cross].mean(axis=(0, 2))
     drift = (np.conj(time_gains[a1]) * time_gains[a2]).mean(axis=1) / (
@@ -223,7 +223,7 @@ def test_export_carries_corrected_data(strip: dict, tmp_path: Path) -> None:
         data = rows.getcol("DATA").reshape(n_t, n_bl, -1, n_p)
     sl = read_geometry(store).subband_slices()[3]
     np.testing.assert_array_equal(corrected, np.conj(ds.VISIBILITY_CORRECTED.values[:, :, sl]))
-    np.testing.assert_array_equal(data, np.conj(ds.VISIBILITY_REPHASED.values[:, :, sl]))
+    np.testing.assert_array_equal(data, np.conj(group_visibilities_of(store)[:, :, sl]))
 
 
 def test_on_the_fly_equals_materialised(strip: dict, tmp_path: Path) -> None:
@@ -425,7 +425,7 @@ def test_model_convention_matches_casa_ft(strip: dict, calibrator_ms: Path,
              source.ref_freq_hz, source.spectral_index)
     geometry = read_geometry(strip["stores"][0])
     ds = block_node(open_block(strip["stores"][0])).to_dataset(inherit=False)
-    n_t, n_bl, _, n_p = ds.VISIBILITY_REPHASED.shape
+    n_t, n_bl, _, n_p = ds.VISIBILITY.shape
     casa = _ms_column(ms, "MODEL_DATA", (16, n_t, n_bl, -1, n_p))
     (track,) = track_sources([source], geometry, 5.0)
     dw = path_differences([track], geometry, ds.UVW_REPHASED.values[..., 2])

@@ -97,8 +97,11 @@ def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
     for store in stores:
         processing_set = open_processing_set(str(store))
         node = processing_set[next(iter(processing_set.children))].to_dataset(inherit=False)
-        # Calibration applied on the fly (the default): gains stored, data not duplicated.
-        assert set(node.attrs["data_groups"]) == {"base", "rephased"}
+        # Rephasing and calibration applied on the fly (the defaults): UVWs and gains
+        # stored, visibilities not duplicated.
+        assert set(node.attrs["data_groups"]) == {"base"}
+        assert set(node.attrs["contimg"]["derived_groups"]) == {"rephased"}
+        assert "UVW_REPHASED" in node and "VISIBILITY_REPHASED" not in node
         assert node.attrs["contimg"]["calibration"]["calibrator"] == "3C138"
         assert not check_dataset(node, VisibilityXds).issues
     with table(str(ms[1]), ack=False) as main_table:

@@ -18,7 +18,7 @@ from contimg_dask.io.exports import export_block
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.pipeline.rephase import rephase_block
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
-from tests.helpers import make_config, read_truth
+from tests.helpers import group_visibilities_of, make_config, read_truth
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +45,11 @@ def test_pyuvdata_round_trip(rephased: Path, tmp_path: Path, fmt: str, uvw_tol_m
     out = export_block(rephased, tmp_path / f"block.{fmt}", fmt, make_config(tmp_path))
     uv = UVData.from_file(str(out))
     ds, (ra, dec) = rephased_dataset(rephased)
-    n_t, n_bl, n_f, n_p = ds.VISIBILITY_REPHASED.shape
+    n_t, n_bl, n_f, n_p = ds.VISIBILITY.shape
     assert (uv.Ntimes, uv.Nbls, uv.Nfreqs, uv.Npols) == (n_t, n_bl, n_f, n_p)
     order = np.lexsort((uv.ant_2_array, uv.ant_1_array, uv.time_array))
     np.testing.assert_allclose(uv.data_array[order].reshape(n_t, n_bl, n_f, n_p),
-                               ds.VISIBILITY_REPHASED.values, rtol=1e-6, atol=1e-6)
+                               group_visibilities_of(rephased), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(uv.flag_array[order].reshape(n_t, n_bl, n_f, n_p),
                                   ds.FLAG.values)
     assert np.abs(uv.uvw_array[order].reshape(n_t, n_bl, 3)
@@ -85,10 +85,10 @@ def test_pyuvdata_reads_our_ms_with_the_right_conjugation(ms: Path, rephased: Pa
     visibilities and UVWs are ours."""
     uv = UVData.from_file(str(ms))
     ds, _ = rephased_dataset(rephased)
-    n_t, n_bl, n_f, n_p = ds.VISIBILITY_REPHASED.shape
+    n_t, n_bl, n_f, n_p = ds.VISIBILITY.shape
     order = np.lexsort((uv.ant_2_array, uv.ant_1_array, uv.time_array))
     np.testing.assert_allclose(uv.data_array[order].reshape(n_t, n_bl, n_f, n_p),
-                               ds.VISIBILITY_REPHASED.values, rtol=1e-6, atol=1e-6)
+                               group_visibilities_of(rephased), rtol=1e-6, atol=1e-6)
     assert np.abs(uv.uvw_array[order].reshape(n_t, n_bl, 3)
                   - ds.UVW_REPHASED.values).max() < 1e-9
 
@@ -160,3 +160,54 @@ def test_single_spw_layout(rephased: Path, tmp_path: Path) -> None:
     meta = run_casa(config, ms_metadata, str(out))
     assert len(meta["spw_chan_freqs_hz"]) == 1 and len(meta["spw_chan_freqs_hz"][0]) == 128
     shutil.rmtree(out)
+
+
+def _ms_columns(ms: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    from casacore.tables import table
+
+    with table(str(ms), ack=False) as main:
+        return {name: main.getcol(name) for name in names if name in main.colnames()}
+
+
+def test_ms_of_a_group_rotated_on_the_fly_equals_the_ms_of_its_stored_copy(
+        rephased: Path, ms: Path, tmp_path: Path) -> None:
+    """The writer rotates the derived ``rephased`` group while it writes; materialised, the
+    same group gives the same MS, bit for bit. WEIGHT is the channel mean of the store's
+    weights and WEIGHT_SPECTRUM is left out while weights do not vary by channel."""
+    stored = tmp_path / "stored.zarr"
+    shutil.copytree(rephased, stored)
+    rephase_block(stored, materialise=True)
+    other = export_block(stored, tmp_path / "stored.ms", "ms", make_config(tmp_path))
+    names = ("DATA", "FLAG", "WEIGHT", "SIGMA", "UVW", "FLAG_ROW", "TIME", "ANTENNA1",
+             "ANTENNA2", "DATA_DESC_ID", "WEIGHT_SPECTRUM")
+    ours, theirs = _ms_columns(ms, names), _ms_columns(other, names)
+    assert "WEIGHT_SPECTRUM" not in ours and set(ours) == set(theirs)
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+    ds, _ = rephased_dataset(rephased)
+    n_t, n_bl, n_f, n_p = ds.VISIBILITY.shape
+    per_spw = ds.WEIGHT.values.reshape(n_t, n_bl, 16, n_f // 16, n_p).mean(axis=3)
+    np.testing.assert_allclose(ours["WEIGHT"], per_spw.transpose(2, 0, 1, 3).reshape(-1, n_p),
+                               rtol=1e-6)
+
+
+def test_weights_varying_by_channel_add_weight_spectrum(rephased: Path, tmp_path: Path
+                                                        ) -> None:
+    """Weights that differ across the channels of a row (found while writing) are written
+    as WEIGHT_SPECTRUM for every spectral window, WEIGHT staying their channel mean."""
+    import zarr
+
+    varied = tmp_path / "varied.zarr"
+    shutil.copytree(rephased, varied)
+    weight = zarr.open_array(varied / block_node(open_block(varied)).name / "WEIGHT",
+                             mode="r+")
+    values = weight[...]
+    values[:, :, 70, :] *= 3.0  # one channel of spectral window 8
+    weight[...] = values
+    out = export_block(varied, tmp_path / "varied.ms", "ms", make_config(tmp_path))
+    cols = _ms_columns(out, ("WEIGHT_SPECTRUM", "WEIGHT"))
+    n_t, n_bl, n_f, n_p = values.shape
+    expected = values.reshape(n_t, n_bl, 16, n_f // 16, n_p).transpose(2, 0, 1, 3, 4)
+    np.testing.assert_array_equal(cols["WEIGHT_SPECTRUM"], expected.reshape(-1, n_f // 16, n_p))
+    np.testing.assert_allclose(cols["WEIGHT"], expected.mean(axis=3).reshape(-1, n_p),
+                               rtol=1e-6)
