@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contimg_dask.errors import ForeignFileError, InputError, UnreadableFileError
+from contimg_dask.io.hdf5_direct import read_datasets
 
 POLARIZATION_NAMES = {-5: "XX", -6: "YY", -7: "XY", -8: "YX", -1: "RR", -2: "LL", -3: "RL",
                       -4: "LR", 1: "I", 2: "Q", 3: "U", 4: "V"}
@@ -263,9 +264,13 @@ def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True
         with h5py.File(path, "r") as f:
             data = f["Data"]
             # Read with the raw dtype; complex compound types come back as numpy complex.
-            vis_raw = data["visdata"][()]
-            flags_raw = data["flags"][()] if "flags" in data else None
-            nsamp_raw = data["nsamples"][()] if "nsamples" in data else None
+            # Uncompressed datasets are read chunk by chunk straight from the file (h5py's
+            # per-chunk cost dominates for the correlator's small chunks).
+            names = [name for name in ("visdata", "flags", "nsamples") if name in data]
+            raw = dict(zip(names, read_datasets([data[name] for name in names]), strict=True))
+            vis_raw = raw["visdata"]
+            flags_raw = raw.get("flags")
+            nsamp_raw = raw.get("nsamples")
     except (OSError, KeyError, ValueError) as exc:
         raise UnreadableFileError(f"cannot read visibilities: {exc}", file=path) from exc
     if meta.legacy_spw_axis:
