@@ -17,9 +17,9 @@ Conventions (checked by tests against CASA itself):
 - WEIGHT is the channel average of the store's weights; WEIGHT_SPECTRUM is added only when
   weights differ across the channels of a row.
 
-The writer streams one frequency chunk at a time (all times), reading the next while casacore
-writes the current one, so memory stays at two subbands. The MS is written under a temporary
-name and renamed when complete.
+The writer streams one frequency chunk at a time (all times), reading the next while a child
+process writes the current one with casacore, so memory stays at a few subbands. The MS is
+written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numba
 import numpy as np
@@ -44,6 +41,7 @@ from contimg_dask.io.block_geometry import geometry_of
 from contimg_dask.io.block_store import fixed_centre_group, open_block, read_channels
 from contimg_dask.io.data_groups import ChannelReader
 from contimg_dask.io.scratch import scratch
+from contimg_dask.io.table_writer_process import TableWriterProcess
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.calibration import apply_gains
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
@@ -57,6 +55,10 @@ CONSTANT_COLUMNS = {  # same value in every row: IncrementalStMan stores them as
     "FEED1": 0, "FEED2": 0, "FIELD_ID": 0, "ARRAY_ID": 0, "OBSERVATION_ID": 0,
     "PROCESSOR_ID": -1, "STATE_ID": 0, "SCAN_NUMBER": 1,
 }
+# Constant over runs of rows (a baseline list, a spectral window): IncrementalStMan stores
+# one value per run instead of one per row. Bound by data-manager info only, so the columns
+# keep the MS definition's units and measures.
+RUN_COLUMNS = ("TIME", "TIME_CENTROID", "INTERVAL", "EXPOSURE", "DATA_DESC_ID")
 
 
 def _column_descs(n_chan: int, n_pol: int, with_corrected: bool,
@@ -207,17 +209,6 @@ def _fill_subtables(ms_path: str, ds: xr.Dataset, antenna: xr.Dataset, field_ra:
         tab.putcell("FLAG_ROW", 0, False)
 
 
-@dataclass
-class _SpwChunk:
-    """One spectral window's columns, ready to write (arrays in reused scratch buffers)."""
-
-    rows: slice
-    data: np.ndarray  # (rows, channel, polarization), conjugated (MS convention)
-    corrected: np.ndarray | None
-    flag: np.ndarray
-    weight: np.ndarray
-
-
 @numba.njit(nogil=True, cache=True)
 def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np.ndarray,
                            flag_rows: np.ndarray) -> bool:
@@ -245,16 +236,17 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
              spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA") -> Path:
     """Write the block store's ``data_group`` as a Measurement Set at ``out`` (replaced).
 
-    One spectral window at a time: a second thread reads (and rotates, for a group derived
-    on the fly, and calibrates, for a calibration applied on the fly) the next window into
-    reused buffers while casacore writes the current one.
+    One spectral window at a time: this process reads the next window (rotated, for a group
+    derived on the fly; calibrated, for a calibration applied on the fly) into a
+    shared-memory slot while a child process writes the previous one with casacore
+    (io/table_writer_process.py).
 
     Raises
     ------
     InputError
         The store lacks the data group (e.g. not rephased yet: an MS needs one phase centre).
     """
-    from casacore.tables import default_ms, makedminfo, maketabdesc, table
+    from casacore.tables import default_ms, makedminfo, maketabdesc
 
     t0 = time.perf_counter()
     store, out = Path(store), Path(out)
@@ -307,111 +299,108 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     flag_rows = np.empty(n_rows, bool)
     group_path = store / next(iter(open_block(store).children))
     reader = ChannelReader(group_path, view.group, freq)
+    # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
+    # channels of a row: correlator weights (nsamples) rarely do, and the column is 1/3 of
+    # the MS. Calibration applied on the fly makes them differ.
+    per_channel = calibration is not None
+    with_corrected = corrected is not None or calibration is not None
+    rows_shape = (block_rows, n_chan, n_pol)
+    slot_specs = [("data", rows_shape, "complex64"), ("flag", rows_shape, "bool")]
+    if with_corrected:
+        slot_specs.append(("corrected", rows_shape, "complex64"))
+    if per_channel:
+        slot_specs.append(("weight", rows_shape, "float32"))
 
-    def prepare(s: int) -> tuple[_SpwChunk, bool]:
-        """Spectral window ``s`` read into the scratch buffers of slot ``s % 2`` (the other
-        slot is being written meanwhile); also whether its weights vary across channels."""
-        sl, slot = spw_slices[s], s % 2
-        shape = (n_t, n_bl, n_chan, n_pol)
-        data = reader.read(sl, conjugate=calibration is None,
-                           out=scratch(f"ms_data{slot}", shape, np.complex64))
-        f = read_channels(store, flag.name, sl, out=scratch(f"ms_flag{slot}", shape, bool))
-        w = read_channels(store, weight.name, sl,
-                          out=scratch(f"ms_weight{slot}", shape, np.float32))
-        cdata = None
+    def prepare(s: int, slot: dict[str, np.ndarray]) -> tuple[list[tuple[str, str, int]],
+                                                               bool]:
+        """Read spectral window ``s`` into a writer slot (DATA conjugated; corrected data,
+        flags and weights calibrated when calibration is applied on the fly), fill its
+        rows of WEIGHT and FLAG_ROW; returns the slot's column writes and whether its
+        weights vary across channels."""
+        sl, shape = spw_slices[s], (n_t, n_bl, n_chan, n_pol)
+        data, f = slot["data"].reshape(shape), slot["flag"].reshape(shape)
+        reader.read(sl, conjugate=calibration is None, out=data)
+        read_channels(store, flag.name, sl, out=f)
+        w = read_channels(store, weight.name, sl, out=scratch("ms_weight", shape, np.float32))
         if corrected is not None:
             cdata = read_channels(store, corrected.name, sl,
-                                  out=scratch(f"ms_corrected{slot}", shape, np.complex64))
+                                  out=slot["corrected"].reshape(shape))
             np.conj(cdata, out=cdata)
         elif calibration is not None:
-            cdata, w, f = apply_gains(data, w, f, calibration.gain_t,
-                                      calibration.bandpass[sl], ant1, ant2)
+            cdata, w, f_cal = apply_gains(data, w, f, calibration.gain_t,
+                                          calibration.bandpass[sl], ant1, ant2)
             np.conj(data, out=data)
-            np.conj(cdata, out=cdata)
-        rows = slice(s * block_rows, (s + 1) * block_rows)
-        f3, w3 = f.reshape(block_rows, n_chan, n_pol), w.reshape(block_rows, n_chan, n_pol)
-        varies = _row_weights_and_flags(w3, f3, weight_rows[rows], flag_rows[rows])
-        return _SpwChunk(rows, data.reshape(block_rows, n_chan, n_pol),
-                         None if cdata is None else cdata.reshape(block_rows, n_chan, n_pol),
-                         f3, w3), varies
+            np.conj(cdata, out=slot["corrected"].reshape(shape))
+            f[...] = f_cal
+        if per_channel:
+            slot["weight"].reshape(shape)[...] = w
+        start = s * block_rows
+        rows = slice(start, start + block_rows)
+        varies = _row_weights_and_flags(w.reshape(rows_shape), slot["flag"],
+                                        weight_rows[rows], flag_rows[rows])
+        puts = [("DATA", "data", start), ("FLAG", "flag", start)]
+        if with_corrected:
+            puts.append(("CORRECTED_DATA", "corrected", start))
+        if per_channel:
+            puts.append(("WEIGHT_SPECTRUM", "weight", start))
+        return puts, varies
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out) as tmp:
-        # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
-        # channels of a row: correlator weights (nsamples) rarely do, and the column is 1/3
-        # of the MS. Calibration applied on the fly makes them differ.
-        per_channel = calibration is not None
-        with_corrected = corrected is not None or calibration is not None
         tiles = _tile_spec(n_chan, n_pol, max(1, 262144 // (n_chan * n_pol)))
         desc = maketabdesc(_column_descs(n_chan, n_pol, with_corrected, per_channel))
-        ms = default_ms(str(tmp), desc, makedminfo(desc, tiles))
+        dminfo = makedminfo(desc, tiles)
+        dminfo[f"*{len(dminfo) + 1}"] = {"TYPE": "IncrementalStMan", "NAME": "Runs",
+                                         "SPEC": {}, "COLUMNS": list(RUN_COLUMNS)}
+        ms = default_ms(str(tmp), desc, dminfo)
         ms.close()
-        site = ds.attrs["contimg"]["telescope_location_wgs84"]
-        telescope_itrf = geodetic_to_ecef(site["longitude_rad"], site["latitude_rad"],
-                                          site["height_m"])
-        _fill_subtables(str(tmp), ds, antenna, field_ra, field_dec, field_name,
-                        [freq[s] for s in spw_slices], channel_width, telescope_casa_name,
-                        time_range, telescope_itrf)
-        uvw_ms = -np.asarray(uvw.values)  # MS convention: opposite sign, same antenna order
-        with table(str(tmp), readonly=False, ack=False) as main, \
-                ThreadPoolExecutor(max_workers=1) as prefetch:
-            pending = prefetch.submit(prepare, 0)
-            main.addrows(n_rows)
+        with TableWriterProcess(tmp, slot_specs) as writer:
+            # Rows are added by the writer: tiles it never writes are zero-filled when the
+            # table is closed, costing as much as writing them.
+            writer.addrows(n_rows)
+            # The child process opens the main table while the subtables are filled here.
+            site = ds.attrs["contimg"]["telescope_location_wgs84"]
+            telescope_itrf = geodetic_to_ecef(site["longitude_rad"], site["latitude_rad"],
+                                              site["height_m"])
+            _fill_subtables(str(tmp), ds, antenna, field_ra, field_dec, field_name,
+                            [freq[s] for s in spw_slices], channel_width, telescope_casa_name,
+                            time_range, telescope_itrf)
             # Rows: spectral window, then time, then baseline, so that each subband chunk
-            # is one contiguous block written with one call per column.
-            s_idx = np.repeat(np.arange(n_spw), block_rows)
-            t_idx = np.tile(np.repeat(np.arange(n_t), n_bl), n_spw)
-            b_idx = np.tile(np.arange(n_bl), n_t * n_spw)
-            main.putcol("TIME", mjd_s[t_idx])
-            main.putcol("TIME_CENTROID", mjd_s[t_idx])
-            main.putcol("INTERVAL", np.full(n_rows, interval))
-            main.putcol("EXPOSURE", np.full(n_rows, interval))
-            main.putcol("ANTENNA1", ant1[b_idx])
-            main.putcol("ANTENNA2", ant2[b_idx])
+            # is one contiguous block written with one call per column. The row columns
+            # repeat per spectral window: the child expands them.
+            time_rows = np.repeat(mjd_s, n_bl)
+            writer.put_tiled("TIME", time_rows, n_spw)
+            writer.put_tiled("TIME_CENTROID", time_rows, n_spw)
+            writer.put_tiled("ANTENNA1", np.tile(ant1, n_t), n_spw)
+            writer.put_tiled("ANTENNA2", np.tile(ant2, n_t), n_spw)
+            # MS convention: opposite sign, same antenna order.
+            writer.put_tiled("UVW", -np.asarray(uvw.values).reshape(block_rows, 3), n_spw)
+            for name in ("INTERVAL", "EXPOSURE"):
+                writer.put_constant(name, interval, "float64", 0, n_rows)
             for name, value in CONSTANT_COLUMNS.items():
-                main.putcol(name, np.full(n_rows, value, np.int32))
-            main.putcol("DATA_DESC_ID", s_idx.astype(np.int32))
-            main.putcol("UVW", uvw_ms[t_idx, b_idx])
+                writer.put_constant(name, value, "int32", 0, n_rows)
+            for s in range(n_spw):
+                writer.put_constant("DATA_DESC_ID", s, "int32", s * block_rows, block_rows)
             varies_any = False
             for s in range(n_spw):
-                chunk, varies = pending.result()
+                puts, varies = prepare(s, writer.slot(s % 2))
+                writer.put_slot(s % 2, puts)
                 varies_any |= varies
-                if s + 1 < n_spw:
-                    pending = prefetch.submit(prepare, s + 1)
-                start, nrow = chunk.rows.start, block_rows
-                main.putcol("DATA", chunk.data, startrow=start, nrow=nrow)
-                if chunk.corrected is not None:
-                    main.putcol("CORRECTED_DATA", chunk.corrected, startrow=start, nrow=nrow)
-                main.putcol("FLAG", chunk.flag, startrow=start, nrow=nrow)
-                if per_channel:
-                    main.putcol("WEIGHT_SPECTRUM", chunk.weight, startrow=start, nrow=nrow)
             if varies_any and not per_channel:
-                _add_weight_spectrum(main, store, weight.name, spw_slices, n_chan, n_pol,
-                                     tiles)
-            main.putcol("WEIGHT", weight_rows)
-            main.putcol("SIGMA", np.where(weight_rows > 0, 1 / np.sqrt(
+                descs = [_weight_spectrum_desc(n_chan, n_pol)]
+                writer.addcols(descs, {"WeightTiles": tiles["WeightTiles"]})
+                for s, sl in enumerate(spw_slices):
+                    writer.put("WEIGHT_SPECTRUM", read_channels(store, weight.name, sl)
+                               .reshape(rows_shape), startrow=s * block_rows)
+            writer.put("WEIGHT", weight_rows)
+            writer.put("SIGMA", np.where(weight_rows > 0, 1 / np.sqrt(
                 np.maximum(weight_rows, 1e-30)), 1.0).astype(np.float32))
-            main.putcol("FLAG_ROW", flag_rows)
-            main.putkeyword("CONTIMG_TELESCOPE", ds.attrs["contimg"]["telescope"])
-            main.putkeyword("CONTIMG_BLOCK", ds.attrs["contimg"]["block_id"])
+            writer.put("FLAG_ROW", flag_rows)
+            writer.keyword("CONTIMG_TELESCOPE", ds.attrs["contimg"]["telescope"])
+            writer.keyword("CONTIMG_BLOCK", ds.attrs["contimg"]["block_id"])
     log.info("wrote %s (%d rows, %d spw) in %.1f s", out, n_rows, n_spw,
              time.perf_counter() - t0)
     return out
-
-
-def _add_weight_spectrum(main: Any, store: Path, weight: str, spw_slices: list[slice],
-                         n_chan: int, n_pol: int, tiles: dict) -> None:
-    """Add WEIGHT_SPECTRUM to the main table and fill it, one spectral window at a time
-    (found necessary only after the data were written: weights rarely vary by channel)."""
-    from casacore.tables import makedminfo, maketabdesc
-
-    desc = maketabdesc([_weight_spectrum_desc(n_chan, n_pol)])
-    main.addcols(desc, makedminfo(desc, {"WeightTiles": tiles["WeightTiles"]}))
-    for s, sl in enumerate(spw_slices):
-        w = read_channels(store, weight, sl)
-        block_rows = w.shape[0] * w.shape[1]
-        main.putcol("WEIGHT_SPECTRUM", w.reshape(block_rows, n_chan, n_pol),
-                    startrow=s * block_rows, nrow=block_rows)
 
 
 def write_model_column(ms: str | Path, model_of_spw: Callable[[int], np.ndarray]) -> None:

@@ -65,11 +65,12 @@ def _rotate(vis: NDArray[np.complex64], dw: NDArray[np.float64], freq: NDArray[n
             out: NDArray[np.complex64], conjugate: bool) -> None:
     n_t, n_b, n_f, n_p = vis.shape
     scale = -2.0 * math.pi / SPEED_OF_LIGHT
-    # Uniformly spaced channels (one subband chunk): advance the phasor by one complex
-    # multiplication per channel instead of a sine and cosine.
+    sign = np.float32(-1.0 if conjugate else 1.0)
+    # Uniformly spaced channels (one subband chunk): advance the phasor (float64) by one
+    # complex multiplication per channel instead of a sine and cosine.
     uniform = n_f > 1
+    step = freq[1] - freq[0] if uniform else 0.0
     if uniform:
-        step = freq[1] - freq[0]
         for f in range(2, n_f):
             if abs(freq[f] - freq[f - 1] - step) > 1e-6 * abs(step):
                 uniform = False
@@ -77,17 +78,19 @@ def _rotate(vis: NDArray[np.complex64], dw: NDArray[np.float64], freq: NDArray[n
     for t in range(n_t):
         for b in range(n_b):
             k = scale * dw[t, b]
-            rot = complex(math.cos(k * freq[0]), math.sin(k * freq[0]))
-            if uniform:
-                inc = complex(math.cos(k * step), math.sin(k * step))
+            cos_f, sin_f = math.cos(k * freq[0]), math.sin(k * freq[0])
+            cos_step, sin_step = math.cos(k * step), math.sin(k * step)
             for f in range(n_f):
                 if not uniform and f > 0:
-                    rot = complex(math.cos(k * freq[f]), math.sin(k * freq[f]))
+                    cos_f, sin_f = math.cos(k * freq[f]), math.sin(k * freq[f])
+                c, s = np.float32(cos_f), np.float32(sin_f)
                 for p in range(n_p):
-                    value = vis[t, b, f, p] * rot
-                    out[t, b, f, p] = value.conjugate() if conjugate else value
+                    x = vis[t, b, f, p]
+                    out[t, b, f, p] = complex(x.real * c - x.imag * s,
+                                              sign * (x.real * s + x.imag * c))
                 if uniform:
-                    rot *= inc
+                    cos_f, sin_f = (cos_f * cos_step - sin_f * sin_step,
+                                    cos_f * sin_step + sin_f * cos_step)
 
 
 def rotate_by_path_difference(vis: NDArray[np.complex64], dw: NDArray[np.float64],

@@ -1,0 +1,226 @@
+"""A child process that owns a casacore table open for writing, fed through shared memory.
+
+python-casacore holds the GIL for the whole of a ``putcol`` (measured: a spinning Python
+thread got 4 % of its idle rate while a 340 MB putcol ran), so a thread cannot prepare the
+next spectral window while the current one is written. The Measurement Set writer therefore
+hands the writing to this process: it prepares a window into one of two shared-memory
+slots while the child writes the other slot's arrays into the table.
+
+The child is a fresh interpreter (``python -m contimg_dask.io.table_writer_process``, so
+it never re-imports the caller's script) that imports only NumPy and python-casacore.
+Commands travel over a socket pair; bulk arrays stay in the slots (never pickled). Every
+command is acknowledged, and an error in the child (or its death) is raised in the parent
+naming the table.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import traceback
+from collections import deque
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from contimg_dask.errors import ContimgError
+
+ArraySpec = tuple[str, tuple[int, ...], str]  # name, shape, dtype
+
+
+class TableWriterError(ContimgError):
+    """The table-writing child process failed (the message carries its traceback)."""
+
+
+class SharedSlot:
+    """Named arrays laid out in one shared-memory block."""
+
+    def __init__(self, specs: list[ArraySpec], name: str | None = None) -> None:
+        self.specs = specs
+        offsets, total = [], 0
+        for _, shape, dtype in specs:
+            offsets.append(total)
+            n_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            total += -(-n_bytes // 64) * 64  # 64-byte aligned
+        if name is None:
+            self.memory = SharedMemory(create=True, size=max(total, 1))
+        else:
+            self.memory = SharedMemory(name=name)
+            # Attached, not owned: the creator unlinks it (Python 3.11 would otherwise
+            # have this process's resource tracker unlink it too, at exit).
+            resource_tracker.unregister(self.memory._name, "shared_memory")
+        self.arrays = {
+            key: np.ndarray(shape, dtype=dtype, buffer=self.memory.buf, offset=offset)
+            for (key, shape, dtype), offset in zip(specs, offsets, strict=True)}
+
+    def close(self) -> None:
+        self.arrays.clear()
+        self.memory.close()
+
+
+def _serve(path: str, conn: Connection, slot_names: list[str],
+           specs: list[ArraySpec]) -> None:
+    """The child: open ``path`` for writing and carry out commands until ``close``."""
+    from casacore.tables import makedminfo, maketabdesc, table
+
+    slots = [SharedSlot(specs, name) for name in slot_names]
+    main = table(path, readonly=False, ack=False)
+    try:
+        while True:
+            command, *args = conn.recv()
+            try:
+                if command == "close":
+                    main.close()
+                    conn.send(("ok", None))
+                    return
+                if command == "put_slot":  # (slot, [(column, array name, startrow)])
+                    slot, puts = args
+                    for column, key, startrow in puts:
+                        values = slots[slot].arrays[key]
+                        main.putcol(column, values, startrow=startrow, nrow=len(values))
+                elif command == "put":  # (column, array, startrow): small arrays, pickled
+                    column, values, startrow = args
+                    main.putcol(column, values, startrow=startrow, nrow=len(values))
+                elif command == "put_tiled":  # (column, block, n): block repeated n times
+                    column, block, n_tiles = args
+                    main.putcol(column, np.tile(block, (n_tiles,) + (1,) * (block.ndim - 1)))
+                elif command == "put_constant":  # (column, value, dtype, startrow, nrow)
+                    column, value, dtype, startrow, nrow = args
+                    main.putcol(column, np.full(nrow, value, dtype), startrow=startrow,
+                                nrow=nrow)
+                elif command == "addrows":
+                    main.addrows(*args)
+                elif command == "keyword":
+                    main.putkeyword(*args)
+                elif command == "addcols":  # (column descriptions, data manager groups)
+                    descs, groups = args
+                    desc = maketabdesc(descs)
+                    main.addcols(desc, makedminfo(desc, groups))
+                else:
+                    raise ValueError(f"unknown command {command!r}")
+                conn.send(("ok", None))
+            except Exception:  # reported to the parent, which raises it
+                conn.send(("error", traceback.format_exc()))
+    finally:
+        for slot in slots:
+            slot.close()
+
+
+class TableWriterProcess:
+    """Context manager: a child process writing the table at ``path``, with ``n_slots``
+    shared-memory slots of the arrays ``specs`` (name, shape, dtype)."""
+
+    def __init__(self, path: str | Path, specs: list[ArraySpec], n_slots: int = 2) -> None:
+        self.path = str(path)
+        self.slots = [SharedSlot(specs) for _ in range(n_slots)]
+        self._pending: deque[int | None] = deque()  # unacknowledged commands (their slot)
+        parent, child = socket.socketpair()
+        self._conn = Connection(parent.detach())
+        args = json.dumps({"path": self.path, "slots": [s.memory.name for s in self.slots],
+                           "specs": specs, "fd": child.fileno()})
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "contimg_dask.io.table_writer_process", args],
+            pass_fds=[child.fileno()])
+        child.close()
+
+    def __enter__(self) -> TableWriterProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None:
+                self._drain()
+                self._call("close")
+        finally:
+            if exc_type is not None and self._process.poll() is None:
+                self._process.terminate()
+            self._process.wait(timeout=60)
+            self._conn.close()
+            for slot in self.slots:
+                slot.close()
+                slot.memory.unlink()
+
+    def slot(self, index: int) -> dict[str, np.ndarray]:
+        """The arrays of slot ``index``, once the child has finished writing from it."""
+        while index in self._pending:
+            self._acknowledged()
+        return self.slots[index].arrays
+
+    def put_slot(self, index: int, puts: list[tuple[str, str, int]]) -> None:
+        """Write slot ``index``'s arrays: (column, array name, first row) each. Returns at
+        once; the slot is busy until :meth:`slot` is asked for it again."""
+        self._send("put_slot", index, puts)
+        self._pending.append(index)
+
+    def put(self, column: str, values: np.ndarray, startrow: int = 0) -> None:
+        """Write ``values`` (pickled: small arrays) into ``column`` from ``startrow``.
+        Returns at once."""
+        self._send("put", column, values, startrow)
+        self._pending.append(None)
+
+    def put_tiled(self, column: str, block: np.ndarray, n_tiles: int) -> None:
+        """Write ``column`` as ``block`` (rows first) repeated ``n_tiles`` times, expanded
+        in the child (only the block crosses the socket). Returns at once."""
+        self._send("put_tiled", column, block, n_tiles)
+        self._pending.append(None)
+
+    def put_constant(self, column: str, value: Any, dtype: str, startrow: int,
+                     nrow: int) -> None:
+        """Write ``value`` into ``nrow`` rows of a scalar ``column``. Returns at once."""
+        self._send("put_constant", column, value, dtype, startrow, nrow)
+        self._pending.append(None)
+
+    def addrows(self, n_rows: int) -> None:
+        self._send("addrows", n_rows)
+        self._pending.append(None)
+
+    def keyword(self, name: str, value: Any) -> None:
+        self._send("keyword", name, value)
+        self._pending.append(None)
+
+    def addcols(self, descs: list[dict], groups: dict) -> None:
+        self._send("addcols", descs, groups)
+        self._pending.append(None)
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._acknowledged()
+
+    def _acknowledged(self) -> None:
+        """Wait for the oldest command's acknowledgement (they come in command order)."""
+        self._receive()
+        self._pending.popleft()
+
+    def _call(self, command: str, *args: Any) -> None:
+        self._send(command, *args)
+        self._receive()
+
+    def _send(self, command: str, *args: Any) -> None:
+        try:
+            self._conn.send((command, *args))
+        except (BrokenPipeError, EOFError, OSError) as exc:
+            raise TableWriterError(f"table writer process gone: {exc}", file=self.path) from exc
+
+    def _receive(self) -> None:
+        try:
+            status, detail = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise TableWriterError(
+                f"table writer process died (exit code {self._process.poll()})",
+                file=self.path) from exc
+        if status != "ok":
+            raise TableWriterError(f"writing the table failed:\n{detail}", file=self.path)
+
+
+if __name__ == "__main__":
+    _options = json.loads(sys.argv[1])
+    _serve(_options["path"], Connection(_options["fd"]), _options["slots"],
+           [(name, tuple(shape), dtype) for name, shape, dtype in _options["specs"]])
