@@ -127,7 +127,8 @@ def plan_chunks(files: list[Path], metas: list[UVH5Meta], config: PipelineConfig
 
 def _read_chunk(meta: UVH5Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One subband's (vis, flag, weight), frequency ascending; refuses NaNs."""
-    vis, flags, nsamples = read_uvh5_visibilities(meta, ascending=True)
+    # The task writes the arrays and drops them: read into reused buffers (io/scratch.py).
+    vis, flags, nsamples = read_uvh5_visibilities(meta, ascending=True, reuse_buffers=True)
     bad = ~np.isfinite(vis)
     if bad.any():
         raise InputError(f"{int(bad.sum())} of {vis.size} visibilities are not finite "

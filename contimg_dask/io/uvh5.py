@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from contimg_dask.errors import ForeignFileError, InputError, UnreadableFileError
 from contimg_dask.io.hdf5_direct import read_datasets
+from contimg_dask.io.scratch import scratch
 
 POLARIZATION_NAMES = {-5: "XX", -6: "YY", -7: "XY", -8: "YX", -1: "RR", -2: "LL", -3: "RL",
                       -4: "LR", 1: "I", 2: "Q", 3: "U", 4: "V"}
@@ -244,14 +245,17 @@ def _as_complex64(raw: np.ndarray) -> NDArray[np.complex64]:
     return raw.astype(np.complex64, copy=False)
 
 
-def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True
+def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True,
+                           reuse_buffers: bool = False
                            ) -> tuple[NDArray[np.complex64], NDArray[np.bool_],
                                       NDArray[np.float32]]:
     """Visibilities, flags and nsamples on the (time, baseline, frequency, polarization) grid.
 
     Frequencies are sorted ascending when ``ascending`` (the arrays are then reversed views,
     not copies: whoever stores them copies once). Rows absent from the file (a baseline
-    missing in some integration) are flagged with zero weight.
+    missing in some integration) are flagged with zero weight. With ``reuse_buffers`` the
+    file's arrays are read into this thread's scratch buffers (io/scratch.py): the results
+    are then valid only until the thread's next such read.
 
     Raises
     ------
@@ -267,7 +271,10 @@ def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True
             # Uncompressed datasets are read chunk by chunk straight from the file (h5py's
             # per-chunk cost dominates for the correlator's small chunks).
             names = [name for name in ("visdata", "flags", "nsamples") if name in data]
-            raw = dict(zip(names, read_datasets([data[name] for name in names]), strict=True))
+            dsets = [data[name] for name in names]
+            outs = ([scratch(f"uvh5_{name}", d.shape, d.dtype) for name, d in
+                     zip(names, dsets, strict=True)] if reuse_buffers else None)
+            raw = dict(zip(names, read_datasets(dsets, outs), strict=True))
             vis_raw = raw["visdata"]
             flags_raw = raw.get("flags")
             nsamp_raw = raw.get("nsamples")

@@ -105,6 +105,20 @@ def test_simulated_subbands_are_read_directly_and_exactly(small_blocks: Path) ->
                 assert_same(read_dataset(dset), dset[()])
 
 
+def test_uvh5_reads_into_reused_buffers(small_blocks: Path) -> None:
+    """With ``reuse_buffers`` a thread's reads share its scratch buffers: each read is
+    exact, and the next read (another subband) overwrites the previous one's arrays."""
+    first, second = (read_uvh5_meta(p) for p in subband_files(small_blocks)[2:4])
+    vis_1, flags_1, nsamples_1 = read_uvh5_visibilities(first, reuse_buffers=True)
+    kept = [a.copy() for a in (vis_1, flags_1, nsamples_1)]
+    for got, expected in zip(kept, read_uvh5_visibilities(first), strict=True):
+        assert_same(got, expected)
+    vis_2, _, _ = read_uvh5_visibilities(second, reuse_buffers=True)
+    assert np.shares_memory(vis_1, vis_2)
+    assert_same(vis_2, read_uvh5_visibilities(second)[0])
+    assert not np.array_equal(vis_1, kept[0])
+
+
 def test_read_datasets_reads_a_subbands_three_datasets_together(small_blocks: Path) -> None:
     path = subband_files(small_blocks)[5]
     with h5py.File(path, "r") as f:
