@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
+import numba
 import numpy as np
 from numpy.typing import NDArray
 
@@ -251,8 +252,8 @@ def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True,
                                       NDArray[np.float32]]:
     """Visibilities, flags and nsamples on the (time, baseline, frequency, polarization) grid.
 
-    Frequencies are sorted ascending when ``ascending`` (the arrays are then reversed views,
-    not copies: whoever stores them copies once). Rows absent from the file (a baseline
+    Frequencies are sorted ascending when ``ascending`` (reversed in place: the arrays stay
+    C-contiguous). Rows absent from the file (a baseline
     missing in some integration) are flagged with zero weight. With ``reuse_buffers`` the
     file's arrays are read into this thread's scratch buffers (io/scratch.py): the results
     are then valid only until the thread's next such read.
@@ -301,5 +302,20 @@ def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True,
         flags[meta.blt_time_index, meta.blt_baseline_index] = flag_rows
         nsamples[meta.blt_time_index, meta.blt_baseline_index] = nsamp_rows
     if ascending and len(meta.freq_hz) > 1 and meta.freq_hz[0] > meta.freq_hz[-1]:
-        vis, flags, nsamples = vis[:, :, ::-1], flags[:, :, ::-1], nsamples[:, :, ::-1]
+        # In place, so the arrays stay contiguous: writers then store them without a copy.
+        for array in (vis, flags, nsamples):
+            _reverse_frequency(array)
     return vis, flags, nsamples
+
+
+@numba.njit(nogil=True, cache=True)
+def _reverse_frequency(array: np.ndarray) -> None:
+    """Reverse axis 2 (frequency) of a C-contiguous (time, baseline, frequency,
+    polarization) array in place."""
+    n_t, n_b, n_f, n_p = array.shape
+    for t in range(n_t):
+        for b in range(n_b):
+            for f in range(n_f // 2):
+                g = n_f - 1 - f
+                for p in range(n_p):
+                    array[t, b, f, p], array[t, b, g, p] = array[t, b, g, p], array[t, b, f, p]

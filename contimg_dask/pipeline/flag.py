@@ -25,7 +25,13 @@ import zarr
 
 from contimg_dask.config.schema import FlaggingConfig
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import block_node, now_iso, open_block, quiet_zarr_strings
+from contimg_dask.io.block_store import (
+    block_node,
+    nearly_constant_codec,
+    now_iso,
+    open_block,
+    quiet_zarr_strings,
+)
 from contimg_dask.io.data_groups import derived_groups
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
@@ -170,7 +176,7 @@ def _create_flags(group: Path, variable: str, like: str, sizes: list[int]) -> No
     template = zarr.open_array(group / like, mode="r")
     chunks = list(template.chunks)
     chunks[2] = math.gcd(chunks[2], *sizes)
-    fast = zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+    fast = nearly_constant_codec()
     with warnings.catch_warnings():
         quiet_zarr_strings()
         zarr.open_group(group, mode="r+").create_array(
