@@ -367,20 +367,21 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
                             time_range, telescope_itrf)
             # Rows: spectral window, then time, then baseline, so that each subband chunk
             # is one contiguous block written with one call per column. The row columns
-            # repeat per spectral window: the child expands them.
-            time_rows = np.repeat(mjd_s, n_bl)
-            writer.put_tiled("TIME", time_rows, n_spw)
-            writer.put_tiled("TIME_CENTROID", time_rows, n_spw)
+            # repeat per spectral window: the child expands them. Run columns
+            # (IncrementalStMan) get one value per run.
             writer.put_tiled("ANTENNA1", np.tile(ant1, n_t), n_spw)
             writer.put_tiled("ANTENNA2", np.tile(ant2, n_t), n_spw)
             # MS convention: opposite sign, same antenna order.
             writer.put_tiled("UVW", -np.asarray(uvw.values).reshape(block_rows, 3), n_spw)
+            integration_starts = np.arange(n_spw * n_t) * n_bl
+            for name in ("TIME", "TIME_CENTROID"):
+                writer.put_runs(name, integration_starts, np.tile(mjd_s, n_spw))
+            writer.put_runs("DATA_DESC_ID", np.arange(n_spw) * block_rows,
+                            np.arange(n_spw, dtype=np.int32))
             for name in ("INTERVAL", "EXPOSURE"):
-                writer.put_constant(name, interval, "float64", 0, n_rows)
+                writer.put_runs(name, [0], [interval])
             for name, value in CONSTANT_COLUMNS.items():
-                writer.put_constant(name, value, "int32", 0, n_rows)
-            for s in range(n_spw):
-                writer.put_constant("DATA_DESC_ID", s, "int32", s * block_rows, block_rows)
+                writer.put_runs(name, [0], np.array([value], np.int32))
             varies_any = False
             for s in range(n_spw):
                 puts, varies = prepare(s, writer.slot(s % 2))

@@ -91,10 +91,10 @@ def _serve(path: str, conn: Connection, slot_names: list[str],
                 elif command == "put_tiled":  # (column, block, n): block repeated n times
                     column, block, n_tiles = args
                     main.putcol(column, np.tile(block, (n_tiles,) + (1,) * (block.ndim - 1)))
-                elif command == "put_constant":  # (column, value, dtype, startrow, nrow)
-                    column, value, dtype, startrow, nrow = args
-                    main.putcol(column, np.full(nrow, value, dtype), startrow=startrow,
-                                nrow=nrow)
+                elif command == "put_runs":  # (column, first rows, values)
+                    column, starts, values = args
+                    for row, value in zip(starts, values, strict=True):
+                        main.putcell(column, int(row), value)
                 elif command == "addrows":
                     main.addrows(*args)
                 elif command == "keyword":
@@ -172,10 +172,12 @@ class TableWriterProcess:
         self._send("put_tiled", column, block, n_tiles)
         self._pending.append(None)
 
-    def put_constant(self, column: str, value: Any, dtype: str, startrow: int,
-                     nrow: int) -> None:
-        """Write ``value`` into ``nrow`` rows of a scalar ``column``. Returns at once."""
-        self._send("put_constant", column, value, dtype, startrow, nrow)
+    def put_runs(self, column: str, starts: np.ndarray, values: np.ndarray) -> None:
+        """Write a scalar column stored by IncrementalStMan as runs: ``values[i]`` from row
+        ``starts[i]`` (increasing) up to the next start, or to the last row. The storage
+        manager keeps a value put in a row for the rows after it until the next stored
+        change, so one put per run suffices (tests read every row back). Returns at once."""
+        self._send("put_runs", column, np.asarray(starts), np.asarray(values))
         self._pending.append(None)
 
     def addrows(self, n_rows: int) -> None:

@@ -211,3 +211,30 @@ def test_weights_varying_by_channel_add_weight_spectrum(rephased: Path, tmp_path
     np.testing.assert_array_equal(cols["WEIGHT_SPECTRUM"], expected.reshape(-1, n_f // 16, n_p))
     np.testing.assert_allclose(cols["WEIGHT"], expected.mean(axis=3).reshape(-1, n_p),
                                rtol=1e-6)
+
+
+def test_ms_row_columns_hold_every_rows_value(ms: Path, rephased: Path) -> None:
+    """Run columns (IncrementalStMan, one value put per run) and the row columns expanded by
+    the writer process read back, row by row, as the MS layout requires: spectral window,
+    then time, then baseline."""
+    ds, _ = rephased_dataset(rephased)
+    n_t, n_bl = ds.sizes["time"], ds.sizes["baseline_id"]
+    cols = _ms_columns(ms, ("TIME", "TIME_CENTROID", "INTERVAL", "EXPOSURE", "DATA_DESC_ID",
+                            "ANTENNA1", "ANTENNA2", "SCAN_NUMBER", "PROCESSOR_ID", "FIELD_ID",
+                            "UVW"))
+    n_spw = 16
+    mjd_s = ds.time.values + 40587 * 86400.0  # Unix to MJD seconds
+    np.testing.assert_allclose(cols["TIME"], np.tile(np.repeat(mjd_s, n_bl), n_spw), atol=1e-3)
+    np.testing.assert_array_equal(cols["TIME_CENTROID"], cols["TIME"])
+    interval = float(ds.time.attrs["integration_time"]["data"])
+    for name in ("INTERVAL", "EXPOSURE"):
+        np.testing.assert_array_equal(cols[name], np.full(n_spw * n_t * n_bl, interval))
+    np.testing.assert_array_equal(cols["DATA_DESC_ID"], np.repeat(np.arange(n_spw), n_t * n_bl))
+    for name, value in (("SCAN_NUMBER", 1), ("PROCESSOR_ID", -1), ("FIELD_ID", 0)):
+        np.testing.assert_array_equal(cols[name], np.full(n_spw * n_t * n_bl, value))
+    antenna = block_node(open_block(rephased))["antenna_xds"].to_dataset(inherit=False)
+    index = {name: i for i, name in enumerate(antenna.antenna_name.values.tolist())}
+    ant1 = np.array([index[a] for a in ds.baseline_antenna1_name.values.tolist()])
+    np.testing.assert_array_equal(cols["ANTENNA1"], np.tile(ant1, n_t * n_spw))
+    np.testing.assert_array_equal(cols["UVW"], np.tile(-ds.UVW_REPHASED.values.reshape(-1, 3),
+                                                       (n_spw, 1)))
