@@ -28,6 +28,7 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numba
 import numpy as np
@@ -40,6 +41,7 @@ from contimg_dask.io.block_calibration import read_block_calibration
 from contimg_dask.io.block_geometry import geometry_of
 from contimg_dask.io.block_store import fixed_centre_group, open_block, read_channels
 from contimg_dask.io.data_groups import ChannelReader
+from contimg_dask.io.page_cache import ReadAhead, extend_file
 from contimg_dask.io.scratch import scratch
 from contimg_dask.io.table_writer_process import TableWriterProcess
 from contimg_dask.logs import get_logger
@@ -94,6 +96,27 @@ def _weight_spectrum_desc(n_chan: int, n_pol: int) -> dict:
 
     return makearrcoldesc("WEIGHT_SPECTRUM", 0.0, shape=[n_chan, n_pol], valuetype="float",
                           datamanagertype="TiledColumnStMan", datamanagergroup="WeightTiles")
+
+
+def _visibility_regions(ms: Any, path: Path, n_rows: int, block_rows: int, n_spw: int,
+                        tile_rows: int) -> list[tuple[Path, int, int]]:
+    """The visibility columns' tile files (DATA, CORRECTED_DATA) of a new, empty MS,
+    extended to their final size, as byte ranges per spectral window in writing order
+    (for :class:`~contimg_dask.io.page_cache.ReadAhead`)."""
+    per_spw: list[list[tuple[Path, int, int]]] = [[] for _ in range(n_spw)]
+    for info in ms.getdminfo().values():
+        if info["NAME"] not in ("DataTiles", "CorrectedTiles"):
+            continue
+        tile = info["SPEC"]["DEFAULTTILESHAPE"]
+        row_bytes = int(tile[0]) * int(tile[1]) * np.dtype(np.complex64).itemsize
+        n_tiles = -(-n_rows // tile_rows)
+        data_file = path / f"table.f{info['SEQNR']}_TSM0"
+        if not extend_file(data_file, n_tiles * tile_rows * row_bytes):
+            continue
+        for s in range(n_spw):
+            per_spw[s].append((data_file, s * block_rows * row_bytes,
+                               (s + 1) * block_rows * row_bytes))
+    return [region for regions in per_spw for region in regions]
 
 
 def _tile_spec(n_chan: int, n_pol: int, n_rows_per_tile: int) -> dict:
@@ -347,12 +370,15 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out) as tmp:
-        tiles = _tile_spec(n_chan, n_pol, max(1, 262144 // (n_chan * n_pol)))
+        tile_rows = max(1, 262144 // (n_chan * n_pol))
+        tiles = _tile_spec(n_chan, n_pol, tile_rows)
         desc = maketabdesc(_column_descs(n_chan, n_pol, with_corrected, per_channel))
         dminfo = makedminfo(desc, tiles)
         dminfo[f"*{len(dminfo) + 1}"] = {"TYPE": "IncrementalStMan", "NAME": "Runs",
                                          "SPEC": {}, "COLUMNS": list(RUN_COLUMNS)}
         ms = default_ms(str(tmp), desc, dminfo)
+        read_ahead = ReadAhead(_visibility_regions(ms, tmp, n_rows, block_rows, n_spw,
+                                                   tile_rows))
         ms.close()
         with TableWriterProcess(tmp, slot_specs) as writer:
             # Rows are added by the writer: tiles it never writes are zero-filled when the
@@ -399,6 +425,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             writer.put("FLAG_ROW", flag_rows)
             writer.keyword("CONTIMG_TELESCOPE", ds.attrs["contimg"]["telescope"])
             writer.keyword("CONTIMG_BLOCK", ds.attrs["contimg"]["block_id"])
+        read_ahead.stop()
     log.info("wrote %s (%d rows, %d spw) in %.1f s", out, n_rows, n_spw,
              time.perf_counter() - t0)
     return out
