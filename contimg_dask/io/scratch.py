@@ -32,7 +32,3 @@ def scratch(name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
         buffer = pool[name] = np.empty(max(n_bytes, 1), np.uint8)
     return buffer[:n_bytes].view(dtype).reshape(shape)
 
-
-def release_scratch() -> None:
-    """Drop this thread's scratch buffers (e.g. at the end of a long export)."""
-    _local.__dict__.pop("pool", None)

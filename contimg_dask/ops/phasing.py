@@ -111,15 +111,6 @@ def rotate_by_path_difference(vis: NDArray[np.complex64], dw: NDArray[np.float64
     return out
 
 
-def rotate_visibilities(vis: NDArray[np.complex64], w_old: NDArray[np.float64],
-                        w_new: NDArray[np.float64], freq_hz: NDArray[np.float64]
-                        ) -> NDArray[np.complex64]:
-    """Rephase ``vis`` (time, baseline, frequency, polarization) from ``w_old`` to ``w_new``
-    (time, baseline; metres): ``vis · exp(-2πi ν (w_new - w_old) / c)``."""
-    return rotate_by_path_difference(vis, np.subtract(w_new, w_old, dtype=np.float64),
-                                     freq_hz)
-
-
 def block_centre(kind: str, dec_rad: float, ra_rad: float | None, jd_utc: NDArray[np.float64],
                  longitude_rad: float, latitude_rad: float, height_m: float
                  ) -> tuple[float, float]:
