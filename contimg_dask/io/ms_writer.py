@@ -377,10 +377,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         dminfo[f"*{len(dminfo) + 1}"] = {"TYPE": "IncrementalStMan", "NAME": "Runs",
                                          "SPEC": {}, "COLUMNS": list(RUN_COLUMNS)}
         ms = default_ms(str(tmp), desc, dminfo)
-        read_ahead = ReadAhead(_visibility_regions(ms, tmp, n_rows, block_rows, n_spw,
-                                                   tile_rows))
+        regions = _visibility_regions(ms, tmp, n_rows, block_rows, n_spw, tile_rows)
         ms.close()
-        with TableWriterProcess(tmp, slot_specs) as writer:
+        with ReadAhead(regions), TableWriterProcess(tmp, slot_specs) as writer:
             # Rows are added by the writer: tiles it never writes are zero-filled when the
             # table is closed, costing as much as writing them.
             writer.addrows(n_rows)
@@ -425,7 +424,6 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             writer.put("FLAG_ROW", flag_rows)
             writer.keyword("CONTIMG_TELESCOPE", ds.attrs["contimg"]["telescope"])
             writer.keyword("CONTIMG_BLOCK", ds.attrs["contimg"]["block_id"])
-        read_ahead.stop()
     log.info("wrote %s (%d rows, %d spw) in %.1f s", out, n_rows, n_spw,
              time.perf_counter() - t0)
     return out

@@ -35,31 +35,37 @@ def extend_file(path: str | Path, size: int) -> bool:
 
 
 class ReadAhead:
-    """A daemon thread reading ``regions`` ((path, start, stop) byte ranges) in order,
-    once. ``stop()`` ends it early and waits for it."""
+    """Context manager: a daemon thread reading ``regions`` ((path, start, stop) byte
+    ranges) in order, once; leaving the context stops it early and waits for it."""
 
     def __init__(self, regions: list[tuple[Path, int, int]]) -> None:
         self._regions = regions
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="page-cache-read-ahead",
                                         daemon=True)
+
+    def __enter__(self) -> ReadAhead:
         self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join()
 
     def _run(self) -> None:
         buffer = bytearray(READ_SIZE)
         view = memoryview(buffer)
-        for path, start, stop in self._regions:
-            with open(path, "rb", buffering=0) as f:
-                f.seek(start)
-                position = start
-                while position < stop and not self._stopped.is_set():
-                    n = f.readinto(view[:min(READ_SIZE, stop - position)])
-                    if not n:
-                        break
-                    position += n
-            if self._stopped.is_set():
-                return
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join()
+        try:
+            for path, start, stop in self._regions:
+                with open(path, "rb", buffering=0) as f:
+                    f.seek(start)
+                    position = start
+                    while position < stop and not self._stopped.is_set():
+                        n = f.readinto(view[:min(READ_SIZE, stop - position)])
+                        if not n:
+                            break
+                        position += n
+                if self._stopped.is_set():
+                    return
+        except OSError:
+            return  # the file went away (the writer failed and cleaned up): nothing to do

@@ -74,7 +74,10 @@ def _serve(path: str, conn: Connection, slot_names: list[str],
     main = table(path, readonly=False, ack=False)
     try:
         while True:
-            command, *args = conn.recv()
+            try:
+                command, *args = conn.recv()
+            except (EOFError, OSError):
+                return  # the parent is gone: the table is abandoned
             try:
                 if command == "close":
                     main.close()
@@ -135,13 +138,15 @@ class TableWriterProcess:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        closed = False
         try:
             if exc_type is None:
                 self._drain()
                 self._call("close")
+                closed = True
         finally:
-            if exc_type is not None and self._process.poll() is None:
-                self._process.terminate()
+            if not closed and self._process.poll() is None:
+                self._process.terminate()  # failed: the table is abandoned
             self._process.wait(timeout=60)
             self._conn.close()
             for slot in self.slots:
