@@ -110,9 +110,10 @@ def _visibility_regions(ms: Any, path: Path, n_rows: int, block_rows: int, n_spw
         tile = info["SPEC"]["DEFAULTTILESHAPE"]
         row_bytes = int(tile[0]) * int(tile[1]) * np.dtype(np.complex64).itemsize
         n_tiles = -(-n_rows // tile_rows)
-        data_file = path / f"table.f{info['SEQNR']}_TSM0"
-        if not extend_file(data_file, n_tiles * tile_rows * row_bytes):
-            continue
+        data_file = path / f"table.f{info['SEQNR']}_TSM0"  # casacore's naming
+        if not data_file.is_file() or not extend_file(data_file,
+                                                      n_tiles * tile_rows * row_bytes):
+            continue  # not as expected: no read-ahead (only speed is lost)
         for s in range(n_spw):
             per_spw[s].append((data_file, s * block_rows * row_bytes,
                                (s + 1) * block_rows * row_bytes))
