@@ -321,6 +321,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     n_rows = block_rows * n_spw
     weight_rows = np.empty((n_rows, n_pol), np.float32)
     flag_rows = np.empty(n_rows, bool)
+    uvw_rows = np.asarray(uvw.values).reshape(block_rows, 3)
+    ant1_rows, ant2_rows = np.tile(ant1, n_t), np.tile(ant2, n_t)
     group_path = store / next(iter(open_block(store).children))
     reader = ChannelReader(group_path, view.group, freq)
     # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
@@ -329,7 +331,10 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     per_channel = calibration is not None
     with_corrected = corrected is not None or calibration is not None
     rows_shape = (block_rows, n_chan, n_pol)
-    slot_specs = [("data", rows_shape, "complex64"), ("flag", rows_shape, "bool")]
+    # Each slot also carries one window's row columns (the same for every window).
+    slot_specs = [("data", rows_shape, "complex64"), ("flag", rows_shape, "bool"),
+                  ("uvw", (block_rows, 3), "float64"), ("antenna1", (block_rows,), "int32"),
+                  ("antenna2", (block_rows,), "int32")]
     if with_corrected:
         slot_specs.append(("corrected", rows_shape, "complex64"))
     if per_channel:
@@ -362,7 +367,12 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         rows = slice(start, start + block_rows)
         varies = _row_weights_and_flags(w.reshape(rows_shape), slot["flag"],
                                         weight_rows[rows], flag_rows[rows])
-        puts = [("DATA", "data", start), ("FLAG", "flag", start)]
+        # MS convention: UVW of opposite sign, same antenna order.
+        np.negative(uvw_rows, out=slot["uvw"])
+        slot["antenna1"][...] = ant1_rows
+        slot["antenna2"][...] = ant2_rows
+        puts = [("DATA", "data", start), ("FLAG", "flag", start), ("UVW", "uvw", start),
+                ("ANTENNA1", "antenna1", start), ("ANTENNA2", "antenna2", start)]
         if with_corrected:
             puts.append(("CORRECTED_DATA", "corrected", start))
         if per_channel:
@@ -392,13 +402,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
                             [freq[s] for s in spw_slices], channel_width, telescope_casa_name,
                             time_range, telescope_itrf)
             # Rows: spectral window, then time, then baseline, so that each subband chunk
-            # is one contiguous block written with one call per column. The row columns
-            # repeat per spectral window: the child expands them. Run columns
+            # is one contiguous block written with one call per column (the row columns,
+            # the same for every window, travel with each window's slot). Run columns
             # (IncrementalStMan) get one value per run.
-            writer.put_tiled("ANTENNA1", np.tile(ant1, n_t), n_spw)
-            writer.put_tiled("ANTENNA2", np.tile(ant2, n_t), n_spw)
-            # MS convention: opposite sign, same antenna order.
-            writer.put_tiled("UVW", -np.asarray(uvw.values).reshape(block_rows, 3), n_spw)
             integration_starts = np.arange(n_spw * n_t) * n_bl
             for name in ("TIME", "TIME_CENTROID"):
                 writer.put_runs(name, integration_starts, np.tile(mjd_s, n_spw))

@@ -91,9 +91,6 @@ def _serve(path: str, conn: Connection, slot_names: list[str],
                 elif command == "put":  # (column, array, startrow): small arrays, pickled
                     column, values, startrow = args
                     main.putcol(column, values, startrow=startrow, nrow=len(values))
-                elif command == "put_tiled":  # (column, block, n): block repeated n times
-                    column, block, n_tiles = args
-                    main.putcol(column, np.tile(block, (n_tiles,) + (1,) * (block.ndim - 1)))
                 elif command == "put_runs":  # (column, first rows, values)
                     column, starts, values = args
                     for row, value in zip(starts, values, strict=True):
@@ -169,12 +166,6 @@ class TableWriterProcess:
         """Write ``values`` (pickled: small arrays) into ``column`` from ``startrow``.
         Returns at once."""
         self._send("put", column, values, startrow)
-        self._pending.append(None)
-
-    def put_tiled(self, column: str, block: np.ndarray, n_tiles: int) -> None:
-        """Write ``column`` as ``block`` (rows first) repeated ``n_tiles`` times, expanded
-        in the child (only the block crosses the socket). Returns at once."""
-        self._send("put_tiled", column, block, n_tiles)
         self._pending.append(None)
 
     def put_runs(self, column: str, starts: np.ndarray, values: np.ndarray) -> None:

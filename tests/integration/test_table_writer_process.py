@@ -31,7 +31,7 @@ def _shm_names() -> set[str]:
     return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
 
 
-def test_slots_runs_and_tiles_round_trip(tmp_path: Path) -> None:
+def test_slots_runs_and_columns_round_trip(tmp_path: Path) -> None:
     path = _new_table(tmp_path / "t.tab")
     before = _shm_names()
     rng = np.random.default_rng(1)
@@ -45,7 +45,7 @@ def test_slots_runs_and_tiles_round_trip(tmp_path: Path) -> None:
             writer.slot(index)["data"][...] = data[index * half:(index + 1) * half]
             writer.put_slot(index, [("DATA", "data", index * half)])
         writer.put_runs("TIME", [0, 10, 25], [1.0, 2.0, 3.0])
-        writer.put_tiled("ANTENNA1", np.arange(4, dtype=np.int32), N_ROWS // 4)
+        writer.put("ANTENNA1", np.tile(np.arange(4, dtype=np.int32), N_ROWS // 4))
         writer.slot(0)["data"][...] = 0  # waits until slot 0 has been written
     with table(str(path), ack=False) as t:
         np.testing.assert_array_equal(t.getcol("DATA"), data)
