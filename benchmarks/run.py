@@ -1,12 +1,13 @@
 """Benchmark the data path on a full-size block, side by side with the reference chain.
 
-    python -m benchmarks.run [--preset full] [--repeat 1]
+    python -m benchmarks.run [--preset full]
 
-Simulates one block once (cached in ``benchmarks/cache/``), then runs, on the same files and
-each in its own process: the floor (h5py reading the raw arrays), ours (ingest -> rephase
--> MS export) and the reference (pyuvdata read, combine, phase, write_ms). Reports seconds
-per stage, visibilities per second, peak memory (process tree) and ratios,
-as JSON and a markdown table in ``benchmarks/results/``.
+Simulates one block once (cached in ``benchmarks/cache/``), then runs, on the same files (read
+into the page cache right before each timed read) and each in its own process: the floor
+(h5py reading the raw arrays), ours (ingest -> rephase -> MS export) and the reference
+(pyuvdata read, combine, phase, write_ms). Reports seconds per stage, visibilities per
+second, peak memory (process tree) and ratios, as JSON and a markdown table in
+``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -98,7 +99,6 @@ def prepare(description: str, work_name: str) -> tuple[argparse.Namespace, Path,
 def main() -> None:
     args, block, work = prepare(__doc__, "work")
     n_vis = n_visibilities(block)
-    floor(block)  # warm the page cache so every chain reads the same way
     results = {"floor": run_chain("floor", block, work / "floor")}
     results["ours"] = run_chain("ours", block, work / "ours")
     results["ours_threads"] = run_chain("ours_threads", block, work / "ours_threads")
@@ -164,11 +164,6 @@ def main() -> None:
               "(target < 1)"]
     (RESULTS / f"data_path_{args.preset}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def floor(block: Path) -> None:
-    for path in block.glob("*.hdf5"):
-        path.read_bytes()
 
 
 if __name__ == "__main__":
