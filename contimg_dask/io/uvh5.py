@@ -144,6 +144,48 @@ def _phase_centre(hdr: h5py.Group, extra: dict[str, object], latitude_rad: float
     raise InputError(f"unknown phase_type {phase_type!r}", file=path)
 
 
+def _blt_layout(time_array: NDArray[np.float64], ant1_blt: NDArray[np.int64],
+                ant2_blt: NDArray[np.int64], path: Path
+                ) -> tuple[NDArray, NDArray, NDArray, NDArray | None, NDArray | None]:
+    """Times (ascending), the baselines' antennas (in the order the file first lists them)
+    and, unless rows are time-major regular (every baseline of time 0, then of time 1, ...
+    in one order), each row's time and baseline index.
+
+    Raises
+    ------
+    InputError
+        A baseline appears twice in one integration.
+    """
+    n_blts = len(time_array)
+    # Time-major regular, as the correlator writes: checked in O(rows), no sorting.
+    n_bl = int(np.argmax(time_array != time_array[0])) or n_blts
+    if n_blts % n_bl == 0:
+        shape = (n_blts // n_bl, n_bl)
+        t2, a1, a2 = (a.reshape(shape) for a in (time_array, ant1_blt, ant2_blt))
+        if (np.all(t2 == t2[:, :1]) and np.all(np.diff(t2[:, 0]) > 0)
+                and np.all(a1 == a1[:1]) and np.all(a2 == a2[:1])
+                and len(np.unique(a1[0] * (1 << 20) + a2[0])) == n_bl):
+            return t2[:, 0].copy(), a1[0].copy(), a2[0].copy(), None, None
+    times, time_index = np.unique(time_array, return_inverse=True)
+    pairs = ant1_blt * (1 << 20) + ant2_blt
+    _, first_seen, bl_index = np.unique(pairs, return_index=True, return_inverse=True)
+    order = np.argsort(first_seen)  # baselines in the order the file first lists them
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    bl_index = rank[bl_index]
+    uniq_first = first_seen[order]
+    if len(np.unique(time_index * len(order) + bl_index)) != n_blts:
+        raise InputError("a baseline appears twice in one integration", file=path)
+    n_bl = len(order)
+    regular = (n_blts == len(times) * n_bl
+               and np.array_equal(time_index, np.repeat(np.arange(len(times)), n_bl))
+               and np.array_equal(bl_index, np.tile(np.arange(n_bl), len(times))))
+    if regular:
+        return times, ant1_blt[uniq_first], ant2_blt[uniq_first], None, None
+    return (times, ant1_blt[uniq_first], ant2_blt[uniq_first], time_index.astype(np.int64),
+            bl_index.astype(np.int64))
+
+
 def read_uvh5_meta(path: str | Path) -> UVH5Meta:
     """Read and check the header of a UVH5 file.
 
@@ -209,29 +251,14 @@ def read_uvh5_meta(path: str | Path) -> UVH5Meta:
 
     if not np.all(np.isfinite(time_array)) or not np.all(np.isfinite(freq)):
         raise InputError("non-finite times or frequencies in the header", file=path)
-    times, time_index = np.unique(time_array, return_inverse=True)
-    pairs = ant1_blt * (1 << 20) + ant2_blt
-    _, first_seen, bl_index = np.unique(pairs, return_index=True, return_inverse=True)
-    order = np.argsort(first_seen)  # baselines in the order the file first lists them
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    bl_index = rank[bl_index]
-    uniq_first = first_seen[order]
-    if len(np.unique(time_index * len(order) + bl_index)) != n_blts:
-        raise InputError("a baseline appears twice in one integration", file=path)
-    n_bl = len(order)
-    regular = (n_blts == len(times) * n_bl
-               and np.array_equal(time_index, np.repeat(np.arange(len(times)), n_bl))
-               and np.array_equal(bl_index, np.tile(np.arange(n_bl), len(times))))
+    times, ant1, ant2, time_index, bl_index = _blt_layout(time_array, ant1_blt, ant2_blt, path)
     return UVH5Meta(
         path=str(path), telescope_name=telescope, instrument=instrument,
         latitude_rad=lat, longitude_rad=lon, altitude_m=alt,
         antenna_names=list(names), antenna_numbers=numbers, antenna_positions=positions,
         antenna_diameters=diameters, times_jd=times,
         integration_time_s=float(np.median(int_time)),
-        ant1=ant1_blt[uniq_first], ant2=ant2_blt[uniq_first],
-        blt_time_index=None if regular else time_index.astype(np.int64),
-        blt_baseline_index=None if regular else bl_index.astype(np.int64),
+        ant1=ant1, ant2=ant2, blt_time_index=time_index, blt_baseline_index=bl_index,
         freq_hz=freq, channel_width_hz=width, polarizations=pols, phase_centre=centre,
         legacy_spw_axis=legacy, vis_dtype=vis_dtype, extra_keywords=extra,
     )
