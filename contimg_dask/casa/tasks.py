@@ -196,3 +196,34 @@ def ft_point_source(vis: str, componentlist: str, ra_rad: float, dec_rad: float,
     cl.rename(componentlist)
     cl.close()
     casatasks.ft(vis=vis, complist=componentlist, usescratch=True)
+
+
+def casa_apparent_hadec(mjd_s: list[float], ra_rad: float, dec_rad: float,
+                        site_itrf_m: list[float]) -> dict[str, list[float]]:
+    """CASA's measures for the J2000 direction (``ra_rad``, ``dec_rad``) seen from
+    ``site_itrf_m`` at each epoch (UTC, MJD seconds): apparent topocentric hour angle and
+    declination (HADEC), and the position angle of J2000 north in that frame (rad, east of
+    apparent north), from the HADEC of a point 1e-5 rad north of the direction."""
+    import math
+
+    import casatools
+
+    me, qa = casatools.measures(), casatools.quanta()
+    me.doframe(me.position("ITRF", *(qa.quantity(v, "m") for v in site_itrf_m)))
+    ha, dec, pa = [], [], []
+    step = 1e-5
+    for t in mjd_s:
+        me.doframe(me.epoch("UTC", qa.quantity(t, "s")))
+        here = me.measure(me.direction("J2000", qa.quantity(ra_rad, "rad"),
+                                       qa.quantity(dec_rad, "rad")), "HADEC")
+        north = me.measure(me.direction("J2000", qa.quantity(ra_rad, "rad"),
+                                        qa.quantity(dec_rad + step, "rad")), "HADEC")
+        h0, d0 = here["m0"]["value"], here["m1"]["value"]
+        h1, d1 = north["m0"]["value"], north["m1"]["value"]
+        # Offsets on the sky: east is decreasing hour angle.
+        east = -(h1 - h0) * math.cos(d0)
+        ha.append(h0)
+        dec.append(d0)
+        pa.append(math.atan2(east, d1 - d0))
+    me.done()
+    return {"ha": ha, "dec": dec, "pa": pa}
