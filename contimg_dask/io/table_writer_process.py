@@ -16,9 +16,12 @@ naming the table.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import traceback
 from collections import deque
 from multiprocessing import resource_tracker
@@ -40,29 +43,69 @@ class TableWriterError(ContimgError):
 
 
 class SharedSlot:
-    """Named arrays laid out in one shared-memory block."""
+    """Named arrays laid out in one block of memory shared between processes: POSIX shared
+    memory (``/dev/shm``), or a memory-mapped file (``name`` an absolute path) where
+    ``/dev/shm`` is too small (containers often get 64 MB)."""
 
-    def __init__(self, specs: list[ArraySpec], name: str | None = None) -> None:
+    def __init__(self, specs: list[ArraySpec], name: str | None = None,
+                 directory: Path | None = None) -> None:
         self.specs = specs
         offsets, total = [], 0
         for _, shape, dtype in specs:
             offsets.append(total)
             n_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             total += -(-n_bytes // 64) * 64  # 64-byte aligned
-        if name is None:
-            self.memory = SharedMemory(create=True, size=max(total, 1))
+        self.size = max(total, 1)
+        self.memory: SharedMemory | None = None
+        self.file: Path | None = None
+        self._map: mmap.mmap | None = None
+        if name is None and directory is None:
+            self.memory = SharedMemory(create=True, size=self.size)
+        elif name is None:
+            handle, file = tempfile.mkstemp(prefix=".slot-", dir=directory)
+            os.ftruncate(handle, self.size)
+            self.file, self._map = Path(file), mmap.mmap(handle, self.size)
+            os.close(handle)
+        elif name.startswith("/"):
+            with open(name, "r+b") as f:
+                self.file, self._map = Path(name), mmap.mmap(f.fileno(), self.size)
         else:
             self.memory = SharedMemory(name=name)
             # Attached, not owned: the creator unlinks it (Python 3.11 would otherwise
             # have this process's resource tracker unlink it too, at exit).
             resource_tracker.unregister(self.memory._name, "shared_memory")
+        buffer = self.memory.buf if self.memory is not None else self._map
         self.arrays = {
-            key: np.ndarray(shape, dtype=dtype, buffer=self.memory.buf, offset=offset)
+            key: np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset)
             for (key, shape, dtype), offset in zip(specs, offsets, strict=True)}
+
+    @property
+    def name(self) -> str:
+        """What another process attaches by: the shared memory's name or the file's path."""
+        return str(self.file) if self.file is not None else self.memory.name
 
     def close(self) -> None:
         self.arrays.clear()
-        self.memory.close()
+        if self.memory is not None:
+            self.memory.close()
+        else:
+            self._map.close()
+
+    def unlink(self) -> None:
+        """Remove the block (its creator, after every process has closed it)."""
+        if self.memory is not None:
+            self.memory.unlink()
+        else:
+            self.file.unlink(missing_ok=True)
+
+
+def shared_memory_free_bytes() -> int:
+    """Free space of ``/dev/shm`` (0 where there is none)."""
+    try:
+        stat = os.statvfs("/dev/shm")
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize
 
 
 def _serve(path: str, conn: Connection, slot_names: list[str],
@@ -115,15 +158,23 @@ def _serve(path: str, conn: Connection, slot_names: list[str],
 
 class TableWriterProcess:
     """Context manager: a child process writing the table at ``path``, with ``n_slots``
-    shared-memory slots of the arrays ``specs`` (name, shape, dtype)."""
+    shared-memory slots of the arrays ``specs`` (name, shape, dtype). The slots are POSIX
+    shared memory, or (``file_backed``; by default when ``/dev/shm`` has too little room)
+    memory-mapped files inside the table's directory, removed when the writer closes."""
 
-    def __init__(self, path: str | Path, specs: list[ArraySpec], n_slots: int = 2) -> None:
+    def __init__(self, path: str | Path, specs: list[ArraySpec], n_slots: int = 2,
+                 file_backed: bool | None = None) -> None:
         self.path = str(path)
-        self.slots = [SharedSlot(specs) for _ in range(n_slots)]
+        slot_bytes = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                         for _, shape, dtype in specs)
+        if file_backed is None:  # /dev/shm too small: memory-mapped files in the table
+            file_backed = shared_memory_free_bytes() < 1.2 * n_slots * slot_bytes
+        directory = Path(path) if file_backed else None
+        self.slots = [SharedSlot(specs, directory=directory) for _ in range(n_slots)]
         self._pending: deque[int | None] = deque()  # unacknowledged commands (their slot)
         parent, child = socket.socketpair()
         self._conn = Connection(parent.detach())
-        args = json.dumps({"path": self.path, "slots": [s.memory.name for s in self.slots],
+        args = json.dumps({"path": self.path, "slots": [s.name for s in self.slots],
                            "specs": specs, "fd": child.fileno()})
         self._process = subprocess.Popen(
             [sys.executable, "-m", "contimg_dask.io.table_writer_process", args],
@@ -148,7 +199,7 @@ class TableWriterProcess:
             self._conn.close()
             for slot in self.slots:
                 slot.close()
-                slot.memory.unlink()
+                slot.unlink()
 
     def slot(self, index: int) -> dict[str, np.ndarray]:
         """The arrays of slot ``index``, once the child has finished writing from it."""

@@ -238,3 +238,19 @@ def test_ms_row_columns_hold_every_rows_value(ms: Path, rephased: Path) -> None:
     np.testing.assert_array_equal(cols["ANTENNA1"], np.tile(ant1, n_t * n_spw))
     np.testing.assert_array_equal(cols["UVW"], np.tile(-ds.UVW_REPHASED.values.reshape(-1, 3),
                                                        (n_spw, 1)))
+
+
+def test_ms_export_where_dev_shm_is_too_small(rephased: Path, ms: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Containers often give /dev/shm 64 MB. Its free space is the one thing mocked here (a
+    property of the machine, outside the system): the writer then shares its slots through
+    memory-mapped files, and writes the same MS."""
+    import contimg_dask.io.table_writer_process as writer_process
+
+    monkeypatch.setattr(writer_process, "shared_memory_free_bytes", lambda: 0)
+    out = export_block(rephased, tmp_path / "mapped.ms", "ms", make_config(tmp_path))
+    names = ("DATA", "FLAG", "WEIGHT", "UVW", "TIME", "ANTENNA2")
+    ours, theirs = _ms_columns(out, names), _ms_columns(ms, names)
+    for name in names:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+    assert not list(out.glob(".slot-*"))

@@ -31,15 +31,20 @@ def _shm_names() -> set[str]:
     return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
 
 
-def test_slots_runs_and_columns_round_trip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("file_backed", [False, True])
+def test_slots_runs_and_columns_round_trip(tmp_path: Path, file_backed: bool) -> None:
+    """Through POSIX shared memory, or memory-mapped files (used where /dev/shm is small):
+    the table holds what was put, and nothing is left behind."""
     path = _new_table(tmp_path / "t.tab")
     before = _shm_names()
+    files_before = set(path.iterdir())
     rng = np.random.default_rng(1)
     data = (rng.standard_normal((N_ROWS, N_CHAN, N_POL))
             + 1j * rng.standard_normal((N_ROWS, N_CHAN, N_POL))).astype(np.complex64)
     half = N_ROWS // 2
     spec = [("data", (half, N_CHAN, N_POL), "complex64")]
-    with TableWriterProcess(path, spec) as writer:
+    with TableWriterProcess(path, spec, file_backed=file_backed) as writer:
+        assert any(slot.file is not None for slot in writer.slots) == file_backed
         writer.addrows(N_ROWS)
         for index in range(2):  # two slots in flight, then each reused
             writer.slot(index)["data"][...] = data[index * half:(index + 1) * half]
@@ -53,6 +58,7 @@ def test_slots_runs_and_columns_round_trip(tmp_path: Path) -> None:
                                                                    [10, 15, 15]))
         np.testing.assert_array_equal(t.getcol("ANTENNA1"), np.tile(np.arange(4), 10))
     assert _shm_names() == before
+    assert not [f for f in set(path.iterdir()) - files_before if f.name.startswith(".slot")]
 
 
 def test_an_error_in_the_child_is_raised_in_the_parent(tmp_path: Path) -> None:
