@@ -39,7 +39,7 @@ from contimg_dask.errors import InputError
 from contimg_dask.io.atomic import atomic_directory
 from contimg_dask.io.block_calibration import read_block_calibration
 from contimg_dask.io.block_geometry import geometry_of
-from contimg_dask.io.block_store import fixed_centre_group, open_block, read_channels
+from contimg_dask.io.block_store import fixed_centre_group, read_channels
 from contimg_dask.io.data_groups import ChannelReader
 from contimg_dask.io.page_cache import ReadAhead, extend_file
 from contimg_dask.io.scratch import scratch
@@ -323,7 +323,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     flag_rows = np.empty(n_rows, bool)
     uvw_rows = np.asarray(uvw.values).reshape(block_rows, 3)
     ant1_rows, ant2_rows = np.tile(ant1, n_t), np.tile(ant2, n_t)
-    group_path = store / next(iter(open_block(store).children))
+    group_path = store / str(view.node.name)
     reader = ChannelReader(group_path, view.group, freq)
     # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
     # channels of a row: correlator weights (nsamples) rarely do, and the column is 1/3 of
