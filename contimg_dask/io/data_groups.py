@@ -83,8 +83,11 @@ def data_group(attrs: dict[str, Any], name: str, store: Path | None = None,
                      f"{group_names(attrs)}){hint}", file=store, stage=stage, key=key)
 
 
-def rotation_path_difference(ds: xr.Dataset, group: DataGroup) -> np.ndarray:
-    """``w_new - w_old`` (time, baseline; metres) of a derived group's rotation."""
+def rotation_path_difference(ds: xr.Dataset, group: DataGroup) -> np.ndarray | None:
+    """``w_new - w_old`` (time, baseline; metres) of a derived group's rotation; None for a
+    stored group."""
+    if not group.derived:
+        return None
     w_old = np.asarray(ds[group.rotated_from_uvw].values[..., 2], np.float64)
     w_new = np.asarray(ds[group.names["uvw"]].values[..., 2], np.float64)
     return w_new - w_old
@@ -95,9 +98,9 @@ def group_visibilities(ds: xr.Dataset, group: DataGroup) -> da.Array:
     array: the stored array, or for a derived group its rotation, blockwise over the stored
     array's chunks."""
     vis = ds[group.names["correlated_data"]].data
-    if not group.derived:
-        return vis
     dw = rotation_path_difference(ds, group)
+    if dw is None:
+        return vis
     dw_d = da.from_array(dw, chunks=(vis.chunks[0], vis.chunks[1]))
     freq_d = da.from_array(ds.frequency.values, chunks=(vis.chunks[2],))
     return da.blockwise(rotate_by_path_difference, "tbfp", vis, "tbfp", dw_d, "tb", freq_d,
@@ -106,16 +109,16 @@ def group_visibilities(ds: xr.Dataset, group: DataGroup) -> da.Array:
 
 class ChannelReader:
     """Reads a data group's visibilities one channel slice at a time (all times and
-    baselines) straight from the zarr arrays of the MSv4 group at ``group_path``."""
+    baselines) straight from the zarr arrays of the MSv4 group at ``group_path``; ``dw`` is
+    the group's :func:`rotation_path_difference` (None for a stored group)."""
 
-    def __init__(self, group_path: Path, group: DataGroup, freq_hz: np.ndarray) -> None:
+    def __init__(self, group_path: Path, group: DataGroup, freq_hz: np.ndarray,
+                 dw: np.ndarray | None) -> None:
+        if group.derived and dw is None:
+            raise ValueError(f"data group '{group.name}' is derived: its rotation is needed")
         self._array = zarr.open_array(group_path / group.names["correlated_data"], mode="r")
         self._freq = np.asarray(freq_hz, np.float64)
-        self._dw = None
-        if group.derived:
-            w_old = zarr.open_array(group_path / group.rotated_from_uvw, mode="r")[..., 2]
-            w_new = zarr.open_array(group_path / group.names["uvw"], mode="r")[..., 2]
-            self._dw = np.asarray(w_new - w_old, np.float64)
+        self._dw = dw
 
     def read(self, channels: slice, conjugate: bool = False,
              out: np.ndarray | None = None) -> np.ndarray:

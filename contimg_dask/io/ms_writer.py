@@ -40,7 +40,7 @@ from contimg_dask.io.atomic import atomic_directory
 from contimg_dask.io.block_calibration import read_block_calibration
 from contimg_dask.io.block_geometry import geometry_of
 from contimg_dask.io.block_store import fixed_centre_group, read_channels
-from contimg_dask.io.data_groups import ChannelReader
+from contimg_dask.io.data_groups import ChannelReader, rotation_path_difference
 from contimg_dask.io.page_cache import ReadAhead, extend_file
 from contimg_dask.io.scratch import scratch
 from contimg_dask.io.table_writer_process import TableWriterProcess
@@ -324,7 +324,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     uvw_rows = np.asarray(uvw.values).reshape(block_rows, 3)
     ant1_rows, ant2_rows = np.tile(ant1, n_t), np.tile(ant2, n_t)
     group_path = store / str(view.node.name)
-    reader = ChannelReader(group_path, view.group, freq)
+    reader = ChannelReader(group_path, view.group, freq,
+                           rotation_path_difference(ds, view.group))
     # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
     # channels of a row: correlator weights (nsamples) rarely do, and the column is 1/3 of
     # the MS. Calibration applied on the fly makes them differ.
@@ -367,10 +368,6 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         rows = slice(start, start + block_rows)
         varies = _row_weights_and_flags(w.reshape(rows_shape), slot["flag"],
                                         weight_rows[rows], flag_rows[rows])
-        # MS convention: UVW of opposite sign, same antenna order.
-        np.negative(uvw_rows, out=slot["uvw"])
-        slot["antenna1"][...] = ant1_rows
-        slot["antenna2"][...] = ant2_rows
         puts = [("DATA", "data", start), ("FLAG", "flag", start), ("UVW", "uvw", start),
                 ("ANTENNA1", "antenna1", start), ("ANTENNA2", "antenna2", start)]
         if with_corrected:
@@ -414,6 +411,12 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
                 writer.put_runs(name, [0], [interval])
             for name, value in CONSTANT_COLUMNS.items():
                 writer.put_runs(name, [0], np.array([value], np.int32))
+            for index in range(2):  # the row columns, the same in every window's slot
+                slot = writer.slot(index)
+                # MS convention: UVW of opposite sign, same antenna order.
+                np.negative(uvw_rows, out=slot["uvw"])
+                slot["antenna1"][...] = ant1_rows
+                slot["antenna2"][...] = ant2_rows
             varies_any = False
             for s in range(n_spw):
                 puts, varies = prepare(s, writer.slot(s % 2))

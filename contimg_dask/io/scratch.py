@@ -31,4 +31,3 @@ def scratch(name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
     if buffer is None or buffer.nbytes < n_bytes:
         buffer = pool[name] = np.empty(max(n_bytes, 1), np.uint8)
     return buffer[:n_bytes].view(dtype).reshape(shape)
-

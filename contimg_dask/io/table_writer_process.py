@@ -42,6 +42,17 @@ class TableWriterError(ContimgError):
     """The table-writing child process failed (the message carries its traceback)."""
 
 
+def slot_layout(specs: list[ArraySpec]) -> tuple[list[int], int]:
+    """Byte offsets of the arrays ``specs`` laid out one after the other (64-byte aligned)
+    in a slot, and the slot's size."""
+    offsets, total = [], 0
+    for _, shape, dtype in specs:
+        offsets.append(total)
+        n_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        total += -(-n_bytes // 64) * 64
+    return offsets, total
+
+
 class SharedSlot:
     """Named arrays laid out in one block of memory shared between processes: POSIX shared
     memory (``/dev/shm``), or a memory-mapped file (``name`` an absolute path) where
@@ -50,11 +61,7 @@ class SharedSlot:
     def __init__(self, specs: list[ArraySpec], name: str | None = None,
                  directory: Path | None = None) -> None:
         self.specs = specs
-        offsets, total = [], 0
-        for _, shape, dtype in specs:
-            offsets.append(total)
-            n_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-            total += -(-n_bytes // 64) * 64  # 64-byte aligned
+        offsets, total = slot_layout(specs)
         self.size = max(total, 1)
         self.memory: SharedMemory | None = None
         self.file: Path | None = None
@@ -165,10 +172,8 @@ class TableWriterProcess:
     def __init__(self, path: str | Path, specs: list[ArraySpec], n_slots: int = 2,
                  file_backed: bool | None = None) -> None:
         self.path = str(path)
-        slot_bytes = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-                         for _, shape, dtype in specs)
         if file_backed is None:  # /dev/shm too small: memory-mapped files in the table
-            file_backed = shared_memory_free_bytes() < 1.2 * n_slots * slot_bytes
+            file_backed = shared_memory_free_bytes() < 1.2 * n_slots * slot_layout(specs)[1]
         directory = Path(path) if file_backed else None
         self.slots = [SharedSlot(specs, directory=directory) for _ in range(n_slots)]
         self._pending: deque[int | None] = deque()  # unacknowledged commands (their slot)
@@ -210,34 +215,34 @@ class TableWriterProcess:
     def put_slot(self, index: int, puts: list[tuple[str, str, int]]) -> None:
         """Write slot ``index``'s arrays: (column, array name, first row) each. Returns at
         once; the slot is busy until :meth:`slot` is asked for it again."""
-        self._send("put_slot", index, puts)
-        self._pending.append(index)
+        self._queue(index, "put_slot", index, puts)
 
     def put(self, column: str, values: np.ndarray, startrow: int = 0) -> None:
         """Write ``values`` (pickled: small arrays) into ``column`` from ``startrow``.
         Returns at once."""
-        self._send("put", column, values, startrow)
-        self._pending.append(None)
+        self._queue(None, "put", column, values, startrow)
 
     def put_runs(self, column: str, starts: np.ndarray, values: np.ndarray) -> None:
         """Write a scalar column stored by IncrementalStMan as runs: ``values[i]`` from row
         ``starts[i]`` (increasing) up to the next start, or to the last row. The storage
         manager keeps a value put in a row for the rows after it until the next stored
         change, so one put per run suffices (tests read every row back). Returns at once."""
-        self._send("put_runs", column, np.asarray(starts), np.asarray(values))
-        self._pending.append(None)
+        self._queue(None, "put_runs", column, np.asarray(starts), np.asarray(values))
 
     def addrows(self, n_rows: int) -> None:
-        self._send("addrows", n_rows)
-        self._pending.append(None)
+        self._queue(None, "addrows", n_rows)
 
     def keyword(self, name: str, value: Any) -> None:
-        self._send("keyword", name, value)
-        self._pending.append(None)
+        self._queue(None, "keyword", name, value)
 
     def addcols(self, descs: list[dict], groups: dict) -> None:
-        self._send("addcols", descs, groups)
-        self._pending.append(None)
+        self._queue(None, "addcols", descs, groups)
+
+    def _queue(self, slot: int | None, command: str, *args: Any) -> None:
+        """Send a command without waiting; its acknowledgement is awaited later (in order),
+        ``slot`` marking the slot it keeps busy."""
+        self._send(command, *args)
+        self._pending.append(slot)
 
     def _drain(self) -> None:
         while self._pending:

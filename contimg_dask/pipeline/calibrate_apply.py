@@ -29,7 +29,7 @@ from contimg_dask.errors import CalibrationError
 from contimg_dask.io.block_calibration import write_block_calibration
 from contimg_dask.io.block_geometry import BlockGeometry
 from contimg_dask.io.block_store import now_iso, quiet_zarr_strings
-from contimg_dask.io.data_groups import ChannelReader, DataGroup
+from contimg_dask.io.data_groups import ChannelReader, DataGroup, rotation_path_difference
 from contimg_dask.io.solutions import read_solutions
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import apply_gains, interpolate_in_time
@@ -125,16 +125,16 @@ def gains_on(solutions: xr.Dataset, geometry: BlockGeometry) -> np.ndarray:
     return out
 
 
-def _apply_chunk(group_path: Path, group: DataGroup, freq_hz: np.ndarray, sl: slice,
-                 gain_t: np.ndarray, bandpass: np.ndarray, ant1: np.ndarray, ant2: np.ndarray,
-                 new_flags: bool) -> tuple[int, int]:
+def _apply_chunk(group_path: Path, group: DataGroup, freq_hz: np.ndarray,
+                 dw: np.ndarray | None, sl: slice, gain_t: np.ndarray, bandpass: np.ndarray,
+                 ant1: np.ndarray, ant2: np.ndarray, new_flags: bool) -> tuple[int, int]:
     """Correct one subband chunk in the store; returns its (flagged, total) counts."""
 
     def read(name: str) -> np.ndarray:
         return zarr.open_array(group_path / name, mode="r")[:, :, sl, :]
 
     flag = read(group.names["flag"])
-    vis = ChannelReader(group_path, group, freq_hz).read(sl)
+    vis = ChannelReader(group_path, group, freq_hz, dw).read(sl)
     vis, weight, new = apply_gains(vis, read(group.names["weight"]), flag, gain_t, bandpass,
                                    ant1, ant2, write_flags=new_flags)
     outputs = [("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", weight)]
@@ -233,8 +233,10 @@ def _materialise(block: CalibrationBlock, gain_t: np.ndarray, bandpass: np.ndarr
     # shares the flags of the group it corrects.
     new_flags = not (np.isfinite(gain_t).all() and np.isfinite(bandpass).all())
     _create_corrected_arrays(block, new_flags)
-    tasks = [dask.delayed(_apply_chunk)(group_path, block.data_group, g.freq_hz, sl, gain_t,
-                                        bandpass[sl], g.ant1, g.ant2, new_flags)
+    # The rotation of a derived group enters the graph once, shared by every chunk's task.
+    dw = dask.delayed(rotation_path_difference(block.dataset, block.data_group))
+    tasks = [dask.delayed(_apply_chunk)(group_path, block.data_group, g.freq_hz, dw, sl,
+                                        gain_t, bandpass[sl], g.ant1, g.ant2, new_flags)
              for sl in g.subband_slices()]
     counts = np.array(dask.compute(*tasks))
     entry = {
