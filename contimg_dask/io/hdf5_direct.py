@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contimg_dask.errors import UnreadableFileError
+from contimg_dask.io.scratch import scratch
 
 # The copy kernel handles this many axes once axes a chunk spans entirely are merged.
 _KERNEL_RANK = 4
@@ -36,7 +36,7 @@ _KERNEL_RANK = 4
 _WINDOW = 4 << 20
 _WORD_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
-_POOL = threading.local()
+READ_BUFFER = "hdf5_direct_read"  # this module's scratch buffer (io/scratch.py)
 
 
 @dataclass(frozen=True)
@@ -284,16 +284,6 @@ def _read_exactly(fh: io.FileIO, offset: int, target: NDArray[np.uint8], path: s
         done += got
 
 
-def _pooled_buffer(nbytes: int) -> NDArray[np.uint8]:
-    """This thread's reusable read buffer, at least ``nbytes`` long and 8-byte aligned."""
-    buffer = getattr(_POOL, "buffer", None)
-    if buffer is None or len(buffer) < nbytes:
-        _POOL.buffer = None  # let the old buffer go before allocating the new one
-        buffer = np.empty(-(-nbytes // 8), np.uint64).view(np.uint8)
-        _POOL.buffer = buffer
-    return buffer
-
-
 class _ChunkCopy:
     """One dataset's chunks set up for the copy kernel.
 
@@ -343,7 +333,7 @@ def _read_chunks(fh: io.FileIO, copies: list[_ChunkCopy], path: str) -> None:
     # Chunks starting in window w are copies' chunks bounds[w]:bounds[w + 1].
     bounds = [np.searchsorted(copy.layout.byte_offset, cuts) for copy in copies]
     longest = max(copy.layout.chunk_nbytes for copy in copies)
-    buffer = _pooled_buffer(_WINDOW + longest + 8)
+    buffer = scratch(READ_BUFFER, (_WINDOW + longest + 8,), np.uint8)
     for w in range(len(cuts) - 1):
         base = int(cuts[w])
         stop = max((int(copy.layout.byte_offset[b[w + 1] - 1]) + copy.layout.chunk_nbytes

@@ -22,12 +22,13 @@ _local = threading.local()
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype: DTypeLike) -> np.ndarray:
-    """An uninitialised C-contiguous array of ``shape`` and ``dtype``, reusing this
-    thread's buffer called ``name`` (grown when too small)."""
+    """An uninitialised C-contiguous, 8-byte aligned array of ``shape`` and ``dtype``,
+    reusing this thread's buffer called ``name`` (grown when too small)."""
     pool: dict[str, np.ndarray] = _local.__dict__.setdefault("pool", {})
     dtype = np.dtype(dtype)
     n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     buffer = pool.get(name)
     if buffer is None or buffer.nbytes < n_bytes:
-        buffer = pool[name] = np.empty(max(n_bytes, 1), np.uint8)
+        pool.pop(name, None)  # let the old buffer go before allocating the new one
+        buffer = pool[name] = np.empty(-(-max(n_bytes, 1) // 8), np.uint64).view(np.uint8)
     return buffer[:n_bytes].view(dtype).reshape(shape)

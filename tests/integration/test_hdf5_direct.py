@@ -16,6 +16,7 @@ import pytest
 
 from contimg_dask.errors import UnreadableFileError
 from contimg_dask.io import hdf5_direct
+from contimg_dask.io import scratch as scratch_module
 from contimg_dask.io.hdf5_direct import direct_layout, read_dataset, read_datasets
 from contimg_dask.io.uvh5 import read_uvh5_meta, read_uvh5_visibilities
 from tests.conftest import SHARED
@@ -377,13 +378,18 @@ def test_file_open_for_writing_falls_back_to_h5py(tmp_path: Path) -> None:
 
 # --- outputs and the pooled buffer -----------------------------------------------------------
 
+def _read_buffer() -> np.ndarray | None:
+    """This thread's read buffer of the direct reader (its io/scratch.py pool entry)."""
+    return scratch_module._local.__dict__.get("pool", {}).get(hdf5_direct.READ_BUFFER)
+
+
 def test_reused_output_and_buffer_across_files(small_blocks: Path) -> None:
     first, second = subband_files(small_blocks)[:2]
     with h5py.File(first, "r") as f:
         outs = [np.empty(f["Data"][name].shape, f["Data"][name].dtype) for name in DATA]
         read_datasets([f["Data"][name] for name in DATA], outs)
         before = [out.copy() for out in outs]
-    buffer = hdf5_direct._POOL.buffer
+    buffer = _read_buffer()
     with h5py.File(second, "r") as f:
         dsets = [f["Data"][name] for name in DATA]
         got = read_datasets(dsets, outs)
@@ -391,7 +397,7 @@ def test_reused_output_and_buffer_across_files(small_blocks: Path) -> None:
         for out, dset in zip(outs, dsets, strict=True):
             assert_same(out, dset[()])
     assert outs[0].tobytes() != before[0].tobytes()  # the files' visibilities differ
-    assert hdf5_direct._POOL.buffer is buffer  # reused, not reallocated
+    assert _read_buffer() is buffer  # reused, not reallocated
 
 
 def test_pooled_buffer_grows_and_is_reused(tmp_path: Path) -> None:
@@ -402,14 +408,14 @@ def test_pooled_buffer_grows_and_is_reused(tmp_path: Path) -> None:
         f.create_dataset("small", data=small, chunks=(8, 3))
         f.create_dataset("large", data=large, chunks=(100, 7))
     with h5py.File(path, "r") as f:
-        hdf5_direct._POOL.buffer = None
+        scratch_module._local.pool.pop(hdf5_direct.READ_BUFFER, None)
         assert_same(read_dataset(f["small"]), small)
-        first = hdf5_direct._POOL.buffer
+        first = _read_buffer()
         assert_same(read_dataset(f["large"]), large)
-        grown = hdf5_direct._POOL.buffer
+        grown = _read_buffer()
         assert len(grown) >= len(first)
         assert_same(read_dataset(f["small"]), small)
-        assert hdf5_direct._POOL.buffer is grown
+        assert _read_buffer() is grown
 
 
 def test_threads_have_their_own_buffers(small_blocks: Path) -> None:
@@ -418,7 +424,7 @@ def test_threads_have_their_own_buffers(small_blocks: Path) -> None:
     def read(path: Path) -> tuple[list[np.ndarray], int, int]:
         with h5py.File(path, "r") as f:
             arrays = read_datasets([f["Data"][name] for name in DATA])
-        return arrays, threading.get_ident(), id(hdf5_direct._POOL.buffer)
+        return arrays, threading.get_ident(), id(_read_buffer())
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(read, files))
