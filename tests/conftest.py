@@ -11,7 +11,8 @@ from contimg_dask.config import PipelineConfig
 from tests.helpers import make_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+# Real files from other instruments, kept in the repository with their licence (see README.md).
+REAL_DATA = Path(__file__).resolve().parent / "data" / "real"
 
 # Astropy must never try to download IERS tables during tests.
 os.environ.setdefault("ASTROPY_IERS_AUTO_DOWNLOAD", "0")

@@ -24,7 +24,7 @@ from contimg_dask.errors import (
 from contimg_dask.io.block_store import block_node, open_block
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.pipeline.rephase import rephase_block
-from tests.conftest import SHARED
+from tests.conftest import REAL_DATA
 from tests.helpers import (
     group_visibilities_of,
     make_config,
@@ -33,7 +33,7 @@ from tests.helpers import (
     read_with_true_phase_centres,
 )
 
-REAL = SHARED / "data" / "real"
+REAL = REAL_DATA
 
 
 def block_files(directory: Path, block: int = 0) -> tuple[list[Path], dict]:

@@ -19,9 +19,9 @@ from contimg_dask.io import hdf5_direct
 from contimg_dask.io import scratch as scratch_module
 from contimg_dask.io.hdf5_direct import direct_layout, read_dataset, read_datasets
 from contimg_dask.io.uvh5 import read_uvh5_meta, read_uvh5_visibilities
-from tests.conftest import SHARED
+from tests.conftest import REAL_DATA
 
-REAL = SHARED / "data" / "real"
+REAL = REAL_DATA
 DATA = ("visdata", "flags", "nsamples")
 
 
