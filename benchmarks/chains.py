@@ -68,8 +68,8 @@ def ours(block_dir: Path, work: Path) -> dict:
 
 def _ours_stages(block_dir: Path, work: Path, config) -> dict:
     from contimg_dask.coords.frames import earth_orientation
-    from contimg_dask.io.exports import export_block
     from contimg_dask.io.ingest import ingest_block
+    from contimg_dask.io.outputs.exports import export_block
     from contimg_dask.pipeline.rephase import rephase_block
 
     earth_orientation([2461120.5])  # astropy parses its IERS table once per process

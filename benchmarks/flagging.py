@@ -189,7 +189,7 @@ def _kernel_seconds(store: Path, params: Any, ant1: np.ndarray, ant2: np.ndarray
     process."""
     import zarr
 
-    from contimg_dask.io.block_store import block_node, open_block
+    from contimg_dask.io.store.block_store import block_node, open_block
     from contimg_dask.ops.flagging import flag_subband
     from contimg_dask.pipeline.flag import read_subband
 
@@ -233,9 +233,9 @@ def _markdown(summary: dict) -> str:
 def main() -> None:
     from contimg_dask.casa import run_casa
     from contimg_dask.config import load_config
-    from contimg_dask.io.block_store import block_node, open_block
-    from contimg_dask.io.exports import export_block
     from contimg_dask.io.ingest import ingest_block
+    from contimg_dask.io.outputs.exports import export_block
+    from contimg_dask.io.store.block_store import block_node, open_block
     from contimg_dask.pipeline.cluster import dask_client
     from contimg_dask.pipeline.flag import flag_block, flag_parameters
     from tests.helpers import read_truth, rfi_truth

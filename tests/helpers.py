@@ -77,7 +77,7 @@ def pyuvdata_uvw_per_integration(uv: UVData) -> np.ndarray:
 def rfi_truth(store: Path, truth_path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """The simulator's injected RFI amplitude (Jy) on a block store's (time, baseline,
     frequency, pol) grid: subbands in the store's chunk order, channels ascending."""
-    from contimg_dask.io.block_store import block_node, open_block
+    from contimg_dask.io.store.block_store import block_node, open_block
 
     prov = block_node(open_block(store)).to_dataset(inherit=False).attrs["contimg"]
     n_t, n_bl, _, n_p = shape
@@ -108,8 +108,8 @@ def expected_peak(source: dict, truth: dict, freq_hz: np.ndarray) -> float:
 
 def group_visibilities_of(store: Path, name: str = "rephased") -> np.ndarray:
     """A block store's data group's visibilities, stored or rotated on the fly, computed."""
-    from contimg_dask.io.block_store import block_node, open_block
-    from contimg_dask.io.data_groups import data_group, group_visibilities
+    from contimg_dask.io.store.block_store import block_node, open_block
+    from contimg_dask.io.store.data_groups import data_group, group_visibilities
 
     ds = block_node(open_block(store)).to_dataset(inherit=False)
     return np.asarray(group_visibilities(ds, data_group(ds.attrs, name)).compute())

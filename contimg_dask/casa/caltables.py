@@ -28,7 +28,7 @@ from contimg_dask.casa import run_casa
 from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.coords.time import mjd_seconds_to_unix, unix_to_mjd_seconds
 from contimg_dask.errors import InputError
-from contimg_dask.io.atomic import atomic_directory
+from contimg_dask.io.system.atomic import atomic_directory
 
 BANDPASS = "B Jones"
 GAIN = "G Jones"

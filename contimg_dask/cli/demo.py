@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from contimg_dask.config.schema import PipelineConfig
-from contimg_dask.io.discovery import discover_blocks
-from contimg_dask.io.exports import export_block
 from contimg_dask.io.ingest import ingest_block
+from contimg_dask.io.outputs.exports import export_block
+from contimg_dask.io.uvh5.discovery import discover_blocks
 from contimg_dask.pipeline.calibrate_apply import apply_solutions
 from contimg_dask.pipeline.calibrate_solve import find_calibrators, solve_block
 from contimg_dask.pipeline.cluster import dask_client

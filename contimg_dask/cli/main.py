@@ -89,7 +89,7 @@ def _print_discovery(result: dict) -> None:
 
 
 def _cmd_blocks(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.io.discovery import discover_blocks
+    from contimg_dask.io.uvh5.discovery import discover_blocks
 
     directory = args.incoming or config.paths.incoming
     result = discover_blocks(directory, config.blocks).to_dict()
@@ -102,7 +102,7 @@ def _cmd_blocks(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 def _block_files(args: argparse.Namespace, config: PipelineConfig) -> tuple[list[Path], str]:
     """SOURCE is subband files, or a directory plus --block (the block id)."""
-    from contimg_dask.io.discovery import discover_blocks
+    from contimg_dask.io.uvh5.discovery import discover_blocks
 
     sources = [Path(s) for s in args.source]
     if len(sources) == 1 and sources[0].is_dir():
@@ -149,7 +149,7 @@ def _cmd_rephase(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.io.exports import export_block
+    from contimg_dask.io.outputs.exports import export_block
 
     out = export_block(Path(args.store), Path(args.out), args.format, config,
                        data_group=args.data_group, spw_layout=args.spw_layout)

@@ -1,2 +1,3 @@
-"""Input/output: UVH5 headers and block discovery; later the block store (zarr, MSv4), the
-Measurement Set writer and the UVFITS/MIRIAD/UVH5 exports."""
+"""Input/output, in four rooms: ``uvh5`` (correlator files in, block discovery), ``store``
+(the zarr/MSv4 block store's model), ``outputs`` (the Measurement Set writer and exports) and
+``system`` (scratch memory, page cache, atomic renames); ``ingest`` fills the store from UVH5."""

@@ -25,7 +25,7 @@ from contimg_dask import __version__
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.coords.time import jd_to_unix
 from contimg_dask.errors import IncompleteBlockError, InconsistentBlockError, InputError
-from contimg_dask.io.block_store import (
+from contimg_dask.io.store.block_store import (
     antenna_dataset,
     field_ephemeris_dataset,
     field_static_dataset,
@@ -35,7 +35,7 @@ from contimg_dask.io.block_store import (
     with_rephased,
     write_processing_set,
 )
-from contimg_dask.io.uvh5 import UVH5Meta, read_uvh5_meta, read_uvh5_visibilities
+from contimg_dask.io.uvh5.reader import UVH5Meta, read_uvh5_meta, read_uvh5_visibilities
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.phasing import (
     block_centre,
@@ -139,7 +139,7 @@ def _count_nonfinite(vis: np.ndarray) -> int:
 
 def _read_chunk(meta: UVH5Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One subband's (vis, flag, weight), frequency ascending; refuses NaNs."""
-    # The task writes the arrays and drops them: read into reused buffers (io/scratch.py).
+    # The task writes the arrays and drops them: read into reused buffers (io/system/scratch.py).
     vis, flags, nsamples = read_uvh5_visibilities(meta, ascending=True, reuse_buffers=True)
     bad = _count_nonfinite(vis)
     if bad:

@@ -1,7 +1,7 @@
 """Stage: apply calibration solutions to a block.
 
 ``apply_solutions`` writes the gains on the block's own grid into its calibration node
-(:mod:`contimg_dask.io.block_calibration`); readers then compute the corrected data on the
+(:mod:`contimg_dask.io.store.block_calibration`); readers then compute the corrected data on the
 fly. Materialised, it also writes the data group ``corrected`` (VISIBILITY_CORRECTED,
 WEIGHT_CORRECTED, and FLAG_CORRECTED when a solution is flagged; UVW, phase centre and
 otherwise the flags are shared with the group it corrects): one task per subband chunk reads
@@ -26,11 +26,11 @@ import zarr
 from contimg_dask.config import PipelineConfig
 from contimg_dask.config.schema import CalibrationConfig
 from contimg_dask.errors import CalibrationError
-from contimg_dask.io.block_calibration import write_block_calibration
-from contimg_dask.io.block_geometry import BlockGeometry
-from contimg_dask.io.block_store import now_iso, quiet_zarr_strings
-from contimg_dask.io.data_groups import ChannelReader, DataGroup, rotation_path_difference
-from contimg_dask.io.solutions import read_solutions
+from contimg_dask.io.store.block_calibration import write_block_calibration
+from contimg_dask.io.store.block_geometry import BlockGeometry
+from contimg_dask.io.store.block_store import now_iso, quiet_zarr_strings
+from contimg_dask.io.store.data_groups import ChannelReader, DataGroup, rotation_path_difference
+from contimg_dask.io.store.solutions import read_solutions
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import apply_gains, interpolate_in_time
 from contimg_dask.pipeline.calibration_block import CalibrationBlock, open_calibration_block
@@ -154,7 +154,7 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
     are kept). Returns a summary.
 
     The gains and bandpass on the block's integrations and channels are written to its
-    calibration node (:mod:`contimg_dask.io.block_calibration`). With ``materialise``
+    calibration node (:mod:`contimg_dask.io.store.block_calibration`). With ``materialise``
     (default ``calibration.materialise_corrected``) the corrected data are also written as
     the data group ``corrected``; otherwise readers compute them on the fly (the MS export
     writes CORRECTED_DATA either way).

@@ -24,9 +24,9 @@ from contimg_dask import __version__
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.config.schema import CalibrationConfig
 from contimg_dask.errors import CalibrationError
-from contimg_dask.io.block_geometry import BlockGeometry, geometry_of
-from contimg_dask.io.block_store import block_node, now_iso, open_block
-from contimg_dask.io.solutions import SOLUTIONS_TYPE, write_solutions
+from contimg_dask.io.store.block_geometry import BlockGeometry, geometry_of
+from contimg_dask.io.store.block_store import block_node, now_iso, open_block
+from contimg_dask.io.store.solutions import SOLUTIONS_TYPE, write_solutions
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import (
     GainSolution,

@@ -8,9 +8,9 @@ from pathlib import Path
 import dask.array as da
 import xarray as xr
 
-from contimg_dask.io.block_geometry import BlockGeometry, geometry_of
-from contimg_dask.io.block_store import block_node, open_block
-from contimg_dask.io.data_groups import DataGroup, data_group, group_visibilities
+from contimg_dask.io.store.block_geometry import BlockGeometry, geometry_of
+from contimg_dask.io.store.block_store import block_node, open_block
+from contimg_dask.io.store.data_groups import DataGroup, data_group, group_visibilities
 
 
 @dataclass(frozen=True)

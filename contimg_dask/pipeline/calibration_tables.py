@@ -26,9 +26,9 @@ from contimg_dask.casa.caltables import (
 )
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_geometry import BlockGeometry, read_geometry
-from contimg_dask.io.block_store import now_iso
-from contimg_dask.io.solutions import SOLUTIONS_TYPE, read_solutions, write_solutions
+from contimg_dask.io.store.block_geometry import BlockGeometry, read_geometry
+from contimg_dask.io.store.block_store import now_iso
+from contimg_dask.io.store.solutions import SOLUTIONS_TYPE, read_solutions, write_solutions
 
 
 def export_to_casa(solutions_path: str | Path, ms: str | Path, prefix: str | Path,

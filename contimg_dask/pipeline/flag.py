@@ -25,14 +25,14 @@ import zarr
 
 from contimg_dask.config.schema import FlaggingConfig
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import (
+from contimg_dask.io.store.block_store import (
     block_node,
     nearly_constant_codec,
     now_iso,
     open_block,
     quiet_zarr_strings,
 )
-from contimg_dask.io.data_groups import derived_groups
+from contimg_dask.io.store.data_groups import derived_groups
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,

@@ -3,7 +3,7 @@
 Adds the data group ``rephased`` beside ``base``; the original data are kept. The UVWs
 (UVW_REPHASED) and the field (field_and_source_rephased_xds) are small, computed eagerly
 and stored. By default the visibilities are not: the group is derived, its visibilities
-the base ones rotated on the fly by whoever reads them (io/data_groups.py: a Dask graph,
+the base ones rotated on the fly by whoever reads them (io/store/data_groups.py: a Dask graph,
 or one subband at a time in the Measurement Set writer). Materialised, the rotation is a
 Dask graph over the store's chunks writing VISIBILITY_REPHASED. The group is registered
 last, so an interrupted run leaves nothing visible and a rerun replaces it.
@@ -22,8 +22,8 @@ import zarr
 
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_geometry import geometry_of
-from contimg_dask.io.block_store import (
+from contimg_dask.io.store.block_geometry import geometry_of
+from contimg_dask.io.store.block_store import (
     REPHASED_FIELD_NODE,
     block_node,
     field_static_dataset,
@@ -32,7 +32,7 @@ from contimg_dask.io.block_store import (
     rephased_data_group,
     with_rephased_group,
 )
-from contimg_dask.io.data_groups import DataGroup, group_visibilities
+from contimg_dask.io.store.data_groups import DataGroup, group_visibilities
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.phasing import block_centre, uvw_to_fixed_centre
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from contimg_dask.config.schema import CalibrationConfig
-from contimg_dask.io.block_geometry import BlockGeometry
+from contimg_dask.io.store.block_geometry import BlockGeometry
 from contimg_dask.science.skymodel import (
     PointSource,
     SourceTrack,

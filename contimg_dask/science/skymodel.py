@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from contimg_dask.coords.frames import angular_separation, icrs_to_apparent
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_geometry import BlockGeometry
+from contimg_dask.io.store.block_geometry import BlockGeometry
 from contimg_dask.ops.calibration import point_source_visibilities
 from contimg_dask.ops.uvw import w_towards
 from contimg_dask.telescope import airy_power_beam

@@ -20,9 +20,9 @@ from astropy.coordinates import SkyCoord
 
 from contimg_dask.casa import run_casa
 from contimg_dask.casa.tasks import tclean_and_fit
-from contimg_dask.io.block_store import block_node, open_block
-from contimg_dask.io.exports import export_block
 from contimg_dask.io.ingest import ingest_block
+from contimg_dask.io.outputs.exports import export_block
+from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.pipeline.rephase import rephase_block
 from contimg_dask.science.skymodel import PointSource, write_catalog
 from contimg_dask.simulate import SimulationOptions, plan_blocks, simulate_blocks

@@ -21,8 +21,8 @@ from contimg_dask.errors import (
     InputError,
     UnreadableFileError,
 )
-from contimg_dask.io.block_store import block_node, open_block
 from contimg_dask.io.ingest import ingest_block
+from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.pipeline.rephase import rephase_block
 from tests.conftest import REAL_DATA
 from tests.helpers import (

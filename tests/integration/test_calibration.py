@@ -18,10 +18,10 @@ from astropy.coordinates import SkyCoord
 
 from contimg_dask.cli.main import main
 from contimg_dask.errors import CalibrationError
-from contimg_dask.io.block_geometry import read_geometry
-from contimg_dask.io.block_store import block_node, open_block
 from contimg_dask.io.ingest import ingest_block
-from contimg_dask.io.solutions import read_solutions, write_solutions
+from contimg_dask.io.store.block_geometry import read_geometry
+from contimg_dask.io.store.block_store import block_node, open_block
+from contimg_dask.io.store.solutions import read_solutions, write_solutions
 from contimg_dask.pipeline.calibrate_apply import apply_solutions
 from contimg_dask.pipeline.calibrate_solve import find_calibrators, solve_block
 from contimg_dask.science.calibrators import load_calibrators
@@ -210,7 +210,7 @@ def test_apply_to_the_next_block_of_the_strip(strip: dict, tmp_path: Path) -> No
 def test_export_carries_corrected_data(strip: dict, tmp_path: Path) -> None:
     from casacore.tables import table
 
-    from contimg_dask.io.exports import export_block
+    from contimg_dask.io.outputs.exports import export_block
 
     store, config = strip["stores"][0], strip["config"]
     apply_solutions(store, strip["solutions"], config, materialise=True)
@@ -233,8 +233,8 @@ def test_on_the_fly_equals_materialised(strip: dict, tmp_path: Path) -> None:
     removed."""
     from casacore.tables import table
 
-    from contimg_dask.io.block_calibration import corrected_dataset
-    from contimg_dask.io.exports import export_block
+    from contimg_dask.io.outputs.exports import export_block
+    from contimg_dask.io.store.block_calibration import corrected_dataset
 
     config = strip["config"]
     materialised = shutil.copytree(strip["stores"][0], tmp_path / "materialised.zarr")
@@ -268,8 +268,8 @@ def test_uvh5_export_carries_calibrated_data(strip: dict, tmp_path: Path) -> Non
     """One-column formats get the calibrated data once calibration is applied."""
     from pyuvdata import UVData
 
-    from contimg_dask.io.block_calibration import corrected_dataset
-    from contimg_dask.io.exports import export_block
+    from contimg_dask.io.outputs.exports import export_block
+    from contimg_dask.io.store.block_calibration import corrected_dataset
 
     store = shutil.copytree(strip["stores"][0], tmp_path / "block.zarr")
     apply_solutions(store, strip["solutions"], strip["config"])
@@ -391,7 +391,7 @@ def test_simulated_transit_is_deterministic(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def calibrator_ms(strip: dict) -> Path:
     """The calibrator block's rephased data as a Measurement Set (DATA only)."""
-    from contimg_dask.io.ms_writer import write_ms
+    from contimg_dask.io.outputs.ms_writer import write_ms
 
     return write_ms(strip["stores"][0], strip["root"] / "calibrator.ms",
                     data_group="rephased")
@@ -454,7 +454,7 @@ def test_solutions_agree_with_casa_bandpass_and_gaincal(strip: dict, calibrator_
     from contimg_dask.casa import run_casa
     from contimg_dask.casa.caltables import bandpass_from_table, gains_from_table, read_caltable
     from contimg_dask.casa.tasks import solve_bandpass_and_gains
-    from contimg_dask.io.ms_writer import write_model_column
+    from contimg_dask.io.outputs.ms_writer import write_model_column
     from contimg_dask.pipeline.calibrate_solve import model_visibilities
     from contimg_dask.pipeline.calibration_tables import import_from_casa
 

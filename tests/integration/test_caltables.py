@@ -25,7 +25,7 @@ from contimg_dask.casa.caltables import (
 from contimg_dask.coords.time import mjd_seconds_to_unix
 from contimg_dask.errors import InputError
 from contimg_dask.io.ingest import ingest_block
-from contimg_dask.io.ms_writer import write_ms
+from contimg_dask.io.outputs.ms_writer import write_ms
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from tests.helpers import make_config, read_truth
 

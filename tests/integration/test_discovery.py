@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from contimg_dask.errors import InputError
-from contimg_dask.io.discovery import discover_blocks, read_subband_header
+from contimg_dask.io.uvh5.discovery import discover_blocks, read_subband_header
 from contimg_dask.simulate import Faults, SimulationOptions, simulate_blocks
 from tests.helpers import make_config
 

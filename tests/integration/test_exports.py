@@ -13,9 +13,9 @@ from pyuvdata import UVData
 
 from contimg_dask.casa import run_casa
 from contimg_dask.casa.tasks import casa_uvw, listobs_summary, ms_metadata
-from contimg_dask.io.block_store import block_node, open_block
-from contimg_dask.io.exports import export_block
 from contimg_dask.io.ingest import ingest_block
+from contimg_dask.io.outputs.exports import export_block
+from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.pipeline.rephase import rephase_block
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 from tests.helpers import group_visibilities_of, make_config, read_truth
@@ -245,7 +245,7 @@ def test_ms_export_where_dev_shm_is_too_small(rephased: Path, ms: Path, tmp_path
     """Containers often give /dev/shm 64 MB. Its free space is the one thing mocked here (a
     property of the machine, outside the system): the writer then shares its slots through
     memory-mapped files, and writes the same MS."""
-    import contimg_dask.io.table_writer_process as writer_process
+    import contimg_dask.io.outputs.table_writer_process as writer_process
 
     monkeypatch.setattr(writer_process, "shared_memory_free_bytes", lambda: 0)
     out = export_block(rephased, tmp_path / "mapped.ms", "ms", make_config(tmp_path))

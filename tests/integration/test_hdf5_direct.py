@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from contimg_dask.errors import UnreadableFileError
-from contimg_dask.io import hdf5_direct
-from contimg_dask.io import scratch as scratch_module
-from contimg_dask.io.hdf5_direct import direct_layout, read_dataset, read_datasets
-from contimg_dask.io.uvh5 import read_uvh5_meta, read_uvh5_visibilities
+from contimg_dask.io.system import scratch as scratch_module
+from contimg_dask.io.uvh5 import hdf5_direct
+from contimg_dask.io.uvh5.hdf5_direct import direct_layout, read_dataset, read_datasets
+from contimg_dask.io.uvh5.reader import read_uvh5_meta, read_uvh5_visibilities
 from tests.conftest import REAL_DATA
 
 REAL = REAL_DATA
@@ -379,7 +379,7 @@ def test_file_open_for_writing_falls_back_to_h5py(tmp_path: Path) -> None:
 # --- outputs and the pooled buffer -----------------------------------------------------------
 
 def _read_buffer() -> np.ndarray | None:
-    """This thread's read buffer of the direct reader (its io/scratch.py pool entry)."""
+    """This thread's read buffer of the direct reader (its io/system/scratch.py pool entry)."""
     return scratch_module._local.__dict__.get("pool", {}).get(hdf5_direct.READ_BUFFER)
 
 

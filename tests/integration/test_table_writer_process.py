@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from casacore.tables import makearrcoldesc, makedminfo, makescacoldesc, maketabdesc, table
 
-from contimg_dask.io.table_writer_process import TableWriterError, TableWriterProcess
+from contimg_dask.io.outputs.table_writer_process import TableWriterError, TableWriterProcess
 
 N_ROWS, N_CHAN, N_POL = 40, 6, 2
 

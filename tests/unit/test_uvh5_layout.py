@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from contimg_dask.errors import InputError
-from contimg_dask.io.uvh5 import _blt_layout
+from contimg_dask.io.uvh5.reader import _blt_layout
 
 N_T, ANT1, ANT2 = 4, np.array([0, 0, 1, 2, 1]), np.array([0, 1, 1, 3, 3])
 

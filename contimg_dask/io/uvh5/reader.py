@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contimg_dask.errors import ForeignFileError, InputError, UnreadableFileError
-from contimg_dask.io.hdf5_direct import read_datasets
-from contimg_dask.io.scratch import scratch
+from contimg_dask.io.system.scratch import scratch
+from contimg_dask.io.uvh5.hdf5_direct import read_datasets
 
 POLARIZATION_NAMES = {-5: "XX", -6: "YY", -7: "XY", -8: "YX", -1: "RR", -2: "LL", -3: "RL",
                       -4: "LR", 1: "I", 2: "Q", 3: "U", 4: "V"}
@@ -282,7 +282,7 @@ def read_uvh5_visibilities(meta: UVH5Meta, ascending: bool = True,
     Frequencies are sorted ascending when ``ascending`` (reversed in place: the arrays stay
     C-contiguous). Rows absent from the file (a baseline
     missing in some integration) are flagged with zero weight. With ``reuse_buffers`` the
-    file's arrays are read into this thread's scratch buffers (io/scratch.py): the results
+    file's arrays are read into this thread's scratch buffers (io/system/scratch.py): the results
     are then valid only until the thread's next such read.
 
     Raises

@@ -22,8 +22,8 @@ from pathlib import Path
 import xarray as xr
 
 from contimg_dask.errors import InputError
-from contimg_dask.io.atomic import atomic_directory
-from contimg_dask.io.block_store import quiet_zarr_strings
+from contimg_dask.io.store.block_store import quiet_zarr_strings
+from contimg_dask.io.system.atomic import atomic_directory
 
 SOLUTIONS_TYPE = "calibration_solutions"
 

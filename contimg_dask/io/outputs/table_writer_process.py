@@ -6,7 +6,7 @@ next spectral window while the current one is written. The Measurement Set write
 hands the writing to this process: it prepares a window into one of two shared-memory
 slots while the child writes the other slot's arrays into the table.
 
-The child is a fresh interpreter (``python -m contimg_dask.io.table_writer_process``, so
+The child is a fresh interpreter (``python -m contimg_dask.io.outputs.table_writer_process``, so
 it never re-imports the caller's script) that imports only NumPy and python-casacore.
 Commands travel over a socket pair; bulk arrays stay in the slots (never pickled). Every
 command is acknowledged, and an error in the child (or its death) is raised in the parent
@@ -182,7 +182,7 @@ class TableWriterProcess:
         args = json.dumps({"path": self.path, "slots": [s.name for s in self.slots],
                            "specs": specs, "fd": child.fileno()})
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "contimg_dask.io.table_writer_process", args],
+            [sys.executable, "-m", "contimg_dask.io.outputs.table_writer_process", args],
             pass_fds=[child.fileno()])
         child.close()
 

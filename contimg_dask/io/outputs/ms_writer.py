@@ -36,14 +36,14 @@ import xarray as xr
 
 from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import InputError
-from contimg_dask.io.atomic import atomic_directory
-from contimg_dask.io.block_calibration import read_block_calibration
-from contimg_dask.io.block_geometry import geometry_of
-from contimg_dask.io.block_store import fixed_centre_group, read_channels
-from contimg_dask.io.data_groups import ChannelReader, rotation_path_difference
-from contimg_dask.io.page_cache import ReadAhead, extend_file
-from contimg_dask.io.scratch import scratch
-from contimg_dask.io.table_writer_process import TableWriterProcess
+from contimg_dask.io.outputs.table_writer_process import TableWriterProcess
+from contimg_dask.io.store.block_calibration import read_block_calibration
+from contimg_dask.io.store.block_geometry import geometry_of
+from contimg_dask.io.store.block_store import fixed_centre_group, read_channels
+from contimg_dask.io.store.data_groups import ChannelReader, rotation_path_difference
+from contimg_dask.io.system.atomic import atomic_directory
+from contimg_dask.io.system.page_cache import ReadAhead, extend_file
+from contimg_dask.io.system.scratch import scratch
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.calibration import apply_gains
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
@@ -102,7 +102,7 @@ def _visibility_regions(ms: Any, path: Path, n_rows: int, block_rows: int, n_spw
                         tile_rows: int) -> list[tuple[Path, int, int]]:
     """The visibility columns' tile files (DATA, CORRECTED_DATA) of a new, empty MS,
     extended to their final size, as byte ranges per spectral window in writing order
-    (for :class:`~contimg_dask.io.page_cache.ReadAhead`)."""
+    (for :class:`~contimg_dask.io.system.page_cache.ReadAhead`)."""
     per_spw: list[list[tuple[Path, int, int]]] = [[] for _ in range(n_spw)]
     for info in ms.getdminfo().values():
         if info["NAME"] not in ("DataTiles", "CorrectedTiles"):
@@ -263,7 +263,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     One spectral window at a time: this process reads the next window (rotated, for a group
     derived on the fly; calibrated, for a calibration applied on the fly) into a
     shared-memory slot while a child process writes the previous one with casacore
-    (io/table_writer_process.py).
+    (io/outputs/table_writer_process.py).
 
     Raises
     ------
@@ -288,7 +288,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         group = {**group, "flag": corrected_group["flag"],
                  "weight": corrected_group["weight"]}
     # Calibration applied on the fly: CORRECTED_DATA, FLAG and WEIGHT computed here from the
-    # gains on the block's grid (io/block_calibration.py).
+    # gains on the block's grid (io/store/block_calibration.py).
     calibration = read_block_calibration(node) if corrected is None else None
     if calibration is not None and calibration.data_group != data_group:
         calibration = None

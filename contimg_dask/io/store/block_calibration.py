@@ -25,9 +25,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from contimg_dask.io.block_geometry import geometry_of
-from contimg_dask.io.block_store import block_node, open_block, quiet_zarr_strings
-from contimg_dask.io.data_groups import data_group, group_visibilities
+from contimg_dask.io.store.block_geometry import geometry_of
+from contimg_dask.io.store.block_store import block_node, open_block, quiet_zarr_strings
+from contimg_dask.io.store.data_groups import data_group, group_visibilities
 from contimg_dask.ops.calibration import apply_gains
 
 CALIBRATION_NODE = "calibration_xds"

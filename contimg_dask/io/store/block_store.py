@@ -13,7 +13,7 @@ Later stages add data groups beside ``base`` and register them last, so a stage
 interrupted half-way leaves no visible trace. ``rephased`` (UVW_REPHASED,
 field_and_source_rephased_xds) is by default derived: its visibilities are the base ones
 rotated on the fly and it is registered in ``contimg.derived_groups``; materialised, it
-stores VISIBILITY_REPHASED and is an MSv4 ``data_groups`` entry (io/data_groups.py).
+stores VISIBILITY_REPHASED and is an MSv4 ``data_groups`` entry (io/store/data_groups.py).
 
 Conventions: frequency ascending (Hz, TOPO), time in Unix seconds (UTC) at integration
 centres, UVW in metres (float64) for ``x[ant2] - x[ant1]`` towards each integration's phase
@@ -38,9 +38,9 @@ from zarr.errors import UnstableSpecificationWarning
 
 from contimg_dask import __version__
 from contimg_dask.errors import InputError
-from contimg_dask.io.atomic import atomic_directory
-from contimg_dask.io.data_groups import DataGroup, data_group
-from contimg_dask.io.zarr_reads import read_selection
+from contimg_dask.io.store.data_groups import DataGroup, data_group
+from contimg_dask.io.store.zarr_reads import read_selection
+from contimg_dask.io.system.atomic import atomic_directory
 
 SCHEMA_VERSION = "4.0.1"
 TIME_ATTRS = {"type": "time", "units": "s", "scale": "utc", "format": "unix"}
@@ -148,7 +148,7 @@ def rephased_data_group(base: dict[str, Any], ra_rad: float, dec_rad: float,
                         materialised: bool) -> dict[str, Any]:
     """The ``rephased`` group's entry: flags and weights shared with the ``base`` entry.
     Materialised, its visibilities are VISIBILITY_REPHASED; otherwise they are the base
-    visibilities rotated on the fly (``rotated_from_uvw``, see io/data_groups.py)."""
+    visibilities rotated on the fly (``rotated_from_uvw``, see io/store/data_groups.py)."""
     entry = {"correlated_data": "VISIBILITY_REPHASED", "flag": base["flag"],
              "weight": base["weight"], "uvw": "UVW_REPHASED",
              "field_and_source": REPHASED_FIELD_NODE,

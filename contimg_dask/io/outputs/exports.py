@@ -19,10 +19,10 @@ from astropy.coordinates import EarthLocation
 from contimg_dask.config import PipelineConfig
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_calibration import corrected_dataset, read_block_calibration
-from contimg_dask.io.block_store import fixed_centre_group
-from contimg_dask.io.data_groups import group_visibilities
-from contimg_dask.io.ms_writer import write_ms
+from contimg_dask.io.outputs.ms_writer import write_ms
+from contimg_dask.io.store.block_calibration import corrected_dataset, read_block_calibration
+from contimg_dask.io.store.block_store import fixed_centre_group
+from contimg_dask.io.store.data_groups import group_visibilities
 
 PYUVDATA_FORMATS = ("uvfits", "miriad", "uvh5")
 POL_CODES = {"XX": -5, "YY": -6, "XY": -7, "YX": -8, "RR": -1, "LL": -2, "RL": -3, "LR": -4,

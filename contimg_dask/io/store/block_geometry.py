@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from contimg_dask.coords.frames import icrs_to_apparent, local_apparent_sidereal_time
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.ops.uvw import ecef_to_local_meridian
 
 

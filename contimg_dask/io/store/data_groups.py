@@ -29,7 +29,7 @@ import xarray as xr
 import zarr
 
 from contimg_dask.errors import InputError
-from contimg_dask.io.zarr_reads import read_selection
+from contimg_dask.io.store.zarr_reads import read_selection
 from contimg_dask.ops.phasing import rotate_by_path_difference
 
 
@@ -124,7 +124,7 @@ class ChannelReader:
              out: np.ndarray | None = None) -> np.ndarray:
         """Visibilities of ``channels`` (complex64; their conjugate with ``conjugate``, as
         the Measurement Set stores them), rotated in place for a derived group; into
-        ``out`` if given (a reused buffer, io/scratch.py)."""
+        ``out`` if given (a reused buffer, io/system/scratch.py)."""
         vis = read_selection(self._array, (slice(None), slice(None), channels, slice(None)),
                              out)
         if self._dw is None:

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contimg_dask.errors import UnreadableFileError
-from contimg_dask.io.scratch import scratch
+from contimg_dask.io.system.scratch import scratch
 
 # The copy kernel handles this many axes once axes a chunk spans entirely are merged.
 _KERNEL_RANK = 4
@@ -36,7 +36,7 @@ _KERNEL_RANK = 4
 _WINDOW = 4 << 20
 _WORD_TYPES = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
-READ_BUFFER = "hdf5_direct_read"  # this module's scratch buffer (io/scratch.py)
+READ_BUFFER = "hdf5_direct_read"  # this module's scratch buffer (io/system/scratch.py)
 
 
 @dataclass(frozen=True)
