@@ -142,6 +142,7 @@ class FlaggingConfig(_Section):
     sumthreshold_windows: list[PositiveInt]
     iterations: PositiveInt
     background_window: tuple[PositiveInt, PositiveInt]
+    array_outlier_sigma: PositiveFloat | None
     mad_clip_sigma: PositiveFloat | None
     extension_sigma: PositiveFloat | None
     mostly_flagged_fraction: Fraction

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from contimg_dask.ops import flagging as kernels
-from contimg_dask.ops.flagging import FlagParameters, flag_subband
+from contimg_dask.ops import order_statistics
+from contimg_dask.ops.flagging import FlagParameters, flag_subband, rfi_detection
 
 PARAMS = FlagParameters(
     zeros=True, autocorrelations=True, amplitude_clip_jy=None, bad_antenna_power_sigma=5.0,
     bad_antenna_noise_factor=10.0, bad_antenna_flagged_fraction=0.95, sumthreshold=True,
     sumthreshold_sigma=6.0, sumthreshold_rho=1.5, sumthreshold_windows=(1, 2, 4, 8, 16),
-    iterations=2, background_window=(5, 5), mad_clip_sigma=7.0, extension_sigma=3.0,
-    mostly_flagged_fraction=0.7)
+    iterations=2, background_window=(5, 5), array_outlier_sigma=7.0, mad_clip_sigma=7.0,
+    extension_sigma=3.0, mostly_flagged_fraction=0.7)
 
 
 @pytest.mark.parametrize("kind", ["normal", "ties", "constant", "outliers"])
@@ -30,10 +30,10 @@ def test_select_and_median_match_numpy(kind: str) -> None:
             x[:] = 3.0
         elif kind == "outliers":
             x[::7] *= 1e4
-        assert kernels._median(x.copy(), n) == pytest.approx(np.median(x), rel=1e-7)
+        assert order_statistics.median(x.copy(), n) == pytest.approx(np.median(x), rel=1e-7)
         k = int(rng.integers(n))
         y = x.copy()
-        kth = kernels._select(y, n, k)
+        kth = order_statistics.select(y, n, k)
         assert kth == np.sort(x)[k]
         assert (y[:k] <= kth).all()
 
@@ -44,7 +44,7 @@ def test_sampled_median_is_exact(kind: str) -> None:
     its bracket misses the middle (the whole set is then selected)."""
     rng = np.random.default_rng(3)
     work = np.empty(5000, np.float32)
-    sample = np.empty(kernels.MEDIAN_SAMPLE, np.float32)
+    sample = np.empty(order_statistics.MEDIAN_SAMPLE, np.float32)
     for n in (100, 511, 512, 1152, 1153, 4560):
         x = rng.normal(size=n).astype(np.float32)
         if kind == "ties":
@@ -55,7 +55,7 @@ def test_sampled_median_is_exact(kind: str) -> None:
             x[::5] *= 1e4
         elif kind == "unrepresentative":
             x[(np.arange(sample.size) * n) // sample.size] = 100.0  # every sampled value
-        assert kernels._median_sampled(x.copy(), n, work, sample) == pytest.approx(
+        assert order_statistics.median_sampled(x.copy(), n, work, sample) == pytest.approx(
             np.median(x), rel=1e-7)
 
 
@@ -75,9 +75,9 @@ def test_pooled_median_and_mad_are_exact() -> None:
         elif case == 4:
             r[:] = 7.0
         state = (rng.random(r.shape) < 0.05).astype(np.uint8)
-        histogram = kernels._key_histogram(r, state, 0.0, False)
-        centre = kernels._pooled_median(r, state, 0.0, False, histogram)
-        mad = kernels._pooled_mad(r, state, centre, histogram)
+        histogram = order_statistics.key_histogram(r, state, 0.0, False)
+        centre = order_statistics.pooled_median(r, state, 0.0, False, histogram)
+        mad = order_statistics.pooled_mad(r, state, centre, histogram)
         values = r[(state == 0) & np.isfinite(r)]
         assert centre == np.median(values)
         assert mad == np.median(np.abs(values - np.float32(centre)))
@@ -86,8 +86,8 @@ def test_pooled_median_and_mad_are_exact() -> None:
 @pytest.mark.parametrize("n", [1, 2, 5, 24, 48])
 def test_lane_medians_sort_every_lane(n: int) -> None:
     rng = np.random.default_rng(n)
-    network = kernels.sorting_network(n)
-    rows = kernels._network_rows(network, n)
+    network = order_statistics.sorting_network(n)
+    rows = order_statistics.network_rows(network, n)
     values = np.full((rows, 37), np.inf, np.float32)
     values[:n] = rng.normal(size=(n, 37))
     values[:n][rng.random((n, 37)) < 0.2] = np.inf  # invalid samples
@@ -95,7 +95,7 @@ def test_lane_medians_sort_every_lane(n: int) -> None:
     expected = [np.median(values[:, q][np.isfinite(values[:, q])]) if count[q] else np.nan
                 for q in range(37)]
     out = np.empty(37, np.float32)
-    kernels._lane_medians(values, count, network, out)
+    order_statistics.lane_medians(values, count, network, out)
     np.testing.assert_allclose(out, expected, rtol=1e-7)
 
 
@@ -105,13 +105,13 @@ def test_background_smoothing_matches_scipy(length: int) -> None:
     axes shorter than the kernel."""
     rng = np.random.default_rng(length)
     width = 5
-    weights = kernels.gaussian_weights(width)
+    weights = rfi_detection.gaussian_weights(width)
     x = rng.normal(size=(length, length + 3, 4)).astype(np.float32)
     out = np.empty_like(x)
-    kernels._smooth_time(x.reshape(length, -1), weights, out.reshape(length, -1))
+    rfi_detection._smooth_time(x.reshape(length, -1), weights, out.reshape(length, -1))
     np.testing.assert_allclose(out, gaussian_filter1d(x, width / 4, axis=0, mode="nearest"),
                                atol=1e-6)
-    kernels._smooth_frequency(x, weights, out)
+    rfi_detection._smooth_frequency(x, weights, out)
     np.testing.assert_allclose(out, gaussian_filter1d(x, width / 4, axis=1, mode="nearest"),
                                atol=1e-6)
 
@@ -129,17 +129,17 @@ def test_sumthreshold_finds_an_injected_faint_line_and_burst() -> None:
     truth[10:13, :, 8:] = True  # burst in planes 8-15
     residual[:, 17, :8] += 2.0
     residual[10:13, :, 8:] += 2.5
-    windows, scale = kernels.sumthreshold_scale(PARAMS)
+    windows, scale = rfi_detection.sumthreshold_scale(PARAMS)
     thresholds = np.repeat(scale[:, None], n_q, axis=1)  # σ = 1
-    scratch = kernels._sumthreshold_scratch(n_t, n_f, n_q)
+    scratch = rfi_detection._sumthreshold_scratch(n_t, n_f, n_q)
     flags = np.zeros(residual.shape, bool)
-    kernels._sumthreshold_block(residual, flags, thresholds, windows, scratch)
+    rfi_detection._sumthreshold_block(residual, flags, thresholds, windows, scratch)
     assert flags[truth].mean() > 0.97
     assert flags[:, 17, :8].mean(axis=0).min() > 0.9  # every plane's line
     assert flags[10:13, :, 8:].mean(axis=(0, 1)).min() > 0.9  # every plane's burst
     assert flags[~truth].mean() < 0.005
     single = np.zeros(residual.shape, bool)
-    kernels._sumthreshold_block(residual, single, thresholds[:1], windows[:1], scratch)
+    rfi_detection._sumthreshold_block(residual, single, thresholds[:1], windows[:1], scratch)
     assert not single.any()
 
 
@@ -192,7 +192,8 @@ def test_flag_subband_flags_zeros_and_non_finite() -> None:
 
 def test_steps_switch_off() -> None:
     vis, ant1, ant2, *_ = _synthetic_chunk(7)
-    off = dataclasses.replace(PARAMS, sumthreshold=False, mad_clip_sigma=None,
+    off = dataclasses.replace(PARAMS, sumthreshold=False, array_outlier_sigma=None,
+                              mad_clip_sigma=None,
                               extension_sigma=None, bad_antenna_noise_factor=None,
                               bad_antenna_power_sigma=None, autocorrelations=False)
     flags = flag_subband(vis, np.zeros(vis.shape, bool), ant1, ant2, off)
