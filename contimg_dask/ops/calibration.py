@@ -29,7 +29,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-SPEED_OF_LIGHT = 299792458.0
+from contimg_dask.constants import SPEED_OF_LIGHT
 
 
 @numba.njit(nogil=True, cache=True)

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from contimg_dask.constants import SPEED_OF_LIGHT
 from contimg_dask.coords.frames import (
     apparent_to_icrs,
     icrs_position_angle,
@@ -21,8 +22,6 @@ from contimg_dask.coords.frames import (
     local_apparent_sidereal_time,
 )
 from contimg_dask.ops.uvw import rotate_uv, uvw_from_hadec
-
-SPEED_OF_LIGHT = 299792458.0
 
 
 def phase_centres(kind: str, dec_rad: float, ra_rad: float | None, jd_utc: NDArray[np.float64],

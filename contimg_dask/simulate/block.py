@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from contimg_dask import __version__
 from contimg_dask.config.schema import PipelineConfig
+from contimg_dask.constants import POLARIZATION_CODES, SPEED_OF_LIGHT
 from contimg_dask.coords.frames import (
     angular_separation,
     apparent_to_icrs,
@@ -49,11 +50,10 @@ from contimg_dask.simulate.instrument import (
 from contimg_dask.simulate.kernels import sum_point_sources
 from contimg_dask.simulate.rfi import BlockRfi, plan_block_rfi, subband_rfi
 from contimg_dask.simulate.sky import block_flux_scale, random_sky
-from contimg_dask.telescope import SPEED_OF_LIGHT, Telescope, airy_power_beam, load_telescope
+from contimg_dask.telescope import Telescope, airy_power_beam, load_telescope
 
 log = get_logger(__name__)
 
-POLARIZATION_CODES = {"XX": -5, "YY": -6, "XY": -7, "YX": -8}
 FILENAME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 SOURCE_CUTOFF_DEG = 10.0  # sources farther than this from the field contribute nothing
 

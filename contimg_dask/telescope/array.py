@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from contimg_dask.config.schema import TelescopeConfig
 from contimg_dask.errors import ConfigError
-from contimg_dask.telescope.beam import airy_power_beam
 from contimg_dask.telescope.geodesy import ecef_offsets_to_enu, geodetic_to_ecef
 from contimg_dask.telescope.stations import StationTable, load_stations
 
@@ -73,10 +72,6 @@ class Telescope:
     def enu(self) -> NDArray[np.float64]:
         """East, north, up of all stations relative to the reference, metres."""
         return ecef_offsets_to_enu(self.relative_ecef, self.longitude_rad, self.latitude_rad)
-
-    def primary_beam(self, offset_rad: ArrayLike, freq_hz: ArrayLike) -> NDArray[np.float64]:
-        """Power beam at angular offset ``offset_rad`` (rad) from the pointing and ``freq_hz``."""
-        return airy_power_beam(offset_rad, freq_hz, self.dish_diameter_m)
 
 
 def load_telescope(config: TelescopeConfig) -> Telescope:

@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import brentq
 from scipy.special import j1
 
-SPEED_OF_LIGHT = 299792458.0  # m/s
+from contimg_dask.constants import SPEED_OF_LIGHT
 
 
 def airy_power_beam(offset_rad: ArrayLike, freq_hz: ArrayLike,

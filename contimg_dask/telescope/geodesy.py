@@ -16,12 +16,6 @@ def geodetic_to_ecef(longitude_rad: ArrayLike, latitude_rad: ArrayLike,
                       np.asarray(height_m, float))
 
 
-def ecef_to_geodetic(xyz: ArrayLike) -> tuple[NDArray, NDArray, NDArray]:
-    """ECEF (x, y, z) metres to WGS84 (longitude rad, latitude rad, height m)."""
-    lon, lat, height = erfa.gc2gd(WGS84, np.asarray(xyz, float))
-    return lon, lat, height
-
-
 def enu_rotation(longitude_rad: float, latitude_rad: float) -> NDArray[np.float64]:
     """Matrix taking ECEF offsets to local (east, north, up) at the given geodetic position."""
     sl, cl = np.sin(longitude_rad), np.cos(longitude_rad)

@@ -8,8 +8,8 @@ from astropy import units as u
 from astropy.coordinates import EarthLocation
 
 from contimg_dask.config import load_config
+from contimg_dask.constants import SPEED_OF_LIGHT
 from contimg_dask.telescope import Telescope, airy_fwhm_rad, airy_power_beam, load_telescope
-from contimg_dask.telescope.beam import SPEED_OF_LIGHT
 
 
 @pytest.fixture(scope="module")

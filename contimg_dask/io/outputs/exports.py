@@ -17,6 +17,7 @@ from astropy import units as u
 from astropy.coordinates import EarthLocation
 
 from contimg_dask.config import PipelineConfig
+from contimg_dask.constants import POLARIZATION_CODES as POL_CODES
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
 from contimg_dask.io.outputs.ms_writer import write_ms
@@ -25,8 +26,6 @@ from contimg_dask.io.store.block_store import fixed_centre_group
 from contimg_dask.io.store.data_groups import group_visibilities
 
 PYUVDATA_FORMATS = ("uvfits", "miriad", "uvh5")
-POL_CODES = {"XX": -5, "YY": -6, "XY": -7, "YX": -8, "RR": -1, "LL": -2, "RL": -3, "LR": -4,
-             "I": 1, "Q": 2, "U": 3, "V": 4}
 
 
 def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.UVData

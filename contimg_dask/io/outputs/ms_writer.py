@@ -34,6 +34,7 @@ import numba
 import numpy as np
 import xarray as xr
 
+from contimg_dask.constants import CASA_CORRELATION_TYPES
 from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import InputError
 from contimg_dask.io.outputs.table_writer_process import TableWriterProcess
@@ -49,7 +50,6 @@ from contimg_dask.ops.calibration import apply_gains
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
 log = get_logger(__name__)
-CORR_TYPES = {"RR": 5, "RL": 6, "LR": 7, "LL": 8, "XX": 9, "XY": 10, "YX": 11, "YY": 12}
 MEAS_FREQ_TOPO = 5
 
 
@@ -150,7 +150,7 @@ def _fill_subtables(ms_path: str, ds: xr.Dataset, antenna: xr.Dataset, field_ra:
     with table(f"{ms_path}/POLARIZATION", readonly=False, ack=False) as tab:
         tab.addrows(1)
         tab.putcell("NUM_CORR", 0, len(pols))
-        tab.putcell("CORR_TYPE", 0, np.array([CORR_TYPES[p] for p in pols], np.int32))
+        tab.putcell("CORR_TYPE", 0, np.array([CASA_CORRELATION_TYPES[p] for p in pols], np.int32))
         receptors = {p[0] for p in pols} | {p[1] for p in pols}
         index = {r: i for i, r in enumerate(sorted(receptors))}
         tab.putcell("CORR_PRODUCT", 0, np.array([[index[p[0]], index[p[1]]] for p in pols],

@@ -17,12 +17,10 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from contimg_dask.constants import POLARIZATION_NAMES
 from contimg_dask.errors import ForeignFileError, InputError, UnreadableFileError
 from contimg_dask.io.system.scratch import scratch
 from contimg_dask.io.uvh5.hdf5_direct import read_datasets
-
-POLARIZATION_NAMES = {-5: "XX", -6: "YY", -7: "XY", -8: "YX", -1: "RR", -2: "LL", -3: "RL",
-                      -4: "LR", 1: "I", 2: "Q", 3: "U", 4: "V"}
 
 
 @dataclass(frozen=True)
