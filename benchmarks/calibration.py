@@ -126,20 +126,20 @@ def _kernel_and_floors(store: Path, gain_t: np.ndarray, bandpass: np.ndarray,
 
 def main() -> None:
     from contimg_dask.casa import run_casa
-    from contimg_dask.casa.tasks import apply_tables, solve_bandpass_and_gains
     from contimg_dask.config import load_config
     from contimg_dask.io.ingest import ingest_block
     from contimg_dask.io.outputs.exports import export_block
-    from contimg_dask.io.outputs.ms_writer import write_model_column
     from contimg_dask.io.store.block_calibration import corrected_dataset, read_block_calibration
     from contimg_dask.io.store.block_geometry import read_geometry
     from contimg_dask.io.store.block_store import block_node, open_block
     from contimg_dask.io.store.solutions import read_solutions
     from contimg_dask.pipeline.calibrate_apply import apply_solutions
-    from contimg_dask.pipeline.calibrate_solve import model_visibilities, solve_block
+    from contimg_dask.pipeline.calibrate_solve import solve_block
     from contimg_dask.pipeline.calibration_tables import export_to_casa
     from contimg_dask.pipeline.cluster import dask_client
     from contimg_dask.pipeline.flag import flag_block
+    from contimg_dask.testing.calibration_model import model_visibilities, write_model_column
+    from contimg_dask.testing.casa_tasks import apply_tables, solve_bandpass_and_gains
     from tests.helpers import read_truth
 
     args, block, work = prepare(__doc__, "calibration")

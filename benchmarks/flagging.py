@@ -115,7 +115,7 @@ def _aoflagger(vis: np.ndarray, ingest: np.ndarray, cross: np.ndarray,
 
 
 def flagdata_cpu_timed(vis: str, mode: str) -> dict[str, float]:
-    """``casatasks.flagdata`` as ``contimg_dask.casa.tasks.flagdata_timed`` runs it, returning
+    """``casatasks.flagdata`` in place on ``vis`` (DATA column, no flag backup), returning
     its wall and CPU seconds (the CASA process's, all threads)."""
     import casatasks
 
@@ -135,7 +135,7 @@ def _warm_worker(params: Any) -> float:
     """Load the flagging kernels (Numba cache) in a worker: once per worker lifetime, as CASA
     and AOFlagger are imported before their clocks start. Returns seconds."""
     t0 = time.perf_counter()
-    from contimg_dask.ops.flagging import flag_subband
+    from contimg_dask.testing.flagging import flag_subband
 
     ant1, ant2 = np.triu_indices(4)
     rng = np.random.default_rng(0)
@@ -190,8 +190,8 @@ def _kernel_seconds(store: Path, params: Any, ant1: np.ndarray, ant2: np.ndarray
     import zarr
 
     from contimg_dask.io.store.block_store import block_node, open_block
-    from contimg_dask.ops.flagging import flag_subband
     from contimg_dask.pipeline.flag import read_subband
+    from contimg_dask.testing.flagging import flag_subband
 
     group = store / block_node(open_block(store)).name
     vis = read_subband(zarr.open_array(group / "VISIBILITY", mode="r"), channels)

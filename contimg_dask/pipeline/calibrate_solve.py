@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -63,30 +62,6 @@ def find_calibrators(store: str | Path, config: PipelineConfig,
     tracks = track_sources(sources, geometry, config.calibration.model_radius_deg)
     candidates = calibrator_candidates(tracks, geometry, config.calibration)
     return path, candidates, best_calibrator(candidates)
-
-
-def model_visibilities(store: str | Path, config: PipelineConfig,
-                       catalog: str | Path | None = None) -> da.Array:
-    """Model visibilities of the block's ``calibration.data_group`` as a Dask array
-    (time, baseline, frequency, polarization), one task per subband chunk: the catalogue's
-    sources within ``model_radius_deg`` of the pointing, through the Airy beam, for the
-    group's own phasing (Jy, the store's convention)."""
-    block = open_calibration_block(store, config.calibration.data_group, "model")
-    g = block.geometry
-    _, sources = load_calibrators(config.calibration, catalog)
-    tracks = track_sources(sources, g, config.calibration.model_radius_deg)
-    dw = path_differences(tracks, g, np.asarray(block.dataset[block.group["uvw"]].values[..., 2]))
-    vis = block.visibilities
-    freq = da.from_array(g.freq_hz, chunks=(tuple(g.subband_chunks),))
-    return da.map_blocks(_model_block, freq[None, None, :, None], dw=dw, tracks=tracks,
-                         diameter=g.dish_diameter_m, n_pol=vis.shape[3],
-                         chunks=(vis.shape[0], vis.shape[1], tuple(g.subband_chunks),
-                                 vis.shape[3]), dtype=np.complex64)
-
-
-def _model_block(freq: np.ndarray, dw: np.ndarray, tracks: list[SourceTrack],
-                 diameter: float, n_pol: int) -> np.ndarray:
-    return model_chunk(freq[0, 0, :, 0], dw, tracks, diameter, n_pol)
 
 
 def _antenna_flagged_fraction(block: CalibrationBlock) -> np.ndarray:

@@ -19,7 +19,6 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from contimg_dask.casa import run_casa
-from contimg_dask.casa.tasks import tclean_and_fit
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.outputs.exports import export_block
 from contimg_dask.io.store.block_geometry import read_geometry
@@ -27,6 +26,7 @@ from contimg_dask.io.store.solutions import read_solutions
 from contimg_dask.pipeline.calibrate_apply import apply_solutions
 from contimg_dask.pipeline.calibrate_solve import solve_block
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
+from contimg_dask.testing.casa_tasks import tclean_and_fit
 from tests.helpers import expected_peak, make_config, read_truth
 
 pytestmark = [pytest.mark.slow, pytest.mark.casa]

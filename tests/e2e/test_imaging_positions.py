@@ -19,13 +19,13 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from contimg_dask.casa import run_casa
-from contimg_dask.casa.tasks import tclean_and_fit
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.outputs.exports import export_block
 from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.pipeline.rephase import rephase_block
 from contimg_dask.science.skymodel import PointSource, write_catalog
 from contimg_dask.simulate import SimulationOptions, plan_blocks, simulate_blocks
+from contimg_dask.testing.casa_tasks import tclean_and_fit
 from tests.helpers import expected_peak, make_config, read_truth
 
 pytestmark = [pytest.mark.slow, pytest.mark.casa]

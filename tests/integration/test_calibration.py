@@ -413,9 +413,9 @@ def test_model_convention_matches_casa_ft(strip: dict, calibrator_ms: Path,
     phase and amplitude on every baseline and channel: ties the model's sign, frame and
     w-term to CASA."""
     from contimg_dask.casa import run_casa
-    from contimg_dask.casa.tasks import ft_point_source
     from contimg_dask.ops.calibration import point_source_visibilities
     from contimg_dask.science.skymodel import path_differences, track_sources
+    from contimg_dask.testing.casa_tasks import ft_point_source
 
     ms = shutil.copytree(calibrator_ms, tmp_path / "ft.ms")
     source = next(s for s in load_calibrators(strip["config"].calibration)[1]
@@ -453,10 +453,9 @@ def test_solutions_agree_with_casa_bandpass_and_gaincal(strip: dict, calibrator_
     (phases referenced to the same antenna)."""
     from contimg_dask.casa import run_casa
     from contimg_dask.casa.caltables import bandpass_from_table, gains_from_table, read_caltable
-    from contimg_dask.casa.tasks import solve_bandpass_and_gains
-    from contimg_dask.io.outputs.ms_writer import write_model_column
-    from contimg_dask.pipeline.calibrate_solve import model_visibilities
     from contimg_dask.pipeline.calibration_tables import import_from_casa
+    from contimg_dask.testing.calibration_model import model_visibilities, write_model_column
+    from contimg_dask.testing.casa_tasks import solve_bandpass_and_gains
 
     ms = shutil.copytree(calibrator_ms, tmp_path / "solve.ms")
     geometry = read_geometry(strip["stores"][0])
@@ -497,8 +496,8 @@ def test_casa_applycal_of_our_tables_equals_our_apply(strip: dict, calibrator_ms
     """Our solutions exported as CASA B and G tables: applycal accepts them, and its
     CORRECTED_DATA equals our own corrected data (gains interpolated linearly in time)."""
     from contimg_dask.casa import run_casa
-    from contimg_dask.casa.tasks import apply_tables
     from contimg_dask.pipeline.calibration_tables import export_to_casa, import_from_casa
+    from contimg_dask.testing.casa_tasks import apply_tables
 
     ms = shutil.copytree(calibrator_ms, tmp_path / "apply.ms")
     b_table, g_table = export_to_casa(strip["solutions"], ms, tmp_path / "ours",

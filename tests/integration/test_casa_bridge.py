@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from contimg_dask.casa import run_casa
-from contimg_dask.casa.tasks import listobs_summary
 from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import CasaError
+from contimg_dask.testing.casa_tasks import listobs_summary
 from tests.helpers import make_config, read_truth, read_with_true_phase_centres
 
 pytestmark = pytest.mark.casa
@@ -92,13 +92,13 @@ def test_apparent_place_agrees_with_casa_measures(tmp_path: Path) -> None:
     textbook formula differ from ours by the same 1.9/2.6/3.2 mm. A sign, frame or
     time-scale error would be arcminutes or more. The angle between apparent and J2000
     north, by which our UVWs are turned, agrees to 0.04" (measured)."""
-    from contimg_dask.casa.tasks import casa_apparent_hadec
     from contimg_dask.coords.frames import (
         icrs_position_angle,
         icrs_to_apparent,
         local_apparent_sidereal_time,
     )
     from contimg_dask.telescope.geodesy import geodetic_to_ecef
+    from contimg_dask.testing.casa_tasks import casa_apparent_hadec
 
     config = make_config(tmp_path)
     ref = config.telescope.reference

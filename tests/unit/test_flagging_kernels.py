@@ -9,7 +9,8 @@ import pytest
 from scipy.ndimage import gaussian_filter1d
 
 from contimg_dask.ops import order_statistics
-from contimg_dask.ops.flagging import FlagParameters, flag_subband, rfi_detection
+from contimg_dask.ops.flagging import FlagParameters, rfi_detection
+from contimg_dask.testing.flagging import flag_subband
 
 PARAMS = FlagParameters(
     zeros=True, autocorrelations=True, amplitude_clip_jy=None, bad_antenna_power_sigma=5.0,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -437,23 +436,3 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     log.info("wrote %s (%d rows, %d spw) in %.1f s", out, n_rows, n_spw,
              time.perf_counter() - t0)
     return out
-
-
-def write_model_column(ms: str | Path, model_of_spw: Callable[[int], np.ndarray]) -> None:
-    """Add (or overwrite) MODEL_DATA of an MS we wrote (spectral-window-major rows), from
-    model visibilities in the block store's convention: ``model_of_spw(s)`` returns spectral
-    window s as (time, baseline, channel, polarization); the MS gets its conjugate."""
-    from casacore.tables import makearrcoldesc, maketabdesc, table
-
-    with table(str(ms), readonly=False, ack=False) as main:
-        n_rows = main.nrows()
-        n_spw = int(main.getcol("DATA_DESC_ID").max()) + 1
-        n_chan, n_pol = main.getcell("DATA", 0).shape
-        if "MODEL_DATA" not in main.colnames():
-            main.addcols(maketabdesc(makearrcoldesc(
-                "MODEL_DATA", 0j, shape=[n_chan, n_pol], valuetype="complex")))
-        per_spw = n_rows // n_spw
-        for s in range(n_spw):
-            model = np.conj(np.asarray(model_of_spw(s))).reshape(per_spw, n_chan, n_pol)
-            main.putcol("MODEL_DATA", model.astype(np.complex64), startrow=s * per_spw,
-                        nrow=per_spw)

@@ -32,30 +32,9 @@ order statistics they use are ``contimg_dask.ops.order_statistics``.
 
 from __future__ import annotations
 
-import numpy as np
-from numpy.typing import NDArray
-
 from contimg_dask.ops.flagging.parameters import FlagParameters
 from contimg_dask.ops.flagging.rfi_detection import detect_rfi, flagged_per_channel
 from contimg_dask.ops.flagging.screening import flagged_per_baseline, screen_subband
 
-__all__ = ["FlagParameters", "detect_rfi", "flag_subband", "flag_subband_inplace",
-           "flagged_per_baseline", "flagged_per_channel", "screen_subband"]
-
-
-def flag_subband_inplace(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
-                         ant1: NDArray[np.int64], ant2: NDArray[np.int64],
-                         params: FlagParameters) -> None:
-    """Add the new flags of one subband chunk to ``flags``. See the module docstring."""
-    screened = screen_subband(vis, flags, ant1, ant2, params)
-    if screened is not None:
-        detect_rfi(screened[1], flags, screened[0], params)
-
-
-def flag_subband(vis: NDArray[np.complex64], flags: NDArray[np.bool_],
-                 ant1: NDArray[np.int64], ant2: NDArray[np.int64],
-                 params: FlagParameters) -> NDArray[np.bool_]:
-    """New flags for one subband chunk (existing flags kept; ``flags`` is not modified)."""
-    out = flags.copy()
-    flag_subband_inplace(vis, out, ant1, ant2, params)
-    return out
+__all__ = ["FlagParameters", "detect_rfi", "flagged_per_baseline", "flagged_per_channel",
+           "screen_subband"]
