@@ -366,9 +366,11 @@ def _detect_pass(residual: NDArray[np.float32], state: NDArray[np.uint8],
 
 
 @_jit
-def _gather_state(out: NDArray[np.bool_], blocks: NDArray[np.int64],
-                  state: NDArray[np.uint8]) -> None:
-    """``BASE`` where a block's sample is flagged already (and on padding lanes)."""
+def _exchange_state(out: NDArray[np.bool_], blocks: NDArray[np.int64],
+                    state: NDArray[np.uint8], gather: bool) -> None:
+    """Between the chunk's flags ``out`` and the blocks' ``state``: with ``gather``, set
+    ``state`` to ``BASE`` where a block's sample is flagged already (and on padding lanes),
+    else 0; without, flag in ``out`` what ``state`` marks ``FOUND``."""
     _, n_t, n_f, _ = state.shape
     n_p = out.shape[3]
     for k in range(blocks.shape[0]):
@@ -377,23 +379,11 @@ def _gather_state(out: NDArray[np.bool_], blocks: NDArray[np.int64],
                 b = blocks[k, j]
                 for f in range(n_f):
                     for p in range(n_p):
-                        state[k, t, f, j * n_p + p] = BASE if b < 0 or out[t, b, f, p] else 0
-
-
-@_jit
-def _scatter_state(state: NDArray[np.uint8], blocks: NDArray[np.int64],
-                   out: NDArray[np.bool_]) -> None:
-    """Flag in ``out`` what the blocks' ``state`` marks ``FOUND``."""
-    _, n_t, n_f, _ = state.shape
-    n_p = out.shape[3]
-    for k in range(blocks.shape[0]):
-        for t in range(n_t):
-            for j in range(blocks.shape[1]):
-                b = blocks[k, j]
-                if b >= 0:
-                    for f in range(n_f):
-                        for p in range(n_p):
-                            out[t, b, f, p] |= (state[k, t, f, j * n_p + p] & FOUND) != 0
+                        q = j * n_p + p
+                        if gather:
+                            state[k, t, f, q] = BASE if b < 0 or out[t, b, f, p] else 0
+                        elif b >= 0:
+                            out[t, b, f, p] |= (state[k, t, f, q] & FOUND) != 0
 
 
 def sumthreshold_scale(params: FlagParameters) -> tuple[NDArray[np.int64], NDArray]:
@@ -420,7 +410,7 @@ def detect_rfi(amplitude: NDArray[np.float32], out: NDArray[np.bool_],
     """
     blocks = baseline_blocks(cross)
     state = np.empty(amplitude.shape, np.uint8)
-    _gather_state(out, blocks, state)
+    _exchange_state(out, blocks, state, True)
     residual = np.empty(amplitude.shape, np.float32)
     plane_sigma = np.empty((blocks.shape[0], amplitude.shape[3]))
     changed = np.ones(plane_sigma.shape, np.bool_)
@@ -444,7 +434,7 @@ def detect_rfi(amplitude: NDArray[np.float32], out: NDArray[np.bool_],
         extension = (params.extension_sigma if last and params.extension_sigma is not None
                      else np.inf)
         _detect_pass(residual, state, sigma, scale, windows, clip_sigma, extension, changed)
-    _scatter_state(state, blocks, out)
+    _exchange_state(out, blocks, state, False)
     if params.extension_sigma is not None:
         flag_mostly_flagged(out, cross, params.mostly_flagged_fraction)
 
