@@ -26,6 +26,7 @@ local function queue(task, stage)
   return seq
 end
 -- After a failure or an expired lease: back to the queue if transient and attempts remain.
+-- ``token``: the failing holder's (a repeated FAIL with it is answered, not refused), or ''.
 local function requeue_or_fail(task, failure_json, transient, max_attempts, now, token)
   local key = P .. 'stage:' .. task
   local f = redis.call('HMGET', key, 'block_id', 'stage', 'attempts')
@@ -122,7 +123,7 @@ local token = redis.call('INCR', P .. 'fence')
 local expires = now + tonumber(ARGV[3])
 local attempts = redis.call('HINCRBY', key, 'attempts', 1)
 redis.call('HSET', key, 'status', 'running', 'token', token, 'worker', ARGV[2],
-           'expires_at', fmt(expires), 'updated_at', fmt(now))
+           'expires_at', fmt(expires), 'updated_at', fmt(now), 'failed_token', '')
 redis.call('ZADD', P .. 'leases', expires, best)
 return {f[1], f[2], tostring(token), fmt(expires), tostring(attempts)}
 """
@@ -182,7 +183,7 @@ for _, task in ipairs(expired) do
     error = 'LeaseExpired', transient = true, input = cjson.null,
     traceback_digest = cjson.null, at = now,
     message = 'lease of ' .. h[3] .. ' (token ' .. h[4] .. ') expired without a heartbeat'})
-  requeue_or_fail(task, failure, true, tonumber(ARGV[3]), now, h[4])
+  requeue_or_fail(task, failure, true, tonumber(ARGV[3]), now, '')
   for _, v in ipairs(h) do out[#out + 1] = v end
 end
 return out
