@@ -19,7 +19,11 @@ from tests.state.redis_process import RedisProcess
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     root = tmp_path_factory.mktemp("redis")
-    server = RedisProcess(root / "data", make_config(root).state.redis).start()
+    # appendfsync everysec: these tests are about behaviour, not durability, and an fsync
+    # per write costs ~6 ms on the CI disk. test_durability restarts its own server with
+    # the shipped setting (always).
+    settings = make_config(root, **{"state.redis.appendfsync": "everysec"}).state.redis
+    server = RedisProcess(root / "data", settings).start()
     yield server
     server.stop()
 
