@@ -225,7 +225,7 @@ class RedisStateStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.rpush(self.prefix + "failures", json.dumps(failure.to_dict()))
         pipe.xadd(self.prefix + "events", {
-            "kind": "lease_rejected", "at": f"{failure.at:.6f}",
+            "kind": "lease_rejected", "at": repr(failure.at),
             "data": json.dumps({**lease.to_dict(), "message": exc.message})})
         self._call(pipe.execute)
         return exc
@@ -375,7 +375,7 @@ class RedisStateStore:
 
     def emit(self, kind: str, data: dict[str, Any]) -> str:
         return self._call(lambda: self._redis.xadd(self.prefix + "events", {
-            "kind": kind, "data": json.dumps(data), "at": f"{time.time():.6f}"}))
+            "kind": kind, "data": json.dumps(data), "at": repr(time.time())}))
 
     @staticmethod
     def _event(entry_id: str, fields: dict[str, str]) -> Event:
@@ -566,7 +566,7 @@ class RedisStateStore:
             pipe.rpush(p + "failures", json.dumps(failure))
         for e in dump["events"]:
             pipe.xadd(p + "events", {"kind": e["kind"], "data": json.dumps(e["data"]),
-                                     "at": f"{e['at']:.6f}"})
+                                     "at": repr(e["at"])})
         for n, m in enumerate(dump["metrics"]["raw"]):
             pipe.zadd(f"{p}m:raw:{m['name']}", {json.dumps(
                 {"v": m["value"], "b": m["block_id"], "n": f"import-{n}"}): m["at"]})
