@@ -528,7 +528,7 @@ class RedisStateStore:
         return sorted(samples, key=lambda s: s.at)
 
     def import_dump(self, dump: dict[str, Any]) -> None:
-        check_dump(dump, self)
+        check_dump(dump, self.location)
         p = self.prefix
         if self._call(lambda: self._redis.exists(p + "stages", p + "blocks")):
             raise StateError("import needs an empty state store", file=self.location)

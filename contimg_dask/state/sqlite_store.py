@@ -585,48 +585,7 @@ class SqliteStateStore:
             "SELECT name, value, at, block_id FROM metric_raw ORDER BY at")]
 
     def import_dump(self, dump: dict[str, Any]) -> None:
-        from contimg_dask.state.transfer import check_dump, stage_rows
+        from contimg_dask.state.sqlite_transfer import load_dump
 
-        check_dump(dump, self)
         with self._write() as conn:
-            if conn.execute("SELECT count(*) FROM stages").fetchone()[0] or conn.execute(
-                    "SELECT count(*) FROM blocks").fetchone()[0]:
-                raise StateError("import needs an empty state store", file=self.path)
-            conn.executemany("INSERT INTO files VALUES (?, ?, ?, ?)",
-                             [tuple(f.values()) for f in dump["files"]])
-            conn.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                             [tuple(b.values()) for b in dump["blocks"]])
-            conn.executemany(
-                "INSERT INTO stages (block_id, stage, status, queue_seq, attempts, token, "
-                "worker, expires_at, result, error, updated_at) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(s["block_id"], s["stage"], s["status"], seq, s["attempts"], s["token"],
-                  s["worker"], s["expires_at"], json.dumps(s["result"]) if s["result"] else
-                  None, json.dumps(s["error"]) if s["error"] else None, s["updated_at"])
-                 for seq, s in stage_rows(dump)])
-            conn.execute("UPDATE counters SET value = ? WHERE name = 'queue'",
-                         (len(dump["stages"]),))
-            conn.execute("UPDATE counters SET value = max(value, ?) WHERE name = 'fence'",
-                         (dump["fence"],))
-            conn.executemany(
-                "INSERT INTO products (block_id, stage, kind, path, checksum, provenance, "
-                "token, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(p["block_id"], p["stage"], p["kind"], p["path"], p["checksum"],
-                  json.dumps(p["provenance"]), p["token"], p["recorded_at"])
-                 for p in dump["products"]])
-            conn.executemany("INSERT INTO solutions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             [tuple(s.values()) for s in dump["solutions"]])
-            conn.executemany("INSERT INTO solutions_use VALUES (?, ?, ?)",
-                             [(u["block_id"], u["solutions_id"], u["used_at"])
-                              for u in dump["solutions_uses"]])
-            for failure in dump["failures"]:
-                self._insert_failure(conn, FailureRecord.from_dict(failure))
-            for event in dump["events"]:
-                self._emit(conn, event["kind"], event["data"], event["at"])
-            conn.executemany("INSERT INTO metric_raw VALUES (?, ?, ?, ?)",
-                             [(m["name"], m["at"], m["value"], m["block_id"])
-                              for m in dump["metrics"]["raw"]])
-            conn.executemany("INSERT INTO metric_minute VALUES (?, ?, ?, ?, ?, ?)",
-                             [tuple(m.values()) for m in dump["metrics"]["minute"]])
-            conn.executemany("INSERT INTO metric_block VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [tuple(m.values()) for m in dump["metrics"]["block"]])
+            load_dump(conn, dump, self.path)

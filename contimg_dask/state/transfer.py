@@ -47,11 +47,11 @@ def dump_store(store: Any) -> dict[str, Any]:
     }
 
 
-def check_dump(dump: dict[str, Any], store: Any) -> None:
+def check_dump(dump: dict[str, Any], location: str) -> None:
     if dump.get("format") != DUMP_FORMAT or dump.get("version") != DUMP_VERSION:
         raise StateError(f"not a {DUMP_FORMAT} version {DUMP_VERSION} document "
                          f"(format {dump.get('format')!r}, version {dump.get('version')!r})",
-                         file=store.location)
+                         file=location)
 
 
 def stage_rows(dump: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -55,7 +55,7 @@ class RedisProcess:
                 pass
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start (see {self.conf})")
+                    raise RuntimeError(f"redis-server did not start (see {self.conf})") from None
             time.sleep(0.02)
         client.close()
         return self

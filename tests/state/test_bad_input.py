@@ -84,7 +84,7 @@ def test_older_sqlite_schema_migrates_forward_on_request(tmp_path: Path) -> None
                  "('CasaError', 'from schema 1', 1, 5.0)")
     conn.execute("COMMIT")
     conn.close()
-    with pytest.raises(StateSchemaError, match="schema 1, older .* `contimg state migrate`"):
+    with pytest.raises(StateSchemaError, match=r"schema 1, older .* `contimg state migrate`"):
         open_state_store(make_config(tmp_path))
     store = open_state_store(make_config(tmp_path), migrate=True)
     assert store.schema_version() == LATEST_SCHEMA
