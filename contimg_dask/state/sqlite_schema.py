@@ -14,8 +14,10 @@ from pathlib import Path
 from contimg_dask.errors import (
     StateAccessError,
     StateCorruptError,
+    StateError,
     StateLocationError,
     StateSchemaError,
+    StateUnavailableError,
 )
 from contimg_dask.state.filesystems import filesystem_type, is_network_filesystem
 
@@ -74,6 +76,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 LATEST_SCHEMA = len(MIGRATIONS)
+
+
+def classify_error(exc: sqlite3.DatabaseError, path: Path) -> StateError:
+    """The StateError, naming the file, for an SQLite error that waiting cannot cure."""
+    text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return StateCorruptError(f"the state database is damaged: {text}", file=path)
+    if "readonly" in text or "unable to open" in text or "disk I/O" in text:
+        return StateAccessError(f"cannot write the state database: {text}", file=path)
+    if "disk is full" in text:
+        return StateUnavailableError(f"no space for the state database: {text}", file=path)
+    return StateError(f"state database error: {text}", file=path)
 
 
 def check_location(path: Path, allow_network: bool, mountinfo: str | None = None) -> None:

@@ -117,17 +117,17 @@ class SqliteStateStore:
 
     def _retry(self, action: Callable[[], T]) -> T:
         """Run ``action``, retrying SQLITE_BUSY (which SQLite returns without waiting in a
-        few cases, e.g. during WAL recovery) until ``busy_timeout`` has passed."""
+        few cases, e.g. during WAL recovery) until ``busy_timeout`` has passed; other
+        SQLite errors become classified StateErrors naming the file."""
         deadline = time.monotonic() + self._busy_s
         delay = 0.001
         while True:
             try:
                 return action()
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 text = str(exc)
                 if "locked" not in text and "busy" not in text:
-                    raise StateUnavailableError(f"state database error: {text}",
-                                                file=self.path) from exc
+                    raise schema.classify_error(exc, self.path) from exc
                 if time.monotonic() > deadline:
                     raise StateUnavailableError(
                         f"the state database stayed locked for {self._busy_s:.0f} s "
@@ -141,6 +141,9 @@ class SqliteStateStore:
             self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield self._conn
+            except sqlite3.DatabaseError as exc:
+                self._conn.execute("ROLLBACK")
+                raise schema.classify_error(exc, self.path) from exc
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

@@ -47,7 +47,7 @@ def test_damaged_sqlite_file(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[100:4096] = b"\xff" * (4096 - 100)  # page 1 (the schema) overwritten
     path.write_bytes(bytes(data))
-    with pytest.raises(StateCorruptError, match="damaged or not a database") as info:
+    with pytest.raises(StateCorruptError, match="state database is damaged") as info:
         open_state_store(make_config(tmp_path))
     assert info.value.file == str(path) and not info.value.transient
 
