@@ -15,7 +15,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -269,7 +269,7 @@ class RedisStateConfig(_Section):
     ``appendfsync`` and ``data_dir`` describe the server (``contimg state redis-conf``)."""
 
     username: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None  # printed as ********** by `contimg config`
     connect_timeout_s: PositiveFloat
     socket_timeout_s: PositiveFloat
     bind: str

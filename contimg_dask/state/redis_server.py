@@ -33,11 +33,12 @@ def render_redis_conf(settings: RedisStateConfig, data_dir: Path, *,
         "maxmemory-policy noeviction",
     ]
     if settings.password:
+        password = settings.password.get_secret_value()
         user = settings.username or "default"
         if user == "default":
-            lines.append(f"requirepass {settings.password}")
+            lines.append(f"requirepass {password}")
         else:
             lines += ["user default off",
-                      f"user {user} on >{settings.password} ~contimg:* &* +@all -@dangerous "
+                      f"user {user} on >{password} ~contimg:* &* +@all -@dangerous "
                       "+config|get +info +time"]
     return "\n".join(lines) + "\n"

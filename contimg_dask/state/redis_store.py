@@ -86,7 +86,8 @@ class RedisStateStore:
         self.prefix = f"contimg:{{{settings.instance}}}:"
         options = settings.redis
         self._redis = redis.Redis.from_url(
-            settings.url, username=options.username, password=options.password,
+            settings.url, username=options.username,
+            password=options.password.get_secret_value() if options.password else None,
             socket_connect_timeout=options.connect_timeout_s,
             socket_timeout=options.socket_timeout_s, decode_responses=True,
             retry=Retry(NoBackoff(), 0))

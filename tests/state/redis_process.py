@@ -44,7 +44,9 @@ class RedisProcess:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.process = subprocess.Popen([binary, str(self.conf)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password=self.settings.password,
+        password = self.settings.password
+        client = redis.Redis(port=self.port,
+                             password=password.get_secret_value() if password else None,
                              username=self.settings.username)
         deadline = time.monotonic() + 20
         while True:

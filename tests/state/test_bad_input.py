@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from contimg_dask.errors import (
+    InputError,
     StateAccessError,
     StateCorruptError,
     StateLocationError,
@@ -166,3 +167,31 @@ def test_foreign_keys_and_newer_redis_schema(redis_server: RedisProcess,
         open_state_store(newer)
     assert info.value.file == url and not info.value.transient
     client.close()
+
+
+def test_acl_user_from_configuration(tmp_path: Path) -> None:
+    """The generated redis.conf with an ACL user: the store works as that user, the default
+    user is off, a wrong password is refused."""
+    settings = make_config(tmp_path, **{"state.redis.username": "pipeline",
+                                        "state.redis.password": "s3cret"}).state.redis
+    server = RedisProcess(tmp_path / "redis", settings).start()
+    try:
+        base = {"state.backend": "redis", "state.url": server.url,
+                "state.redis.username": "pipeline"}
+        store = open_state_store(make_config(tmp_path, **base,
+                                             **{"state.redis.password": "s3cret"}))
+        assert store.persistence["appendonly"] == "yes"  # CONFIG GET is allowed
+        store.enqueue("b", "s")
+        lease = store.claim("w", 60)
+        store.fail(lease, InputError("bad"))
+        assert store.stage_status("b", "s").status == "failed"
+        assert [e.kind for e in store.read_group("g", "c")] == ["stage_failed"]
+        store.close()
+        with pytest.raises(StateAccessError):
+            open_state_store(make_config(tmp_path, **base, **{"state.redis.password": "no"}))
+        anonymous = redis.Redis(port=server.port)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
+    finally:
+        server.stop()
