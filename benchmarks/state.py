@@ -102,7 +102,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-process", type=int, default=500,
                         help="claims, completes, events and metric blocks per process")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite state.md from the last state.json")
     args = parser.parse_args()
+    if args.report_only:
+        saved = json.loads((RESULTS / "state.json").read_text())
+        write_results(saved["rows"], saved["per_process"])
+        return
     k = args.per_process
     rows = []
     for backend, setting in (("sqlite", "FULL"), ("sqlite", "NORMAL"),
@@ -160,6 +166,18 @@ def write_results(rows: list[dict[str, Any]], k: int) -> None:
         lines.append(f"| {r['backend']} | {r['durability']} | {r['processes']} | "
                      f"{r['claims']:.0f} | {r['completes']:.0f} | {r['events']:.0f} | "
                      f"{r['metric_samples']:.0f} | {headroom(r):,.0f} |")
+    shipped = [r for r in rows if r["durability"] in ("FULL", "always")]
+    worst = min(shipped, key=headroom)
+    lines += [
+        "",
+        f"With the shipped durability (SQLite FULL, Redis appendfsync always) the smallest "
+        f"headroom is {headroom(worst):,.0f}x ({worst['backend']}, {worst['processes']} "
+        f"process{'es' if worst['processes'] > 1 else ''}): a DSA-110 day of state traffic "
+        f"takes about {86400 / headroom(worst):.0f} s of store time. Bursts are small too: "
+        "all ten stages of a block claimed within one second is 10 claims/s, against "
+        f"{min(min(r['claims'], r['completes']) for r in shipped):.0f}/s for the slowest "
+        "configuration above.",
+    ]
     (RESULTS / "state.md").write_text("\n".join(lines) + "\n")
 
 
