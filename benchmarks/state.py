@@ -158,6 +158,12 @@ def write_results(rows: list[dict[str, Any]], k: int) -> None:
         f"({DAY_STAGES} claims and completes, {DAY_EVENTS} events, {DAY_SAMPLES} metric "
         "samples) the store carries per day, the smallest over the four.",
         "",
+        "With FULL / always every write waits for an fsync (~6 ms on this VM's disk), which "
+        "bounds one process; Redis shares one fsync among the writes of all clients waiting "
+        "for it, SQLite does not (its writers take turns). The VM was shared with other "
+        "work during the run (load average ~20 on 2 cores): a trial run with 50 per process "
+        "differed by up to 2x in the 8-process rows.",
+        "",
         "| backend | durability | processes | claims/s | completes/s | events/s | "
         "metric samples/s | headroom (days per day) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
