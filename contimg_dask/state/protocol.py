@@ -1,7 +1,7 @@
 """The StateStore protocol: one contract, two implementations (SQLite, Redis).
 
-Semantics every implementation keeps (tests/integration/test_state_contract.py runs the same
-suite against both):
+Semantics every implementation keeps (tests/state/test_contract.py runs the same suite
+against both):
 
 - Registration is idempotent: registering a file, a block's stage or solutions twice
   changes nothing the second time.

@@ -120,8 +120,7 @@ class FailureRecord(_Record):
                        ) -> FailureRecord:
         """Classify ``exc``: a ContimgError carries its own ``transient`` flag and file;
         anything else (a bug, an unexpected library error) is recorded as permanent."""
-        transient = bool(getattr(exc, "transient", False)) if isinstance(
-            exc, ContimgError) else False
+        transient = exc.transient if isinstance(exc, ContimgError) else False
         if input is None and isinstance(exc, ContimgError):
             input = exc.file
         message = exc.message if isinstance(exc, ContimgError) else str(exc)

@@ -137,6 +137,9 @@ class RedisStateStore:
         return found
 
     def _check_schema(self, migrate: bool) -> int:
+        """Create the meta record in an empty keyspace; refuse foreign keys and newer
+        schemas. There is one Redis schema so far: ``migrate`` will apply forward migrations
+        when there is a second."""
         meta = self._redis.hgetall(self.prefix + "meta")
         if not meta:
             if next(iter(self._redis.scan_iter(match=self.prefix + "*", count=1000)), None):

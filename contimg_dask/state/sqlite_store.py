@@ -64,6 +64,13 @@ def _stage(row: tuple) -> StageStatus:
     return StageStatus(*values)
 
 
+def _where(**equal: str | None) -> tuple[str, list[str]]:
+    """A WHERE clause requiring each given (not None) column to equal its value."""
+    given = {column: value for column, value in equal.items() if value is not None}
+    clause = " AND ".join(f"{column} = ?" for column in given)
+    return (f"WHERE {clause}" if given else ""), list(given.values())
+
+
 class SqliteStateStore:
     """The SQLite implementation of :class:`~contimg_dask.state.protocol.StateStore`.
 
@@ -366,23 +373,13 @@ class SqliteStateStore:
 
     def stages(self, block_id: str | None = None,
                status: str | None = None) -> list[StageStatus]:
-        clauses, params = [], []
-        for column, value in (("block_id", block_id), ("status", status)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(block_id=block_id, status=status)
         return [_stage(r) for r in self._read(
             f"SELECT {_STAGE_COLUMNS} FROM stages {where} ORDER BY id", params)]
 
     def products(self, block_id: str | None = None,
                  kind: str | None = None) -> list[ProductRecord]:
-        clauses, params = [], []
-        for column, value in (("block_id", block_id), ("kind", kind)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = _where(block_id=block_id, kind=kind)
         rows = self._read("SELECT block_id, stage, kind, path, checksum, provenance, token, "
                           f"recorded_at FROM products {where} ORDER BY id", params)
         return [ProductRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
