@@ -25,13 +25,29 @@ STAGES = ("ingest", "flag", "rephase", "calibrate", "apply", "export", "image", 
           "photometry", "variability")
 
 
+_SPAWNED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_workers():
+    """A failing test must not leave its worker processes behind."""
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def spawn(mode: str, root: Path, overrides: dict, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "tests.state.workers", mode, str(root), json.dumps(overrides),
          *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
+    _SPAWNED.append(proc)
+    return proc
 
 
 def enqueue_day(store: StateStore, n_blocks: int) -> set[tuple[str, str]]:
