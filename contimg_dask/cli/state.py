@@ -1,4 +1,4 @@
-"""``contimg state status|failures|events|migrate|export|import|redis-conf``."""
+"""``contimg state status|failures|events|prune|migrate|export|import|redis-conf``."""
 
 from __future__ import annotations
 
@@ -93,6 +93,17 @@ def _cmd_events(args: argparse.Namespace, config: PipelineConfig) -> int:
         store.close()
 
 
+def _cmd_prune(args: argparse.Namespace, config: PipelineConfig) -> int:
+    store = _open(config)
+    try:
+        removed = store.prune()
+    finally:
+        store.close()
+    print("removed " + ", ".join(f"{n} {what}" for what, n in removed.items()) +
+          " (state.retention)")
+    return 0
+
+
 def _cmd_migrate(args: argparse.Namespace, config: PipelineConfig) -> int:
     store = _open(config, migrate=True)
     print(f"{store.backend} state at {store.location}: schema {store.schema_version()}")
@@ -165,6 +176,8 @@ def add_state_commands(sub: argparse._SubParsersAction) -> None:
                         help="seconds between reads with --follow")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.set_defaults(func=_cmd_events)
+    prune = steps.add_parser("prune", help="drop metrics and events past state.retention")
+    prune.set_defaults(func=_cmd_prune)
     migrate = steps.add_parser("migrate", help="bring the store's schema up to date")
     migrate.set_defaults(func=_cmd_migrate)
     export = steps.add_parser("export", help="the whole state as JSON (seeds either backend)")

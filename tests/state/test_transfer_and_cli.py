@@ -131,6 +131,10 @@ def test_status_and_failures_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(cli(tmp_path, "state", "failures")) == 0
     text = capsys.readouterr().out
     assert "InputError (permanent)  truncated  [/in/a03.hdf5]" in text
+    # The 20 samples (1.77e9 s, 133 s long: 3 minutes) are older than the raw (7 days) and
+    # minute (90 days) retention; per-block averages are kept forever, the events are new.
+    assert main(cli(tmp_path, "state", "prune")) == 0
+    assert "removed 20 raw, 3 minute, 0 block, 0 events" in capsys.readouterr().out
 
 
 def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
