@@ -218,3 +218,20 @@ for _, s in ipairs(samples) do
 end
 return #samples
 """
+
+INIT_META = _COMMON + """
+-- ARGV: P, application, schema, instance. The meta record (created in an empty keyspace),
+-- or 'foreign' if keys under the prefix exist without one. Atomic: processes starting
+-- together on an empty server all see the one meta record.
+local meta = redis.call('HGETALL', P .. 'meta')
+if #meta > 0 then return meta end
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', P .. '*', 'COUNT', 1000)
+  if #page[2] > 0 then return 'foreign' end
+  cursor = page[1]
+until cursor == '0'
+redis.call('HSET', P .. 'meta', 'application', ARGV[2], 'schema', ARGV[3],
+           'instance', ARGV[4])
+return redis.call('HGETALL', P .. 'meta')
+"""

@@ -93,7 +93,7 @@ class RedisStateStore:
             retry=Retry(NoBackoff(), 0))
         self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in (
             "REGISTER_FILE", "SEAL_BLOCK", "ENQUEUE", "CLAIM", "HEARTBEAT", "COMPLETE",
-            "FAIL", "REAP", "RECORD_METRICS")}
+            "FAIL", "REAP", "RECORD_METRICS", "INIT_META")}
         self._groups: set[str] = set()
         self.persistence = self._call(self._check_persistence)
         self._version = self._call(lambda: self._check_schema(migrate))
@@ -140,15 +140,12 @@ class RedisStateStore:
         """Create the meta record in an empty keyspace; refuse foreign keys and newer
         schemas. There is one Redis schema so far: ``migrate`` will apply forward migrations
         when there is a second."""
-        meta = self._redis.hgetall(self.prefix + "meta")
-        if not meta:
-            if next(iter(self._redis.scan_iter(match=self.prefix + "*", count=1000)), None):
-                raise StateCorruptError(f"keys under {self.prefix} that are not a contimg "
-                                        "state store (no meta record)", file=self.location)
-            self._redis.hset(self.prefix + "meta", mapping={
-                "application": APPLICATION, "schema": REDIS_SCHEMA,
-                "instance": self.settings.instance})
-            return REDIS_SCHEMA
+        reply = self._scripts["INIT_META"](args=[self.prefix, APPLICATION, REDIS_SCHEMA,
+                                                 self.settings.instance])
+        if reply == "foreign":
+            raise StateCorruptError(f"keys under {self.prefix} that are not a contimg "
+                                    "state store (no meta record)", file=self.location)
+        meta = dict(zip(reply[::2], reply[1::2], strict=True))
         if meta.get("application") != APPLICATION:
             raise StateCorruptError(f"{self.prefix}meta belongs to another application "
                                     f"({meta.get('application')!r})", file=self.location)

@@ -2,8 +2,8 @@
 is opened (what the file is, which schema it has, where it lives).
 
 The schema version is SQLite's ``user_version``; ``meta.application`` marks the file as
-ours. Migration N takes a database at version N-1 to N inside one ``BEGIN IMMEDIATE``
-transaction, so a crash leaves the old version intact.
+ours. Migration N takes a database at version N-1 to N; all pending migrations run inside
+one ``BEGIN IMMEDIATE`` transaction, so a crash leaves the old version intact.
 """
 
 from __future__ import annotations
@@ -149,19 +149,25 @@ def check_version(version: int, path: Path, migrate: bool) -> None:
 
 def migrate(conn: sqlite3.Connection, version: int, instance: str,
             target: int = LATEST_SCHEMA) -> int:
-    """Apply the migrations after ``version`` up to ``target``, each in its own
-    transaction; the version reached."""
-    for number in range(version + 1, target + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+    """Apply the migrations after the database's version up to ``target`` in ONE
+    transaction (a crash leaves the old version whole; processes opening a fresh database
+    at the same time see it empty or complete). ``version`` is what the caller read before
+    taking the write lock; the version inside the lock decides. Returns the version
+    reached."""
+    if version >= target:
+        return version
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number in range(current + 1, target + 1):
             for statement in MIGRATIONS[number - 1]:
                 conn.execute(statement)
             if number == 1:
                 conn.execute("INSERT INTO meta VALUES ('application', ?), ('instance', ?)",
                              (APPLICATION, instance))
-            conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return max(version, target)
+        conn.execute(f"PRAGMA user_version = {max(current, target)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return max(current, target)

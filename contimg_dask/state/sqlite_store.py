@@ -22,7 +22,6 @@ from contimg_dask.config.schema import StateConfig
 from contimg_dask.errors import (
     LeaseLostError,
     StateAccessError,
-    StateCorruptError,
     StateError,
     StateUnavailableError,
 )
@@ -106,16 +105,15 @@ class SqliteStateStore:
             raise
 
     def _configure(self) -> None:
-        try:
-            self._conn.execute(f"PRAGMA busy_timeout = {self.settings.sqlite.busy_timeout_ms}")
-            mode = self._retry(
-                lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-            self._conn.execute(f"PRAGMA synchronous = {self.settings.sqlite.synchronous}")
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, StateError):
-                raise
-            raise StateCorruptError(f"the state database is damaged or not a database: {exc}",
-                                    file=self.path) from exc
+        sqlite = self.settings.sqlite
+
+        def configure() -> str:
+            self._conn.execute(f"PRAGMA busy_timeout = {sqlite.busy_timeout_ms}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._conn.execute(f"PRAGMA synchronous = {sqlite.synchronous}")
+            return mode
+
+        mode = self._retry(configure)
         if mode != "wal":
             raise StateAccessError(f"cannot put the state database in WAL mode (got {mode})",
                                    file=self.path)

@@ -187,3 +187,18 @@ def test_consumer_killed_before_ack_gets_the_events_again(
     store.ack("imaging", [e.id for e in taken])
     assert store.read_group("imaging", "node2") == []
     store.close()
+
+
+def test_processes_creating_a_fresh_store_together(backend: str, tmp_path: Path,
+                                                   request: pytest.FixtureRequest) -> None:
+    """Workers started at once on an empty state directory (or Redis prefix) all open it:
+    the schema is created once, atomically."""
+    overrides = backend_overrides(backend, request)
+    procs = [spawn("claimer", tmp_path, overrides, "0", str(tmp_path / f"o{i}.json"))
+             for i in range(6)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    store = open_state_store(make_config(tmp_path, **overrides))
+    assert store.schema_version() >= 1 and store.blocks() == []
+    store.close()
