@@ -125,3 +125,41 @@ class CasaError(ExternalToolError):
 
 class CasaSetupError(ContimgError):
     """CASA cannot be configured (measures data missing, wrong installation). Permanent."""
+
+
+class StateError(ContimgError):
+    """The state store (SQLite file or Redis server) failed. ``file`` names the database
+    file or the Redis URL (without its password)."""
+
+
+class StateUnavailableError(StateError):
+    """The state store cannot be reached or is busy beyond its time-outs (Redis down or
+    restarting, a connection dropped, SQLite locked longer than ``busy_timeout``). Transient."""
+
+    transient = True
+
+
+class StateAccessError(StateError):
+    """The state store refused us: wrong Redis password or ACL user, missing permission on
+    the SQLite file or its directory. Permanent until the configuration is fixed."""
+
+
+class StateCorruptError(StateError):
+    """The database is not a contimg state store: a corrupt file, another application's
+    SQLite database, or Redis keys under our prefix that are not ours. Permanent."""
+
+
+class StateSchemaError(StateError):
+    """The store's schema is newer than this program (upgrade contimg-dask) or older (run
+    ``contimg state migrate``). Permanent."""
+
+
+class StateLocationError(StateError):
+    """The SQLite database would live on a network file system (NFS, CIFS, Lustre, ...),
+    where SQLite's locking is unreliable: use Redis for shared state. Permanent."""
+
+
+class LeaseLostError(StateError):
+    """A heartbeat, complete or fail came with a fencing token that is no longer the
+    current one: the lease expired and the work was handed to someone else. The holder
+    must stop and discard its result. Permanent for that holder."""

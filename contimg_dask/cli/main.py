@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     flg.set_defaults(func=_cmd_flag)
 
     add_calibration_commands(sub)
+    __import__("contimg_dask.cli.state", fromlist=["_"]).add_state_commands(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

@@ -15,7 +15,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -256,6 +256,64 @@ class SimulationConfig(_Section):
         return value
 
 
+class SqliteStateConfig(_Section):
+    """SQLite state store settings (see docs/state.md)."""
+
+    busy_timeout_ms: PositiveInt
+    synchronous: Literal["FULL", "NORMAL"]
+    allow_network_filesystem: bool
+
+
+class RedisStateConfig(_Section):
+    """Redis state store settings. ``password`` is best given as the environment variable
+    CONTIMG_STATE__REDIS__PASSWORD, not written in a file. ``bind``, ``port``,
+    ``appendfsync`` and ``data_dir`` describe the server (``contimg state redis-conf``)."""
+
+    username: str | None = None
+    password: SecretStr | None = None  # printed as ********** by `contimg config`
+    connect_timeout_s: PositiveFloat
+    socket_timeout_s: PositiveFloat
+    bind: str
+    port: Annotated[int, Field(gt=0, lt=65536)]
+    appendfsync: Literal["always", "everysec", "no"]
+    data_dir: Path | None = None
+
+
+class StateRetentionConfig(_Section):
+    """How long metrics and events are kept, days (null: forever)."""
+
+    raw_days: PositiveFloat | None
+    minute_days: PositiveFloat | None
+    block_days: PositiveFloat | None
+    events_days: PositiveFloat | None
+
+
+class StateConfig(_Section):
+    """The state store: ``sqlite`` (one machine; ``url: null`` puts it at
+    ``<paths.state>/state.sqlite``) or ``redis`` (many processes and hosts;
+    ``url: redis://host:port/db``). ``instance`` prefixes every Redis key."""
+
+    backend: Literal["sqlite", "redis"]
+    url: str | None = None
+    instance: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    max_attempts: PositiveInt
+    lease_s: PositiveFloat
+    reaper_interval_s: PositiveFloat
+    event_redelivery_s: PositiveFloat
+    sqlite: SqliteStateConfig
+    redis: RedisStateConfig
+    retention: StateRetentionConfig
+
+    @model_validator(mode="after")
+    def _url_matches_backend(self) -> StateConfig:
+        if self.backend == "redis" and not (self.url or "").startswith(
+                ("redis://", "rediss://", "unix://")):
+            raise ValueError("url: the redis backend needs url: redis://HOST:PORT/DB")
+        if self.backend == "sqlite" and self.url and not self.url.startswith("sqlite:///"):
+            raise ValueError("url: the sqlite backend takes null or sqlite:///PATH")
+        return self
+
+
 class PipelineConfig(_Section):
     """The whole configuration."""
 
@@ -270,3 +328,4 @@ class PipelineConfig(_Section):
     dask: DaskConfig
     casa: CasaConfig
     simulation: SimulationConfig
+    state: StateConfig
