@@ -175,7 +175,8 @@ def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
 
 
 def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfig,
-                 block_id: str | None = None, rephase: bool | None = None) -> Path:
+                 block_id: str | None = None, rephase: bool | None = None,
+                 overwrite: bool = False) -> Path:
     """Ingest one block's subband files into the block store ``out`` (replaced atomically).
 
     With ``rephase`` (default: ``store.rephase_at_ingest``) the ``rephased`` data group (the
@@ -295,7 +296,7 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
         zarr_chunks = (min(n_t, config.store.time_chunk_integrations), n_bl, sizes[0], n_p)
         write_processing_set(out, msv4_name(block), vis_ds, antenna, field,
                              store_encoding(zarr_chunks), fill=fill,
-                             rephased_field=rephased_field)
+                             rephased_field=rephased_field, overwrite=overwrite)
         log.info("ingested %d subbands (%d missing) into %s in %.1f s", len(files),
                  len(missing), out, time.perf_counter() - t0)
     return out

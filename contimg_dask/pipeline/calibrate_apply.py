@@ -31,6 +31,7 @@ from contimg_dask.io.block_geometry import BlockGeometry
 from contimg_dask.io.block_store import now_iso, quiet_zarr_strings
 from contimg_dask.io.data_groups import ChannelReader, DataGroup, rotation_path_difference
 from contimg_dask.io.solutions import read_solutions
+from contimg_dask.io.store_metadata import update_group_attrs
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import apply_gains, interpolate_in_time
 from contimg_dask.pipeline.calibration_block import CalibrationBlock, open_calibration_block
@@ -148,6 +149,21 @@ def _apply_chunk(group_path: Path, group: DataGroup, freq_hz: np.ndarray,
     return int(flag.sum()), int(flag.size)
 
 
+def _without_corrected(attrs: dict) -> dict:
+    groups = {k: v for k, v in attrs["data_groups"].items() if k != CORRECTED}
+    return {**attrs, "data_groups": groups}
+
+
+def _with_calibration(attrs: dict, record: dict, corrected: dict | None) -> dict:
+    """``attrs`` with the calibration ``record`` and, when materialised, the ``corrected``
+    data group's entry."""
+    groups = _without_corrected(attrs)["data_groups"]
+    if corrected is not None:
+        groups[CORRECTED] = corrected
+    return {**attrs, "data_groups": groups,
+            "contimg": {**attrs["contimg"], "calibration": record}}
+
+
 def apply_solutions(store: str | Path, solutions_path: str | Path, config: PipelineConfig,
                     materialise: bool | None = None) -> dict[str, Any]:
     """Apply a solutions store to the block's ``calibration.data_group`` (the original data
@@ -182,25 +198,21 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
                   "calibrator": prov["calibrator"]["name"], "data_group": cal.data_group,
                   "materialised": materialise, "applied": now_iso()}
         group_path = block.store / block.name
-        attrs = dict(zarr.open_group(group_path, mode="r").attrs)
-        groups = dict(attrs["data_groups"])
-        groups.pop(CORRECTED, None)
         # Unregister an earlier corrected group first: while the new one is written, no
         # reader sees a group whose data are half-replaced.
-        zarr.open_group(group_path, mode="r+").attrs.update({**attrs, "data_groups": groups})
+        update_group_attrs(block.store, block.name, _without_corrected)
         write_block_calibration(block.store, block.name, g.antenna_names, block.dataset,
                                 gain_t, bandpass, record)
+        corrected = None
         if materialise:
-            groups[CORRECTED], flagged = _materialise(block, gain_t, bandpass, record)
+            corrected, flagged = _materialise(block, gain_t, bandpass, record)
         else:
             flagged = _flagged_by_solutions(gain_t, bandpass, g)
             for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
                 if (group_path / name).is_dir():
                     shutil.rmtree(group_path / name)
-        zarr.open_group(group_path, mode="r+").attrs.update(
-            {**attrs, "data_groups": groups,
-             "contimg": {**attrs["contimg"], "calibration": record}})
-        zarr.consolidate_metadata(block.store)
+        update_group_attrs(block.store, block.name,
+                           lambda attrs: _with_calibration(attrs, record, corrected))
         summary = {"block_id": g.block_id, "seconds": time.perf_counter() - t0,
                    "flagged_fraction": flagged, "materialised": materialise,
                    "solutions_block": prov["block_id"]}

@@ -186,8 +186,8 @@ def _referenced(solution: GainSolution, refant: int, min_snr: float
 
 
 def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
-                catalog: str | Path | None = None, calibrator: str | None = None
-                ) -> dict[str, Any]:
+                catalog: str | Path | None = None, calibrator: str | None = None,
+                overwrite: bool = False) -> dict[str, Any]:
     """Solve bandpass and gains on a calibrator block and write the solutions store ``out``.
 
     The model holds every catalogue source within ``calibration.model_radius_deg`` of the
@@ -225,7 +225,7 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
         _check_quality(solutions, block.store)
         solutions.attrs["contimg"] = _provenance(block, chosen, candidates, catalog_path,
                                                  tracks, refant, solutions, config)
-        write_solutions(solutions, out)
+        write_solutions(solutions, out, overwrite)
         summary = {"solutions": str(out), "seconds": time.perf_counter() - t0,
                    **solutions.attrs["contimg"]["quality"],
                    "calibrator": chosen.name, "refant": g.antenna_names[refant]}

@@ -32,7 +32,7 @@ from contimg_dask.io.solutions import SOLUTIONS_TYPE, read_solutions, write_solu
 
 
 def export_to_casa(solutions_path: str | Path, ms: str | Path, prefix: str | Path,
-                   config: PipelineConfig) -> tuple[Path, Path]:
+                   config: PipelineConfig, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``<prefix>.B`` (bandpass) and ``<prefix>.G`` (short-interval gains) for the
     Measurement Set ``ms`` (its antennas must be the solutions' antennas, in order)."""
     solutions = read_solutions(solutions_path)
@@ -46,12 +46,13 @@ def export_to_casa(solutions_path: str | Path, ms: str | Path, prefix: str | Pat
     b_table = write_bandpass_table(
         config, Path(ms), prefix.with_name(prefix.name + ".B"), solutions.frequency.values,
         bandpass, solutions.BANDPASS_FLAG.values, solutions.BANDPASS_SNR.values, mid,
-        prov["block_end_unix"] - prov["block_start_unix"], refant)
+        prov["block_end_unix"] - prov["block_start_unix"], refant, overwrite)
     interval = float(np.median(solutions.gain_time_end.values
                                - solutions.gain_time_start.values))
     g_table = write_gain_table(
         config, Path(ms), prefix.with_name(prefix.name + ".G"), solutions.gain_time.values,
-        gains, solutions.GAIN_FLAG.values, solutions.GAIN_SNR.values, interval, refant)
+        gains, solutions.GAIN_FLAG.values, solutions.GAIN_SNR.values, interval, refant,
+        overwrite)
     return b_table, g_table
 
 
@@ -79,7 +80,7 @@ def _mean_over_windows(table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def import_from_casa(bandpass_table: str | Path, gain_table: str | Path, store: str | Path,
-                     out: str | Path, config: PipelineConfig) -> Path:
+                     out: str | Path, config: PipelineConfig, overwrite: bool = False) -> Path:
     """A solutions store from CASA B and G tables, for the blocks of ``store``'s strip.
 
     Raises
@@ -131,7 +132,7 @@ def import_from_casa(bandpass_table: str | Path, gain_table: str | Path, store: 
     )
     solutions.attrs["contimg"] = _import_provenance(b_cal.path, g_cal.path, geometry, times,
                                                     half, refant, config)
-    return write_solutions(solutions, out)
+    return write_solutions(solutions, out, overwrite)
 
 
 def _import_provenance(b_path: Path, g_path: Path, geometry: BlockGeometry, times: np.ndarray,

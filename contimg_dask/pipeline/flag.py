@@ -33,6 +33,7 @@ from contimg_dask.io.block_store import (
     quiet_zarr_strings,
 )
 from contimg_dask.io.data_groups import derived_groups
+from contimg_dask.io.store_metadata import update_group_attrs
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,
@@ -81,29 +82,44 @@ def list_flag_versions(store: str | Path) -> dict[str, Any]:
     return {"active": _active(attrs), "versions": _versions(attrs)}
 
 
-def _switch(store: Path, name: str, attrs: dict, versions: dict[str, dict],
-            version: str) -> dict:
-    """Save ``versions`` and make ``version`` the active flags of every data group (one
-    attribute update); returns the new attributes."""
+def _switched(attrs: dict, versions: dict[str, dict], version: str) -> dict:
+    """``attrs`` with ``versions`` saved and ``version`` the active flags of every data
+    group."""
     variable = versions[version]["variable"]
     groups = {g: {**entry, "flag": variable} for g, entry in attrs["data_groups"].items()}
     derived = {g: {**entry, "flag": variable} for g, entry in derived_groups(attrs).items()}
     contimg = {**attrs["contimg"], "flag_versions": versions, "derived_groups": derived}
-    new = {**attrs, "data_groups": groups, "contimg": contimg}
-    zarr.open_group(store / name, mode="r+").attrs.update(new)
-    zarr.consolidate_metadata(store)
-    return new
+    return {**attrs, "data_groups": groups, "contimg": contimg}
+
+
+def _dropped(attrs: dict, version: str) -> dict:
+    """``attrs`` without the saved ``version`` (the ingest flags active if it was)."""
+    versions = _versions(attrs)
+    if version not in versions:
+        return attrs
+    active = _active(attrs)
+    del versions[version]
+    return _switched(attrs, versions, INGEST_VERSION if active == version else active)
+
+
+def _added(attrs: dict, version: str, record: dict) -> dict:
+    """``attrs`` with ``version`` saved (``record``) and active."""
+    return _switched(attrs, {**_versions(attrs), version: record}, version)
 
 
 def restore_flags(store: str | Path, version: str) -> None:
     """Make ``version`` the active flags of every data group."""
     store = Path(store)
-    name, _, attrs = _open(store)
-    versions = _versions(attrs)
-    if version not in versions:
-        raise InputError(f"no flag version '{version}' (saved: {', '.join(versions)})",
-                         file=store, stage="flag")
-    _switch(store, name, attrs, versions, version)
+    name, _, _ = _open(store)
+
+    def restored(attrs: dict) -> dict:
+        versions = _versions(attrs)
+        if version not in versions:
+            raise InputError(f"no flag version '{version}' (saved: {', '.join(versions)})",
+                             file=store, stage="flag")
+        return _switched(attrs, versions, version)
+
+    update_group_attrs(store, name, restored)
     log.info("restored flag version %s", version)
 
 
@@ -213,12 +229,8 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         index = {a: i for i, a in enumerate(antennas)}
         ant1 = np.array([index[a] for a in ds.baseline_antenna1_name.values.tolist()])
         ant2 = np.array([index[a] for a in ds.baseline_antenna2_name.values.tolist()])
+        attrs = update_group_attrs(store, name, lambda a: _dropped(a, version))
         versions = _versions(attrs)
-        if version in versions:
-            active = _active(attrs)
-            del versions[version]
-            attrs = _switch(store, name, attrs, versions,
-                            INGEST_VERSION if active == version else active)
         group, variable = store / name, f"FLAG_{version}"
         sizes = list(prov["subband_chunks"])
         _create_flags(group, variable, versions[INGEST_VERSION]["variable"], sizes)
@@ -233,10 +245,9 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         fractions = flag_fractions(counts, ant1, ant2, antennas, prov["subbands"], n_t, n_p)
         if fractions["block"] == 1.0:
             log.warning("every cross-correlation of the block is flagged (no usable data)")
-        versions[version] = {"variable": variable, "created": now_iso(),
-                             "description": "contimg flag", "parameters": asdict(params),
-                             "fractions": fractions}
-        _switch(store, name, attrs, versions, version)
+        record = {"variable": variable, "created": now_iso(), "description": "contimg flag",
+                  "parameters": asdict(params), "fractions": fractions}
+        update_group_attrs(store, name, lambda a: _added(a, version, record))
         log.info("flagged %.2f %% of cross-correlations (version %s) in %.1f s",
                  100 * fractions["block"], version, time.perf_counter() - t0)
     return fractions
