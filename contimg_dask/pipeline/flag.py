@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -45,6 +46,19 @@ from contimg_dask.ops.flagging import (
 
 log = get_logger(__name__)
 INGEST_VERSION = "ingest"
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_version_name(version: str, store: Path | None = None) -> None:
+    """Raise InputError unless ``version`` can name a flag version (it names a zarr array:
+    letters, digits, ``_ . -``, no path separators) other than the reserved ``ingest``."""
+    if not VERSION_NAME.fullmatch(version):
+        raise InputError(f"flag version name {version!r} is not allowed: use 1 to 64 letters, "
+                         "digits, '_', '.' or '-', starting with a letter or digit",
+                         file=store, stage="flag")
+    if version == INGEST_VERSION:
+        raise InputError(f"'{INGEST_VERSION}' is the version of the ingested flags; choose "
+                         "another name", file=store, stage="flag")
 
 
 def flag_parameters(config: FlaggingConfig) -> FlagParameters:
@@ -217,9 +231,7 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
     """
     t0 = time.perf_counter()
     store = Path(store)
-    if version == INGEST_VERSION:
-        raise InputError(f"'{INGEST_VERSION}' is the version of the ingested flags; choose "
-                         "another name", stage="flag")
+    check_version_name(version, store)
     name, node, attrs = _open(store)
     ds = node.to_dataset(inherit=False)
     prov = attrs["contimg"]
