@@ -20,6 +20,7 @@ Rules (docs/operations.md):
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import errno
 import json
@@ -273,6 +274,9 @@ def _atomic(path: str | Path, kind: str, overwrite: bool) -> Iterator[Path]:
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
+            # Threads of an interrupted writer (Dask tasks) may still be writing into it:
+            # removed again once they have been joined, at interpreter exit.
+            atexit.register(_remove, tmp)
 
 
 def atomic_directory(path: str | Path, kind: str, overwrite: bool = False

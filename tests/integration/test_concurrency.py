@@ -17,7 +17,7 @@ from tests.helpers import make_config
 
 pytestmark = pytest.mark.slow
 VERSIONS = "abcdef"
-ROUNDS = 2
+ROUNDS = 20
 
 
 def _stage(job: tuple[str, str, str, str]) -> str:
@@ -55,7 +55,10 @@ def block(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_eight_concurrent_stages_lose_no_records(block: Path) -> None:
     store = block / "block.zarr"
     applied = set()
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    # Pool processes fork from a server that imported this module once (no threads there).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with context.Pool(8) as pool:
         for round_ in range(ROUNDS):
             jobs = [("flag", str(block), v, str(round_)) for v in VERSIONS]
             jobs += [("apply", str(block), "", str(round_)),
