@@ -85,7 +85,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 COMMANDS = {
     "block_store": (["ingest", "raw", "--block", "{block}", "--out", "out.zarr"], "out.zarr"),
-    "solutions": (["calibrate", "solve", "s.zarr", "--out", "out.zarr"], "out.zarr"),
+    "solutions": (["calibrate", "solve", "s.zarr", "--out", "out.sol.zarr"], "out.sol.zarr"),
     "ms": (["export", "s.zarr", "--format", "ms", "--out", "out.ms"], "out.ms"),
     "caltable": (["calibrate", "export", "sol.zarr", "--ms", "s.ms", "--out", "out"], "out.B"),
     "uvh5": (["export", "s.zarr", "--format", "uvh5", "--out", "out.uvh5"], "out.uvh5"),
@@ -105,15 +105,21 @@ def test_killed_writer_never_damages_the_product(work: Path, kind: str) -> None:
     assert first.returncode == 0, first.stderr
     out = work / name
     before = _digest(out)
-    left_temporaries = 0
+    interrupted = left_temporary = 0
     for moment, inject in MOMENTS.items():
         killed = _run(args, work, inject)
-        assert killed.returncode in (0, -9, 137), (moment, killed.stderr)
+        # -9/137: the command was killed; 2: a child it started (CASA) was, and the command
+        # failed cleanly; 0: the moment never came.
+        assert killed.returncode in (0, 2, -9, 137), (moment, killed.stderr)
         assert _digest(out) == before or _readable(kind, out), (
             f"{kind}: killed at the {moment}, {name} is neither the previous product nor a "
             "complete new one")
-        left_temporaries += any(".tmp." in p.name for p in work.iterdir())
-    assert left_temporaries > 0, "no kill landed while the product was being written"
+        interrupted += killed.returncode != 0
+        left_temporary += any(".tmp." in p.name for p in work.iterdir())
+    assert interrupted >= len(MOMENTS) - 1, f"only {interrupted} kills interrupted {kind}"
+    if kind != "caltable":  # its first writes and renames are the CASA process's: the kill
+        # ends that process and the command removes its temporary itself
+        assert left_temporary, "no kill landed while the product was being written"
     again = _run(args, work)
     assert again.returncode == 0, again.stderr
     assert _readable(kind, out)
