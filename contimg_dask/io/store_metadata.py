@@ -5,7 +5,9 @@ other's records.
 The lock is a file beside the store (``BLOCK.zarr.lock``, an OS file lock through
 ``filelock``: released by the kernel when its holder dies, so it never goes stale), held
 only around the update: read the group's attributes as stored, change them, write them,
-consolidate the store's metadata.
+consolidate the store's metadata. Changes of the store's structure (arrays or groups
+created, replaced or removed) are made under the same lock, so that a consolidation never
+records a half-made node; bulk data are written outside it.
 """
 
 from __future__ import annotations
@@ -23,15 +25,30 @@ from contimg_dask.io.block_store import quiet_zarr_strings
 Attributes = dict[str, Any]
 
 
+_LOCKS: dict[Path, FileLock] = {}
+
+
 def store_lock(store: str | Path) -> FileLock:
-    """The lock of the block store ``store``: a file ``<store>.lock`` beside it."""
-    store = Path(store)
-    return FileLock(store.with_name(store.name + ".lock"))
+    """The lock of the block store ``store``: a file ``<store>.lock`` beside it. One lock
+    object per store in a process, so that it can be taken again by a holder (reentrant)."""
+    store = Path(store).absolute()
+    path = store.with_name(store.name + ".lock")
+    if path not in _LOCKS:
+        _LOCKS[path] = FileLock(path)
+    return _LOCKS[path]
 
 
 def read_group_attrs(store: str | Path, group: str) -> Attributes:
     """The attributes of ``group`` of ``store`` as stored (not the consolidated copy)."""
     return dict(zarr.open_group(Path(store) / group, mode="r").attrs)
+
+
+def consolidate(store: str | Path) -> None:
+    """Under the store's lock, record the store's structure in its consolidated metadata
+    (after arrays were removed, so that readers no longer find them listed)."""
+    with store_lock(store), warnings.catch_warnings():
+        quiet_zarr_strings()
+        zarr.consolidate_metadata(Path(store))
 
 
 def update_group_attrs(store: str | Path, group: str, change: Callable[[Attributes], Attributes],

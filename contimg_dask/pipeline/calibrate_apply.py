@@ -31,7 +31,7 @@ from contimg_dask.io.block_geometry import BlockGeometry
 from contimg_dask.io.block_store import now_iso, quiet_zarr_strings
 from contimg_dask.io.data_groups import ChannelReader, DataGroup, rotation_path_difference
 from contimg_dask.io.solutions import read_solutions
-from contimg_dask.io.store_metadata import update_group_attrs
+from contimg_dask.io.store_metadata import consolidate, store_lock, update_group_attrs
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import apply_gains, interpolate_in_time
 from contimg_dask.pipeline.calibration_block import CalibrationBlock, open_calibration_block
@@ -200,17 +200,20 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
         group_path = block.store / block.name
         # Unregister an earlier corrected group first: while the new one is written, no
         # reader sees a group whose data are half-replaced.
-        update_group_attrs(block.store, block.name, _without_corrected)
-        write_block_calibration(block.store, block.name, g.antenna_names, block.dataset,
-                                gain_t, bandpass, record)
+        with store_lock(block.store):
+            update_group_attrs(block.store, block.name, _without_corrected)
+            write_block_calibration(block.store, block.name, g.antenna_names, block.dataset,
+                                    gain_t, bandpass, record)
         corrected = None
         if materialise:
             corrected, flagged = _materialise(block, gain_t, bandpass, record)
         else:
             flagged = _flagged_by_solutions(gain_t, bandpass, g)
-            for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
-                if (group_path / name).is_dir():
-                    shutil.rmtree(group_path / name)
+            with store_lock(block.store):
+                for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
+                    if (group_path / name).is_dir():
+                        shutil.rmtree(group_path / name)
+                consolidate(block.store)
         update_group_attrs(block.store, block.name,
                            lambda attrs: _with_calibration(attrs, record, corrected))
         summary = {"block_id": g.block_id, "seconds": time.perf_counter() - t0,
@@ -244,7 +247,8 @@ def _materialise(block: CalibrationBlock, gain_t: np.ndarray, bandpass: np.ndarr
     # Flags are copied only when a solution is flagged; otherwise the corrected group
     # shares the flags of the group it corrects.
     new_flags = not (np.isfinite(gain_t).all() and np.isfinite(bandpass).all())
-    _create_corrected_arrays(block, new_flags)
+    with store_lock(block.store):
+        _create_corrected_arrays(block, new_flags)
     # The rotation of a derived group enters the graph once, shared by every chunk's task.
     dw = dask.delayed(rotation_path_difference(block.dataset, block.data_group))
     tasks = [dask.delayed(_apply_chunk)(group_path, block.data_group, g.freq_hz, dw, sl,
@@ -262,7 +266,9 @@ def _materialise(block: CalibrationBlock, gain_t: np.ndarray, bandpass: np.ndarr
                        f"{record['solutions_block']})",
         "date": now_iso()}
     if not new_flags and (group_path / "FLAG_CORRECTED").is_dir():
-        shutil.rmtree(group_path / "FLAG_CORRECTED")  # of an earlier apply, now unused
+        with store_lock(block.store):  # of an earlier apply, now unused
+            shutil.rmtree(group_path / "FLAG_CORRECTED")
+            consolidate(block.store)
     return entry, float(counts[:, 0].sum() / counts[:, 1].sum())
 
 

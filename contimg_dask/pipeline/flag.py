@@ -34,7 +34,7 @@ from contimg_dask.io.block_store import (
     quiet_zarr_strings,
 )
 from contimg_dask.io.data_groups import derived_groups
-from contimg_dask.io.store_metadata import update_group_attrs
+from contimg_dask.io.store_metadata import store_lock, update_group_attrs
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,
@@ -245,7 +245,8 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         versions = _versions(attrs)
         group, variable = store / name, f"FLAG_{version}"
         sizes = list(prov["subband_chunks"])
-        _create_flags(group, variable, versions[INGEST_VERSION]["variable"], sizes)
+        with store_lock(store):
+            _create_flags(group, variable, versions[INGEST_VERSION]["variable"], sizes)
         edges = np.concatenate([[0], np.cumsum(sizes)])
         tasks = [dask.delayed(flag_chunk)(
             group, attrs["data_groups"]["base"]["correlated_data"],

@@ -33,7 +33,7 @@ from contimg_dask.io.block_store import (
     with_rephased_group,
 )
 from contimg_dask.io.data_groups import DataGroup, group_visibilities
-from contimg_dask.io.store_metadata import update_group_attrs
+from contimg_dask.io.store_metadata import consolidate, store_lock, update_group_attrs
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.phasing import block_centre, uvw_to_fixed_centre
 
@@ -103,12 +103,14 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
 
         # xarray's append mode resets the group's attributes: the write runs under the
         # store's lock, between reading the attributes and storing them again.
-        update_group_attrs(store, name, lambda attrs: with_rephased_group(
-            attrs, rephased_data_group(attrs["data_groups"]["base"], ra_rad, dec_rad,
-                                       materialise)), write=write)
-        if not materialise and (store / name / "VISIBILITY_REPHASED").is_dir():
-            # Rotated for an earlier centre and no longer referenced.
-            shutil.rmtree(store / name / "VISIBILITY_REPHASED")
+        with store_lock(store):
+            update_group_attrs(store, name, lambda attrs: with_rephased_group(
+                attrs, rephased_data_group(attrs["data_groups"]["base"], ra_rad, dec_rad,
+                                           materialise)), write=write)
+            if not materialise and (store / name / "VISIBILITY_REPHASED").is_dir():
+                # Rotated for an earlier centre and no longer referenced.
+                shutil.rmtree(store / name / "VISIBILITY_REPHASED")
+                consolidate(store)
         log.info("rephased to ICRS (%.5f, %.5f) deg in %.1f s (%s)", np.degrees(ra_rad),
                  np.degrees(dec_rad), time.perf_counter() - t0,
                  "materialised" if materialise else "visibilities rotated on the fly")
