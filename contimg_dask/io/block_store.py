@@ -260,7 +260,8 @@ def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dat
                          fill: Callable[[Path], None] | None = None,
                          rephased_field: xr.Dataset | None = None,
                          overwrite: bool = False) -> Path:
-    """Write a one-MSv4 processing set atomically: to ``path.tmp-*``, then renamed.
+    """Write a one-MSv4 processing set atomically (io/atomic.py): under a temporary name, then
+    renamed.
 
     With ``fill``, Dask-backed variables are not computed: the store's structure and the
     small arrays are written, then ``fill(group_path)`` writes the bulk data straight into

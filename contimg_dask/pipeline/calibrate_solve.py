@@ -24,6 +24,7 @@ from contimg_dask import __version__
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.config.schema import CalibrationConfig
 from contimg_dask.errors import CalibrationError
+from contimg_dask.io.atomic import check_replaceable
 from contimg_dask.io.block_geometry import BlockGeometry, geometry_of
 from contimg_dask.io.block_store import block_node, now_iso, open_block
 from contimg_dask.io.solutions import SOLUTIONS_TYPE, write_solutions
@@ -200,6 +201,7 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
         No usable calibrator, no usable reference antenna, or no solution above the SNR limit.
     """
     t0 = time.perf_counter()
+    check_replaceable(Path(out).absolute(), "solutions", overwrite)  # before the work
     cal = config.calibration
     block = open_calibration_block(store, cal.data_group, "calibrate")
     g = block.geometry

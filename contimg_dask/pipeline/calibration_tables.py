@@ -26,6 +26,7 @@ from contimg_dask.casa.caltables import (
 )
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.errors import InputError
+from contimg_dask.io.atomic import check_replaceable
 from contimg_dask.io.block_geometry import BlockGeometry, read_geometry
 from contimg_dask.io.block_store import now_iso
 from contimg_dask.io.solutions import SOLUTIONS_TYPE, read_solutions, write_solutions
@@ -35,6 +36,9 @@ def export_to_casa(solutions_path: str | Path, ms: str | Path, prefix: str | Pat
                    config: PipelineConfig, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``<prefix>.B`` (bandpass) and ``<prefix>.G`` (short-interval gains) for the
     Measurement Set ``ms`` (its antennas must be the solutions' antennas, in order)."""
+    prefix = Path(prefix).absolute()
+    for suffix in (".B", ".G"):  # before the work
+        check_replaceable(prefix.with_name(prefix.name + suffix), "caltable", overwrite)
     solutions = read_solutions(solutions_path)
     prov = solutions.attrs["contimg"]
     names = solutions.antenna_name.values.tolist()
@@ -42,7 +46,6 @@ def export_to_casa(solutions_path: str | Path, ms: str | Path, prefix: str | Pat
     bandpass = np.where(solutions.BANDPASS_FLAG.values, 1.0, solutions.BANDPASS.values)
     gains = np.where(solutions.GAIN_FLAG.values, 1.0, solutions.GAIN.values)
     mid = 0.5 * (prov["block_start_unix"] + prov["block_end_unix"])
-    prefix = Path(prefix)
     b_table = write_bandpass_table(
         config, Path(ms), prefix.with_name(prefix.name + ".B"), solutions.frequency.values,
         bandpass, solutions.BANDPASS_FLAG.values, solutions.BANDPASS_SNR.values, mid,
