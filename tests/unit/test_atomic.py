@@ -158,3 +158,32 @@ def test_completed_replacement_leaves_no_old_product(tmp_path: Path) -> None:
         _store(tmp, 3)
     assert json.loads((out / "zarr.json").read_text())["value"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zarr"]
+
+
+def _write_many(args: tuple[str, int]) -> int:
+    path, writer = args
+    for i in range(25):
+        with atomic_directory(Path(path), "block_store") as tmp:
+            _store(tmp, 1000 * writer + i)
+            (tmp / "payload").write_bytes(os.urandom(4096))
+    return writer
+
+
+def test_concurrent_writers_of_one_output(tmp_path: Path) -> None:
+    """Defect 3: two ingests to one output ended in `OSError: Directory not empty` and a
+    leftover `.old-*`. Four processes replace one output 25 times each: every write
+    succeeds, the output is always one writer's complete product, nothing is left over."""
+    import multiprocessing
+
+    out = tmp_path / "b.zarr"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pending = pool.map_async(_write_many, [(str(out), w) for w in range(4)])
+        seen = set()
+        while not pending.ready():
+            if out.exists():
+                seen.add(json.loads((out / "zarr.json").read_text())["value"])
+            time.sleep(0.001)
+        assert sorted(pending.get()) == [0, 1, 2, 3]
+    assert json.loads((out / "zarr.json").read_text())["value"] % 1000 == 24
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zarr"]
+    assert len(seen) > 1
