@@ -242,6 +242,21 @@ def _install(tmp: Path, path: Path, tag: str) -> None:
     _remove(old)
 
 
+def temporary_name(path: Path) -> Path:
+    """A temporary name beside ``path``, owned by this process (removed by :func:`recover`
+    once this process is gone)."""
+    return path.with_name(f"{path.name}.tmp.{_owner_tag()}")
+
+
+def install(tmp: Path, path: Path) -> None:
+    """Flush the complete ``tmp`` and put it at ``path`` in one atomic step where the file
+    system allows (what was at ``path`` is removed). For parts of a product that its owner
+    replaces under its own lock (a block store's calibration node)."""
+    _fsync_tree(tmp)
+    _install(tmp, path, tmp.name.rpartition(".tmp.")[2])
+    _fsync_dir(path.parent)
+
+
 def _os_error(exc: OSError, path: Path) -> OutputError:
     reason = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {reason}", file=path,

@@ -12,6 +12,7 @@ records a half-made node; bulk data are written outside it.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import zarr
 from filelock import FileLock
 
+from contimg_dask.io.atomic import install, temporary_name
 from contimg_dask.io.block_store import quiet_zarr_strings
 
 Attributes = dict[str, Any]
@@ -41,6 +43,24 @@ def store_lock(store: str | Path) -> FileLock:
 def read_group_attrs(store: str | Path, group: str) -> Attributes:
     """The attributes of ``group`` of ``store`` as stored (not the consolidated copy)."""
     return dict(zarr.open_group(Path(store) / group, mode="r").attrs)
+
+
+def replace_node(store: str | Path, node: str, write: Callable[[Path], None]) -> None:
+    """Replace the node ``node`` (a group path inside the store) so that readers find the
+    old node or the new one, never a half-written one: ``write(tmp)`` writes it as a zarr
+    group at a temporary name beside the store (outside it: no consolidation sees it), then,
+    under the store's lock, it is exchanged with the old node and the store's metadata is
+    consolidated."""
+    store = Path(store).absolute()
+    tmp = temporary_name(store)
+    try:
+        write(tmp)
+        with store_lock(store):
+            install(tmp, store / node)
+            consolidate(store)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def consolidate(store: str | Path) -> None:
