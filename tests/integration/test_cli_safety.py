@@ -186,7 +186,7 @@ def test_interrupt_ends_cleanly_with_130(raw: Path, tmp_path: Path, signum: int)
     child = _contimg("ingest", "raw", "--block", BLOCK, "--out", "S.zarr", cwd=tmp_path,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not any(".tmp." in p.name for p in tmp_path.iterdir()):
+    while not any(p.name.startswith("S.zarr") for p in tmp_path.iterdir()):  # writing
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()
         time.sleep(0.005)
     os.killpg(child.pid, signum)
