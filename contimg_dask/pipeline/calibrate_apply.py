@@ -247,8 +247,7 @@ def _materialise(block: CalibrationBlock, gain_t: np.ndarray, bandpass: np.ndarr
     # Flags are copied only when a solution is flagged; otherwise the corrected group
     # shares the flags of the group it corrects.
     new_flags = not (np.isfinite(gain_t).all() and np.isfinite(bandpass).all())
-    with store_lock(block.store):
-        _create_corrected_arrays(block, new_flags)
+    _create_corrected_arrays(block, new_flags)
     # The rotation of a derived group enters the graph once, shared by every chunk's task.
     dw = dask.delayed(rotation_path_difference(block.dataset, block.data_group))
     tasks = [dask.delayed(_apply_chunk)(group_path, block.data_group, g.freq_hz, dw, sl,
@@ -274,8 +273,9 @@ def _materialise(block: CalibrationBlock, gain_t: np.ndarray, bandpass: np.ndarr
 
 def _create_corrected_arrays(block: CalibrationBlock, new_flags: bool) -> None:
     """Create (or reuse) the corrected arrays with the codecs and chunks of their sources
-    (FLAG_CORRECTED only with ``new_flags``). xarray's append mode
-    resets the group's attributes: the caller restores them."""
+    (FLAG_CORRECTED only with ``new_flags``). xarray's append mode resets the group's
+    attributes: the write runs under the store's lock, between reading the attributes and
+    storing them again."""
     ds = block.dataset
     vis = ds[block.group["correlated_data"]]
     path = block.store / block.name
@@ -290,7 +290,11 @@ def _create_corrected_arrays(block: CalibrationBlock, new_flags: bool) -> None:
         if not (path / name).is_dir():
             codecs = zarr.open_array(path / source.name, mode="r").compressors
             encoding[name] = {"compressors": codecs or None, "chunks": zarr_chunks}
-    with warnings.catch_warnings():
-        quiet_zarr_strings()
-        xr.Dataset(new).to_zarr(block.store, group=block.name, mode="a", zarr_format=3,
-                                consolidated=False, compute=False, encoding=encoding)
+
+    def write() -> None:
+        with warnings.catch_warnings():
+            quiet_zarr_strings()
+            xr.Dataset(new).to_zarr(block.store, group=block.name, mode="a", zarr_format=3,
+                                    consolidated=False, compute=False, encoding=encoding)
+
+    update_group_attrs(block.store, block.name, dict, write=write)
