@@ -29,6 +29,8 @@ log = get_logger(__name__)
 #: Arguments naming paths a command reads (checked apart from its --out).
 INPUT_ARGUMENTS = ("source", "store", "solutions", "ms", "bandpass", "gains", "block_store",
                    "catalog")
+#: Those of them that are products (directories nothing may be written into).
+PRODUCT_INPUTS = ("store", "solutions", "ms", "bandpass", "gains", "block_store")
 
 
 def _subbands(values: list[str] | None, option: str, n_subbands: int) -> frozenset[int]:
@@ -326,12 +328,18 @@ def _inputs(args: argparse.Namespace) -> list[Path]:
 
 
 def _check_output_apart(args: argparse.Namespace) -> None:
+    """The output may not be an input, hold one, or lie inside an input product."""
     out = getattr(args, "out", None)
     if not isinstance(out, Path):
         return
     for path in _inputs(args):
         if path == out or path.is_relative_to(out):
             raise ContimgError(f"the output {out} would replace the input {path}: choose "
+                               "another --out", file=out)
+    for name in PRODUCT_INPUTS:
+        path = getattr(args, name, None)
+        if isinstance(path, Path) and out.is_relative_to(path):
+            raise ContimgError(f"the output {out} is inside the input {path}: choose "
                                "another --out", file=out)
 
 

@@ -74,8 +74,10 @@ def test_outputs_never_replace_what_we_did_not_write(cli, raw: Path, tmp_path: P
     assert code == 2 and _listing(raw) == before
     assert cli("ingest", "raw", "--block", BLOCK, "--out", "S.zarr")[0] == 0
     store = _listing(tmp_path / "S.zarr")
-    code, _, err = cli("export", "S.zarr", "--format", "ms", "--out", "S.zarr")
-    assert code == 2 and _listing(tmp_path / "S.zarr") == store
+    for out in ("S.zarr", "S.zarr/inside.uvh5"):
+        code, _, err = cli("export", "S.zarr", "--format", "uvh5", "--out", out)
+        assert code == 2 and _listing(tmp_path / "S.zarr") == store
+        _one_error_line(err, "input")
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "notes.txt").write_text("keep")
