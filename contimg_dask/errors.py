@@ -107,6 +107,12 @@ class IncompleteBlockError(InputError):
     """A block misses more subbands than the configured maximum."""
 
 
+class OutputError(ContimgError):
+    """A product cannot be written: its output path holds something else (never replaced
+    without ``--overwrite``), or the file system refuses (permission: permanent; no space,
+    I/O error: transient)."""
+
+
 class CalibrationError(ContimgError):
     """Calibration cannot be done right: no calibrator in the block, no usable reference
     antenna, no solution above the SNR limit, solutions from another declination strip or

@@ -84,7 +84,7 @@ def create_empty_caltable(ms: str, caltable: str, viscal: str, single_channel: b
 def write_bandpass_table(config: PipelineConfig, ms: Path, out: Path,
                          freq_hz: NDArray[np.float64], bandpass: NDArray[np.complexfloating],
                          flags: NDArray[np.bool_], snr: NDArray[np.floating], time_unix: float,
-                         interval_s: float, refant: int) -> Path:
+                         interval_s: float, refant: int, overwrite: bool = False) -> Path:
     """Write a bandpass (CASA 'B Jones') table for ``ms`` at ``out`` (replaced).
 
     Parameters
@@ -115,13 +115,13 @@ def write_bandpass_table(config: PipelineConfig, ms: Path, out: Path,
     rows = _Rows()
     for spw, chans in enumerate(channels):
         rows.add(spw, float(time_unix), bandpass[:, chans], flags[:, chans], snr[:, chans])
-    return _write_table(config, ms, out, BANDPASS, rows, interval_s, refant)
+    return _write_table(config, ms, out, BANDPASS, rows, interval_s, refant, overwrite)
 
 
 def write_gain_table(config: PipelineConfig, ms: Path, out: Path,
                      time_unix: NDArray[np.float64], gains: NDArray[np.complexfloating],
                      flags: NDArray[np.bool_], snr: NDArray[np.floating], interval_s: float,
-                     refant: int) -> Path:
+                     refant: int, overwrite: bool = False) -> Path:
     """Write frequency-independent gains as a CASA 'G Jones' table for ``ms`` at ``out``.
 
     Parameters
@@ -151,7 +151,7 @@ def write_gain_table(config: PipelineConfig, ms: Path, out: Path,
     for spw in range(len(_ms_spw_freqs(ms))):
         for t, when in enumerate(time_unix):
             rows.add(spw, float(when), gains[t][:, None], flags[t][:, None], snr[t][:, None])
-    return _write_table(config, ms, out, GAIN, rows, interval_s, refant)
+    return _write_table(config, ms, out, GAIN, rows, interval_s, refant, overwrite)
 
 
 class _Rows:
@@ -216,13 +216,14 @@ def _checked_solutions(ms: Path, values: NDArray[Any], flags: NDArray[Any], snr:
 
 
 def _write_table(config: PipelineConfig, ms: Path, out: Path, viscal: str, rows: _Rows,
-                 interval_s: float, refant: int) -> Path:
-    """Create the table with CASA under a temporary name, fill it, rename it to ``out``."""
+                 interval_s: float, refant: int, overwrite: bool) -> Path:
+    """Create the table with CASA under a temporary name, fill it, rename it to ``out``.
+    The CASA process runs in a directory of its own: it is given absolute paths."""
     from casacore.tables import table
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(out) as tmp:
-        run_casa(config, create_empty_caltable, str(ms), str(tmp), viscal, viscal == GAIN,
+    with atomic_directory(out, "caltable", overwrite) as tmp:
+        run_casa(config, create_empty_caltable, str(ms.absolute()), str(tmp), viscal,
+                 viscal == GAIN,
                  stage="caltable")
         with table(str(tmp), readonly=False, ack=False) as tab:
             columns = rows.columns(interval_s, refant)

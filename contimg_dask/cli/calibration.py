@@ -7,6 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from contimg_dask.cli.options import add_overwrite_option
+from contimg_dask.cli.outcome import user_path
 from contimg_dask.config import PipelineConfig
 from contimg_dask.coords.time import unix_to_datetime
 
@@ -35,7 +37,8 @@ def _cmd_calibrators(args: argparse.Namespace, config: PipelineConfig) -> int:
 def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.pipeline.calibrate_solve import solve_block
 
-    summary = solve_block(Path(args.store), config, Path(args.out), catalog=args.catalog,
+    summary = solve_block(args.store, config, args.out, catalog=args.catalog,
+                          overwrite=args.overwrite,
                           calibrator=args.calibrator)
     print(json.dumps(summary, indent=2) if args.json else
           f"solved on {summary['calibrator']} (refant {summary['refant']}): "
@@ -60,7 +63,8 @@ def _cmd_apply(args: argparse.Namespace, config: PipelineConfig) -> int:
 def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.pipeline.calibration_tables import export_to_casa
 
-    for table in export_to_casa(Path(args.solutions), Path(args.ms), Path(args.out), config):
+    for table in export_to_casa(args.solutions, args.ms, args.out, config,
+                                overwrite=args.overwrite):
         print(table)
     return 0
 
@@ -68,43 +72,50 @@ def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
 def _cmd_import(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.pipeline.calibration_tables import import_from_casa
 
-    print(import_from_casa(Path(args.bandpass), Path(args.gains), Path(args.block),
-                           Path(args.out), config))
+    print(import_from_casa(args.bandpass, args.gains, args.block_store, args.out, config,
+                           overwrite=args.overwrite))
     return 0
 
 
 def add_calibration_commands(sub: argparse._SubParsersAction) -> None:
     """Register the calibration commands on the ``contimg`` parser."""
     cal = sub.add_parser("calibrators", help="calibrators transiting a block, and the best")
-    cal.add_argument("store", help="block store")
-    cal.add_argument("--catalog", help="calibrator catalogue CSV (default: configuration)")
+    cal.add_argument("store", type=user_path, help="block store")
+    cal.add_argument("--catalog", type=user_path,
+                     help="calibrator catalogue CSV (default: configuration)")
     cal.add_argument("--json", action="store_true", help="JSON output")
     cal.set_defaults(func=_cmd_calibrators)
 
     calib = sub.add_parser("calibrate", help="solve or apply calibration")
     steps = calib.add_subparsers(dest="step", required=True)
     solve = steps.add_parser("solve", help="bandpass and gains from a calibrator block")
-    solve.add_argument("store", help="calibrator block store")
-    solve.add_argument("--out", required=True, help="solutions store to write")
-    solve.add_argument("--catalog", help="calibrator catalogue CSV (default: configuration)")
+    solve.add_argument("store", type=user_path, help="calibrator block store")
+    solve.add_argument("--out", required=True, type=user_path, help="solutions store to write")
+    add_overwrite_option(solve)
+    solve.add_argument("--catalog", type=user_path,
+                       help="calibrator catalogue CSV (default: configuration)")
     solve.add_argument("--calibrator", help="calibrator name (default: the best in the block)")
     solve.add_argument("--json", action="store_true", help="JSON summary")
     solve.set_defaults(func=_cmd_solve)
     apply = steps.add_parser("apply", help="correct a block with solutions")
-    apply.add_argument("store", help="block store")
-    apply.add_argument("--solutions", required=True, help="solutions store")
+    apply.add_argument("store", type=user_path, help="block store")
+    apply.add_argument("--solutions", required=True, type=user_path, help="solutions store")
     apply.add_argument("--materialise", action=argparse.BooleanOptionalAction, default=None,
                        help="also write the corrected data into the store (default: "
                             "calibration.materialise_corrected)")
     apply.set_defaults(func=_cmd_apply)
     export = steps.add_parser("export", help="solutions to CASA tables <OUT>.B and <OUT>.G")
-    export.add_argument("solutions", help="solutions store")
-    export.add_argument("--ms", required=True, help="the Measurement Set the tables are for")
-    export.add_argument("--out", required=True, help="table path prefix")
+    export.add_argument("solutions", type=user_path, help="solutions store")
+    export.add_argument("--ms", required=True, type=user_path,
+                        help="the Measurement Set the tables are for")
+    export.add_argument("--out", required=True, type=user_path, help="table path prefix")
+    add_overwrite_option(export)
     export.set_defaults(func=_cmd_export)
     imp = steps.add_parser("import", help="CASA bandpass and gain tables to a solutions store")
-    imp.add_argument("--bandpass", required=True, help="CASA B Jones table")
-    imp.add_argument("--gains", required=True, help="CASA G Jones table")
-    imp.add_argument("--block", required=True, help="a block store of the tables' strip")
-    imp.add_argument("--out", required=True, help="solutions store to write")
+    imp.add_argument("--bandpass", required=True, type=user_path, help="CASA B Jones table")
+    imp.add_argument("--gains", required=True, type=user_path, help="CASA G Jones table")
+    imp.add_argument("--block", required=True, type=user_path, dest="block_store",
+                     help="a block store of the tables' strip")
+    imp.add_argument("--out", required=True, type=user_path, help="solutions store to write")
+    add_overwrite_option(imp)
     imp.set_defaults(func=_cmd_import)

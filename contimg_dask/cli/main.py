@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
@@ -13,21 +12,36 @@ import yaml
 
 from contimg_dask import __version__
 from contimg_dask.cli.calibration import add_calibration_commands
+from contimg_dask.cli.options import (
+    add_overwrite_option,
+    declination_deg,
+    positive_int,
+    right_ascension_deg,
+    utc_time,
+)
+from contimg_dask.cli.outcome import EXIT_INTERRUPTED, run, user_path
 from contimg_dask.config import PipelineConfig, load_config
 from contimg_dask.errors import ContimgError
 from contimg_dask.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
 
+#: Arguments naming paths a command reads (checked apart from its --out).
+INPUT_ARGUMENTS = ("source", "store", "solutions", "ms", "bandpass", "gains", "block_store",
+                   "catalog")
+#: Those of them that are products (directories nothing may be written into).
+PRODUCT_INPUTS = ("store", "solutions", "ms", "bandpass", "gains", "block_store")
 
-def _subbands(values: list[str] | None) -> frozenset[int]:
+
+def _subbands(values: list[str] | None, option: str, n_subbands: int) -> frozenset[int]:
+    """Subband numbers given as NN (repeated or comma-separated), each in 0..n_subbands-1."""
     out = set()
     for value in values or []:
         for part in value.split(","):
-            number = int(part)
-            if not 0 <= number <= 99:
-                raise argparse.ArgumentTypeError(f"subband {part} is not in 00..99")
-            out.add(number)
+            if not part.strip().isdigit() or int(part) >= n_subbands:
+                raise ContimgError(f"{option} {part!r}: subbands are numbered 00.."
+                                   f"{n_subbands - 1:02d}", key="telescope.band.n_subbands")
+            out.add(int(part))
     return frozenset(out)
 
 
@@ -48,13 +62,14 @@ def _cmd_simulate(args: argparse.Namespace, config: PipelineConfig) -> int:
         raise ContimgError(f"unknown preset '{args.preset}' (known: "
                            f"{', '.join(config.simulation.presets)})",
                            key="simulation.presets")
+    n_sb = config.telescope.band.n_subbands
     options = SimulationOptions(
         preset=args.preset,
         n_blocks=args.blocks,
         seed=args.seed,
-        start=dt.datetime.fromisoformat(args.start) if args.start else None,
+        start=args.start,
         pointing_dec_deg=args.dec,
-        catalog=Path(args.catalog) if args.catalog else None,
+        catalog=args.catalog,
         random_sources=not args.no_random_sources,
         calibrator=args.calibrator,
         transit=args.transit,
@@ -62,8 +77,9 @@ def _cmd_simulate(args: argparse.Namespace, config: PipelineConfig) -> int:
         gains=not args.no_gains,
         rfi=not args.no_rfi,
         positive_channel_width=args.positive_channel_width,
-        faults=Faults(missing=_subbands(args.missing), truncated=_subbands(args.truncate),
-                      shifted_time=_subbands(args.shift_time)),
+        faults=Faults(missing=_subbands(args.missing, "--missing", n_sb),
+                      truncated=_subbands(args.truncate, "--truncate", n_sb),
+                      shifted_time=_subbands(args.shift_time, "--shift-time", n_sb)),
     )
     summaries = simulate_blocks(config, args.out, options)
     if args.json:
@@ -125,7 +141,7 @@ def _cmd_ingest(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.io.ingest import ingest_block
 
     files, block = _block_files(args, config)
-    out = ingest_block(files, Path(args.out), config, block_id=block)
+    out = ingest_block(files, args.out, config, block_id=block, overwrite=args.overwrite)
     print(out)
     return 0
 
@@ -151,8 +167,8 @@ def _cmd_rephase(args: argparse.Namespace, config: PipelineConfig) -> int:
 def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.io.outputs.exports import export_block
 
-    out = export_block(Path(args.store), Path(args.out), args.format, config,
-                       data_group=args.data_group, spw_layout=args.spw_layout)
+    out = export_block(args.store, args.out, args.format, config, data_group=args.data_group,
+                       spw_layout=args.spw_layout, overwrite=args.overwrite)
     print(out)
     return 0
 
@@ -204,19 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"contimg-dask {__version__}")
     parser.add_argument("--env", help="configuration environment (development, production, "
                         "testing); default $CONTIMG_ENV or development")
-    parser.add_argument("--config", help="base configuration file or directory")
+    parser.add_argument("--config", type=user_path,
+                        help="base configuration file or directory")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a configuration key, e.g. --set telescope.sefd_jy=7000")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="write simulated DSA-110 blocks (UVH5 + truth)")
-    sim.add_argument("out", help="output directory")
+    sim.add_argument("out", type=user_path, help="output directory")
     sim.add_argument("--preset", default="small", help="size preset: full or small")
-    sim.add_argument("--blocks", type=int, default=1, help="consecutive blocks (309 s apart)")
+    sim.add_argument("--blocks", type=positive_int, default=1,
+                     help="consecutive blocks (309 s apart)")
     sim.add_argument("--seed", type=int, help="random seed (default: configuration)")
-    sim.add_argument("--start", help="UTC start of the first block, ISO 8601")
-    sim.add_argument("--dec", type=float, help="pointing declination, degrees (apparent)")
-    sim.add_argument("--catalog", help="sky catalogue CSV instead of random sources")
+    sim.add_argument("--start", type=utc_time, help="UTC start of the first block, ISO 8601")
+    sim.add_argument("--dec", type=declination_deg, help="pointing declination, degrees (apparent)")
+    sim.add_argument("--catalog", type=user_path,
+                     help="sky catalogue CSV instead of random sources")
     sim.add_argument("--no-random-sources", action="store_true", help="no random sky")
     sim.add_argument("--calibrator", action="store_true",
                      help="add a bright calibrator transiting the first block")
@@ -238,38 +257,44 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_cmd_simulate)
 
     blk = sub.add_parser("blocks", help="group subband files into blocks and check them")
-    blk.add_argument("incoming", nargs="?", help="directory (default: paths.incoming)")
+    blk.add_argument("incoming", nargs="?", type=user_path,
+                     help="directory (default: paths.incoming)")
     blk.add_argument("--json", action="store_true", help="JSON output")
     blk.set_defaults(func=_cmd_blocks)
 
     ing = sub.add_parser("ingest", help="UVH5 subband files to a block store (MSv4 zarr)")
-    ing.add_argument("source", nargs="+", help="subband files, or one directory with --block")
+    ing.add_argument("source", nargs="+", type=user_path,
+                     help="subband files, or one directory with --block")
     ing.add_argument("--block", help="block id (first file's timestamp) when SOURCE is a "
                      "directory")
-    ing.add_argument("--out", required=True, help="the block store to write (BLOCK.zarr)")
+    ing.add_argument("--out", required=True, type=user_path,
+                     help="the block store to write (BLOCK.zarr)")
+    add_overwrite_option(ing)
     ing.set_defaults(func=_cmd_ingest)
 
     reph = sub.add_parser("rephase", help="recompute UVWs, rephase to one ICRS centre")
-    reph.add_argument("store", help="block store")
-    reph.add_argument("--ra", type=float, help="ICRS right ascension, deg (default: HA 0 / "
+    reph.add_argument("store", type=user_path, help="block store")
+    reph.add_argument("--ra", type=right_ascension_deg,
+                      help="ICRS right ascension, deg (default: HA 0 / "
                       "pointing dec at the block's mid-time)")
-    reph.add_argument("--dec", type=float, help="ICRS declination, deg")
+    reph.add_argument("--dec", type=declination_deg, help="ICRS declination, deg")
     reph.add_argument("--materialise", action=argparse.BooleanOptionalAction, default=None,
                       help="also store the rotated visibilities (default: "
                            "store.materialise_rephased; otherwise readers rotate on the fly)")
     reph.set_defaults(func=_cmd_rephase)
 
     exp = sub.add_parser("export", help="export a block store to MS, UVFITS, MIRIAD or UVH5")
-    exp.add_argument("store", help="block store")
+    exp.add_argument("store", type=user_path, help="block store")
     exp.add_argument("--format", required=True, choices=["ms", "uvfits", "miriad", "uvh5"])
-    exp.add_argument("--out", required=True, help="output path")
+    exp.add_argument("--out", required=True, type=user_path, help="output path")
+    add_overwrite_option(exp)
     exp.add_argument("--data-group", default="rephased", help="data group to export")
     exp.add_argument("--spw-layout", default="per_subband", choices=["per_subband", "single"],
                      help="MS spectral windows: one per subband (default) or one")
     exp.set_defaults(func=_cmd_export)
 
     flg = sub.add_parser("flag", help="flag a block store (RFI, bad data), with flag versions")
-    flg.add_argument("store", help="block store")
+    flg.add_argument("store", type=user_path, help="block store")
     flg.add_argument("--version", default="rfi", help="name of the flag version to write")
     flg.add_argument("--list", action="store_true", help="list the saved flag versions")
     flg.add_argument("--restore", metavar="NAME", help="make a saved flag version active")
@@ -280,9 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")
-    demo.add_argument("--out", default="demo-output", help="working directory")
+    demo.add_argument("--out", default="demo-output", type=user_path, help="working directory")
     demo.add_argument("--preset", default="small")
-    demo.add_argument("--blocks", type=int, default=2)
+    demo.add_argument("--blocks", type=positive_int, default=2)
     demo.set_defaults(func=_cmd_demo)
 
     cfg = sub.add_parser("config", help="print the validated configuration")
@@ -293,17 +318,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The paths a command reads (they must not be its output nor under it)."""
+    paths = []
+    for name in INPUT_ARGUMENTS:
+        value = getattr(args, name, None)
+        paths += [v for v in (value if isinstance(value, list) else [value])
+                  if isinstance(v, Path)]
+    return paths
+
+
+def _check_output_apart(args: argparse.Namespace) -> None:
+    """The output may not be an input, hold one, or lie inside an input product."""
+    out = getattr(args, "out", None)
+    if not isinstance(out, Path):
+        return
+    for path in _inputs(args):
+        if path == out or path.is_relative_to(out):
+            raise ContimgError(f"the output {out} would replace the input {path}: choose "
+                               "another --out", file=out)
+    for name in PRODUCT_INPUTS:
+        path = getattr(args, name, None)
+        if isinstance(path, Path) and out.is_relative_to(path):
+            raise ContimgError(f"the output {out} is inside the input {path}: choose "
+                               "another --out", file=out)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(environment=args.env, path=args.config,
+                         overrides=_parse_overrides(args.set))
+    configure_logging(config.logging.level, config.logging.format, config.logging.file)
+    _check_output_apart(args)
+    return args.func(args, config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``contimg`` command; returns its exit code (cli/outcome.py)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        config = load_config(environment=args.env, path=args.config,
-                             overrides=_parse_overrides(args.set))
-        configure_logging(config.logging.level, config.logging.format, config.logging.file)
-        return args.func(args, config)
-    except ContimgError as exc:
-        print(f"contimg: error: {exc}", file=sys.stderr)
-        return 2
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return run(lambda: _run(args))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ override), the dotted key and what was expected.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.errors import ConfigError
@@ -90,11 +91,42 @@ def _nest(dotted: str, value: Any) -> dict[str, Any]:
     return out
 
 
+#: ``CONTIMG_*`` variables that are not configuration keys.
+OTHER_VARIABLES = (ENV_ENVIRONMENT, ENV_CONFIG_DIR)
+
+
+def configuration_variables(model: type[BaseModel] = PipelineConfig,
+                            prefix: tuple[str, ...] = ()) -> list[str]:
+    """The environment variable of every configuration key (``CONTIMG_SECTION__KEY``)."""
+    names = []
+    for field, info in model.model_fields.items():
+        if not prefix and field == "environment":  # set by CONTIMG_ENV
+            continue
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names += configuration_variables(info.annotation, (*prefix, field))
+        else:
+            names.append(ENV_PREFIX + "__".join((*prefix, field)).upper())
+    return names
+
+
+def _unknown_variable(name: str) -> ConfigError:
+    known = [*OTHER_VARIABLES, *configuration_variables()]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = (f"did you mean {close[0]}?" if close else
+            f"known: {', '.join(OTHER_VARIABLES)} and {ENV_PREFIX}<SECTION>__<KEY> for a "
+            "configuration key")
+    return ConfigError(f"unknown environment variable {name} ({hint})", key=name)
+
+
 def _env_layers(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """One layer per ``CONTIMG_SECTION__KEY`` variable; any other ``CONTIMG_*`` name than
+    :data:`OTHER_VARIABLES` is an error (a misspelt variable must not be ignored)."""
     layers = []
     for name, raw in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES:
             continue
+        if "__" not in name:
+            raise _unknown_variable(name)
         dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
         try:
             value = yaml.safe_load(raw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from contimg_dask.io.store.block_store import (
     field_ephemeris_dataset,
     field_static_dataset,
     msv4_name,
+    quiet_zarr_strings,
     store_encoding,
     visibility_dataset,
     with_rephased,
@@ -128,25 +130,31 @@ def plan_chunks(files: list[Path], metas: list[UVH5Meta], config: PipelineConfig
 
 
 @numba.njit(nogil=True, cache=True)
-def _count_nonfinite(vis: np.ndarray) -> int:
-    """How many complex values have a NaN or infinite part (one pass, no temporaries)."""
+def flag_nonfinite(vis: np.ndarray, flags: np.ndarray) -> int:
+    """Flag and zero, in place, the complex values of ``vis`` with a NaN or infinite part
+    (``flags`` has ``vis``'s shape); returns how many (one pass, no temporaries)."""
     n = 0
-    for value in vis.flat:
-        if not (math.isfinite(value.real) and math.isfinite(value.imag)):
+    values = vis.reshape(-1)
+    flagged = flags.reshape(-1)
+    for i in range(values.size):
+        if not (math.isfinite(values[i].real) and math.isfinite(values[i].imag)):
+            values[i] = 0.0
+            flagged[i] = True
             n += 1
     return n
 
 
-def _read_chunk(meta: UVH5Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One subband's (vis, flag, weight), frequency ascending; refuses NaNs."""
+def _read_chunk(meta: UVH5Meta) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """One subband's (vis, flag, weight), frequency ascending, and how many non-finite
+    visibilities (NaN or Inf) it had: those are flagged, zeroed and weighted zero."""
     # The task writes the arrays and drops them: read into reused buffers (io/system/scratch.py).
     vis, flags, nsamples = read_uvh5_visibilities(meta, ascending=True, reuse_buffers=True)
-    bad = _count_nonfinite(vis)
-    if bad:
-        raise InputError(f"{bad} of {vis.size} visibilities are not finite (NaN or Inf)",
-                         file=meta.path, stage="ingest")
+    nonfinite = flag_nonfinite(vis, flags)
+    if nonfinite:
+        log.warning("%d of %d visibilities are not finite (NaN or Inf): flagged", nonfinite,
+                    vis.size)
     nsamples[flags] = 0.0  # the weight of a flagged visibility is zero
-    return vis, flags, nsamples
+    return vis, flags, nsamples, nonfinite
 
 
 def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
@@ -155,14 +163,16 @@ def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
     with ``rephase = (w_new - w_old, freq_hz)`` also its rephased visibilities.
 
     Chunk-aligned writes: each task owns its frequency chunk, so tasks never touch the same
-    zarr chunk and no data travel between Dask workers.
+    zarr chunk and no data travel between Dask workers. Returns the number of non-finite
+    visibilities flagged.
     """
+    nonfinite = 0
     if meta is None:
         vis, flag, weight = (np.zeros(shape, np.complex64), np.ones(shape, bool),
                              np.zeros(shape, np.float32))
     else:
         with log_context(stage="ingest", file=Path(meta.path).name):
-            vis, flag, weight = _read_chunk(meta)
+            vis, flag, weight, nonfinite = _read_chunk(meta)
     arrays = [("VISIBILITY", vis), ("FLAG", flag), ("WEIGHT", weight)]
     if rephase is not None:
         arrays.append(("VISIBILITY_REPHASED", rotate_by_path_difference(vis, *rephase)))
@@ -171,12 +181,30 @@ def _write_chunk(meta: UVH5Meta | None, group: Path, channels: slice,
         # on a subband; every chunk is written anyway).
         array = zarr.open_array(group / name, mode="r+", config={"write_empty_chunks": True})
         array[:, :, channels, :] = values
-    return int(vis.size)
+    return nonfinite
+
+
+def _record_nonfinite(group: Path, per_subband: dict[str, int]) -> None:
+    """Count the flagged non-finite visibilities in the new store's provenance
+    (``contimg.nonfinite_flagged``: total and per subband)."""
+    node = zarr.open_group(group, mode="r+")
+    contimg = dict(node.attrs["contimg"])
+    contimg["nonfinite_flagged"] = {"total": sum(per_subband.values()),
+                                    "per_subband": per_subband}
+    node.attrs["contimg"] = contimg
+    if per_subband:
+        log.warning("flagged %d non-finite visibilities (subbands %s)",
+                    sum(per_subband.values()), ", ".join(per_subband))
+    with warnings.catch_warnings():
+        quiet_zarr_strings()
+        zarr.consolidate_metadata(group.parent)
 
 
 def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfig,
-                 block_id: str | None = None, rephase: bool | None = None) -> Path:
-    """Ingest one block's subband files into the block store ``out`` (replaced atomically).
+                 block_id: str | None = None, rephase: bool | None = None,
+                 overwrite: bool = False) -> Path:
+    """Ingest one block's subband files into the block store ``out`` (written atomically;
+    an existing block store is replaced, anything else only with ``overwrite``).
 
     With ``rephase`` (default: ``store.rephase_at_ingest``) the ``rephased`` data group (the
     block rephased to its default fixed centre, as ``contimg rephase`` does) is added: its
@@ -186,8 +214,9 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
     Raises
     ------
     InputError (and subclasses)
-        Naming the file and the problem: unreadable or truncated files, wrong shapes, NaNs,
-        files of different blocks, too many missing subbands.
+        Naming the file and the problem: unreadable or truncated files, wrong shapes, files
+        of different blocks, too many missing subbands. (Non-finite visibilities are flagged
+        and counted in ``contimg.nonfinite_flagged``, not refused.)
     """
     t0 = time.perf_counter()
     files = [Path(f) for f in files]
@@ -287,7 +316,9 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
             tasks = [dask.delayed(_write_chunk, pure=False)(
                 chunk.meta, group, slice(int(edges[i]), int(edges[i + 1])),
                 (n_t, n_bl, sizes[i], n_p), rephase_args[i]) for i, chunk in enumerate(chunks)]
-            dask.compute(*tasks)
+            nonfinite = dict(zip((f"{c.subband:02d}" for c in chunks), dask.compute(*tasks),
+                                 strict=True))
+            _record_nonfinite(group, {sb: n for sb, n in nonfinite.items() if n})
             log.debug("headers, phase centres and UVW %.2f s; store structure %.2f s; "
                       "subband data %.2f s", t_meta - t0, t_data - t_meta,
                       time.perf_counter() - t_data)
@@ -295,7 +326,7 @@ def ingest_block(files: list[str | Path], out: str | Path, config: PipelineConfi
         zarr_chunks = (min(n_t, config.store.time_chunk_integrations), n_bl, sizes[0], n_p)
         write_processing_set(out, msv4_name(block), vis_ds, antenna, field,
                              store_encoding(zarr_chunks), fill=fill,
-                             rephased_field=rephased_field)
+                             rephased_field=rephased_field, overwrite=overwrite)
         log.info("ingested %d subbands (%d missing) into %s in %.1f s", len(files),
                  len(missing), out, time.perf_counter() - t0)
     return out

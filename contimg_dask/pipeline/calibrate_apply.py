@@ -30,6 +30,7 @@ from contimg_dask.io.store.block_calibration import write_block_calibration
 from contimg_dask.io.store.block_geometry import BlockGeometry
 from contimg_dask.io.store.block_store import now_iso, quiet_zarr_strings
 from contimg_dask.io.store.data_groups import ChannelReader, DataGroup, rotation_path_difference
+from contimg_dask.io.store.metadata import consolidate, store_lock, update_group_attrs
 from contimg_dask.io.store.solutions import read_solutions
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import apply_gains, interpolate_in_time
@@ -148,6 +149,21 @@ def _apply_chunk(group_path: Path, group: DataGroup, freq_hz: np.ndarray,
     return int(flag.sum()), int(flag.size)
 
 
+def _without_corrected(attrs: dict) -> dict:
+    groups = {k: v for k, v in attrs["data_groups"].items() if k != CORRECTED}
+    return {**attrs, "data_groups": groups}
+
+
+def _with_calibration(attrs: dict, record: dict, corrected: dict | None) -> dict:
+    """``attrs`` with the calibration ``record`` and, when materialised, the ``corrected``
+    data group's entry."""
+    groups = _without_corrected(attrs)["data_groups"]
+    if corrected is not None:
+        groups[CORRECTED] = corrected
+    return {**attrs, "data_groups": groups,
+            "contimg": {**attrs["contimg"], "calibration": record}}
+
+
 def apply_solutions(store: str | Path, solutions_path: str | Path, config: PipelineConfig,
                     materialise: bool | None = None) -> dict[str, Any]:
     """Apply a solutions store to the block's ``calibration.data_group`` (the original data
@@ -182,25 +198,24 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
                   "calibrator": prov["calibrator"]["name"], "data_group": cal.data_group,
                   "materialised": materialise, "applied": now_iso()}
         group_path = block.store / block.name
-        attrs = dict(zarr.open_group(group_path, mode="r").attrs)
-        groups = dict(attrs["data_groups"])
-        groups.pop(CORRECTED, None)
         # Unregister an earlier corrected group first: while the new one is written, no
         # reader sees a group whose data are half-replaced.
-        zarr.open_group(group_path, mode="r+").attrs.update({**attrs, "data_groups": groups})
-        write_block_calibration(block.store, block.name, g.antenna_names, block.dataset,
-                                gain_t, bandpass, record)
+        with store_lock(block.store):
+            update_group_attrs(block.store, block.name, _without_corrected)
+            write_block_calibration(block.store, block.name, g.antenna_names, block.dataset,
+                                    gain_t, bandpass, record)
+        corrected = None
         if materialise:
-            groups[CORRECTED], flagged = _materialise(block, gain_t, bandpass, record)
+            corrected, flagged = _materialise(block, gain_t, bandpass, record)
         else:
             flagged = _flagged_by_solutions(gain_t, bandpass, g)
-            for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
-                if (group_path / name).is_dir():
-                    shutil.rmtree(group_path / name)
-        zarr.open_group(group_path, mode="r+").attrs.update(
-            {**attrs, "data_groups": groups,
-             "contimg": {**attrs["contimg"], "calibration": record}})
-        zarr.consolidate_metadata(block.store)
+            with store_lock(block.store):
+                for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
+                    if (group_path / name).is_dir():
+                        shutil.rmtree(group_path / name)
+                consolidate(block.store)
+        update_group_attrs(block.store, block.name,
+                           lambda attrs: _with_calibration(attrs, record, corrected))
         summary = {"block_id": g.block_id, "seconds": time.perf_counter() - t0,
                    "flagged_fraction": flagged, "materialised": materialise,
                    "solutions_block": prov["block_id"]}
@@ -250,14 +265,17 @@ def _materialise(block: CalibrationBlock, gain_t: np.ndarray, bandpass: np.ndarr
                        f"{record['solutions_block']})",
         "date": now_iso()}
     if not new_flags and (group_path / "FLAG_CORRECTED").is_dir():
-        shutil.rmtree(group_path / "FLAG_CORRECTED")  # of an earlier apply, now unused
+        with store_lock(block.store):  # of an earlier apply, now unused
+            shutil.rmtree(group_path / "FLAG_CORRECTED")
+            consolidate(block.store)
     return entry, float(counts[:, 0].sum() / counts[:, 1].sum())
 
 
 def _create_corrected_arrays(block: CalibrationBlock, new_flags: bool) -> None:
     """Create (or reuse) the corrected arrays with the codecs and chunks of their sources
-    (FLAG_CORRECTED only with ``new_flags``). xarray's append mode
-    resets the group's attributes: the caller restores them."""
+    (FLAG_CORRECTED only with ``new_flags``). xarray's append mode resets the group's
+    attributes: the write runs under the store's lock, between reading the attributes and
+    storing them again."""
     ds = block.dataset
     vis = ds[block.group["correlated_data"]]
     path = block.store / block.name
@@ -272,7 +290,11 @@ def _create_corrected_arrays(block: CalibrationBlock, new_flags: bool) -> None:
         if not (path / name).is_dir():
             codecs = zarr.open_array(path / source.name, mode="r").compressors
             encoding[name] = {"compressors": codecs or None, "chunks": zarr_chunks}
-    with warnings.catch_warnings():
-        quiet_zarr_strings()
-        xr.Dataset(new).to_zarr(block.store, group=block.name, mode="a", zarr_format=3,
-                                consolidated=False, compute=False, encoding=encoding)
+
+    def write() -> None:
+        with warnings.catch_warnings():
+            quiet_zarr_strings()
+            xr.Dataset(new).to_zarr(block.store, group=block.name, mode="a", zarr_format=3,
+                                    consolidated=False, compute=False, encoding=encoding)
+
+    update_group_attrs(block.store, block.name, dict, write=write)

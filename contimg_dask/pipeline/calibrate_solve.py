@@ -26,6 +26,7 @@ from contimg_dask.errors import CalibrationError
 from contimg_dask.io.store.block_geometry import BlockGeometry, geometry_of
 from contimg_dask.io.store.block_store import block_node, now_iso, open_block
 from contimg_dask.io.store.solutions import SOLUTIONS_TYPE, write_solutions
+from contimg_dask.io.system.atomic import check_replaceable
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import (
     GainSolution,
@@ -161,8 +162,8 @@ def _referenced(solution: GainSolution, refant: int, min_snr: float
 
 
 def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
-                catalog: str | Path | None = None, calibrator: str | None = None
-                ) -> dict[str, Any]:
+                catalog: str | Path | None = None, calibrator: str | None = None,
+                overwrite: bool = False) -> dict[str, Any]:
     """Solve bandpass and gains on a calibrator block and write the solutions store ``out``.
 
     The model holds every catalogue source within ``calibration.model_radius_deg`` of the
@@ -175,6 +176,7 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
         No usable calibrator, no usable reference antenna, or no solution above the SNR limit.
     """
     t0 = time.perf_counter()
+    check_replaceable(Path(out).absolute(), "solutions", overwrite)  # before the work
     cal = config.calibration
     block = open_calibration_block(store, cal.data_group, "calibrate")
     g = block.geometry
@@ -200,7 +202,7 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
         _check_quality(solutions, block.store)
         solutions.attrs["contimg"] = _provenance(block, chosen, candidates, catalog_path,
                                                  tracks, refant, solutions, config)
-        write_solutions(solutions, out)
+        write_solutions(solutions, out, overwrite)
         summary = {"solutions": str(out), "seconds": time.perf_counter() - t0,
                    **solutions.attrs["contimg"]["quality"],
                    "calibrator": chosen.name, "refant": g.antenna_names[refant]}

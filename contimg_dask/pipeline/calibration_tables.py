@@ -29,12 +29,16 @@ from contimg_dask.errors import InputError
 from contimg_dask.io.store.block_geometry import BlockGeometry, read_geometry
 from contimg_dask.io.store.block_store import now_iso
 from contimg_dask.io.store.solutions import SOLUTIONS_TYPE, read_solutions, write_solutions
+from contimg_dask.io.system.atomic import check_replaceable
 
 
 def export_to_casa(solutions_path: str | Path, ms: str | Path, prefix: str | Path,
-                   config: PipelineConfig) -> tuple[Path, Path]:
+                   config: PipelineConfig, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``<prefix>.B`` (bandpass) and ``<prefix>.G`` (short-interval gains) for the
     Measurement Set ``ms`` (its antennas must be the solutions' antennas, in order)."""
+    prefix = Path(prefix).absolute()
+    for suffix in (".B", ".G"):  # before the work
+        check_replaceable(prefix.with_name(prefix.name + suffix), "caltable", overwrite)
     solutions = read_solutions(solutions_path)
     prov = solutions.attrs["contimg"]
     names = solutions.antenna_name.values.tolist()
@@ -42,16 +46,16 @@ def export_to_casa(solutions_path: str | Path, ms: str | Path, prefix: str | Pat
     bandpass = np.where(solutions.BANDPASS_FLAG.values, 1.0, solutions.BANDPASS.values)
     gains = np.where(solutions.GAIN_FLAG.values, 1.0, solutions.GAIN.values)
     mid = 0.5 * (prov["block_start_unix"] + prov["block_end_unix"])
-    prefix = Path(prefix)
     b_table = write_bandpass_table(
         config, Path(ms), prefix.with_name(prefix.name + ".B"), solutions.frequency.values,
         bandpass, solutions.BANDPASS_FLAG.values, solutions.BANDPASS_SNR.values, mid,
-        prov["block_end_unix"] - prov["block_start_unix"], refant)
+        prov["block_end_unix"] - prov["block_start_unix"], refant, overwrite)
     interval = float(np.median(solutions.gain_time_end.values
                                - solutions.gain_time_start.values))
     g_table = write_gain_table(
         config, Path(ms), prefix.with_name(prefix.name + ".G"), solutions.gain_time.values,
-        gains, solutions.GAIN_FLAG.values, solutions.GAIN_SNR.values, interval, refant)
+        gains, solutions.GAIN_FLAG.values, solutions.GAIN_SNR.values, interval, refant,
+        overwrite)
     return b_table, g_table
 
 
@@ -79,7 +83,7 @@ def _mean_over_windows(table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def import_from_casa(bandpass_table: str | Path, gain_table: str | Path, store: str | Path,
-                     out: str | Path, config: PipelineConfig) -> Path:
+                     out: str | Path, config: PipelineConfig, overwrite: bool = False) -> Path:
     """A solutions store from CASA B and G tables, for the blocks of ``store``'s strip.
 
     Raises
@@ -131,7 +135,7 @@ def import_from_casa(bandpass_table: str | Path, gain_table: str | Path, store: 
     )
     solutions.attrs["contimg"] = _import_provenance(b_cal.path, g_cal.path, geometry, times,
                                                     half, refant, config)
-    return write_solutions(solutions, out)
+    return write_solutions(solutions, out, overwrite)
 
 
 def _import_provenance(b_path: Path, g_path: Path, geometry: BlockGeometry, times: np.ndarray,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -33,6 +34,7 @@ from contimg_dask.io.store.block_store import (
     quiet_zarr_strings,
 )
 from contimg_dask.io.store.data_groups import derived_groups
+from contimg_dask.io.store.metadata import store_lock, update_group_attrs
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,
@@ -44,6 +46,19 @@ from contimg_dask.ops.flagging import (
 
 log = get_logger(__name__)
 INGEST_VERSION = "ingest"
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_version_name(version: str, store: Path | None = None) -> None:
+    """Raise InputError unless ``version`` can name a flag version (it names a zarr array:
+    letters, digits, ``_ . -``, no path separators) other than the reserved ``ingest``."""
+    if not VERSION_NAME.fullmatch(version):
+        raise InputError(f"flag version name {version!r} is not allowed: use 1 to 64 letters, "
+                         "digits, '_', '.' or '-', starting with a letter or digit",
+                         file=store, stage="flag")
+    if version == INGEST_VERSION:
+        raise InputError(f"'{INGEST_VERSION}' is the version of the ingested flags; choose "
+                         "another name", file=store, stage="flag")
 
 
 def flag_parameters(config: FlaggingConfig) -> FlagParameters:
@@ -81,29 +96,44 @@ def list_flag_versions(store: str | Path) -> dict[str, Any]:
     return {"active": _active(attrs), "versions": _versions(attrs)}
 
 
-def _switch(store: Path, name: str, attrs: dict, versions: dict[str, dict],
-            version: str) -> dict:
-    """Save ``versions`` and make ``version`` the active flags of every data group (one
-    attribute update); returns the new attributes."""
+def _switched(attrs: dict, versions: dict[str, dict], version: str) -> dict:
+    """``attrs`` with ``versions`` saved and ``version`` the active flags of every data
+    group."""
     variable = versions[version]["variable"]
     groups = {g: {**entry, "flag": variable} for g, entry in attrs["data_groups"].items()}
     derived = {g: {**entry, "flag": variable} for g, entry in derived_groups(attrs).items()}
     contimg = {**attrs["contimg"], "flag_versions": versions, "derived_groups": derived}
-    new = {**attrs, "data_groups": groups, "contimg": contimg}
-    zarr.open_group(store / name, mode="r+").attrs.update(new)
-    zarr.consolidate_metadata(store)
-    return new
+    return {**attrs, "data_groups": groups, "contimg": contimg}
+
+
+def _dropped(attrs: dict, version: str) -> dict:
+    """``attrs`` without the saved ``version`` (the ingest flags active if it was)."""
+    versions = _versions(attrs)
+    if version not in versions:
+        return attrs
+    active = _active(attrs)
+    del versions[version]
+    return _switched(attrs, versions, INGEST_VERSION if active == version else active)
+
+
+def _added(attrs: dict, version: str, record: dict) -> dict:
+    """``attrs`` with ``version`` saved (``record``) and active."""
+    return _switched(attrs, {**_versions(attrs), version: record}, version)
 
 
 def restore_flags(store: str | Path, version: str) -> None:
     """Make ``version`` the active flags of every data group."""
     store = Path(store)
-    name, _, attrs = _open(store)
-    versions = _versions(attrs)
-    if version not in versions:
-        raise InputError(f"no flag version '{version}' (saved: {', '.join(versions)})",
-                         file=store, stage="flag")
-    _switch(store, name, attrs, versions, version)
+    name, _, _ = _open(store)
+
+    def restored(attrs: dict) -> dict:
+        versions = _versions(attrs)
+        if version not in versions:
+            raise InputError(f"no flag version '{version}' (saved: {', '.join(versions)})",
+                             file=store, stage="flag")
+        return _switched(attrs, versions, version)
+
+    update_group_attrs(store, name, restored)
     log.info("restored flag version %s", version)
 
 
@@ -201,9 +231,7 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
     """
     t0 = time.perf_counter()
     store = Path(store)
-    if version == INGEST_VERSION:
-        raise InputError(f"'{INGEST_VERSION}' is the version of the ingested flags; choose "
-                         "another name", stage="flag")
+    check_version_name(version, store)
     name, node, attrs = _open(store)
     ds = node.to_dataset(inherit=False)
     prov = attrs["contimg"]
@@ -213,15 +241,12 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         index = {a: i for i, a in enumerate(antennas)}
         ant1 = np.array([index[a] for a in ds.baseline_antenna1_name.values.tolist()])
         ant2 = np.array([index[a] for a in ds.baseline_antenna2_name.values.tolist()])
+        attrs = update_group_attrs(store, name, lambda a: _dropped(a, version))
         versions = _versions(attrs)
-        if version in versions:
-            active = _active(attrs)
-            del versions[version]
-            attrs = _switch(store, name, attrs, versions,
-                            INGEST_VERSION if active == version else active)
         group, variable = store / name, f"FLAG_{version}"
         sizes = list(prov["subband_chunks"])
-        _create_flags(group, variable, versions[INGEST_VERSION]["variable"], sizes)
+        with store_lock(store):
+            _create_flags(group, variable, versions[INGEST_VERSION]["variable"], sizes)
         edges = np.concatenate([[0], np.cumsum(sizes)])
         tasks = [dask.delayed(flag_chunk)(
             group, attrs["data_groups"]["base"]["correlated_data"],
@@ -233,10 +258,9 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         fractions = flag_fractions(counts, ant1, ant2, antennas, prov["subbands"], n_t, n_p)
         if fractions["block"] == 1.0:
             log.warning("every cross-correlation of the block is flagged (no usable data)")
-        versions[version] = {"variable": variable, "created": now_iso(),
-                             "description": "contimg flag", "parameters": asdict(params),
-                             "fractions": fractions}
-        _switch(store, name, attrs, versions, version)
+        record = {"variable": variable, "created": now_iso(), "description": "contimg flag",
+                  "parameters": asdict(params), "fractions": fractions}
+        update_group_attrs(store, name, lambda a: _added(a, version, record))
         log.info("flagged %.2f %% of cross-correlations (version %s) in %.1f s",
                  100 * fractions["block"], version, time.perf_counter() - t0)
     return fractions

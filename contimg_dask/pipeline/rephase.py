@@ -33,6 +33,7 @@ from contimg_dask.io.store.block_store import (
     with_rephased_group,
 )
 from contimg_dask.io.store.data_groups import DataGroup, group_visibilities
+from contimg_dask.io.store.metadata import consolidate, store_lock, update_group_attrs
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.phasing import block_centre, uvw_to_fixed_centre
 
@@ -72,9 +73,7 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
         uvw_new = uvw_to_fixed_centre(geometry.baselines_local_m, geometry.jd, ra_rad, dec_rad,
                                       *geometry.site)
         name = next(iter(tree.children))
-        attrs = dict(zarr.open_group(store / name, mode="r").attrs)
-        base = attrs["data_groups"]["base"]
-        entry = rephased_data_group(base, ra_rad, dec_rad, materialise)
+        base = dict(zarr.open_group(store / name, mode="r").attrs)["data_groups"]["base"]
         variables = {"UVW_REPHASED": (ds.UVW.dims, uvw_new, dict(ds.UVW.attrs))}
         encoding = {}
         if materialise:
@@ -91,21 +90,27 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
                 zarr_chunks = zarr.open_array(store / name / "VISIBILITY", mode="r").chunks
                 encoding["VISIBILITY_REPHASED"] = {"compressors": None, "chunks": zarr_chunks}
         field_name = f"rephased_{prov['block_id']}"
-        with warnings.catch_warnings():
-            quiet_zarr_strings()
-            # xarray's append mode resets the group's attributes: they are restored below.
-            xr.Dataset(variables).to_zarr(store, group=name, mode="a", zarr_format=3,
-                                          consolidated=False, write_empty_chunks=True,
-                                          encoding=encoding)
-            field_static_dataset(ra_rad, dec_rad, field_name).to_zarr(
-                store, group=f"{name}/{REPHASED_FIELD_NODE}", mode="w", zarr_format=3,
-                consolidated=False)
-            zarr.open_group(store / name, mode="r+").attrs.update(
-                with_rephased_group(attrs, entry))
+
+        def write() -> None:
+            with warnings.catch_warnings():
+                quiet_zarr_strings()
+                xr.Dataset(variables).to_zarr(store, group=name, mode="a", zarr_format=3,
+                                              consolidated=False, write_empty_chunks=True,
+                                              encoding=encoding)
+                field_static_dataset(ra_rad, dec_rad, field_name).to_zarr(
+                    store, group=f"{name}/{REPHASED_FIELD_NODE}", mode="w", zarr_format=3,
+                    consolidated=False)
+
+        # xarray's append mode resets the group's attributes: the write runs under the
+        # store's lock, between reading the attributes and storing them again.
+        with store_lock(store):
+            update_group_attrs(store, name, lambda attrs: with_rephased_group(
+                attrs, rephased_data_group(attrs["data_groups"]["base"], ra_rad, dec_rad,
+                                           materialise)), write=write)
             if not materialise and (store / name / "VISIBILITY_REPHASED").is_dir():
                 # Rotated for an earlier centre and no longer referenced.
                 shutil.rmtree(store / name / "VISIBILITY_REPHASED")
-            zarr.consolidate_metadata(store)
+                consolidate(store)
         log.info("rephased to ICRS (%.5f, %.5f) deg in %.1f s (%s)", np.degrees(ra_rad),
                  np.degrees(dec_rad), time.perf_counter() - t0,
                  "materialised" if materialise else "visibilities rotated on the fly")

@@ -105,6 +105,20 @@ def test_duplicate_subband_is_reported(incoming: Path, config) -> None:
     assert any(p.kind == "duplicate" for p in block.problems)
 
 
+def test_stray_duplicate_sorting_first_does_not_win(incoming: Path, config) -> None:
+    """Defect 8 of issue 10: a stray file of another block, named so that it sorts first,
+    took the subband and its timestamp named the block; the good file was dropped."""
+    good = discover_blocks(incoming, config.blocks).blocks[0]
+    stray_source = next(incoming.glob("2026-03-21T08:0[5-7]:*_sb05.hdf5"))  # block 2
+    stray = incoming / "2026-03-21T07:59:59_sb05.hdf5"
+    shutil.copy(stray_source, stray)
+    block = discover_blocks(incoming, config.blocks).blocks[0]
+    assert block.block_id == good.block_id == "2026-03-21T08:00:00"
+    assert block.status == "complete"
+    assert block.files[5].path == good.files[5].path
+    assert [(p.path, p.kind) for p in block.problems] == [(str(stray), "duplicate")]
+
+
 def test_tolerance_splits_blocks(small_blocks: Path, tmp_path: Path) -> None:
     config = make_config(tmp_path, **{"blocks.timestamp_tolerance_s": 1.0})
     result = discover_blocks(small_blocks, config.blocks)

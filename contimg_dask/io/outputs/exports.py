@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from contimg_dask.io.outputs.ms_writer import write_ms
 from contimg_dask.io.store.block_calibration import corrected_dataset, read_block_calibration
 from contimg_dask.io.store.block_store import fixed_centre_group
 from contimg_dask.io.store.data_groups import group_visibilities
+from contimg_dask.io.system.atomic import atomic_directory, atomic_file, check_replaceable
 
 PYUVDATA_FORMATS = ("uvfits", "miriad", "uvh5")
 
@@ -86,19 +88,25 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
 
 
 def export_block(store: Path, out: Path, fmt: str, config: PipelineConfig,
-                 data_group: str = "rephased", spw_layout: str = "per_subband") -> Path:
-    """Export ``store`` to ``out`` in ``fmt`` (ms, uvfits, miriad, uvh5)."""
+                 data_group: str = "rephased", spw_layout: str = "per_subband",
+                 overwrite: bool = False) -> Path:
+    """Export ``store`` to ``out`` in ``fmt`` (ms, uvfits, miriad, uvh5), written under a
+    temporary name and renamed into place (io/system/atomic.py: an existing product of the same
+    format is replaced, anything else only with ``overwrite``)."""
     if fmt == "ms":
         return write_ms(store, out, data_group=data_group, spw_layout=spw_layout,
-                        telescope_casa_name=config.telescope.casa_name)
+                        telescope_casa_name=config.telescope.casa_name, overwrite=overwrite)
     if fmt not in PYUVDATA_FORMATS:
         raise InputError(f"unknown export format {fmt!r}", stage="export")
+    check_replaceable(Path(os.path.abspath(out)), fmt, overwrite)
     uv = block_to_uvdata(store, data_group)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "uvfits":
-        uv.write_uvfits(str(out), force_phase=False, use_miriad_convention=False)
-    elif fmt == "miriad":
-        uv.write_miriad(str(out), clobber=True)
-    else:
-        uv.write_uvh5(str(out), clobber=True)
+    if fmt == "miriad":
+        with atomic_directory(out, fmt, overwrite) as tmp:
+            uv.write_miriad(str(tmp))
+        return out
+    with atomic_file(out, fmt, overwrite) as tmp:
+        if fmt == "uvfits":
+            uv.write_uvfits(str(tmp), force_phase=False, use_miriad_convention=False)
+        else:
+            uv.write_uvh5(str(tmp))
     return out

@@ -256,7 +256,8 @@ def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np
 
 
 def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
-             spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA") -> Path:
+             spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA",
+             overwrite: bool = False) -> Path:
     """Write the block store's ``data_group`` as a Measurement Set at ``out`` (replaced).
 
     One spectral window at a time: this process reads the next window (rotated, for a group
@@ -375,8 +376,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             puts.append(("WEIGHT_SPECTRUM", "weight", start))
         return puts, varies
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "ms", overwrite) as tmp:
         tile_rows = max(1, 262144 // (n_chan * n_pol))
         tiles = _tile_spec(n_chan, n_pol, tile_rows)
         desc = maketabdesc(_column_descs(n_chan, n_pol, with_corrected, per_channel))

@@ -28,6 +28,7 @@ import xarray as xr
 from contimg_dask.io.store.block_geometry import geometry_of
 from contimg_dask.io.store.block_store import block_node, open_block, quiet_zarr_strings
 from contimg_dask.io.store.data_groups import data_group, group_visibilities
+from contimg_dask.io.store.metadata import replace_node
 from contimg_dask.ops.calibration import apply_gains
 
 CALIBRATION_NODE = "calibration_xds"
@@ -46,7 +47,8 @@ class BlockCalibration:
 def write_block_calibration(store: Path, name: str, antennas: list[str], dataset: xr.Dataset,
                             gain_t: np.ndarray, bandpass: np.ndarray,
                             attrs: dict[str, Any]) -> None:
-    """Write (replace) the calibration node of the MSv4 node ``name``."""
+    """Write (replace) the calibration node of the MSv4 node ``name``: readers see the old
+    node or the new one (io/store/metadata.py ``replace_node``)."""
     node = xr.Dataset(
         data_vars={
             "GAIN": (("time", "antenna_name", "polarization"), gain_t.astype(np.complex128)),
@@ -58,10 +60,13 @@ def write_block_calibration(store: Path, name: str, antennas: list[str], dataset
                 "polarization": dataset.polarization.values},
         attrs={"type": "contimg_calibration", **attrs},
     )
-    with warnings.catch_warnings():
-        quiet_zarr_strings()
-        node.to_zarr(store, group=f"{name}/{CALIBRATION_NODE}", mode="w", zarr_format=3,
-                     consolidated=False)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            quiet_zarr_strings()
+            node.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+
+    replace_node(store, f"{name}/{CALIBRATION_NODE}", write)
 
 
 def read_block_calibration(node: xr.DataTree) -> BlockCalibration | None:

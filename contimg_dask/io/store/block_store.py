@@ -258,13 +258,16 @@ def field_static_dataset(ra: float, dec: float, field_name: str) -> xr.Dataset:
 def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dataset,
                          field: xr.Dataset, encoding: dict[str, dict] | None = None,
                          fill: Callable[[Path], None] | None = None,
-                         rephased_field: xr.Dataset | None = None) -> Path:
-    """Write a one-MSv4 processing set atomically: to ``path.tmp-*``, then renamed.
+                         rephased_field: xr.Dataset | None = None,
+                         overwrite: bool = False) -> Path:
+    """Write a one-MSv4 processing set atomically (io/system/atomic.py): under a temporary
+    name, then renamed.
 
     With ``fill``, Dask-backed variables are not computed: the store's structure and the
     small arrays are written, then ``fill(group_path)`` writes the bulk data straight into
     the zarr arrays of the MSv4 group (one task per chunk, no data passed between tasks).
-    An existing store at ``path`` is replaced only once the new one is complete.
+    An existing block store at ``path`` is replaced only once the new one is complete;
+    anything else there only with ``overwrite`` (io/system/atomic.py).
     """
     msv4 = xr.DataTree(dataset=vis)
     msv4["antenna_xds"] = xr.DataTree(dataset=antenna)
@@ -275,7 +278,7 @@ def write_processing_set(path: Path, name: str, vis: xr.Dataset, antenna: xr.Dat
     tree = xr.DataTree()
     tree.attrs["type"] = "processing_set"
     tree[name] = msv4
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, "block_store", overwrite) as tmp:
         with warnings.catch_warnings():
             quiet_zarr_strings()
             tree.to_zarr(tmp, zarr_format=3, consolidated=True, mode="w",

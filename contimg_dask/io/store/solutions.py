@@ -28,11 +28,12 @@ from contimg_dask.io.system.atomic import atomic_directory
 SOLUTIONS_TYPE = "calibration_solutions"
 
 
-def write_solutions(solutions: xr.Dataset, path: str | Path) -> Path:
-    """Write ``solutions`` atomically (temporary name, then rename; an existing store is
-    replaced only once the new one is complete)."""
+def write_solutions(solutions: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``solutions`` atomically (temporary name, then rename; an existing solutions
+    store is replaced only once the new one is complete, anything else only with
+    ``overwrite``)."""
     path = Path(path)
-    with atomic_directory(path) as tmp, warnings.catch_warnings():
+    with atomic_directory(path, "solutions", overwrite) as tmp, warnings.catch_warnings():
         quiet_zarr_strings()
         solutions.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
     return path

@@ -166,19 +166,38 @@ def _time_axis(f: SubbandFile) -> tuple[int, float, float]:
     return (f.n_times, round(f.time_first_jd * 86400 * 1e4), round(f.time_last_jd * 86400 * 1e4))
 
 
-def _assess(block: Block, config: BlocksConfig) -> None:
-    """Check one block's files against each other and decide its status."""
-    if block.files:
-        axes = Counter(_time_axis(f) for f in block.files.values())
-        reference, _ = axes.most_common(1)[0]
-        for sb, f in list(block.files.items()):
-            if _time_axis(f) != reference:
-                ref_n, ref_t0, _ = reference
+def _choose(block: Block, candidates: dict[int, list[SubbandFile]]) -> None:
+    """Among the candidates for each subband, take the one on the block's time axis (the
+    axis most candidates share); report the others. The block is named after the earliest
+    file taken."""
+    axes = Counter(_time_axis(f) for files in candidates.values() for f in files)
+    if not axes:
+        return
+    reference, _ = axes.most_common(1)[0]
+    ref_n, ref_t0, _ = reference
+    for sb, files in sorted(candidates.items()):
+        on_axis = [f for f in files if _time_axis(f) == reference]
+        if on_axis:
+            block.files[sb] = on_axis[0]
+        for f in files:
+            if on_axis and f is on_axis[0]:
+                continue
+            if on_axis:
+                block.problems.append(FileProblem(
+                    f.path, f"second file for subband {sb:02d} in block (kept: "
+                    f"{Path(on_axis[0].path).name}, on the block's time axis)", "duplicate"))
+            else:
                 block.problems.append(FileProblem(
                     f.path, f"time axis differs from the block's: {f.n_times} integrations "
                     f"starting JD {f.time_first_jd:.8f}, block has {ref_n} starting JD "
                     f"{ref_t0 / 1e4 / 86400:.8f}", "inconsistent"))
-                del block.files[sb]
+    if block.files:
+        block.block_id = min(f.timestamp for f in block.files.values())
+
+
+def _assess(block: Block, config: BlocksConfig) -> None:
+    """Check one block's files against each other and decide its status."""
+    if block.files:
         shapes = Counter((f.n_baselines, f.n_pols) for f in block.files.values())
         ref_shape, _ = shapes.most_common(1)[0]
         for sb, f in list(block.files.items()):
@@ -222,12 +241,14 @@ def discover_blocks(directory: str | Path, config: BlocksConfig) -> Discovery:
         candidates.append((_parse_timestamp(match.group(1)), path))
 
     blocks: list[Block] = []
+    per_subband: list[dict[int, list[SubbandFile]]] = []
     tolerance = dt.timedelta(seconds=config.timestamp_tolerance_s)
     group_start: dt.datetime | None = None
     for stamp, path in sorted(candidates):
         if group_start is None or stamp - group_start > tolerance:
             group_start = stamp
             blocks.append(Block(block_id=stamp.strftime(TIMESTAMP_FORMAT)))
+            per_subband.append({})
         block = blocks[-1]
         try:
             info = read_subband_header(path)
@@ -240,13 +261,8 @@ def discover_blocks(directory: str | Path, config: BlocksConfig) -> Discovery:
         except InputError as exc:
             block.problems.append(FileProblem(str(path), exc.message, "inconsistent"))
             continue
-        if info.subband in block.files:
-            block.problems.append(FileProblem(
-                str(path), f"second file for subband {info.subband:02d} in block "
-                f"{block.block_id} (first: {Path(block.files[info.subband].path).name})",
-                "duplicate"))
-            continue
-        block.files[info.subband] = info
-    for block in blocks:
+        per_subband[-1].setdefault(info.subband, []).append(info)
+    for block, files in zip(blocks, per_subband, strict=True):
+        _choose(block, files)
         _assess(block, config)
     return Discovery(str(directory), blocks, loose)
