@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from contimg_dask.errors import OutputError
-from contimg_dask.io import atomic
+from contimg_dask.io.system import atomic
 from contimg_dask.io.system.atomic import atomic_directory, atomic_file, recover
 
 
