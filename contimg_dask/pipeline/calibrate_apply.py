@@ -197,6 +197,7 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
             for name in ("VISIBILITY_CORRECTED", "WEIGHT_CORRECTED", "FLAG_CORRECTED"):
                 if (group_path / name).is_dir():
                     shutil.rmtree(group_path / name)
+        record["flagged_fraction"] = flagged
         zarr.open_group(group_path, mode="r+").attrs.update(
             {**attrs, "data_groups": groups,
              "contimg": {**attrs["contimg"], "calibration": record}})

@@ -228,7 +228,9 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
         write_solutions(solutions, out)
         summary = {"solutions": str(out), "seconds": time.perf_counter() - t0,
                    **solutions.attrs["contimg"]["quality"],
-                   "calibrator": chosen.name, "refant": g.antenna_names[refant]}
+                   "calibrator": chosen.name,
+                   "calibrator_apparent_flux_jy": chosen.apparent_flux_jy,
+                   "refant": g.antenna_names[refant]}
         log.info("solved on %s (refant %s) in %.1f s: bandpass %.1f %% flagged, median SNR "
                  "%.0f", chosen.name, g.antenna_names[refant], summary["seconds"],
                  100 * summary["bandpass_flagged_fraction"], summary["bandpass_median_snr"])

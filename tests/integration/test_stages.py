@@ -1,0 +1,163 @@
+"""Every stage through the stage contract (contimg_dask/stages) on a small simulated block of
+3C147's strip: the products exist and are what they say, the figures are the ones the
+store records (and agree with the simulator's truth), and a second run gives the same
+products and figures (the Measurement Set's values and the solutions' chunks bit for bit)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from contimg_dask.config import config_hash
+from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.solutions import read_solutions
+from contimg_dask.simulate import SimulationOptions, simulate_blocks
+from contimg_dask.stages import BlockRef, Stage, StageResult
+from contimg_dask.stages.layout import ms_path, solutions_path
+from contimg_dask.stages.registry import STAGES, get_stage
+from tests.helpers import make_config, ms_digests, read_truth
+
+CALIBRATOR = "3C147"
+ORDER = ("ingest", "rephase", "flag", "calibrate_solve", "calibrate_apply", "export")
+
+
+def _run_all(block: BlockRef, config) -> dict[str, StageResult]:
+    return {name: get_stage(name).run(block, config) for name in ORDER}
+
+
+def _checksums(path: Path, skip_metadata: bool = False) -> dict[str, str]:
+    """SHA-256 of every file under ``path``; with ``skip_metadata`` zarr's metadata files
+    (their attributes hold creation times) are left out, only the chunks compared."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and not (skip_metadata and p.name == "zarr.json")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One block of 3C147's strip (it transits the block), through every stage twice."""
+    root = tmp_path_factory.mktemp("stages")
+    config = make_config(root, **{"simulation.presets.small.n_antennas": 48})
+    summary = simulate_blocks(config, root / "incoming", SimulationOptions(
+        preset="small", n_blocks=1, seed=11, transit=CALIBRATOR, random_sources=False))[0]
+    truth = read_truth(Path(summary["truth"]))
+    block = BlockRef(truth["block_id"], root / "block.zarr",
+                     tuple(Path(f) for f in summary["files"]))
+    first = _run_all(block, config)
+    sums = {"ms": ms_digests(ms_path(block.block_id, config)),
+            "solutions": _checksums(solutions_path(block.block_id, config), True),
+            "store": _checksums(block.store, True)}
+    second = _run_all(block, config)
+    return {"config": config, "block": block, "truth": truth, "first": first,
+            "second": second, "sums": sums}
+
+
+def test_registry_holds_every_stage_behind_the_contract() -> None:
+    assert tuple(STAGES) == ORDER
+    for name, stage in STAGES.items():
+        assert isinstance(stage, Stage) and stage.name == name
+        assert set(stage.needs) <= set(ORDER[:ORDER.index(name)])
+    with pytest.raises(Exception, match="no stage 'image'"):
+        get_stage("image")
+
+
+def test_results_name_their_products_and_provenance(runs: dict) -> None:
+    config, block = runs["config"], runs["block"]
+    expected = {"ingest": ("block_store", block.store), "rephase": ("block_store", block.store),
+                "flag": ("block_store", block.store),
+                "calibrate_solve": ("solutions", solutions_path(block.block_id, config)),
+                "calibrate_apply": ("block_store", block.store),
+                "export": ("ms", ms_path(block.block_id, config))}
+    for name, result in runs["first"].items():
+        kind, path = expected[name]
+        assert result.stage == name and result.block_id == block.block_id
+        assert result.product(kind).path == path and path.is_dir()
+        assert result.provenance.config_hash == config_hash(config)
+        assert result.provenance.versions["numpy"] == np.__version__
+        assert result.seconds > 0
+        assert result.to_dict()["products"][0]["path"] == str(path)
+    assert runs["first"]["ingest"].provenance.inputs == tuple(str(f) for f in block.files)
+    assert runs["first"]["calibrate_apply"].provenance.inputs == (
+        str(block.store), str(solutions_path(block.block_id, config)))
+
+
+def test_ingest_and_rephase_figures_match_the_truth(runs: dict) -> None:
+    truth, ingest = runs["truth"], runs["first"]["ingest"].figures
+    assert ingest["subbands"] == 16 and ingest["missing_subbands"] == 0
+    assert ingest["times"] == len(truth["time_unix"])
+    assert ingest["rephased"] is True
+    ds = block_node(open_block(runs["block"].store)).to_dataset(inherit=False)
+    assert ds.VISIBILITY.shape == (ingest["times"], ingest["baselines"], ingest["channels"],
+                                   ingest["polarizations"])
+    # The default centre is the pointing (HA 0, pointing dec) at mid-block: the truth's
+    # per-integration phase centres bracket it.
+    rephase = runs["first"]["rephase"].figures
+    ra = np.degrees(truth["phase_centre_icrs_ra_rad"])
+    dec = np.degrees(truth["phase_centre_icrs_dec_rad"])
+    assert min(ra) < rephase["ra_deg"] < max(ra)
+    assert rephase["dec_deg"] == pytest.approx(np.mean(dec), abs=1e-3)
+
+
+def test_flag_figures_are_the_stored_fractions(runs: dict) -> None:
+    figures = runs["first"]["flag"].figures
+    attrs = zarr.open_group(runs["block"].store / next(
+        p.name for p in runs["block"].store.iterdir() if p.is_dir()), mode="r").attrs
+    stored = attrs["contimg"]["flag_versions"]["rfi"]["fractions"]
+    assert figures["flagged_fraction"] == stored["block"]
+    for sb, value in stored["per_subband"].items():
+        assert figures[f"flagged_fraction_sb{sb}"] == value
+    # Autocorrelations are flagged but not counted; RFI is injected: some data flagged.
+    assert 0.0 < figures["flagged_fraction"] < 0.5
+
+
+def test_solve_and_apply_figures_are_the_stored_ones(runs: dict) -> None:
+    block, config = runs["block"], runs["config"]
+    solve = runs["first"]["calibrate_solve"].figures
+    prov = read_solutions(solutions_path(block.block_id, config)).attrs["contimg"]
+    assert solve["calibrator"] == CALIBRATOR == prov["calibrator"]["name"]
+    assert solve["calibrator_apparent_flux_jy"] == prov["calibrator"]["apparent_flux_jy"]
+    assert solve["refant"] == prov["refant"]
+    for key, value in prov["quality"].items():
+        assert solve[key] == value
+    assert solve["bandpass_median_snr"] > 50
+    apply = runs["first"]["calibrate_apply"].figures
+    record = block_node(open_block(block.store)).to_dataset(
+        inherit=False).attrs["contimg"]["calibration"]
+    assert apply["flagged_fraction"] == record["flagged_fraction"]
+    assert apply["solutions_block"] == record["solutions_block"] == block.block_id
+    assert runs["first"]["export"].figures["calibrated"] is True
+
+
+def test_export_product_holds_the_corrected_data(runs: dict) -> None:
+    from casacore.tables import table
+
+    from contimg_dask.io.block_calibration import corrected_dataset
+
+    result = runs["first"]["export"]
+    ms = result.product("ms").path
+    corrected = corrected_dataset(runs["block"].store).VISIBILITY_CORRECTED.values
+    n_t, n_bl, _, n_p = corrected.shape
+    with table(str(ms), ack=False) as main:
+        assert main.nrows() == n_t * n_bl * 16  # one spectral window per subband
+        rows = main.query("DATA_DESC_ID == 2")
+        column = rows.getcol("CORRECTED_DATA").reshape(n_t, n_bl, -1, n_p)
+    n_chan = corrected.shape[2] // 16
+    np.testing.assert_array_equal(column, np.conj(corrected[:, :, 2 * n_chan:3 * n_chan]))
+    assert result.figures["size_bytes"] == sum(
+        p.stat().st_size for p in ms.rglob("*") if p.is_file())
+
+
+def test_a_second_run_gives_the_same_products_and_figures(runs: dict) -> None:
+    block, config = runs["block"], runs["config"]
+    for name in ORDER:
+        first, second = runs["first"][name], runs["second"][name]
+        assert second.products == first.products
+        assert second.figures == first.figures, name
+    assert ms_digests(ms_path(block.block_id, config)) == runs["sums"]["ms"]
+    assert _checksums(solutions_path(block.block_id, config), True) == \
+        runs["sums"]["solutions"]
+    assert _checksums(block.store, True) == runs["sums"]["store"]
