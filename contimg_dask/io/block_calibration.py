@@ -16,6 +16,7 @@ a Dask graph of one task per subband chunk, nothing written.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,9 @@ def read_block_calibration(node: xr.DataTree) -> BlockCalibration | None:
 
 
 def corrected_dataset(store: str | Path) -> xr.Dataset:
-    """The block's corrected visibilities, weights and flags as lazy Dask arrays (one task
-    per subband chunk each), computed from its data group and calibration node.
+    """The block's corrected visibilities, weights and flags as lazy Dask arrays, computed
+    from its data group and calibration node: one task per subband chunk applies the gains
+    and gives all three.
 
     Raises
     ------
@@ -100,19 +102,23 @@ def corrected_dataset(store: str | Path) -> xr.Dataset:
     gains = da.from_array(calibration.gain_t, chunks=(vis.chunks[0], -1, -1))
     bandpass = da.from_array(calibration.bandpass, chunks=(vis.chunks[2], -1, -1))
     dims = ds[names["correlated_data"]].dims
-    arrays = {}
-    for part, (name, dtype) in enumerate((("VISIBILITY_CORRECTED", np.complex64),
-                                          ("WEIGHT_CORRECTED", np.float32),
-                                          ("FLAG_CORRECTED", bool))):
-        arrays[name] = (dims, da.blockwise(
-            _corrected_part, "tbfp", vis, "tbfp", weight, "tbfp", flag, "tbfp", gains, "tap",
-            bandpass, "fap", dtype=dtype, concatenate=True, part=part, ant1=ant1, ant2=ant2))
+    # One task per chunk applies the kernel and holds its three outputs; each variable takes
+    # its part of them (the kernel runs once per chunk, whichever variables are computed).
+    chunk_outputs = da.blockwise(
+        _corrected_chunk, "tbfp", vis, "tbfp", weight, "tbfp", flag, "tbfp", gains, "tap",
+        bandpass, "fap", concatenate=True, meta=np.empty((0, 0, 0, 0), object), ant1=ant1,
+        ant2=ant2)
+    arrays = {name: (dims, chunk_outputs.map_blocks(operator.getitem, part, dtype=dtype,
+                                                    meta=np.empty((0, 0, 0, 0), dtype)))
+              for part, (name, dtype) in enumerate((("VISIBILITY_CORRECTED", np.complex64),
+                                                    ("WEIGHT_CORRECTED", np.float32),
+                                                    ("FLAG_CORRECTED", bool)))}
     return xr.Dataset(arrays, coords=ds[names["correlated_data"]].coords,
                       attrs={"calibration": calibration.attrs})
 
 
-def _corrected_part(vis: np.ndarray, weight: np.ndarray, flag: np.ndarray,
-                    gain_t: np.ndarray, bandpass: np.ndarray, part: int, ant1: np.ndarray,
-                    ant2: np.ndarray) -> np.ndarray:
-    """One of the corrected visibilities (0), weights (1) or flags (2) of a chunk."""
-    return apply_gains(vis, weight, flag, gain_t, bandpass, ant1, ant2)[part]
+def _corrected_chunk(vis: np.ndarray, weight: np.ndarray, flag: np.ndarray,
+                     gain_t: np.ndarray, bandpass: np.ndarray, ant1: np.ndarray,
+                     ant2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A chunk's corrected visibilities, weights and flags."""
+    return apply_gains(vis, weight, flag, gain_t, bandpass, ant1, ant2)
