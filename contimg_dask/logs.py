@@ -91,9 +91,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text", file: Path | None 
         Optional log file (appended) in addition to standard error.
     """
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    root = logging.getLogger("contimg_dask")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +98,27 @@ def configure_logging(level: str = "INFO", fmt: str = "text", file: Path | None 
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(_ContextFilter())
-        root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
+    _route("contimg_dask", handlers, level.upper())
+    # JSON: every line on standard error is a JSON object, so Python warnings (through
+    # logging) and Dask's own records go through the same handlers, at their own levels.
+    logging.captureWarnings(fmt == "json")
+    if fmt == "json":
+        for name in JSON_ROUTED_LOGGERS:
+            _route(name, handlers, None)
+
+
+#: Loggers of other packages whose records go through our handlers with JSON logging:
+#: Python warnings (``logging.captureWarnings``) and Dask's scheduler, nannies and client.
+JSON_ROUTED_LOGGERS = ("py.warnings", "distributed")
+
+
+def _route(name: str, handlers: list[logging.Handler], level: str | None) -> None:
+    """Make ``handlers`` the only handlers of logger ``name`` (level None: unchanged)."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    for handler in handlers:
+        logger.addHandler(handler)
+    if level is not None:
+        logger.setLevel(level)
+    logger.propagate = False

@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 import zarr
 from numpy.typing import NDArray
-from zarr.errors import UnstableSpecificationWarning
+from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
 from contimg_dask import __version__
 from contimg_dask.errors import InputError
@@ -53,10 +53,19 @@ REPHASED_FIELD_NODE = "field_and_source_rephased_xds"
 
 
 def quiet_zarr_strings() -> None:
-    """Silence zarr's notes on fixed-length strings (xradio stores names the same way) and
-    on consolidated metadata (not yet in the zarr v3 spec; xradio writes it too)."""
-    warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
-    warnings.filterwarnings("ignore", message="Consolidated metadata")
+    """Inside a ``warnings.catch_warnings()`` block: silence zarr's notes on fixed-length
+    strings (xradio stores names the same way) and on consolidated metadata (not yet in the
+    zarr v3 spec; xradio writes it too). Only those two, and only when zarr raises them."""
+    warnings.filterwarnings("ignore", category=UnstableSpecificationWarning, module="zarr")
+    warnings.filterwarnings("ignore", message="Consolidated metadata", category=ZarrUserWarning,
+                            module="zarr")
+
+
+def consolidate_metadata(store: Path) -> None:
+    """Rewrite the store's consolidated metadata (after an attribute or array change)."""
+    with warnings.catch_warnings():
+        quiet_zarr_strings()
+        zarr.consolidate_metadata(store)
 
 
 def _quantity(value: float, units: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,23 +65,28 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
         data, flag = corrected.VISIBILITY_CORRECTED.data, corrected.FLAG_CORRECTED.data
         units = "Jy"
     flag = np.asarray(flag).reshape(n_t * n_bl, n_f, n_p)
-    uv = UVData.new(
-        freq_array=ds.frequency.values, polarization_array=[POL_CODES[p] for p in
-                                                             ds.polarization.values],
-        times=unix_to_jd(ds.time.values), telescope=telescope, antpairs=pairs,
-        do_blt_outer=True, time_axis_faster_than_bls=False,
-        integration_time=float(ds.time.attrs["integration_time"]["data"]),
-        channel_width=float(ds.frequency.attrs["channel_width"]["data"]),
-        data_array=np.asarray(data).reshape(n_t * n_bl, n_f, n_p),
-        flag_array=flag,
-        nsample_array=np.where(flag, 0.0, ds[group["weight"]].values.reshape(
-            n_t * n_bl, n_f, n_p)).astype(np.float32),
-        phase_center_catalog={0: {"cat_name": view.field_name,
-                                  "cat_type": "sidereal", "cat_lon": ra, "cat_lat": dec,
-                                  "cat_frame": "icrs", "cat_epoch": 2000.0}},
-        phase_center_id_array=np.zeros(n_t * n_bl, int),
-        vis_units=units, history=f"exported by contimg-dask from {store.name} (data group "
-                                 f"{data_group}{', calibrated' if units == 'Jy' else ''})")
+    with warnings.catch_warnings():
+        # UVData.new computes UVWs of its own and warns that it does not rephase for them:
+        # the store's UVWs (the authority) replace them below, so the warning does not apply.
+        warnings.filterwarnings("ignore", message="Recalculating uvw_array without adjusting",
+                                category=UserWarning, module="pyuvdata")
+        uv = UVData.new(
+            freq_array=ds.frequency.values, polarization_array=[POL_CODES[p] for p in
+                                                                 ds.polarization.values],
+            times=unix_to_jd(ds.time.values), telescope=telescope, antpairs=pairs,
+            do_blt_outer=True, time_axis_faster_than_bls=False,
+            integration_time=float(ds.time.attrs["integration_time"]["data"]),
+            channel_width=float(ds.frequency.attrs["channel_width"]["data"]),
+            data_array=np.asarray(data).reshape(n_t * n_bl, n_f, n_p),
+            flag_array=flag,
+            nsample_array=np.where(flag, 0.0, ds[group["weight"]].values.reshape(
+                n_t * n_bl, n_f, n_p)).astype(np.float32),
+            phase_center_catalog={0: {"cat_name": view.field_name,
+                                      "cat_type": "sidereal", "cat_lon": ra, "cat_lat": dec,
+                                      "cat_frame": "icrs", "cat_epoch": 2000.0}},
+            phase_center_id_array=np.zeros(n_t * n_bl, int),
+            vis_units=units, history=f"exported by contimg-dask from {store.name} (data group "
+                                     f"{data_group}{', calibrated' if units == 'Jy' else ''})")
     uv.uvw_array = ds[group["uvw"]].values.reshape(n_t * n_bl, 3)
     uv.extra_keywords["TELESCOP"] = prov["telescope"]
     return uv

@@ -28,7 +28,7 @@ from contimg_dask.config.schema import CalibrationConfig
 from contimg_dask.errors import CalibrationError
 from contimg_dask.io.block_calibration import write_block_calibration
 from contimg_dask.io.block_geometry import BlockGeometry
-from contimg_dask.io.block_store import now_iso, quiet_zarr_strings
+from contimg_dask.io.block_store import consolidate_metadata, now_iso, quiet_zarr_strings
 from contimg_dask.io.data_groups import ChannelReader, DataGroup, rotation_path_difference
 from contimg_dask.io.solutions import read_solutions
 from contimg_dask.logs import get_logger, log_context
@@ -201,7 +201,7 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
         zarr.open_group(group_path, mode="r+").attrs.update(
             {**attrs, "data_groups": groups,
              "contimg": {**attrs["contimg"], "calibration": record}})
-        zarr.consolidate_metadata(block.store)
+        consolidate_metadata(block.store)
         summary = {"block_id": g.block_id, "seconds": time.perf_counter() - t0,
                    "flagged_fraction": flagged, "materialised": materialise,
                    "solutions_block": prov["block_id"]}

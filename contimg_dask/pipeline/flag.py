@@ -27,6 +27,7 @@ from contimg_dask.config.schema import FlaggingConfig
 from contimg_dask.errors import InputError
 from contimg_dask.io.block_store import (
     block_node,
+    consolidate_metadata,
     nearly_constant_codec,
     now_iso,
     open_block,
@@ -91,7 +92,7 @@ def _switch(store: Path, name: str, attrs: dict, versions: dict[str, dict],
     contimg = {**attrs["contimg"], "flag_versions": versions, "derived_groups": derived}
     new = {**attrs, "data_groups": groups, "contimg": contimg}
     zarr.open_group(store / name, mode="r+").attrs.update(new)
-    zarr.consolidate_metadata(store)
+    consolidate_metadata(store)
     return new
 
 

@@ -6,20 +6,26 @@ products and figures (the Measurement Set's values and the solutions' chunks bit
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
 from contimg_dask.config import config_hash
-from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.block_geometry import read_geometry
+from contimg_dask.io.block_store import block_node, open_block, quiet_zarr_strings
+from contimg_dask.io.data_groups import data_group
 from contimg_dask.io.solutions import read_solutions
+from contimg_dask.pipeline.flag import restore_flags
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.stages import BlockRef, Stage, StageResult
+from contimg_dask.stages.export import ExportStage
 from contimg_dask.stages.layout import ms_path, solutions_path
 from contimg_dask.stages.registry import STAGES, get_stage
-from tests.helpers import make_config, ms_digests, read_truth
+from tests.helpers import group_visibilities_of, make_config, ms_digests, read_truth
 
 CALIBRATOR = "3C147"
 ORDER = ("ingest", "rephase", "flag", "calibrate_solve", "calibrate_apply", "export")
@@ -161,3 +167,87 @@ def test_a_second_run_gives_the_same_products_and_figures(runs: dict) -> None:
     assert _checksums(solutions_path(block.block_id, config), True) == \
         runs["sums"]["solutions"]
     assert _checksums(block.store, True) == runs["sums"]["store"]
+
+
+def test_corrected_data_apply_the_gains_once_per_chunk(runs: dict, monkeypatch) -> None:
+    """Computing the three corrected variables together runs the apply kernel once per
+    chunk, and each variable is that kernel's output on the whole block."""
+    import dask
+
+    from contimg_dask.io import block_calibration
+    from contimg_dask.ops.calibration import apply_gains
+
+    store = runs["block"].store
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return apply_gains(*args, **kwargs)
+
+    monkeypatch.setattr(block_calibration, "apply_gains", counted)
+    corrected = block_calibration.corrected_dataset(store)
+    names = list(corrected.data_vars)
+    values = dask.compute(*(corrected[n].data for n in names), scheduler="sync")
+    assert len(calls) == corrected.VISIBILITY_CORRECTED.data.npartitions
+    node = block_node(open_block(store))
+    calibration = block_calibration.read_block_calibration(node)
+    ds = node.to_dataset(inherit=False)
+    group = data_group(ds.attrs, calibration.data_group).names
+    geometry = read_geometry(store)
+    expected = apply_gains(group_visibilities_of(store, calibration.data_group),
+                           ds[group["weight"]].values,
+                           ds[group["flag"]].values, calibration.gain_t, calibration.bandpass,
+                           geometry.ant1, geometry.ant2)
+    for name, value, truth in zip(names, values, expected, strict=True):
+        np.testing.assert_array_equal(value, truth, err_msg=name)
+
+
+THIRD_PARTY_NOISE = (
+    ("error", None, UnstableSpecificationWarning, "zarr"),
+    ("error", None, ZarrUserWarning, "zarr"),
+    ("error", "Recalculating uvw_array", UserWarning, "pyuvdata"),
+)
+
+
+def test_stage_runs_emit_no_third_party_warnings(runs: dict) -> None:
+    """Flag, apply and export (MS and UVH5) with zarr's and pyuvdata's notes turned into
+    errors, and every warning recorded: none from a third-party package. Our own warnings
+    still show inside the quiet context."""
+    block, config = runs["block"], runs["config"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for action, message, category, module in THIRD_PARTY_NOISE:
+            warnings.filterwarnings(action, message=message or "", category=category,
+                                    module=module)
+        for stage in (get_stage("flag"), get_stage("calibrate_apply"), get_stage("export"),
+                      ExportStage("uvh5")):
+            stage.run(block, config)
+        restore_flags(block.store, "rfi")
+        with warnings.catch_warnings():
+            quiet_zarr_strings()
+            warnings.warn("our own note", UserWarning, stacklevel=1)
+    site = Path(np.__file__).parents[1]
+    assert [str(w.message) for w in caught if Path(w.filename).is_relative_to(site)] == []
+    assert [str(w.message) for w in caught] == ["our own note"]
+
+
+def test_json_logging_every_stderr_line_parses(runs: dict, tmp_path: Path) -> None:
+    """`contimg flag` and `flag --restore` with JSON logging: every line on standard error
+    is a JSON object."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    store = shutil.copytree(runs["block"].store, tmp_path / "block.zarr")
+    base = [sys.executable, "-m", "contimg_dask.cli.main", "--env", "testing", "--set",
+            f"paths.root={tmp_path}", "--set", "logging.format=json", "--set",
+            "logging.level=INFO"]
+    lines = []
+    for args in (["flag", str(store), "--version", "json"],
+                 ["flag", str(store), "--restore", "rfi"]):
+        run = subprocess.run([*base, *args], capture_output=True, text=True, check=True)
+        lines += run.stderr.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert any("flagged" in r["message"] for r in records)
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
