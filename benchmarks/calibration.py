@@ -129,8 +129,8 @@ def main() -> None:
     from contimg_dask.casa.tasks import apply_tables, solve_bandpass_and_gains
     from contimg_dask.config import load_config
     from contimg_dask.io.block_calibration import corrected_dataset, read_block_calibration
-    from contimg_dask.io.block_geometry import read_geometry
     from contimg_dask.io.block_store import block_node, open_block
+    from contimg_dask.io.block_view import read_geometry
     from contimg_dask.io.exports import export_block
     from contimg_dask.io.ingest import ingest_block
     from contimg_dask.io.ms_writer import write_model_column

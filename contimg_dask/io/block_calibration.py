@@ -26,9 +26,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from contimg_dask.io.block_geometry import geometry_of
-from contimg_dask.io.block_store import block_node, open_block, quiet_zarr_strings
-from contimg_dask.io.data_groups import data_group, group_visibilities
+from contimg_dask.io.block_store import quiet_zarr_strings
+from contimg_dask.io.block_view import open_block_view
+from contimg_dask.io.store_model import CALIBRATION_NODE as CALIBRATION_MODEL
 from contimg_dask.ops.calibration import apply_gains
 
 CALIBRATION_NODE = "calibration_xds"
@@ -47,18 +47,14 @@ class BlockCalibration:
 def write_block_calibration(store: Path, name: str, antennas: list[str], dataset: xr.Dataset,
                             gain_t: np.ndarray, bandpass: np.ndarray,
                             attrs: dict[str, Any]) -> None:
-    """Write (replace) the calibration node of the MSv4 node ``name``."""
-    node = xr.Dataset(
-        data_vars={
-            "GAIN": (("time", "antenna_name", "polarization"), gain_t.astype(np.complex128)),
-            "BANDPASS": (("frequency", "antenna_name", "polarization"),
-                         bandpass.astype(np.complex128)),
-        },
+    """Write (replace) the calibration node of the MSv4 node ``name`` (checked against
+    :data:`contimg_dask.io.store_model.CALIBRATION_NODE`)."""
+    node = CALIBRATION_MODEL.build(
         coords={"time": dataset.time.values, "frequency": dataset.frequency.values,
                 "antenna_name": np.array(antennas),
                 "polarization": dataset.polarization.values},
-        attrs={"type": "contimg_calibration", **attrs},
-    )
+        data_vars={"GAIN": gain_t, "BANDPASS": bandpass}, attrs=attrs,
+        where=store / name / CALIBRATION_NODE)
     with warnings.catch_warnings():
         quiet_zarr_strings()
         node.to_zarr(store, group=f"{name}/{CALIBRATION_NODE}", mode="w", zarr_format=3,
@@ -69,7 +65,9 @@ def read_block_calibration(node: xr.DataTree) -> BlockCalibration | None:
     """The calibration of an opened block (its MSv4 node), or None."""
     if CALIBRATION_NODE not in node.children:
         return None
-    ds = node[CALIBRATION_NODE].to_dataset(inherit=False).load()
+    # Coordinates equal to the block's (time, frequency, polarization) are inherited.
+    ds = node[CALIBRATION_NODE].to_dataset().load()
+    CALIBRATION_MODEL.check(ds, f"{node.path}/{CALIBRATION_NODE}")
     return BlockCalibration(ds.GAIN.values.astype(np.complex128),
                             ds.BANDPASS.values.astype(np.complex128),
                             ds.attrs["data_group"], dict(ds.attrs))
@@ -85,16 +83,14 @@ def corrected_dataset(store: str | Path) -> xr.Dataset:
     ValueError
         The block has no calibration applied.
     """
-    node = block_node(open_block(store))
-    calibration = read_block_calibration(node)
+    block = open_block_view(store)
+    calibration = read_block_calibration(block.node)
     if calibration is None:
         raise ValueError(f"{store}: no calibration applied (run `contimg calibrate apply`)")
-    ds = node.to_dataset(inherit=False)
-    group = data_group(ds.attrs, calibration.data_group, Path(store))
-    names = group.names
-    geometry = geometry_of(node, Path(store))
-    ant1, ant2 = geometry.ant1, geometry.ant2
-    vis = group_visibilities(ds, group)
+    block = block.with_data_group(calibration.data_group)
+    ds, names = block.dataset, block.names
+    ant1, ant2 = block.geometry.ant1, block.geometry.ant2
+    vis = block.visibilities
     if len(vis.chunks[1]) != 1:
         vis = vis.rechunk({1: -1})
     weight = ds[names["weight"]].data.rechunk(vis.chunks)

@@ -21,8 +21,7 @@ from contimg_dask.config import PipelineConfig
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
 from contimg_dask.io.block_calibration import corrected_dataset, read_block_calibration
-from contimg_dask.io.block_store import fixed_centre_group
-from contimg_dask.io.data_groups import group_visibilities
+from contimg_dask.io.block_view import fixed_centre_group
 from contimg_dask.io.ms_writer import write_ms
 
 PYUVDATA_FORMATS = ("uvfits", "miriad", "uvh5")
@@ -35,7 +34,8 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
     from pyuvdata import Telescope, UVData
 
     view = fixed_centre_group(store, data_group)
-    node, ds, group = view.node, view.dataset, view.names
+    block = view.block
+    node, ds, group = block.node, block.dataset, block.names
     ra, dec = view.ra_rad, view.dec_rad
     prov = ds.attrs["contimg"]
     site = prov["telescope_location_wgs84"]
@@ -57,7 +57,7 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
     pairs = np.array([[number_of[a], number_of[b]] for a, b in zip(
         ds.baseline_antenna1_name.values.tolist(), ds.baseline_antenna2_name.values.tolist(),
         strict=True)])
-    data, flag, units = group_visibilities(ds, view.group), ds[group["flag"]].data, "uncalib"
+    data, flag, units = block.visibilities, ds[group["flag"]].data, "uncalib"
     n_t, n_bl, n_f, n_p = data.shape
     calibration = read_block_calibration(node)
     if calibration is not None and calibration.data_group == data_group:

@@ -24,14 +24,17 @@ import xarray as xr
 from contimg_dask.errors import InputError
 from contimg_dask.io.atomic import atomic_directory
 from contimg_dask.io.block_store import quiet_zarr_strings
+from contimg_dask.io.store_model import SOLUTIONS, check_solutions
 
-SOLUTIONS_TYPE = "calibration_solutions"
+SOLUTIONS_TYPE = SOLUTIONS.type
 
 
 def write_solutions(solutions: xr.Dataset, path: str | Path) -> Path:
     """Write ``solutions`` atomically (temporary name, then rename; an existing store is
-    replaced only once the new one is complete)."""
+    replaced only once the new one is complete), checked against the data model
+    (:data:`contimg_dask.io.store_model.SOLUTIONS`) first."""
     path = Path(path)
+    check_solutions(solutions, path)
     with atomic_directory(path) as tmp, warnings.catch_warnings():
         quiet_zarr_strings()
         solutions.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
@@ -44,7 +47,8 @@ def read_solutions(path: str | Path) -> xr.Dataset:
     Raises
     ------
     InputError
-        Missing, unreadable, or not a solutions store.
+        Missing or unreadable; :class:`~contimg_dask.io.store_model.StoreModelError` (an
+        InputError) not a solutions store, naming the fields at fault.
     """
     path = Path(path)
     if not (path / "zarr.json").exists():
@@ -55,7 +59,4 @@ def read_solutions(path: str | Path) -> xr.Dataset:
             ds = xr.open_zarr(path, zarr_format=3, consolidated=True).load()
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"cannot read calibration solutions: {exc}", file=path) from exc
-    if ds.attrs.get("type") != SOLUTIONS_TYPE:
-        raise InputError(f"not a calibration solutions store (type "
-                         f"{ds.attrs.get('type')!r})", file=path)
-    return ds
+    return check_solutions(ds, path)

@@ -20,20 +20,20 @@ from typing import Any
 
 import dask
 import numpy as np
-import xarray as xr
 import zarr
 
 from contimg_dask.config.schema import FlaggingConfig
 from contimg_dask.errors import InputError
 from contimg_dask.io.block_store import (
-    block_node,
     consolidate_metadata,
     nearly_constant_codec,
     now_iso,
-    open_block,
     quiet_zarr_strings,
 )
+from contimg_dask.io.block_view import open_block_view
 from contimg_dask.io.data_groups import derived_groups
+from contimg_dask.io.store_model import FLAG_VERSION
+from contimg_dask.io.zarr_reads import read_channels
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,
@@ -55,31 +55,28 @@ def flag_parameters(config: FlaggingConfig) -> FlagParameters:
     return FlagParameters(**values)
 
 
-def _open(store: Path) -> tuple[str, xr.DataTree, dict]:
-    """The MSv4 node's name, the node (lazy) and its attributes as stored."""
-    tree = open_block(store)
-    name = next(iter(tree.children))
-    attrs = dict(zarr.open_group(store / name, mode="r").attrs)
-    return name, block_node(tree), attrs
-
-
-def _versions(attrs: dict) -> dict[str, dict]:
+def _versions(attrs: dict, store: Path | None = None) -> dict[str, dict]:
+    """The saved flag versions, each checked against the data model (FLAG_VERSION)."""
     versions = attrs["contimg"].get("flag_versions")
     if versions:
-        return dict(versions)
-    return {INGEST_VERSION: {"variable": "FLAG", "created": attrs["contimg"]["ingested_at"],
-                             "description": "flags as ingested"}}
+        return {name: FLAG_VERSION.check(record, store, f"'{name}'")
+                for name, record in versions.items()}
+    return {INGEST_VERSION: FLAG_VERSION.build(
+        store, variable="FLAG", created=attrs["contimg"]["ingested_at"],
+        description="flags as ingested")}
 
 
-def _active(attrs: dict) -> str:
+def _active(attrs: dict, store: Path | None = None) -> str:
     variable = attrs["data_groups"]["base"]["flag"]
-    return next(n for n, v in _versions(attrs).items() if v["variable"] == variable)
+    return next(n for n, v in _versions(attrs, store).items()
+                if v["variable"] == variable)
 
 
 def list_flag_versions(store: str | Path) -> dict[str, Any]:
     """Saved versions (name -> variable, creation time, fractions) and the active one."""
-    _, _, attrs = _open(Path(store))
-    return {"active": _active(attrs), "versions": _versions(attrs)}
+    view = open_block_view(store, stage="flag")
+    return {"active": _active(view.attrs, view.store),
+            "versions": _versions(view.attrs, view.store)}
 
 
 def _switch(store: Path, name: str, attrs: dict, versions: dict[str, dict],
@@ -98,13 +95,12 @@ def _switch(store: Path, name: str, attrs: dict, versions: dict[str, dict],
 
 def restore_flags(store: str | Path, version: str) -> None:
     """Make ``version`` the active flags of every data group."""
-    store = Path(store)
-    name, _, attrs = _open(store)
-    versions = _versions(attrs)
+    view = open_block_view(store, stage="flag")
+    versions = _versions(view.attrs, view.store)
     if version not in versions:
         raise InputError(f"no flag version '{version}' (saved: {', '.join(versions)})",
-                         file=store, stage="flag")
-    _switch(store, name, attrs, versions, version)
+                         file=view.store, stage="flag")
+    _switch(view.store, view.name, view.attrs, versions, version)
     log.info("restored flag version %s", version)
 
 
@@ -141,27 +137,13 @@ def flag_fractions(counts: list[ChunkCounts], ant1: np.ndarray, ant2: np.ndarray
             "per_channel": [float(x) for x in per_channel]}
 
 
-def read_subband(array: zarr.Array, channels: slice) -> np.ndarray:
-    """All times and baselines of ``array`` for ``channels``, decoded one zarr time chunk at
-    a time straight into the result (no temporary copies)."""
-    n_t, n_bl, _, n_p = array.shape
-    out = np.empty((n_t, n_bl, channels.stop - channels.start, n_p), array.dtype)
-    prototype = zarr.core.buffer.default_buffer_prototype()
-    step = array.chunks[0]
-    for start in range(0, n_t, step):
-        array.get_basic_selection(
-            (slice(start, start + step), slice(None), channels, slice(None)),
-            out=prototype.nd_buffer.from_numpy_array(out[start:start + step]))
-    return out
-
-
 def flag_chunk(group: Path, data: str, ingest: str, variable: str, channels: slice,
                ant1: np.ndarray, ant2: np.ndarray, params: FlagParameters) -> ChunkCounts:
     """One Dask task: read a subband chunk's visibilities and ingest flags, flag it, write the
     new flags to ``variable`` and return its flagged counts. The visibilities are released
     once screened: RFI detection holds their amplitudes only (half the size)."""
-    vis = read_subband(zarr.open_array(group / data, mode="r"), channels)
-    flags = read_subband(zarr.open_array(group / ingest, mode="r"), channels)
+    vis = read_channels(group / data, channels)
+    flags = read_channels(group / ingest, channels)
     screened = screen_subband(vis, flags, ant1, ant2, params)
     del vis
     if screened is not None:
@@ -205,18 +187,18 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
     if version == INGEST_VERSION:
         raise InputError(f"'{INGEST_VERSION}' is the version of the ingested flags; choose "
                          "another name", stage="flag")
-    name, node, attrs = _open(store)
-    ds = node.to_dataset(inherit=False)
-    prov = attrs["contimg"]
+    view = open_block_view(store, stage="flag")
+    name, node, attrs, ds = view.name, view.node, view.attrs, view.dataset
+    prov = view.provenance
     with log_context(block=prov["block_id"], stage="flag"):
         params = flag_parameters(config)
         antennas = node["antenna_xds"].to_dataset(inherit=False).antenna_name.values.tolist()
         index = {a: i for i, a in enumerate(antennas)}
         ant1 = np.array([index[a] for a in ds.baseline_antenna1_name.values.tolist()])
         ant2 = np.array([index[a] for a in ds.baseline_antenna2_name.values.tolist()])
-        versions = _versions(attrs)
+        versions = _versions(attrs, store)
         if version in versions:
-            active = _active(attrs)
+            active = _active(attrs, store)
             del versions[version]
             attrs = _switch(store, name, attrs, versions,
                             INGEST_VERSION if active == version else active)
@@ -234,9 +216,9 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         fractions = flag_fractions(counts, ant1, ant2, antennas, prov["subbands"], n_t, n_p)
         if fractions["block"] == 1.0:
             log.warning("every cross-correlation of the block is flagged (no usable data)")
-        versions[version] = {"variable": variable, "created": now_iso(),
-                             "description": "contimg flag", "parameters": asdict(params),
-                             "fractions": fractions}
+        versions[version] = FLAG_VERSION.build(
+            store, variable=variable, created=now_iso(), description="contimg flag",
+            parameters=asdict(params), fractions=fractions)
         _switch(store, name, attrs, versions, version)
         log.info("flagged %.2f %% of cross-correlations (version %s) in %.1f s",
                  100 * fractions["block"], version, time.perf_counter() - t0)

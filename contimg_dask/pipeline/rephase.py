@@ -21,17 +21,15 @@ import xarray as xr
 import zarr
 
 from contimg_dask.coords.time import unix_to_jd
-from contimg_dask.errors import InputError
-from contimg_dask.io.block_geometry import geometry_of
 from contimg_dask.io.block_store import (
     REPHASED_FIELD_NODE,
-    block_node,
+    consolidate_metadata,
     field_static_dataset,
-    open_block,
     quiet_zarr_strings,
     rephased_data_group,
     with_rephased_group,
 )
+from contimg_dask.io.block_view import open_block_view
 from contimg_dask.io.data_groups import DataGroup, group_visibilities
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.phasing import block_centre, uvw_to_fixed_centre
@@ -57,22 +55,15 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
     :func:`default_centre`); with ``materialise`` also write the rotated visibilities.
     Returns the centre used."""
     t0 = time.perf_counter()
-    store = Path(store)
-    tree = open_block(store)
-    node = block_node(tree)
-    ds = node.to_dataset(inherit=False)
-    prov = ds.attrs.get("contimg")
-    if prov is None:
-        raise InputError("block store has no contimg provenance (not ingested by us)",
-                         file=store, stage="rephase")
+    view = open_block_view(store, stage="rephase")
+    store, node, ds, prov = view.store, view.node, view.dataset, view.provenance
     with log_context(block=prov["block_id"], stage="rephase"):
         if ra_rad is None or dec_rad is None:
             ra_rad, dec_rad = default_centre(node)
-        geometry = geometry_of(node, store)
+        geometry = view.geometry
         uvw_new = uvw_to_fixed_centre(geometry.baselines_local_m, geometry.jd, ra_rad, dec_rad,
                                       *geometry.site)
-        name = next(iter(tree.children))
-        attrs = dict(zarr.open_group(store / name, mode="r").attrs)
+        name, attrs = view.name, view.attrs
         base = attrs["data_groups"]["base"]
         entry = rephased_data_group(base, ra_rad, dec_rad, materialise)
         variables = {"UVW_REPHASED": (ds.UVW.dims, uvw_new, dict(ds.UVW.attrs))}
@@ -105,7 +96,7 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
             if not materialise and (store / name / "VISIBILITY_REPHASED").is_dir():
                 # Rotated for an earlier centre and no longer referenced.
                 shutil.rmtree(store / name / "VISIBILITY_REPHASED")
-            zarr.consolidate_metadata(store)
+        consolidate_metadata(store)
         log.info("rephased to ICRS (%.5f, %.5f) deg in %.1f s (%s)", np.degrees(ra_rad),
                  np.degrees(dec_rad), time.perf_counter() - t0,
                  "materialised" if materialise else "visibilities rotated on the fly")

@@ -21,7 +21,8 @@ import zarr
 
 from contimg_dask.config import PipelineConfig
 from contimg_dask.errors import CalibrationError
-from contimg_dask.io.block_geometry import BlockGeometry, read_geometry
+from contimg_dask.io.block_geometry import BlockGeometry
+from contimg_dask.io.block_view import read_geometry
 from contimg_dask.pipeline.calibrate_apply import apply_solutions
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult

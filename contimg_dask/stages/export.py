@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.block_calibration import read_block_calibration
+from contimg_dask.io.block_view import open_block_view
 from contimg_dask.io.exports import PYUVDATA_FORMATS, export_block
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
@@ -52,10 +53,8 @@ class ExportStage:
         out.parent.mkdir(parents=True, exist_ok=True)
         with on_client(client):
             export_block(block.store, out, self.fmt, config, data_group=DATA_GROUP)
-        node = block_node(open_block(block.store))
-        calibration = node.children.get("calibration_xds")
-        calibrated = calibration is not None and \
-            calibration.attrs.get("data_group") == DATA_GROUP
+        calibration = read_block_calibration(open_block_view(block.store).node)
+        calibrated = calibration is not None and calibration.data_group == DATA_GROUP
         figures = {"format": self.fmt, "data_group": DATA_GROUP, "calibrated": calibrated,
                    "size_bytes": _size_bytes(out)}
         return stage_result(self.name, block, config, [(self.fmt, out)], [block.store],

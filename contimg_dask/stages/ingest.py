@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
 from contimg_dask.errors import InputError
-from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.block_view import open_block_view
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
@@ -35,8 +35,8 @@ class IngestStage:
                              "empty)", file=block.store, block=block.block_id, stage=self.name)
         with on_client(client):
             ingest_block(list(block.files), block.store, config, block.block_id)
-        ds = block_node(open_block(block.store)).to_dataset(inherit=False)
-        prov = ds.attrs["contimg"]
+        view = open_block_view(block.store, stage=self.name)
+        ds, prov = view.dataset, view.provenance
         n_t, n_bl, n_f, n_p = ds.VISIBILITY.shape
         figures = {"subbands": len(prov["subbands"]) - len(prov["missing_subbands"]),
                    "missing_subbands": len(prov["missing_subbands"]), "times": n_t,

@@ -20,7 +20,7 @@ from astropy.coordinates import SkyCoord
 
 from contimg_dask.casa import run_casa
 from contimg_dask.casa.tasks import tclean_and_fit
-from contimg_dask.io.block_geometry import read_geometry
+from contimg_dask.io.block_view import read_geometry
 from contimg_dask.io.exports import export_block
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.solutions import read_solutions

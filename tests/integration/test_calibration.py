@@ -18,8 +18,8 @@ from astropy.coordinates import SkyCoord
 
 from contimg_dask.cli.main import main
 from contimg_dask.errors import CalibrationError
-from contimg_dask.io.block_geometry import read_geometry
 from contimg_dask.io.block_store import block_node, open_block
+from contimg_dask.io.block_view import read_geometry
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.solutions import read_solutions, write_solutions
 from contimg_dask.pipeline.calibrate_apply import apply_solutions

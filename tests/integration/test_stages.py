@@ -15,8 +15,8 @@ import zarr
 from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
 from contimg_dask.config import config_hash
-from contimg_dask.io.block_geometry import read_geometry
 from contimg_dask.io.block_store import block_node, open_block, quiet_zarr_strings
+from contimg_dask.io.block_view import read_geometry
 from contimg_dask.io.data_groups import data_group
 from contimg_dask.io.solutions import read_solutions
 from contimg_dask.pipeline.flag import restore_flags
@@ -251,3 +251,82 @@ def test_json_logging_every_stderr_line_parses(runs: dict, tmp_path: Path) -> No
     records = [json.loads(line) for line in lines]
     assert any("flagged" in r["message"] for r in records)
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+
+
+def test_store_content_follows_its_declared_model(runs: dict) -> None:
+    """What the stages wrote passes the data model's checks (solutions, calibration node,
+    flag versions, data groups), as it is read back."""
+    from contimg_dask.io.block_calibration import CALIBRATION_NODE as NODE
+    from contimg_dask.io.block_view import open_block_view
+    from contimg_dask.io.store_model import (
+        CALIBRATION_NODE,
+        FLAG_VERSION,
+        SOLUTIONS,
+        check_data_group,
+    )
+
+    block, config = runs["block"], runs["config"]
+    assert SOLUTIONS.issues(read_solutions(solutions_path(block.block_id, config))) == []
+    view = open_block_view(block.store)
+    assert CALIBRATION_NODE.issues(view.node[NODE].to_dataset()) == []
+    versions = view.provenance["flag_versions"]
+    assert set(versions) == {"ingest", "rfi"}
+    for name, record in versions.items():
+        FLAG_VERSION.check(record, block.store, name)
+    groups = {**view.attrs["data_groups"], **view.provenance["derived_groups"]}
+    assert set(groups) == {"base", "rephased"}
+    for name, entry in groups.items():
+        check_data_group(entry, name, view.dataset.variables, block.store)
+
+
+def _edit_attrs(group: Path, edit) -> None:
+    """Change a zarr group's attributes in place (a damaged or foreign store)."""
+    from contimg_dask.io.block_store import consolidate_metadata
+
+    attrs = dict(zarr.open_group(group, mode="r").attrs)
+    edit(attrs)
+    zarr.open_group(group, mode="r+").attrs.put(attrs)
+    consolidate_metadata(group.parent if group.name.endswith("_0") else group)
+
+
+def test_malformed_store_content_is_refused_naming_store_and_field(runs: dict,
+                                                                   tmp_path: Path) -> None:
+    import shutil
+
+    from contimg_dask.io.block_view import open_block_view
+    from contimg_dask.io.solutions import write_solutions
+    from contimg_dask.io.store_model import StoreModelError
+    from contimg_dask.pipeline.flag import list_flag_versions
+
+    block, config = runs["block"], runs["config"]
+    solutions = shutil.copytree(solutions_path(block.block_id, config), tmp_path / "s.zarr")
+    _edit_attrs(solutions, lambda a: a["contimg"].pop("refant"))
+    with pytest.raises(StoreModelError, match=r"field refant is missing.*s\.zarr"):
+        read_solutions(solutions)
+    incomplete = read_solutions(solutions_path(block.block_id, config)).drop_vars("GAIN_BLOCK")
+    with pytest.raises(StoreModelError, match=r"variable GAIN_BLOCK is missing.*new\.zarr"):
+        write_solutions(incomplete, tmp_path / "new.zarr")
+    assert not (tmp_path / "new.zarr").exists()
+
+    store = shutil.copytree(block.store, tmp_path / "b.zarr")
+    node = next(p for p in store.iterdir() if p.is_dir())
+    _edit_attrs(node, lambda a: a["contimg"]["flag_versions"]["rfi"].pop("variable"))
+    with pytest.raises(StoreModelError, match=r"flag version 'rfi': field variable is missing"
+                                              r".*b\.zarr"):
+        list_flag_versions(store)
+    _edit_attrs(node, lambda a: a["contimg"]["derived_groups"]["rephased"].update(
+        uvw="UVW_ELSEWHERE"))
+    with pytest.raises(StoreModelError, match=r"'rephased' names variables the store lacks: "
+                                              r"uvw = UVW_ELSEWHERE"):
+        open_block_view(store, "rephased")
+
+
+def test_block_store_docs_show_the_declared_model() -> None:
+    """docs/block-store.md carries every model's own description, as declared."""
+    from contimg_dask.io import store_model
+
+    docs = (Path(__file__).parents[2] / "docs" / "block-store.md").read_text()
+    for model in (store_model.SOLUTIONS, store_model.SOLUTIONS_PROVENANCE,
+                  store_model.CALIBRATION_NODE, store_model.FLAG_VERSION,
+                  store_model.DATA_GROUP):
+        assert model.describe() in docs, model.name
