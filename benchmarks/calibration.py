@@ -130,8 +130,8 @@ def main() -> None:
     from contimg_dask.io.ingest import ingest_block
     from contimg_dask.io.outputs.exports import export_block
     from contimg_dask.io.store.block_calibration import corrected_dataset, read_block_calibration
-    from contimg_dask.io.store.block_geometry import read_geometry
     from contimg_dask.io.store.block_store import block_node, open_block
+    from contimg_dask.io.store.block_view import read_geometry
     from contimg_dask.io.store.solutions import read_solutions
     from contimg_dask.pipeline.calibrate_apply import apply_solutions
     from contimg_dask.pipeline.calibrate_solve import solve_block

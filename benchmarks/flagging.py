@@ -187,15 +187,14 @@ def _kernel_seconds(store: Path, params: Any, ant1: np.ndarray, ant2: np.ndarray
                     channels: slice) -> float:
     """CPU seconds of ``flag_subband`` on one subband chunk (best of three), in this
     process."""
-    import zarr
 
     from contimg_dask.io.store.block_store import block_node, open_block
-    from contimg_dask.pipeline.flag import read_subband
+    from contimg_dask.io.store.zarr_reads import read_channels
     from contimg_dask.testing.flagging import flag_subband
 
     group = store / block_node(open_block(store)).name
-    vis = read_subband(zarr.open_array(group / "VISIBILITY", mode="r"), channels)
-    flags = read_subband(zarr.open_array(group / "FLAG", mode="r"), channels)
+    vis = read_channels(group / "VISIBILITY", channels)
+    flags = read_channels(group / "FLAG", channels)
     best = np.inf
     for _ in range(3):
         t0 = time.process_time()

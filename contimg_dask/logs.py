@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib
 import json
 import logging
 import sys
@@ -91,9 +92,21 @@ def configure_logging(level: str = "INFO", fmt: str = "text", file: Path | None 
         Optional log file (appended) in addition to standard error.
     """
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    root = logging.getLogger("contimg_dask")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    _route("contimg_dask", _handlers(formatter, file), level.upper())
+    # JSON: every line on standard error is a JSON object, so Python warnings (through
+    # logging) and Dask's own records go through handlers of ours too, at their own levels.
+    # Each logger gets handlers of its own: Dask sets the level of its loggers' handlers
+    # (LocalCluster's silence_logs), and installs a handler of its own when first imported.
+    logging.captureWarnings(fmt == "json")
+    if fmt == "json":
+        with contextlib.suppress(ImportError):
+            importlib.import_module("distributed")
+        for name in JSON_ROUTED_LOGGERS:
+            _route(name, _handlers(formatter, file), None)
+
+
+def _handlers(formatter: logging.Formatter, file: Path | None) -> list[logging.Handler]:
+    """Standard error, and ``file`` if given, with ``formatter`` and the context filter."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +114,21 @@ def configure_logging(level: str = "INFO", fmt: str = "text", file: Path | None 
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(_ContextFilter())
-        root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
+    return handlers
+
+
+#: Loggers of other packages whose records go through our handlers with JSON logging:
+#: Python warnings (``logging.captureWarnings``) and Dask's scheduler, nannies and client.
+JSON_ROUTED_LOGGERS = ("py.warnings", "distributed")
+
+
+def _route(name: str, handlers: list[logging.Handler], level: str | None) -> None:
+    """Make ``handlers`` the only handlers of logger ``name`` (level None: unchanged)."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    for handler in handlers:
+        logger.addHandler(handler)
+    if level is not None:
+        logger.setLevel(level)
+    logger.propagate = False

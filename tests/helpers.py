@@ -113,3 +113,31 @@ def group_visibilities_of(store: Path, name: str = "rephased") -> np.ndarray:
 
     ds = block_node(open_block(store)).to_dataset(inherit=False)
     return np.asarray(group_visibilities(ds, data_group(ds.attrs, name)).compute())
+
+
+def ms_digests(ms: Path) -> dict[str, str]:
+    """SHA-256 of every column's values (and of the keywords) of every table of a Measurement
+    Set. Values, not files: casacore leaves a few uninitialised padding bytes in the files of
+    indirect array columns (FIELD/table.f0i, FEED/table.f0i), which differ between two writes
+    of the same values."""
+    import hashlib
+
+    from casacore.tables import table
+
+    out = {}
+    names = ["", *sorted(p.name for p in ms.iterdir() if (p / "table.dat").is_file())]
+    for name in names:
+        with table(str(ms / name), ack=False) as t:
+            keywords = {k: Path(v[7:]).name if str(v).startswith("Table: ") else v
+                        for k, v in t.getkeywords().items()}  # subtables: by name
+            out[f"{name or 'MAIN'}:keywords"] = hashlib.sha256(
+                repr(sorted(keywords.items())).encode()).hexdigest()
+            for column in t.colnames():
+                if t.nrows() and t.iscelldefined(column, 0):
+                    values = t.getcol(column)
+                    data = (np.asarray(values).tobytes() if not isinstance(values, dict | list)
+                            else repr(values).encode())
+                else:
+                    data = b"undefined"
+                out[f"{name or 'MAIN'}:{column}"] = hashlib.sha256(data).hexdigest()
+    return out

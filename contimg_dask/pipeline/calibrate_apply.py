@@ -32,6 +32,7 @@ from contimg_dask.io.store.block_store import now_iso, quiet_zarr_strings
 from contimg_dask.io.store.data_groups import ChannelReader, DataGroup, rotation_path_difference
 from contimg_dask.io.store.metadata import consolidate, store_lock, update_group_attrs
 from contimg_dask.io.store.solutions import read_solutions
+from contimg_dask.io.store.zarr_reads import read_channels
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import apply_gains, interpolate_in_time
 from contimg_dask.pipeline.calibration_block import CalibrationBlock, open_calibration_block
@@ -131,13 +132,10 @@ def _apply_chunk(group_path: Path, group: DataGroup, freq_hz: np.ndarray,
                  ant1: np.ndarray, ant2: np.ndarray, new_flags: bool) -> tuple[int, int]:
     """Correct one subband chunk in the store; returns its (flagged, total) counts."""
 
-    def read(name: str) -> np.ndarray:
-        return zarr.open_array(group_path / name, mode="r")[:, :, sl, :]
-
-    flag = read(group.names["flag"])
+    flag = read_channels(group_path / group.names["flag"], sl)
     vis = ChannelReader(group_path, group, freq_hz, dw).read(sl)
-    vis, weight, new = apply_gains(vis, read(group.names["weight"]), flag, gain_t, bandpass,
-                                   ant1, ant2, write_flags=new_flags)
+    vis, weight, new = apply_gains(vis, read_channels(group_path / group.names["weight"], sl),
+                                   flag, gain_t, bandpass, ant1, ant2, write_flags=new_flags)
     outputs = [("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", weight)]
     if new_flags:
         outputs.append(("FLAG_CORRECTED", new))
@@ -214,6 +212,7 @@ def apply_solutions(store: str | Path, solutions_path: str | Path, config: Pipel
                     if (group_path / name).is_dir():
                         shutil.rmtree(group_path / name)
                 consolidate(block.store)
+        record["flagged_fraction"] = flagged
         update_group_attrs(block.store, block.name,
                            lambda attrs: _with_calibration(attrs, record, corrected))
         summary = {"block_id": g.block_id, "seconds": time.perf_counter() - t0,
@@ -256,9 +255,9 @@ def _materialise(block: CalibrationBlock, gain_t: np.ndarray, bandpass: np.ndarr
     counts = np.array(dask.compute(*tasks))
     entry = {
         "correlated_data": "VISIBILITY_CORRECTED",
-        "flag": "FLAG_CORRECTED" if new_flags else block.group["flag"],
-        "weight": "WEIGHT_CORRECTED", "uvw": block.group["uvw"],
-        "field_and_source": block.group["field_and_source"],
+        "flag": "FLAG_CORRECTED" if new_flags else block.names["flag"],
+        "weight": "WEIGHT_CORRECTED", "uvw": block.names["uvw"],
+        "field_and_source": block.names["field_and_source"],
         "derived_from": record["data_group"],
         "description": f"{record['data_group']} corrected with {record['solutions']} "
                        f"(calibrator {record['calibrator']}, block "
@@ -277,12 +276,12 @@ def _create_corrected_arrays(block: CalibrationBlock, new_flags: bool) -> None:
     attributes: the write runs under the store's lock, between reading the attributes and
     storing them again."""
     ds = block.dataset
-    vis = ds[block.group["correlated_data"]]
+    vis = ds[block.names["correlated_data"]]
     path = block.store / block.name
     zarr_chunks = zarr.open_array(path / "VISIBILITY", mode="r").chunks
-    sources = [("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", ds[block.group["weight"]])]
+    sources = [("VISIBILITY_CORRECTED", vis), ("WEIGHT_CORRECTED", ds[block.names["weight"]])]
     if new_flags:
-        sources.append(("FLAG_CORRECTED", ds[block.group["flag"]]))
+        sources.append(("FLAG_CORRECTED", ds[block.names["flag"]]))
     new, encoding = {}, {}
     for name, source in sources:
         new[name] = (vis.dims, da.zeros(vis.shape, dtype=source.dtype,

@@ -23,9 +23,11 @@ from contimg_dask import __version__
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.config.schema import CalibrationConfig
 from contimg_dask.errors import CalibrationError
-from contimg_dask.io.store.block_geometry import BlockGeometry, geometry_of
-from contimg_dask.io.store.block_store import block_node, now_iso, open_block
-from contimg_dask.io.store.solutions import SOLUTIONS_TYPE, write_solutions
+from contimg_dask.io.store.block_geometry import BlockGeometry
+from contimg_dask.io.store.block_store import now_iso
+from contimg_dask.io.store.block_view import read_geometry
+from contimg_dask.io.store.model import solutions_dataset
+from contimg_dask.io.store.solutions import write_solutions
 from contimg_dask.io.system.atomic import check_replaceable
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import (
@@ -58,7 +60,7 @@ def find_calibrators(store: str | Path, config: PipelineConfig,
                      ) -> tuple[Path, list[CalibratorCandidate], CalibratorCandidate | None]:
     """Catalogue sources near the block's field as calibrator candidates, and the best one.
     Returns the catalogue's path too."""
-    geometry = geometry_of(block_node(open_block(store)), Path(store))
+    geometry = read_geometry(store)
     path, sources = load_calibrators(config.calibration, catalog)
     tracks = track_sources(sources, geometry, config.calibration.model_radius_deg)
     candidates = calibrator_candidates(tracks, geometry, config.calibration)
@@ -67,7 +69,7 @@ def find_calibrators(store: str | Path, config: PipelineConfig,
 
 def _antenna_flagged_fraction(block: CalibrationBlock) -> np.ndarray:
     """Flagged fraction of each antenna's cross-correlations (active flags)."""
-    flags = block.dataset[block.group["flag"]].data
+    flags = block.dataset[block.names["flag"]].data
     per_baseline = flags.mean(axis=(0, 2, 3)).compute()
     g = block.geometry
     out = np.ones(len(g.antenna_names))
@@ -185,14 +187,14 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
         tracks = track_sources(sources, g, cal.model_radius_deg)
         candidates = calibrator_candidates(tracks, g, cal)
         chosen = _choose_calibrator(candidates, calibrator, block.store, catalog_path)
-        w_centre = np.asarray(block.dataset[block.group["uvw"]].values[..., 2])
+        w_centre = np.asarray(block.dataset[block.names["uvw"]].values[..., 2])
         dw = path_differences(tracks, g, w_centre)
         refant = choose_reference_antenna(g.antenna_names, _antenna_flagged_fraction(block),
                                           cal)
         time_cell, n_cells = _gain_cells(g, cal.gain_interval_s)
         ds = block.dataset
         vis = block.visibilities
-        weight, flag = (ds[block.group[k]].data for k in ("weight", "flag"))
+        weight, flag = (ds[block.names[k]].data for k in ("weight", "flag"))
         shared = dask.delayed({"dw": dw, "tracks": tracks, "geometry": g}, traverse=False)
         tasks = [dask.delayed(_solve_chunk_shared)(
             vis[:, :, sl], weight[:, :, sl], flag[:, :, sl], g.freq_hz[sl], shared,
@@ -205,7 +207,9 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
         write_solutions(solutions, out, overwrite)
         summary = {"solutions": str(out), "seconds": time.perf_counter() - t0,
                    **solutions.attrs["contimg"]["quality"],
-                   "calibrator": chosen.name, "refant": g.antenna_names[refant]}
+                   "calibrator": chosen.name,
+                   "calibrator_apparent_flux_jy": chosen.apparent_flux_jy,
+                   "refant": g.antenna_names[refant]}
         log.info("solved on %s (refant %s) in %.1f s: bandpass %.1f %% flagged, median SNR "
                  "%.0f", chosen.name, g.antenna_names[refant], summary["seconds"],
                  100 * summary["bandpass_flagged_fraction"], summary["bandpass_median_snr"])
@@ -256,36 +260,14 @@ def _gather(chunks: tuple[_ChunkSolution, ...], g: BlockGeometry, time_cell: np.
     half = 0.5 * g.integration_time_s
     starts = np.array([g.times_unix[time_cell == c].min() - half for c in range(n_cells)])
     ends = np.array([g.times_unix[time_cell == c].max() + half for c in range(n_cells)])
-    ant_f_p = ("antenna_name", "frequency", "polarization")
-    t_a_p = ("gain_time", "antenna_name", "polarization")
-    return xr.Dataset(
-        data_vars={
-            "BANDPASS": (ant_f_p, bandpass.transpose(2, 0, 1).astype(np.complex64)),
-            "BANDPASS_FLAG": (ant_f_p, bp_flags.transpose(2, 0, 1)),
-            "BANDPASS_SNR": (ant_f_p, bp_snr.transpose(2, 0, 1).astype(np.float32)),
-            "BANDPASS_CHI2": (("frequency", "polarization"), bp_chi2.astype(np.float32)),
-            "GAIN": (t_a_p, gain.transpose(0, 2, 1).astype(np.complex64)),
-            "GAIN_FLAG": (t_a_p, gain_flags.transpose(0, 2, 1)),
-            "GAIN_SNR": (t_a_p, gain_snr.transpose(0, 2, 1).astype(np.float32)),
-            "GAIN_CHI2": (("gain_time", "polarization"),
-                          short.chi2_reduced.astype(np.float32)),
-            "GAIN_BLOCK": (("antenna_name", "polarization"),
-                           block_gain.T.astype(np.complex64)),
-            "GAIN_BLOCK_FLAG": (("antenna_name", "polarization"), block_flags.T),
-            "GAIN_BLOCK_SNR": (("antenna_name", "polarization"),
-                               block_snr.T.astype(np.float32)),
-        },
-        coords={
-            "antenna_name": np.array(g.antenna_names),
-            "frequency": ("frequency", g.freq_hz, {"units": "Hz", "observer": "TOPO"}),
-            "polarization": np.array(g.polarizations),
-            "gain_time": ("gain_time", 0.5 * (starts + ends),
-                          {"units": "s", "scale": "utc", "format": "unix"}),
-            "gain_time_start": ("gain_time", starts),
-            "gain_time_end": ("gain_time", ends),
-        },
-        attrs={"type": SOLUTIONS_TYPE},
-    )
+    return solutions_dataset(
+        antenna_names=g.antenna_names, freq_hz=g.freq_hz, polarizations=g.polarizations,
+        gain_time_start=starts, gain_time_end=ends,
+        bandpass=bandpass.transpose(2, 0, 1), bandpass_flag=bp_flags.transpose(2, 0, 1),
+        bandpass_snr=bp_snr.transpose(2, 0, 1), bandpass_chi2=bp_chi2,
+        gain=gain.transpose(0, 2, 1), gain_flag=gain_flags.transpose(0, 2, 1),
+        gain_snr=gain_snr.transpose(0, 2, 1), gain_chi2=short.chi2_reduced,
+        gain_block=block_gain.T, gain_block_flag=block_flags.T, gain_block_snr=block_snr.T)
 
 
 def _check_quality(solutions: xr.Dataset, store: Path) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from contimg_dask import __version__
 from contimg_dask.casa.caltables import (
@@ -26,9 +25,11 @@ from contimg_dask.casa.caltables import (
 )
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.errors import InputError
-from contimg_dask.io.store.block_geometry import BlockGeometry, read_geometry
+from contimg_dask.io.store.block_geometry import BlockGeometry
 from contimg_dask.io.store.block_store import now_iso
-from contimg_dask.io.store.solutions import SOLUTIONS_TYPE, read_solutions, write_solutions
+from contimg_dask.io.store.block_view import read_geometry
+from contimg_dask.io.store.model import solutions_dataset
+from contimg_dask.io.store.solutions import read_solutions, write_solutions
 from contimg_dask.io.system.atomic import check_replaceable
 
 
@@ -105,34 +106,18 @@ def import_from_casa(bandpass_table: str | Path, gain_table: str | Path, store: 
     refants = b_cal.refant[b_cal.refant >= 0]
     refant = geometry.antenna_names[int(np.bincount(refants).argmax())] if len(refants) else ""
     half = 0.5 * float(np.median(g_cal.interval_s)) if len(g_cal.interval_s) else 0.0
-    snr_b = np.full(bandpass.shape, np.inf, np.float32)
-    snr_g = np.full(gains.shape, np.inf, np.float32)
-    ant_f_p = ("antenna_name", "frequency", "polarization")
-    t_a_p = ("gain_time", "antenna_name", "polarization")
-    solutions = xr.Dataset(
-        data_vars={
-            "BANDPASS": (ant_f_p, np.where(b_flags, np.nan, bandpass).astype(np.complex64)),
-            "BANDPASS_FLAG": (ant_f_p, b_flags), "BANDPASS_SNR": (ant_f_p, snr_b),
-            "BANDPASS_CHI2": (("frequency", "polarization"),
-                              np.full(bandpass.shape[1:], np.nan, np.float32)),
-            "GAIN": (t_a_p, np.where(g_flags, np.nan, gains).astype(np.complex64)),
-            "GAIN_FLAG": (t_a_p, g_flags), "GAIN_SNR": (t_a_p, snr_g),
-            "GAIN_CHI2": (("gain_time", "polarization"),
-                          np.full((len(times), gains.shape[2]), np.nan, np.float32)),
-            "GAIN_BLOCK": (("antenna_name", "polarization"),
-                           np.where(block_flags, np.nan, block_gain).astype(np.complex64)),
-            "GAIN_BLOCK_FLAG": (("antenna_name", "polarization"), block_flags),
-            "GAIN_BLOCK_SNR": (("antenna_name", "polarization"),
-                               np.full(block_gain.shape, np.inf, np.float32)),
-        },
-        coords={"antenna_name": np.array(geometry.antenna_names),
-                "frequency": ("frequency", geometry.freq_hz, {"units": "Hz"}),
-                "polarization": np.array(geometry.polarizations),
-                "gain_time": ("gain_time", times, {"units": "s", "format": "unix"}),
-                "gain_time_start": ("gain_time", times - half),
-                "gain_time_end": ("gain_time", times + half)},
-        attrs={"type": SOLUTIONS_TYPE},
-    )
+    solutions = solutions_dataset(
+        antenna_names=geometry.antenna_names, freq_hz=geometry.freq_hz,
+        polarizations=geometry.polarizations, gain_time_start=times - half,
+        gain_time_end=times + half, gain_time=times,
+        bandpass=np.where(b_flags, np.nan, bandpass), bandpass_flag=b_flags,
+        bandpass_snr=np.full(bandpass.shape, np.inf),
+        bandpass_chi2=np.full(bandpass.shape[1:], np.nan),
+        gain=np.where(g_flags, np.nan, gains), gain_flag=g_flags,
+        gain_snr=np.full(gains.shape, np.inf),
+        gain_chi2=np.full((len(times), gains.shape[2]), np.nan),
+        gain_block=np.where(block_flags, np.nan, block_gain), gain_block_flag=block_flags,
+        gain_block_snr=np.full(block_gain.shape, np.inf))
     solutions.attrs["contimg"] = _import_provenance(b_cal.path, g_cal.path, geometry, times,
                                                     half, refant, config)
     return write_solutions(solutions, out, overwrite)

@@ -21,20 +21,20 @@ from typing import Any
 
 import dask
 import numpy as np
-import xarray as xr
 import zarr
 
 from contimg_dask.config.schema import FlaggingConfig
 from contimg_dask.errors import InputError
 from contimg_dask.io.store.block_store import (
-    block_node,
     nearly_constant_codec,
     now_iso,
-    open_block,
     quiet_zarr_strings,
 )
+from contimg_dask.io.store.block_view import open_block_view
 from contimg_dask.io.store.data_groups import derived_groups
 from contimg_dask.io.store.metadata import store_lock, update_group_attrs
+from contimg_dask.io.store.model import FLAG_VERSION
+from contimg_dask.io.store.zarr_reads import read_channels
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.flagging import (
     FlagParameters,
@@ -69,31 +69,28 @@ def flag_parameters(config: FlaggingConfig) -> FlagParameters:
     return FlagParameters(**values)
 
 
-def _open(store: Path) -> tuple[str, xr.DataTree, dict]:
-    """The MSv4 node's name, the node (lazy) and its attributes as stored."""
-    tree = open_block(store)
-    name = next(iter(tree.children))
-    attrs = dict(zarr.open_group(store / name, mode="r").attrs)
-    return name, block_node(tree), attrs
-
-
-def _versions(attrs: dict) -> dict[str, dict]:
+def _versions(attrs: dict, store: Path | None = None) -> dict[str, dict]:
+    """The saved flag versions, each checked against the data model (FLAG_VERSION)."""
     versions = attrs["contimg"].get("flag_versions")
     if versions:
-        return dict(versions)
-    return {INGEST_VERSION: {"variable": "FLAG", "created": attrs["contimg"]["ingested_at"],
-                             "description": "flags as ingested"}}
+        return {name: FLAG_VERSION.check(record, store, f"'{name}'")
+                for name, record in versions.items()}
+    return {INGEST_VERSION: FLAG_VERSION.build(
+        store, variable="FLAG", created=attrs["contimg"]["ingested_at"],
+        description="flags as ingested")}
 
 
-def _active(attrs: dict) -> str:
+def _active(attrs: dict, store: Path | None = None) -> str:
     variable = attrs["data_groups"]["base"]["flag"]
-    return next(n for n, v in _versions(attrs).items() if v["variable"] == variable)
+    return next(n for n, v in _versions(attrs, store).items()
+                if v["variable"] == variable)
 
 
 def list_flag_versions(store: str | Path) -> dict[str, Any]:
     """Saved versions (name -> variable, creation time, fractions) and the active one."""
-    _, _, attrs = _open(Path(store))
-    return {"active": _active(attrs), "versions": _versions(attrs)}
+    view = open_block_view(store, stage="flag")
+    return {"active": _active(view.attrs, view.store),
+            "versions": _versions(view.attrs, view.store)}
 
 
 def _switched(attrs: dict, versions: dict[str, dict], version: str) -> dict:
@@ -106,34 +103,33 @@ def _switched(attrs: dict, versions: dict[str, dict], version: str) -> dict:
     return {**attrs, "data_groups": groups, "contimg": contimg}
 
 
-def _dropped(attrs: dict, version: str) -> dict:
+def _dropped(attrs: dict, version: str, store: Path) -> dict:
     """``attrs`` without the saved ``version`` (the ingest flags active if it was)."""
-    versions = _versions(attrs)
+    versions = _versions(attrs, store)
     if version not in versions:
         return attrs
-    active = _active(attrs)
+    active = _active(attrs, store)
     del versions[version]
     return _switched(attrs, versions, INGEST_VERSION if active == version else active)
 
 
-def _added(attrs: dict, version: str, record: dict) -> dict:
+def _added(attrs: dict, version: str, record: dict, store: Path) -> dict:
     """``attrs`` with ``version`` saved (``record``) and active."""
-    return _switched(attrs, {**_versions(attrs), version: record}, version)
+    return _switched(attrs, {**_versions(attrs, store), version: record}, version)
 
 
 def restore_flags(store: str | Path, version: str) -> None:
     """Make ``version`` the active flags of every data group."""
-    store = Path(store)
-    name, _, _ = _open(store)
+    view = open_block_view(store, stage="flag")
 
     def restored(attrs: dict) -> dict:
-        versions = _versions(attrs)
+        versions = _versions(attrs, view.store)
         if version not in versions:
             raise InputError(f"no flag version '{version}' (saved: {', '.join(versions)})",
-                             file=store, stage="flag")
+                             file=view.store, stage="flag")
         return _switched(attrs, versions, version)
 
-    update_group_attrs(store, name, restored)
+    update_group_attrs(view.store, view.name, restored)
     log.info("restored flag version %s", version)
 
 
@@ -170,27 +166,13 @@ def flag_fractions(counts: list[ChunkCounts], ant1: np.ndarray, ant2: np.ndarray
             "per_channel": [float(x) for x in per_channel]}
 
 
-def read_subband(array: zarr.Array, channels: slice) -> np.ndarray:
-    """All times and baselines of ``array`` for ``channels``, decoded one zarr time chunk at
-    a time straight into the result (no temporary copies)."""
-    n_t, n_bl, _, n_p = array.shape
-    out = np.empty((n_t, n_bl, channels.stop - channels.start, n_p), array.dtype)
-    prototype = zarr.core.buffer.default_buffer_prototype()
-    step = array.chunks[0]
-    for start in range(0, n_t, step):
-        array.get_basic_selection(
-            (slice(start, start + step), slice(None), channels, slice(None)),
-            out=prototype.nd_buffer.from_numpy_array(out[start:start + step]))
-    return out
-
-
 def flag_chunk(group: Path, data: str, ingest: str, variable: str, channels: slice,
                ant1: np.ndarray, ant2: np.ndarray, params: FlagParameters) -> ChunkCounts:
     """One Dask task: read a subband chunk's visibilities and ingest flags, flag it, write the
     new flags to ``variable`` and return its flagged counts. The visibilities are released
     once screened: RFI detection holds their amplitudes only (half the size)."""
-    vis = read_subband(zarr.open_array(group / data, mode="r"), channels)
-    flags = read_subband(zarr.open_array(group / ingest, mode="r"), channels)
+    vis = read_channels(group / data, channels)
+    flags = read_channels(group / ingest, channels)
     screened = screen_subband(vis, flags, ant1, ant2, params)
     del vis
     if screened is not None:
@@ -232,17 +214,17 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
     t0 = time.perf_counter()
     store = Path(store)
     check_version_name(version, store)
-    name, node, attrs = _open(store)
-    ds = node.to_dataset(inherit=False)
-    prov = attrs["contimg"]
+    view = open_block_view(store, stage="flag")
+    name, node, attrs, ds = view.name, view.node, view.attrs, view.dataset
+    prov = view.provenance
     with log_context(block=prov["block_id"], stage="flag"):
         params = flag_parameters(config)
         antennas = node["antenna_xds"].to_dataset(inherit=False).antenna_name.values.tolist()
         index = {a: i for i, a in enumerate(antennas)}
         ant1 = np.array([index[a] for a in ds.baseline_antenna1_name.values.tolist()])
         ant2 = np.array([index[a] for a in ds.baseline_antenna2_name.values.tolist()])
-        attrs = update_group_attrs(store, name, lambda a: _dropped(a, version))
-        versions = _versions(attrs)
+        attrs = update_group_attrs(store, name, lambda a: _dropped(a, version, store))
+        versions = _versions(attrs, store)
         group, variable = store / name, f"FLAG_{version}"
         sizes = list(prov["subband_chunks"])
         with store_lock(store):
@@ -258,9 +240,10 @@ def flag_block(store: str | Path, config: FlaggingConfig, version: str = "rfi"
         fractions = flag_fractions(counts, ant1, ant2, antennas, prov["subbands"], n_t, n_p)
         if fractions["block"] == 1.0:
             log.warning("every cross-correlation of the block is flagged (no usable data)")
-        record = {"variable": variable, "created": now_iso(), "description": "contimg flag",
-                  "parameters": asdict(params), "fractions": fractions}
-        update_group_attrs(store, name, lambda a: _added(a, version, record))
+        record = FLAG_VERSION.build(
+            store, variable=variable, created=now_iso(), description="contimg flag",
+            parameters=asdict(params), fractions=fractions)
+        update_group_attrs(store, name, lambda a: _added(a, version, record, store))
         log.info("flagged %.2f %% of cross-correlations (version %s) in %.1f s",
                  100 * fractions["block"], version, time.perf_counter() - t0)
     return fractions

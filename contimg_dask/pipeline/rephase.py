@@ -21,17 +21,14 @@ import xarray as xr
 import zarr
 
 from contimg_dask.coords.time import unix_to_jd
-from contimg_dask.errors import InputError
-from contimg_dask.io.store.block_geometry import geometry_of
 from contimg_dask.io.store.block_store import (
     REPHASED_FIELD_NODE,
-    block_node,
     field_static_dataset,
-    open_block,
     quiet_zarr_strings,
     rephased_data_group,
     with_rephased_group,
 )
+from contimg_dask.io.store.block_view import open_block_view
 from contimg_dask.io.store.data_groups import DataGroup, group_visibilities
 from contimg_dask.io.store.metadata import consolidate, store_lock, update_group_attrs
 from contimg_dask.logs import get_logger, log_context
@@ -58,22 +55,16 @@ def rephase_block(store: str | Path, ra_rad: float | None = None,
     :func:`default_centre`); with ``materialise`` also write the rotated visibilities.
     Returns the centre used."""
     t0 = time.perf_counter()
-    store = Path(store)
-    tree = open_block(store)
-    node = block_node(tree)
-    ds = node.to_dataset(inherit=False)
-    prov = ds.attrs.get("contimg")
-    if prov is None:
-        raise InputError("block store has no contimg provenance (not ingested by us)",
-                         file=store, stage="rephase")
+    view = open_block_view(store, stage="rephase")
+    store, node, ds, prov = view.store, view.node, view.dataset, view.provenance
     with log_context(block=prov["block_id"], stage="rephase"):
         if ra_rad is None or dec_rad is None:
             ra_rad, dec_rad = default_centre(node)
-        geometry = geometry_of(node, store)
+        geometry = view.geometry
         uvw_new = uvw_to_fixed_centre(geometry.baselines_local_m, geometry.jd, ra_rad, dec_rad,
                                       *geometry.site)
-        name = next(iter(tree.children))
-        base = dict(zarr.open_group(store / name, mode="r").attrs)["data_groups"]["base"]
+        name = view.name
+        base = view.attrs["data_groups"]["base"]
         variables = {"UVW_REPHASED": (ds.UVW.dims, uvw_new, dict(ds.UVW.attrs))}
         encoding = {}
         if materialise:

@@ -30,7 +30,7 @@ def model_visibilities(store: str | Path, config: PipelineConfig,
     g = block.geometry
     _, sources = load_calibrators(config.calibration, catalog)
     tracks = track_sources(sources, g, config.calibration.model_radius_deg)
-    dw = path_differences(tracks, g, np.asarray(block.dataset[block.group["uvw"]].values[..., 2]))
+    dw = path_differences(tracks, g, np.asarray(block.dataset[block.names["uvw"]].values[..., 2]))
     vis = block.visibilities
     freq = da.from_array(g.freq_hz, chunks=(tuple(g.subband_chunks),))
     return da.map_blocks(_model_block, freq[None, None, :, None], dw=dw, tracks=tracks,

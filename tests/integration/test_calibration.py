@@ -19,8 +19,8 @@ from astropy.coordinates import SkyCoord
 from contimg_dask.cli.main import main
 from contimg_dask.errors import CalibrationError
 from contimg_dask.io.ingest import ingest_block
-from contimg_dask.io.store.block_geometry import read_geometry
 from contimg_dask.io.store.block_store import block_node, open_block
+from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.io.store.solutions import read_solutions, write_solutions
 from contimg_dask.pipeline.calibrate_apply import apply_solutions
 from contimg_dask.pipeline.calibrate_solve import find_calibrators, solve_block

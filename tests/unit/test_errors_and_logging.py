@@ -69,3 +69,36 @@ def test_text_logs_are_readable(capsys: pytest.CaptureFixture[str]) -> None:
     line = capsys.readouterr().err.strip()
     assert "WARNING" in line and "[block=B1 stage=flag]" in line and line.endswith("hello")
     logging.getLogger("contimg_dask").handlers.clear()
+
+
+def test_json_logging_routes_warnings_and_dask_records(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    """With JSON logging a Python warning and a Dask record are JSON lines too, once each
+    (Dask's own handler replaced), and Dask silencing its logs leaves ours alone."""
+    import warnings
+
+    from distributed.utils import silence_logging_cmgr
+
+    names = ("contimg_dask", "py.warnings", "distributed")
+    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate)
+             for n in names}
+    configure_logging("INFO", "json")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = logging._showwarning  # pytest's recorder replaced it
+            warnings.warn("a note from a library", UserWarning, stacklevel=1)
+        logging.getLogger("distributed.nanny").warning("worker restarted")
+        # A LocalCluster silences Dask's handlers (silence_logs): ours must stay as set.
+        with silence_logging_cmgr(logging.WARNING):
+            get_logger("contimg_dask.test").info("while Dask is quiet")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        logging.captureWarnings(False)
+        for name, (handlers, propagate) in saved.items():
+            logging.getLogger(name).handlers[:] = handlers
+            logging.getLogger(name).propagate = propagate
+    assert [r["logger"] for r in lines] == ["py.warnings", "distributed.nanny",
+                                            "contimg_dask.test"]
+    assert "a note from a library" in lines[0]["message"]
+    assert lines[1]["message"] == "worker restarted" and lines[1]["level"] == "WARNING"

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,7 @@ from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
 from contimg_dask.io.outputs.ms_writer import write_ms
 from contimg_dask.io.store.block_calibration import corrected_dataset, read_block_calibration
-from contimg_dask.io.store.block_store import fixed_centre_group
-from contimg_dask.io.store.data_groups import group_visibilities
+from contimg_dask.io.store.block_view import fixed_centre_group
 from contimg_dask.io.system.atomic import atomic_directory, atomic_file, check_replaceable
 
 PYUVDATA_FORMATS = ("uvfits", "miriad", "uvh5")
@@ -35,7 +35,8 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
     from pyuvdata import Telescope, UVData
 
     view = fixed_centre_group(store, data_group)
-    node, ds, group = view.node, view.dataset, view.names
+    block = view.block
+    node, ds, group = block.node, block.dataset, block.names
     ra, dec = view.ra_rad, view.dec_rad
     prov = ds.attrs["contimg"]
     site = prov["telescope_location_wgs84"]
@@ -57,7 +58,7 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
     pairs = np.array([[number_of[a], number_of[b]] for a, b in zip(
         ds.baseline_antenna1_name.values.tolist(), ds.baseline_antenna2_name.values.tolist(),
         strict=True)])
-    data, flag, units = group_visibilities(ds, view.group), ds[group["flag"]].data, "uncalib"
+    data, flag, units = block.visibilities, ds[group["flag"]].data, "uncalib"
     n_t, n_bl, n_f, n_p = data.shape
     calibration = read_block_calibration(node)
     if calibration is not None and calibration.data_group == data_group:
@@ -65,23 +66,28 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
         data, flag = corrected.VISIBILITY_CORRECTED.data, corrected.FLAG_CORRECTED.data
         units = "Jy"
     flag = np.asarray(flag).reshape(n_t * n_bl, n_f, n_p)
-    uv = UVData.new(
-        freq_array=ds.frequency.values, polarization_array=[POL_CODES[p] for p in
-                                                             ds.polarization.values],
-        times=unix_to_jd(ds.time.values), telescope=telescope, antpairs=pairs,
-        do_blt_outer=True, time_axis_faster_than_bls=False,
-        integration_time=float(ds.time.attrs["integration_time"]["data"]),
-        channel_width=float(ds.frequency.attrs["channel_width"]["data"]),
-        data_array=np.asarray(data).reshape(n_t * n_bl, n_f, n_p),
-        flag_array=flag,
-        nsample_array=np.where(flag, 0.0, ds[group["weight"]].values.reshape(
-            n_t * n_bl, n_f, n_p)).astype(np.float32),
-        phase_center_catalog={0: {"cat_name": view.field_name,
-                                  "cat_type": "sidereal", "cat_lon": ra, "cat_lat": dec,
-                                  "cat_frame": "icrs", "cat_epoch": 2000.0}},
-        phase_center_id_array=np.zeros(n_t * n_bl, int),
-        vis_units=units, history=f"exported by contimg-dask from {store.name} (data group "
-                                 f"{data_group}{', calibrated' if units == 'Jy' else ''})")
+    with warnings.catch_warnings():
+        # UVData.new computes UVWs of its own and warns that it does not rephase for them:
+        # the store's UVWs (the authority) replace them below, so the warning does not apply.
+        warnings.filterwarnings("ignore", message="Recalculating uvw_array without adjusting",
+                                category=UserWarning, module="pyuvdata")
+        uv = UVData.new(
+            freq_array=ds.frequency.values, polarization_array=[POL_CODES[p] for p in
+                                                                 ds.polarization.values],
+            times=unix_to_jd(ds.time.values), telescope=telescope, antpairs=pairs,
+            do_blt_outer=True, time_axis_faster_than_bls=False,
+            integration_time=float(ds.time.attrs["integration_time"]["data"]),
+            channel_width=float(ds.frequency.attrs["channel_width"]["data"]),
+            data_array=np.asarray(data).reshape(n_t * n_bl, n_f, n_p),
+            flag_array=flag,
+            nsample_array=np.where(flag, 0.0, ds[group["weight"]].values.reshape(
+                n_t * n_bl, n_f, n_p)).astype(np.float32),
+            phase_center_catalog={0: {"cat_name": view.field_name,
+                                      "cat_type": "sidereal", "cat_lon": ra, "cat_lat": dec,
+                                      "cat_frame": "icrs", "cat_epoch": 2000.0}},
+            phase_center_id_array=np.zeros(n_t * n_bl, int),
+            vis_units=units, history=f"exported by contimg-dask from {store.name} (data group "
+                                     f"{data_group}{', calibrated' if units == 'Jy' else ''})")
     uv.uvw_array = ds[group["uvw"]].values.reshape(n_t * n_bl, 3)
     uv.extra_keywords["TELESCOP"] = prov["telescope"]
     return uv

@@ -38,9 +38,9 @@ from contimg_dask.coords.time import unix_to_mjd_seconds
 from contimg_dask.errors import InputError
 from contimg_dask.io.outputs.table_writer_process import TableWriterProcess
 from contimg_dask.io.store.block_calibration import read_block_calibration
-from contimg_dask.io.store.block_geometry import geometry_of
-from contimg_dask.io.store.block_store import fixed_centre_group, read_channels
+from contimg_dask.io.store.block_view import fixed_centre_group
 from contimg_dask.io.store.data_groups import ChannelReader, rotation_path_difference
+from contimg_dask.io.store.zarr_reads import read_channels
 from contimg_dask.io.system.atomic import atomic_directory
 from contimg_dask.io.system.page_cache import ReadAhead, extend_file
 from contimg_dask.io.system.scratch import scratch
@@ -275,7 +275,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     t0 = time.perf_counter()
     store, out = Path(store), Path(out)
     view = fixed_centre_group(store, data_group)
-    node, ds, group = view.node, view.dataset, view.names
+    block = view.block
+    node, ds, group = block.node, block.dataset, block.names
     field_ra, field_dec, field_name = view.ra_rad, view.dec_rad, view.field_name
     antenna = node["antenna_xds"].to_dataset(inherit=False)
     vis = ds[group["correlated_data"]]
@@ -312,7 +313,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     n_spw = len(spw_slices)
     freq = ds.frequency.values
     channel_width = float(ds.frequency.attrs["channel_width"]["data"])
-    geometry = geometry_of(node, store)
+    geometry = block.geometry
     ant1, ant2 = geometry.ant1.astype(np.int32), geometry.ant2.astype(np.int32)
     interval = float(ds.time.attrs["integration_time"]["data"])
     mjd_s = unix_to_mjd_seconds(ds.time.values)
@@ -323,9 +324,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     flag_rows = np.empty(n_rows, bool)
     uvw_rows = np.asarray(uvw.values).reshape(block_rows, 3)
     ant1_rows, ant2_rows = np.tile(ant1, n_t), np.tile(ant2, n_t)
-    group_path = store / str(view.node.name)
-    reader = ChannelReader(group_path, view.group, freq,
-                           rotation_path_difference(ds, view.group))
+    reader = ChannelReader(block.group_path, block.data_group, freq,
+                           rotation_path_difference(ds, block.data_group))
     # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
     # channels of a row: correlator weights (nsamples) rarely do, and the column is 1/3 of
     # the MS. Calibration applied on the fly makes them differ.
@@ -350,10 +350,11 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         sl, shape = spw_slices[s], (n_t, n_bl, n_chan, n_pol)
         data, f = slot["data"].reshape(shape), slot["flag"].reshape(shape)
         reader.read(sl, conjugate=calibration is None, out=data)
-        read_channels(store, flag.name, sl, out=f)
-        w = read_channels(store, weight.name, sl, out=scratch("ms_weight", shape, np.float32))
+        read_channels(block.group_path / flag.name, sl, out=f)
+        w = read_channels(block.group_path / weight.name, sl,
+                          out=scratch("ms_weight", shape, np.float32))
         if corrected is not None:
-            cdata = read_channels(store, corrected.name, sl,
+            cdata = read_channels(block.group_path / corrected.name, sl,
                                   out=slot["corrected"].reshape(shape))
             np.conj(cdata, out=cdata)
         elif calibration is not None:
@@ -425,7 +426,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
                 descs = [_weight_spectrum_desc(n_chan, n_pol)]
                 writer.addcols(descs, {"WeightTiles": tiles["WeightTiles"]})
                 for s, sl in enumerate(spw_slices):
-                    writer.put("WEIGHT_SPECTRUM", read_channels(store, weight.name, sl)
+                    writer.put("WEIGHT_SPECTRUM", read_channels(block.group_path / weight.name, sl)
                                .reshape(rows_shape), startrow=s * block_rows)
             writer.put("WEIGHT", weight_rows)
             writer.put("SIGMA", np.where(weight_rows > 0, 1 / np.sqrt(

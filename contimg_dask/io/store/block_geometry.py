@@ -15,7 +15,6 @@ from numpy.typing import NDArray
 from contimg_dask.coords.frames import icrs_to_apparent, local_apparent_sidereal_time
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.errors import InputError
-from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.ops.uvw import ecef_to_local_meridian
 
 
@@ -103,9 +102,3 @@ def geometry_of(node: xr.DataTree, store: Path) -> BlockGeometry:
         freq_hz=np.asarray(ds.frequency.values, np.float64),
         polarizations=[str(p) for p in ds.polarization.values],
         subbands=list(prov["subbands"]), subband_chunks=list(prov["subband_chunks"]))
-
-
-def read_geometry(store: str | Path) -> BlockGeometry:
-    """Open a block store and read its geometry."""
-    store = Path(store)
-    return geometry_of(block_node(open_block(store)), store)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,10 @@ import numpy as np
 import xarray as xr
 import zarr
 from numpy.typing import NDArray
-from zarr.errors import UnstableSpecificationWarning
+from zarr.errors import UnstableSpecificationWarning, ZarrUserWarning
 
 from contimg_dask import __version__
 from contimg_dask.errors import InputError
-from contimg_dask.io.store.data_groups import DataGroup, data_group
-from contimg_dask.io.store.zarr_reads import read_selection
 from contimg_dask.io.system.atomic import atomic_directory
 
 SCHEMA_VERSION = "4.0.1"
@@ -53,10 +50,12 @@ REPHASED_FIELD_NODE = "field_and_source_rephased_xds"
 
 
 def quiet_zarr_strings() -> None:
-    """Silence zarr's notes on fixed-length strings (xradio stores names the same way) and
-    on consolidated metadata (not yet in the zarr v3 spec; xradio writes it too)."""
-    warnings.filterwarnings("ignore", category=UnstableSpecificationWarning)
-    warnings.filterwarnings("ignore", message="Consolidated metadata")
+    """Inside a ``warnings.catch_warnings()`` block: silence zarr's notes on fixed-length
+    strings (xradio stores names the same way) and on consolidated metadata (not yet in the
+    zarr v3 spec; xradio writes it too). Only those two, and only when zarr raises them."""
+    warnings.filterwarnings("ignore", category=UnstableSpecificationWarning, module="zarr")
+    warnings.filterwarnings("ignore", message="Consolidated metadata", category=ZarrUserWarning,
+                            module="zarr")
 
 
 def _quantity(value: float, units: str) -> dict[str, Any]:
@@ -299,51 +298,6 @@ def open_block(path: str | Path) -> xr.DataTree:
     if tree.attrs.get("type") != "processing_set" or len(tree.children) != 1:
         raise InputError("not a one-block processing set", file=path)
     return tree
-
-
-def read_channels(store: Path, variable: str, channels: slice,
-                  out: np.ndarray | None = None) -> np.ndarray:
-    """All times and baselines of ``variable`` for a slice of channels, read straight from
-    zarr (for streaming writers: no Dask graph per slice), into ``out`` if given."""
-    tree_name = next(p.name for p in store.iterdir() if (p / variable).is_dir())
-    return read_selection(zarr.open_array(store / tree_name / variable, mode="r"),
-                          (slice(None), slice(None), channels, slice(None)), out)
-
-
-@dataclass(frozen=True)
-class FixedCentreGroup:
-    """A data group of a block store whose phase centre is one fixed ICRS direction."""
-
-    node: xr.DataTree
-    dataset: xr.Dataset
-    group: DataGroup
-    field_name: str
-    ra_rad: float
-    dec_rad: float
-
-    @property
-    def names(self) -> dict[str, Any]:
-        """The group's entry: correlated_data, flag, weight, uvw, field_and_source, ..."""
-        return self.group.names
-
-
-def fixed_centre_group(store: Path, data_group_name: str) -> FixedCentreGroup:
-    """Open ``data_group_name`` of a block store for export.
-
-    Raises
-    ------
-    InputError
-        The store lacks the group, or its phase centre moves (exports need a fixed one).
-    """
-    node = block_node(open_block(store))
-    ds = node.to_dataset(inherit=False)
-    group = data_group(ds.attrs, data_group_name, store, stage="export")
-    field = node[group.names["field_and_source"]].to_dataset(inherit=False)
-    if "time" in field.FIELD_PHASE_CENTER_DIRECTION.dims:
-        raise InputError(f"data group '{data_group_name}' has a moving phase centre; exports "
-                         "need a fixed one (rephase first)", file=store, stage="export")
-    ra, dec = (float(v) for v in field.FIELD_PHASE_CENTER_DIRECTION.values[0])
-    return FixedCentreGroup(node, ds, group, str(field.field_name.values[0]), ra, dec)
 
 
 def block_node(tree: xr.DataTree) -> xr.DataTree:

@@ -19,6 +19,7 @@ The rotation is :func:`contimg_dask.ops.phasing.rotate_by_path_difference`:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ import xarray as xr
 import zarr
 
 from contimg_dask.errors import InputError
-from contimg_dask.io.store.zarr_reads import read_selection
+from contimg_dask.io.store.model import check_data_group
+from contimg_dask.io.store.zarr_reads import read_channels
 from contimg_dask.ops.phasing import rotate_by_path_difference
 
 
@@ -63,21 +65,24 @@ def group_names(attrs: dict[str, Any]) -> list[str]:
 
 
 def data_group(attrs: dict[str, Any], name: str, store: Path | None = None,
-               stage: str | None = None, key: str | None = None) -> DataGroup:
+               stage: str | None = None, key: str | None = None,
+               variables: Mapping[str, Any] | None = None) -> DataGroup:
     """The data group ``name`` of a visibility dataset (its ``attrs``); a stored group
-    takes precedence over a derived one of the same name.
+    takes precedence over a derived one of the same name. The entry is checked against the
+    data model (:data:`contimg_dask.io.store.model.DATA_GROUP`) and, given the dataset's
+    ``variables``, must name variables that exist.
 
     Raises
     ------
     InputError
-        The dataset has no such group (naming the groups it has).
+        The dataset has no such group (naming the groups it has);
+        :class:`~contimg_dask.io.store.model.StoreModelError` its entry is malformed.
     """
     stored = attrs.get("data_groups", {})
-    if name in stored:
-        return DataGroup(name, dict(stored[name]))
     derived = derived_groups(attrs)
-    if name in derived:
-        return DataGroup(name, dict(derived[name]))
+    entry = stored.get(name, derived.get(name))
+    if entry is not None:
+        return DataGroup(name, dict(check_data_group(entry, name, variables, store)))
     hint = "; run `contimg rephase` first" if name == "rephased" else ""
     raise InputError(f"block store has no data group '{name}' (has "
                      f"{group_names(attrs)}){hint}", file=store, stage=stage, key=key)
@@ -125,8 +130,7 @@ class ChannelReader:
         """Visibilities of ``channels`` (complex64; their conjugate with ``conjugate``, as
         the Measurement Set stores them), rotated in place for a derived group; into
         ``out`` if given (a reused buffer, io/system/scratch.py)."""
-        vis = read_selection(self._array, (slice(None), slice(None), channels, slice(None)),
-                             out)
+        vis = read_channels(self._array, channels, out)
         if self._dw is None:
             return np.conj(vis, out=vis) if conjugate else vis
         return rotate_by_path_difference(vis, self._dw, self._freq[channels], out=vis,

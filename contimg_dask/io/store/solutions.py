@@ -23,16 +23,19 @@ import xarray as xr
 
 from contimg_dask.errors import InputError
 from contimg_dask.io.store.block_store import quiet_zarr_strings
+from contimg_dask.io.store.model import SOLUTIONS, check_solutions
 from contimg_dask.io.system.atomic import atomic_directory
 
-SOLUTIONS_TYPE = "calibration_solutions"
+SOLUTIONS_TYPE = SOLUTIONS.type
 
 
 def write_solutions(solutions: xr.Dataset, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``solutions`` atomically (temporary name, then rename; an existing solutions
     store is replaced only once the new one is complete, anything else only with
-    ``overwrite``)."""
+    ``overwrite``), checked against the data model
+    (:data:`contimg_dask.io.store.model.SOLUTIONS`) first."""
     path = Path(path)
+    check_solutions(solutions, path)
     with atomic_directory(path, "solutions", overwrite) as tmp, warnings.catch_warnings():
         quiet_zarr_strings()
         solutions.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
@@ -45,7 +48,8 @@ def read_solutions(path: str | Path) -> xr.Dataset:
     Raises
     ------
     InputError
-        Missing, unreadable, or not a solutions store.
+        Missing or unreadable; :class:`~contimg_dask.io.store.model.StoreModelError` (an
+        InputError) not a solutions store, naming the fields at fault.
     """
     path = Path(path)
     if not (path / "zarr.json").exists():
@@ -56,7 +60,4 @@ def read_solutions(path: str | Path) -> xr.Dataset:
             ds = xr.open_zarr(path, zarr_format=3, consolidated=True).load()
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"cannot read calibration solutions: {exc}", file=path) from exc
-    if ds.attrs.get("type") != SOLUTIONS_TYPE:
-        raise InputError(f"not a calibration solutions store (type "
-                         f"{ds.attrs.get('type')!r})", file=path)
-    return ds
+    return check_solutions(ds, path)

@@ -1,0 +1,40 @@
+"""Stage ``flag``: flag the block store (static and RFI flags) as the flag version ``rfi``.
+
+Wraps :func:`contimg_dask.pipeline.flag.flag_block`. Figures: the flagged fraction of the
+block's cross-correlations and of each subband (``flagged_fraction_sbNN``), as stored with
+the version.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, ClassVar
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.pipeline.flag import flag_block
+from contimg_dask.stages._running import on_client, stage_result
+from contimg_dask.stages.contract import BlockRef, StageResult
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
+
+FLAG_VERSION = "rfi"
+
+
+class FlagStage:
+    """Block store -> flag version ``rfi``, made active."""
+
+    name: ClassVar[str] = "flag"
+    needs: ClassVar[tuple[str, ...]] = ("ingest",)
+
+    def run(self, block: BlockRef, config: PipelineConfig, *,
+            client: Client | None = None) -> StageResult:
+        t0 = time.perf_counter()
+        with on_client(client):
+            fractions = flag_block(block.store, config.flagging, version=FLAG_VERSION)
+        figures = {"flag_version": FLAG_VERSION, "flagged_fraction": fractions["block"],
+                   **{f"flagged_fraction_sb{sb}": value
+                      for sb, value in fractions["per_subband"].items()}}
+        return stage_result(self.name, block, config, [("block_store", block.store)],
+                            [block.store], figures, t0,
+                            command=f"contimg flag {block.store} --version {FLAG_VERSION}")
