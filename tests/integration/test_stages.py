@@ -174,7 +174,7 @@ def test_corrected_data_apply_the_gains_once_per_chunk(runs: dict, monkeypatch) 
     chunk, and each variable is that kernel's output on the whole block."""
     import dask
 
-    from contimg_dask.io import block_calibration
+    from contimg_dask.io.store import block_calibration
     from contimg_dask.ops.calibration import apply_gains
 
     store = runs["block"].store
@@ -323,7 +323,7 @@ def test_malformed_store_content_is_refused_naming_store_and_field(runs: dict,
 
 def test_block_store_docs_show_the_declared_model() -> None:
     """docs/block-store.md carries every model's own description, as declared."""
-    from contimg_dask.io import store_model
+    from contimg_dask.io.store import model as store_model
 
     docs = (Path(__file__).parents[2] / "docs" / "block-store.md").read_text()
     for model in (store_model.SOLUTIONS, store_model.SOLUTIONS_PROVENANCE,
