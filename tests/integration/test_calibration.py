@@ -194,7 +194,8 @@ def test_apply_to_the_calibrator_block_returns_the_model(strip: dict) -> None:
     assert np.abs(np.abs(per_baseline) - 1).max() < 0.01
     assert np.degrees(np.abs(np.angle(per_baseline))).max() < 1.0
     raw = group_visibilities_of(store)[:, :, sl]
-    assert np.abs(raw[:, cross] - corrected[:, cross]).mean() > 0.1 * np.abs(ideal).mean()
+    assert (np.abs(raw[:, cross] - corrected[:, cross]).mean()
+            > 0.1 * np.abs(ideal[:, cross]).mean())
     # No solution is flagged: the corrected group shares the flags it was made from.
     assert ds.attrs["data_groups"]["corrected"]["flag"] == "FLAG"
     assert "FLAG_CORRECTED" not in ds
@@ -294,7 +295,8 @@ def test_uvh5_export_carries_calibrated_data(strip: dict, tmp_path: Path) -> Non
     uv = UVData.from_file(str(out))
     assert uv.vis_units == "Jy"
     geometry = read_geometry(store)
-    n_t, n_bl, n_f, n_p = group_visibilities_of(store).shape
+    expected = corrected_dataset(store).VISIBILITY_CORRECTED.values
+    n_t, n_bl, n_f, n_p = expected.shape
     order = np.lexsort((uv.ant_2_array, uv.ant_1_array, uv.time_array))
     data = uv.data_array[order].reshape(n_t, n_bl, n_f, n_p)
     # Against the simulator's truth (not our corrected dataset): each baseline's exported
@@ -306,7 +308,7 @@ def test_uvh5_export_carries_calibrated_data(strip: dict, tmp_path: Path) -> Non
     assert np.abs(np.abs(per_baseline) - 1).max() < 0.01
     assert np.degrees(np.abs(np.angle(per_baseline))).max() < 1.0
     # The exported data are the on-the-fly corrected data, bit for bit.
-    np.testing.assert_array_equal(data, corrected_dataset(store).VISIBILITY_CORRECTED.values)
+    np.testing.assert_array_equal(data, expected)
 
 
 def test_flagged_solutions_flag_the_data(strip: dict, tmp_path: Path) -> None:
