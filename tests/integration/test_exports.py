@@ -136,7 +136,8 @@ def test_pyuvdata_reads_our_ms_with_the_right_conjugation(ms: Path, rephased: Pa
                                                          raw: dict) -> None:
     """Our MS follows the MS sign convention as pyuvdata's MS reader expects: read back, the
     visibilities and UVWs are ours, and the polarizations, frequencies and times are the
-    correlator files'."""
+    correlator files'. (pyuvdata's MS reader relabels swapped correlation types without
+    moving the data, so the correlation types are pinned by CASA, below.)"""
     uv = UVData.from_file(str(ms))
     assert_metadata_of_the_correlator_files(uv, raw)
     ds, _ = rephased_dataset(rephased)
