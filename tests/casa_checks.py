@@ -12,7 +12,8 @@ from typing import Any
 
 def ms_conventions(vis: str) -> dict[str, Any]:
     """What CASA's ``msmetadata`` and ``listobs`` read from a Measurement Set's metadata:
-    correlation types, per-window channel frequencies and widths (Hz), the integration
+    the telescope, the position CASA places it at (ITRF, m), the row count, correlation
+    types, per-window channel frequencies and widths (Hz), the integration
     times (MJD seconds, UTC) and exposure (s), the antenna table (names, stations, ITRF
     positions in m, dish diameters in m) and the field table (names, ICRS phase centre)."""
     import casatasks
@@ -29,7 +30,13 @@ def ms_conventions(vis: str) -> dict[str, Any]:
             positions.append([float(v) for v in me.addxvalue(pos)["value"]])
         phase = msmd.phasecenter(0)
         exposure = msmd.exposuretime(scan=1, spwid=0, polid=0)
+        telescope = msmd.observatorynames()[0]
+        observatory = me.observatory(telescope)
         result = {
+            "telescope": telescope,
+            "observatory_itrf_m": ([float(v) for v in me.addxvalue(
+                me.measure(observatory, "ITRF"))["value"]] if observatory else None),
+            "nrows": int(msmd.nrows()),
             "corr_types": [int(c) for c in msmd.corrtypesforpol(0)],
             "n_spw": int(msmd.nspw()),
             "chan_freqs_hz": [[float(f) for f in msmd.chanfreqs(s)] for s in range(msmd.nspw())],
