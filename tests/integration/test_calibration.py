@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from astropy import units as u
 from astropy.coordinates import SkyCoord
@@ -107,7 +108,7 @@ def test_cli_calibrators_and_no_calibrator(strip: dict, small_blocks: Path, tmp_
     assert not (tmp_path / "none.zarr").exists()
 
 
-def _errors_against_truth(solutions, truth_path: Path, refant: int) -> tuple[np.ndarray, ...]:
+def _ratios_to_truth(solutions: xr.Dataset, truth_path: Path, refant: int) -> np.ndarray:
     """Every solution cell's G x B against the injected gain (averaged over the cell's
     interval) x bandpass, phases referenced to ``refant``: the complex ratios
     (cell, antenna, frequency, pol), found / true."""
@@ -135,7 +136,7 @@ def test_solutions_match_injected_gains(strip: dict) -> None:
     refant = names.index(solutions.attrs["contimg"]["refant"])
     assert solutions.BANDPASS_SNR.min() >= 50 and solutions.GAIN_SNR.min() >= 50
     assert not solutions.BANDPASS_FLAG.any() and not solutions.GAIN_FLAG.any()
-    ratios = _errors_against_truth(solutions, strip["truth"][0], refant)
+    ratios = _ratios_to_truth(solutions, strip["truth"][0], refant)
     assert ratios.shape[0] == 5
     assert np.abs(np.abs(ratios) - 1).max() < 0.01
     assert np.degrees(np.abs(np.angle(ratios))).max() < 1.0
@@ -347,7 +348,7 @@ def test_reference_antenna_falls_back_when_flagged(strip: dict, tmp_path: Path) 
     solutions = read_solutions(tmp_path / "sol.zarr")
     assert solutions.BANDPASS_FLAG.values[4].all()  # the flagged antenna has no solutions
     assert np.isnan(solutions.BANDPASS.values[4]).all()
-    ratios = np.delete(_errors_against_truth(solutions, strip["truth"][0], 9), 4, axis=1)
+    ratios = np.delete(_ratios_to_truth(solutions, strip["truth"][0], 9), 4, axis=1)
     assert np.abs(np.abs(ratios) - 1).max() < 0.01
     assert np.degrees(np.abs(np.angle(ratios))).max() < 1.0
 
