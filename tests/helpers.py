@@ -12,7 +12,9 @@ from astropy.coordinates import SkyCoord
 from pyuvdata import UVData
 
 from contimg_dask.config import PipelineConfig, load_config
-from contimg_dask.telescope import airy_power_beam
+
+SPEED_OF_LIGHT_M_S = 299792458.0  # exact, SI definition
+DISH_DIAMETER_M = 4.65  # DSA-110 dish (DSA110.md)
 
 
 def make_config(root: Path, **overrides: object) -> PipelineConfig:
@@ -93,6 +95,19 @@ def rfi_truth(store: Path, truth_path: Path, shape: tuple[int, ...]) -> np.ndarr
     return out
 
 
+def airy_power(offset_rad: np.ndarray, freq_hz: np.ndarray,
+               diameter_m: float = DISH_DIAMETER_M) -> np.ndarray:
+    """The power pattern of a uniformly illuminated circular aperture, written here from
+    the textbook formula and scipy's Bessel function, independently of the package's beam:
+    (2 J1(x) / x)² with x = π D sin(θ) ν / c, and 1 on axis."""
+    from scipy.special import j1
+
+    x = np.pi * diameter_m * np.sin(np.asarray(offset_rad, float)) * np.asarray(
+        freq_hz, float) / SPEED_OF_LIGHT_M_S
+    safe = np.where(x == 0, 1.0, x)
+    return np.where(x == 0, 1.0, (2 * j1(safe) / safe) ** 2)
+
+
 def expected_peak(source: dict, truth: dict, freq_hz: np.ndarray) -> float:
     """Mean over integrations and channels of S(ν) · B(offset(t), ν) (natural weighting,
     equal weights): the flux the simulator applied, as a multi-frequency image sees it."""
@@ -102,8 +117,7 @@ def expected_peak(source: dict, truth: dict, freq_hz: np.ndarray) -> float:
         pointing).rad
     spectrum = source["flux_jy"] * source["flux_scale"] * (
         freq_hz / source["ref_freq_hz"]) ** source["spectral_index"]
-    return float(np.mean(spectrum[None, :] * airy_power_beam(offset[:, None],
-                                                              freq_hz[None, :], 4.65)))
+    return float(np.mean(spectrum[None, :] * airy_power(offset[:, None], freq_hz[None, :])))
 
 
 def group_visibilities_of(store: Path, name: str = "rephased") -> np.ndarray:

@@ -17,8 +17,47 @@ from contimg_dask.io.outputs.exports import export_block
 from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.pipeline.rephase import rephase_block
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
-from contimg_dask.testing.casa_tasks import casa_uvw, listobs_summary, ms_metadata
+from contimg_dask.testing.casa_tasks import casa_uvw
+from tests.casa_checks import ms_conventions
 from tests.helpers import group_visibilities_of, make_config, read_truth
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# AIPS/pyuvdata polarization codes and the CASA (casacore Stokes) correlation types of the
+# linear products, from the two standards (AIPS Memo 117; casacore StokesTypes).
+AIPS_TO_CASA_CORR = {-5: 9, -6: 12, -7: 10, -8: 11}
+JD_TO_MJD = 2400000.5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def casa_worker_imports_tests() -> object:
+    """The CASA-side checks in tests/casa_checks.py are pickled by reference: the worker
+    must import them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(REPO_ROOT))
+        yield
+
+
+@pytest.fixture(scope="module")
+def raw(small_blocks: Path) -> dict:
+    """The block's correlator files' metadata as pyuvdata reads it, independently of our
+    ingest: the reference for the metadata conventions below. Frequencies per subband in
+    file order (descending, as the correlator writes them)."""
+    truth = read_truth(sorted(small_blocks.glob("*_truth.h5"))[0])
+    heads = [UVData.from_file(str(small_blocks / truth["files"][str(sb)]), file_type="uvh5",
+                              read_data=False, run_check=False) for sb in range(16)]
+    first = heads[0]
+    return {"subband_freqs_hz": [h.freq_array.copy() for h in heads],
+            "channel_width_hz": float(np.abs(first.channel_width).max()),
+            "polarization_array": first.polarization_array.tolist(),
+            "times_jd": np.unique(first.time_array),
+            "integration_s": float(np.unique(first.integration_time)[0]),
+            "antenna_names": list(first.telescope.antenna_names),
+            "antenna_numbers": first.telescope.antenna_numbers.copy(),
+            "antenna_itrf_m": first.telescope.antenna_positions + np.array(
+                [first.telescope.location.x.to_value("m"), first.telescope.location.y.to_value(
+                    "m"), first.telescope.location.z.to_value("m")]),
+            "antenna_diameters_m": first.telescope.antenna_diameters,
+            "antennas_in_data": set(np.union1d(first.ant_1_array, first.ant_2_array).tolist())}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +79,8 @@ def rephased_dataset(store: Path) -> tuple[xr.Dataset, tuple[float, float]]:
 
 @pytest.mark.parametrize(("fmt", "uvw_tol_m", "centre_tol_rad"), [
     ("uvh5", 1e-9, 1e-12), ("miriad", 1e-6, 1e-9), ("uvfits", 3e-4, 1e-9)])
-def test_pyuvdata_round_trip(rephased: Path, tmp_path: Path, fmt: str, uvw_tol_m: float,
-                             centre_tol_rad: float) -> None:
+def test_pyuvdata_round_trip(rephased: Path, raw: dict, tmp_path: Path, fmt: str,
+                             uvw_tol_m: float, centre_tol_rad: float) -> None:
     out = export_block(rephased, tmp_path / f"block.{fmt}", fmt, make_config(tmp_path))
     uv = UVData.from_file(str(out))
     ds, (ra, dec) = rephased_dataset(rephased)
@@ -54,11 +93,24 @@ def test_pyuvdata_round_trip(rephased: Path, tmp_path: Path, fmt: str, uvw_tol_m
                                   ds.FLAG.values)
     assert np.abs(uv.uvw_array[order].reshape(n_t, n_bl, 3)
                   - ds.UVW_REPHASED.values).max() < uvw_tol_m
-    np.testing.assert_allclose(uv.freq_array, ds.frequency.values)
+    assert_metadata_of_the_correlator_files(uv, raw)
     (entry,) = uv.phase_center_catalog.values()
     assert entry["cat_type"] == "sidereal"
     assert abs(entry["cat_lon"] - ra) < centre_tol_rad
     assert abs(entry["cat_lat"] - dec) < centre_tol_rad
+
+
+def assert_metadata_of_the_correlator_files(uv: UVData, raw: dict) -> None:
+    """An export read by pyuvdata has the correlator files' polarizations (in their order),
+    frequencies (all channels, ascending) and channel width, integration centres and
+    integration time, as pyuvdata reads the correlator files."""
+    assert uv.polarization_array.tolist() == raw["polarization_array"]
+    np.testing.assert_allclose(uv.freq_array, np.sort(np.concatenate(raw["subband_freqs_hz"])),
+                               rtol=0, atol=1e-3)
+    np.testing.assert_allclose(uv.channel_width, raw["channel_width_hz"], rtol=1e-9)
+    np.testing.assert_allclose(np.unique(uv.time_array), raw["times_jd"], rtol=0,
+                               atol=1e-3 / 86400)
+    np.testing.assert_allclose(uv.integration_time, raw["integration_s"], rtol=1e-6)
 
 
 def test_export_needs_a_fixed_phase_centre(small_blocks: Path, tmp_path: Path) -> None:
@@ -80,10 +132,14 @@ def ms(rephased: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_block(rephased, root / "block.ms", "ms", make_config(root))
 
 
-def test_pyuvdata_reads_our_ms_with_the_right_conjugation(ms: Path, rephased: Path) -> None:
+def test_pyuvdata_reads_our_ms_with_the_right_conjugation(ms: Path, rephased: Path,
+                                                         raw: dict) -> None:
     """Our MS follows the MS sign convention as pyuvdata's MS reader expects: read back, the
-    visibilities and UVWs are ours."""
+    visibilities and UVWs are ours, and the polarizations, frequencies and times are the
+    correlator files'. (pyuvdata's MS reader relabels swapped correlation types without
+    moving the data, so the correlation types are pinned by CASA, below.)"""
     uv = UVData.from_file(str(ms))
+    assert_metadata_of_the_correlator_files(uv, raw)
     ds, _ = rephased_dataset(rephased)
     n_t, n_bl, n_f, n_p = ds.VISIBILITY.shape
     order = np.lexsort((uv.ant_2_array, uv.ant_1_array, uv.time_array))
@@ -91,31 +147,6 @@ def test_pyuvdata_reads_our_ms_with_the_right_conjugation(ms: Path, rephased: Pa
                                group_visibilities_of(rephased), rtol=1e-6, atol=1e-6)
     assert np.abs(uv.uvw_array[order].reshape(n_t, n_bl, 3)
                   - ds.UVW_REPHASED.values).max() < 1e-9
-
-
-@pytest.mark.casa
-def test_casa_reads_antennas_phase_centre_and_frequencies(ms: Path, rephased: Path,
-                                                         tmp_path: Path) -> None:
-    config = make_config(tmp_path)
-    meta = run_casa(config, ms_metadata, str(ms))
-    ds, (ra, dec) = rephased_dataset(rephased)
-    antenna = block_node(open_block(rephased))["antenna_xds"].to_dataset(inherit=False)
-    assert meta["telescope"] == "OVRO_MMA"
-    ref = config.telescope.reference
-    array_ref = geodetic_to_ecef(ref.longitude_rad, ref.latitude_rad, ref.height_m)
-    assert np.linalg.norm(np.array(meta["observatory_itrf_m"]) - array_ref) < 1.0
-    assert meta["antennas"] == antenna.antenna_name.values.tolist()
-    np.testing.assert_allclose(meta["antenna_itrf_m"], antenna.ANTENNA_POSITION.values,
-                               atol=1e-3)
-    assert meta["phase_centre"]["frame"] == "ICRS"
-    assert np.mod(meta["phase_centre"]["ra_rad"], 2 * np.pi) == pytest.approx(ra, abs=1e-12)
-    assert meta["phase_centre"]["dec_rad"] == pytest.approx(dec, abs=1e-12)
-    freqs = np.concatenate(meta["spw_chan_freqs_hz"])
-    np.testing.assert_allclose(freqs, ds.frequency.values, rtol=0, atol=1e-3)
-    assert len(meta["spw_chan_freqs_hz"]) == 16
-    assert meta["nrows"] == 24 * 16 * 78
-    summary = run_casa(config, listobs_summary, str(ms))
-    assert summary["nfields"] == 1
 
 
 @pytest.mark.casa
@@ -154,11 +185,16 @@ def test_uvws_agree_with_casa_measures(ms: Path, rephased: Path, small_blocks: P
 
 
 @pytest.mark.casa
-def test_single_spw_layout(rephased: Path, tmp_path: Path) -> None:
+def test_single_spw_layout(rephased: Path, raw: dict, tmp_path: Path) -> None:
+    """One window of all 128 channels, ascending, as the correlator files have them."""
     config = make_config(tmp_path)
     out = export_block(rephased, tmp_path / "one.ms", "ms", config, spw_layout="single")
-    meta = run_casa(config, ms_metadata, str(out))
-    assert len(meta["spw_chan_freqs_hz"]) == 1 and len(meta["spw_chan_freqs_hz"][0]) == 128
+    meta = run_casa(config, ms_conventions, str(out))
+    assert meta["n_spw"] == 1
+    np.testing.assert_allclose(meta["chan_freqs_hz"][0],
+                               np.sort(np.concatenate(raw["subband_freqs_hz"])), rtol=0,
+                               atol=1e-3)
+    assert meta["corr_types"] == [AIPS_TO_CASA_CORR[p] for p in raw["polarization_array"]]
     shutil.rmtree(out)
 
 
@@ -254,3 +290,45 @@ def test_ms_export_where_dev_shm_is_too_small(rephased: Path, ms: Path, tmp_path
     for name in names:
         np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
     assert not list(out.glob(".slot-*"))
+
+
+@pytest.mark.casa
+def test_casa_reads_the_ms_metadata_of_the_correlator_files(ms: Path, rephased: Path,
+                                                             raw: dict, tmp_path: Path) -> None:
+    """Every metadata convention of our MS, as CASA (msmetadata, listobs) reads it, equals
+    the correlator files' as pyuvdata reads them: correlation types, each window's channel
+    frequencies (ascending within the window, windows ascending), positive channel widths,
+    integration centres and exposure, the antenna and field tables. CASA places the array
+    (OVRO_MMA) within 1 m of our reference and reads the store's phase centre."""
+    config = make_config(tmp_path)
+    meta = run_casa(config, ms_conventions, str(ms))
+    assert meta["telescope"] == "OVRO_MMA"
+    ref = config.telescope.reference
+    array_ref = geodetic_to_ecef(ref.longitude_rad, ref.latitude_rad, ref.height_m)
+    assert np.linalg.norm(np.array(meta["observatory_itrf_m"]) - array_ref) < 1.0
+    assert meta["nrows"] == 24 * 16 * 78
+    assert meta["corr_types"] == [AIPS_TO_CASA_CORR[p] for p in raw["polarization_array"]]
+    expected = sorted((np.sort(f) for f in raw["subband_freqs_hz"]), key=lambda f: f[0])
+    assert meta["n_spw"] == len(expected) == 16
+    for spw, (casa, ours) in enumerate(zip(meta["chan_freqs_hz"], expected, strict=True)):
+        np.testing.assert_allclose(casa, ours, rtol=0, atol=1e-3, err_msg=f"spw {spw}")
+        np.testing.assert_allclose(meta["chan_widths_hz"][spw], raw["channel_width_hz"],
+                                   rtol=1e-9)
+    times = (raw["times_jd"] - JD_TO_MJD) * 86400.0
+    np.testing.assert_allclose(meta["times_mjd_s"], times, rtol=0, atol=1e-3)
+    assert meta["exposure_s"] == pytest.approx(raw["integration_s"], abs=1e-6)
+    listobs = meta["listobs"]
+    assert listobs["integration_s"] == pytest.approx(raw["integration_s"], abs=1e-3)
+    half = raw["integration_s"] / 2
+    assert listobs["begin_mjd_d"] * 86400 == pytest.approx(times[0] - half, abs=1e-2)
+    assert listobs["end_mjd_d"] * 86400 == pytest.approx(times[-1] + half, abs=1e-2)
+    assert listobs["nfields"] == 1 and len(meta["field_names"]) == 1
+    assert meta["phase_centre"]["frame"] == "ICRS"
+    _, (ra, dec) = rephased_dataset(rephased)
+    assert np.mod(meta["phase_centre"]["ra_rad"], 2 * np.pi) == pytest.approx(ra, abs=1e-12)
+    assert meta["phase_centre"]["dec_rad"] == pytest.approx(dec, abs=1e-12)
+    # The antenna table holds the antennas that have data, by the correlator's names.
+    index = [raw["antenna_names"].index(name) for name in meta["antenna_names"]]
+    assert {int(raw["antenna_numbers"][i]) for i in index} == raw["antennas_in_data"]
+    np.testing.assert_allclose(meta["antenna_itrf_m"], raw["antenna_itrf_m"][index], atol=1e-3)
+    np.testing.assert_allclose(meta["antenna_diameters_m"], raw["antenna_diameters_m"][index])

@@ -34,10 +34,21 @@ def cross_flags(store: Path) -> tuple[np.ndarray, np.ndarray]:
     return flags, cross
 
 
+# Recall by RFI strength (injected amplitude in units of the noise σ), with bounds near what
+# is measured, so that a weakened flagger fails. Measured (seed 3 / 8): 1.000 in every band,
+# false flags 2.3e-4 / 3.5e-4. With the SumThreshold threshold doubled (6 -> 12 σ) the >10 σ
+# band drops to 0.958 (seed 3); without SumThreshold 0.944 / 0.939; without the MAD clip
+# 5-10 σ 0.947 / 0.992; without extension 3-5 σ 0.954 / 0.982; one iteration instead of
+# two >10 σ 0.979 / 0.953; without the baseline-scatter bad-antenna test 0.56 / 0.45.
+RECALL_BOUNDS = [(3, 5, 0.99), (5, 10, 0.995), (10, np.inf, 0.995)]
+MAX_FALSE_RATE = 1e-3
+
+
 @pytest.mark.parametrize("seed", [3, 8])
-def test_rfi_recall_and_false_flags(tmp_path: Path, seed: int) -> None:
-    """Recall >= 95 % of visibilities with RFI above 5 sigma of the noise; <= 1 % of clean
-    visibilities flagged (cross-correlations; autocorrelations are flagged by design)."""
+def test_rfi_recall_by_strength_and_false_flags(tmp_path: Path, seed: int) -> None:
+    """Recall of visibilities with RFI of 3-5, 5-10 and > 10 σ of the noise, and the
+    fraction of clean visibilities flagged (cross-correlations; autocorrelations are
+    flagged by design)."""
     store, truth_path = simulate_and_ingest(tmp_path, SimulationOptions(preset="small",
                                                                         seed=seed))
     truth = read_truth(truth_path)
@@ -47,12 +58,14 @@ def test_rfi_recall_and_false_flags(tmp_path: Path, seed: int) -> None:
     rfi = rfi_truth(store, truth_path, flags.shape)[:, cross]
     flags = flags[:, cross]
     sigma = truth["noise_sigma_jy"]
-    strong, clean = rfi > 5 * sigma, rfi == 0
-    assert strong.sum() > 10_000
-    recall = flags[strong].mean()
-    false_rate = flags[clean].mean()
-    assert recall >= 0.95, recall
-    assert false_rate <= 0.01, false_rate
+    recall = {}
+    for low, high, _ in RECALL_BOUNDS:
+        band = (rfi > low * sigma) & (rfi <= high * sigma)
+        assert band.sum() > 100, (low, high)
+        recall[(low, high)] = flags[band].mean()
+    assert all(recall[(low, high)] >= bound for low, high, bound in RECALL_BOUNDS), recall
+    false_rate = flags[rfi == 0].mean()
+    assert false_rate <= MAX_FALSE_RATE, false_rate
     bad = [str(a + 1) for a in truth["rfi"]["bad_antennas"]]
     assert all(fractions["per_antenna"][name] == 1.0 for name in bad)
 

@@ -15,8 +15,7 @@ from astropy.coordinates import SkyCoord
 
 from contimg_dask.science.skymodel import PointSource, write_catalog
 from contimg_dask.simulate import Faults, SimulationOptions, plan_blocks, simulate_blocks
-from contimg_dask.telescope import airy_power_beam
-from tests.helpers import make_config, read_truth, read_with_true_phase_centres
+from tests.helpers import airy_power, make_config, read_truth, read_with_true_phase_centres
 
 
 def _files(directory: Path, block: int = 0) -> list[Path]:
@@ -123,14 +122,15 @@ def test_lone_source_phases_to_zero_in_pyuvdata(lone_source, subband: int) -> No
     data = uv.data_array[cross]  # (n_row, n_freq, n_pol)
     assert np.degrees(np.abs(np.angle(data))).max() < 0.01
     # Expected amplitude: flux at each channel times the Airy beam at the source's offset
-    # from the pointing (computed here with astropy, independently of the simulator).
+    # from the pointing (offset from astropy, beam from scipy's J1, both independent of the
+    # simulator and the package).
     times = np.unique(uv.time_array)
     pointing = SkyCoord(np.array(truth["phase_centre_icrs_ra_rad"]) * u.rad,
                         np.array(truth["phase_centre_icrs_dec_rad"]) * u.rad)
     offset = SkyCoord(source.ra_deg * u.deg, source.dec_deg * u.deg).separation(pointing).rad
     freq = uv.freq_array
     expected = (source.flux_at(freq)[None, :]
-                * airy_power_beam(offset[:, None], freq[None, :], 4.65))  # (time, freq)
+                * airy_power(offset[:, None], freq[None, :]))  # (time, freq)
     t_index = np.searchsorted(times, uv.time_array[cross])
     ratio = np.abs(data) / expected[t_index][:, :, None]
     assert np.abs(ratio - 1).max() < 1e-4

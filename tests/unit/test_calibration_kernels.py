@@ -90,24 +90,53 @@ def test_an_antenna_without_data_is_undetermined() -> None:
     assert np.isfinite(np.delete(solution.gains, 7, axis=1)).all()
 
 
+def _random_gains(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.uniform(0.5, 1.5, shape) * np.exp(1j * rng.uniform(-np.pi, np.pi, shape))
+
+
 def test_apply_inverts_the_corruption() -> None:
+    """Data corrupted here, in NumPy, by g = G(t, ant, pol) · B(ν, ant, pol) with random
+    complex G varying in time and a random complex bandpass, as conj(g_a) g_b: apply gives
+    back the model, and the weights times |g_a g_b|² (the noise variance divided by
+    |g_a g_b|²: CASA applycal's calwt=True, pinned against CASA in test_caltables.py)."""
+    rng = np.random.default_rng(5)
     case = _corrupt(5, 0.0)
-    gain_t = np.repeat(case["gains"][None], N_T, axis=0)
-    bandpass = np.ones((N_F, N_ANT, N_P), complex)
-    corrected, weight, flag = apply_gains(case["vis"], case["weight"], case["flag"], gain_t,
-                                          bandpass, case["ant1"], case["ant2"])
+    a1, a2 = case["ant1"], case["ant2"]
+    gain_t = _random_gains(rng, (N_T, N_ANT, N_P))
+    bandpass = _random_gains(rng, (N_F, N_ANT, N_P))
+    g = gain_t[:, :, None, :] * bandpass.transpose(1, 0, 2)[None]  # (time, ant, freq, pol)
+    vis = (np.conj(g[:, a1]) * g[:, a2] * case["model"]).astype(np.complex64)
+    weight = rng.uniform(0.5, 2.0, vis.shape).astype(np.float32)
+    corrected, out_weight, flag = apply_gains(vis, weight, case["flag"], gain_t, bandpass,
+                                              a1, a2)
     np.testing.assert_allclose(corrected, case["model"], rtol=1e-5)
-    g = case["gains"]
-    power = np.abs(g[case["ant1"]] * g[case["ant2"]]) ** 2
-    np.testing.assert_allclose(weight, np.broadcast_to(power[None, :, None, :], weight.shape),
+    np.testing.assert_allclose(out_weight, weight * np.abs(g[:, a1] * g[:, a2]) ** 2,
                                rtol=1e-5)
     assert not flag.any()
     bandpass[2, 3, 1] = np.nan  # a flagged solution flags every baseline of antenna 3
-    _, weight, flag = apply_gains(case["vis"], case["weight"], case["flag"], gain_t, bandpass,
-                                  case["ant1"], case["ant2"])
-    has3 = (case["ant1"] == 3) | (case["ant2"] == 3)
-    assert flag[:, has3, 2, 1].all() and (weight[:, has3, 2, 1] == 0).all()
+    _, out_weight, flag = apply_gains(vis, weight, case["flag"], gain_t, bandpass, a1, a2)
+    has3 = (a1 == 3) | (a2 == 3)
+    assert flag[:, has3, 2, 1].all() and (out_weight[:, has3, 2, 1] == 0).all()
     assert flag.sum() == N_T * has3.sum()
+
+
+def test_stefcal_recovers_a_bandpass_channel_by_channel() -> None:
+    """Per-channel solves (one cell per channel) of data corrupted by a random complex
+    bandpass recover it, with the reference antenna's phase removed."""
+    rng = np.random.default_rng(8)
+    case = _corrupt(8, 0.0)
+    a1, a2 = case["ant1"], case["ant2"]
+    bandpass = _random_gains(rng, (N_F, N_ANT, N_P))
+    b = bandpass.transpose(1, 0, 2)  # (ant, freq, pol)
+    vis = (np.conj(b[a1])[None] * b[a2][None] * case["model"]).astype(np.complex64)
+    for f in range(N_F):
+        sl = slice(f, f + 1)
+        sums = normal_sums(vis[:, :, sl], case["model"][:, :, sl], case["weight"][:, :, sl],
+                           case["flag"][:, :, sl], a1, a2, np.zeros(N_T, int), 1)
+        solution = stefcal(sums.total((0, 1)), a1, a2, N_ANT, 200, 1e-12)
+        np.testing.assert_allclose(reference_to_antenna(solution.gains, 0).T,
+                                   reference_to_antenna(bandpass[f].T, 0).T, rtol=1e-5,
+                                   atol=1e-5)
 
 
 def test_point_source_phase_convention() -> None:

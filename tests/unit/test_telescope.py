@@ -79,6 +79,21 @@ def test_beam_half_power_width_is_1p03_lambda_over_d() -> None:
     assert np.degrees(airy_fwhm_rad(1.405e9, 4.65)) == pytest.approx(2.7, abs=0.05)
 
 
+def test_beam_agrees_with_an_independent_airy_pattern() -> None:
+    """The beam the simulator applies and the calibrator model uses equals the Airy pattern
+    written independently in tests/helpers.py (scipy's J1, the textbook formula), and the
+    speed of light is astropy's."""
+    from astropy.constants import c
+
+    from tests.helpers import airy_power
+
+    assert c.to_value("m/s") == SPEED_OF_LIGHT
+    offset = np.linspace(0, np.radians(6), 400)[:, None]
+    freq = np.array([1.311e9, 1.405e9, 1.499e9])[None, :]
+    np.testing.assert_allclose(airy_power_beam(offset, freq, 4.65), airy_power(offset, freq),
+                               rtol=1e-9, atol=1e-12)
+
+
 def test_beam_shape() -> None:
     freq = 1.405e9
     lam_over_d = SPEED_OF_LIGHT / freq / 4.65
