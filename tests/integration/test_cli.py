@@ -35,7 +35,7 @@ def test_ingest_rephase_export_commands(small_blocks: Path, tmp_path: Path) -> N
     assert run.stdout.strip().endswith("b.zarr")
     run = contimg("rephase", "b.zarr", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    printed = re.search(r"rephased b\.zarr to ICRS \((-?[\d.]+), (-?[\d.]+)\) deg", run.stdout)
+    printed = re.search(r"rephased \S*b\.zarr to ICRS \((-?[\d.]+), (-?[\d.]+)\) deg", run.stdout)
     assert printed, run.stdout
     ra, dec = np.radians([float(printed[1]), float(printed[2])])
     truth = read_truth(sorted(small_blocks.glob("*_truth.h5"))[0])

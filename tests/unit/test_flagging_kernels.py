@@ -204,8 +204,8 @@ def test_steps_switch_off() -> None:
 # Every step switched off alone; each test below fails when its step does nothing.
 ALL_OFF = dataclasses.replace(
     PARAMS, zeros=False, autocorrelations=False, bad_antenna_power_sigma=None,
-    bad_antenna_noise_factor=None, sumthreshold=False, mad_clip_sigma=None,
-    extension_sigma=None, mostly_flagged_fraction=1.0)
+    bad_antenna_noise_factor=None, sumthreshold=False, array_outlier_sigma=None,
+    mad_clip_sigma=None, extension_sigma=None, mostly_flagged_fraction=1.0)
 
 
 def _alone(seed: int, ingest: np.ndarray | None = None, **step: object) -> tuple:
@@ -239,13 +239,15 @@ def test_sumthreshold_alone_finds_the_line_and_the_burst() -> None:
 
 
 def test_mad_clip_alone_finds_the_burst_and_extension_grows_it() -> None:
-    """The 7σ clip alone flags the broadband burst (every sample) and part of the line;
-    growing the flags to neighbours above 3σ then flags more of the line (measured: 12 %
-    then 27 % of it)."""
-    flags, _, _, cross, _ = _alone(7, mad_clip_sigma=7.0)
+    """The 7σ clips alone (the array-wide outliers of step 4 and the MAD clip of step 7, which
+    shared one threshold before ``array_outlier_sigma``) flag the broadband burst (every
+    sample) and part of the line; growing the flags to neighbours above 3σ then flags more
+    of the line (measured: 12 % then 27 % of it)."""
+    clips = {"mad_clip_sigma": 7.0, "array_outlier_sigma": 7.0}
+    flags, _, _, cross, _ = _alone(7, **clips)
     assert flags[5:7][:, cross].all()
     line_clip = flags[:, cross, 9].mean()
-    grown, _, _, _, _ = _alone(7, mad_clip_sigma=7.0, extension_sigma=3.0)
+    grown, _, _, _, _ = _alone(7, **clips, extension_sigma=3.0)
     assert grown[:, cross, 9].mean() > 1.5 * line_clip > 0
 
 
