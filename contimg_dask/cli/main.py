@@ -13,6 +13,7 @@ import yaml
 
 from contimg_dask import __version__
 from contimg_dask.cli.calibration import add_calibration_commands
+from contimg_dask.cli.imaging import add_imaging_commands
 from contimg_dask.config import PipelineConfig, load_config
 from contimg_dask.errors import ContimgError
 from contimg_dask.logs import configure_logging, get_logger
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     flg.set_defaults(func=_cmd_flag)
 
     add_calibration_commands(sub)
+    add_imaging_commands(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")
