@@ -94,6 +94,18 @@ def wsclean_version(binary: str) -> str:
                 else "unknown")
 
 
+def require_wsclean(cfg: ImagingConfig, block_id: str) -> str:
+    """The WSClean binary's path. Raises ExternalToolError (permanent: installing it is an
+    operator's job) when it is not on PATH."""
+    binary = shutil.which(cfg.wsclean_binary)
+    if binary is None:
+        raise ExternalToolError(
+            f"imaging.engine is wsclean but the WSClean binary {cfg.wsclean_binary!r} is not "
+            "on PATH (Debian: apt-get install wsclean)", block=block_id, stage="image",
+            key="imaging.wsclean_binary", transient=False)
+    return binary
+
+
 def run_wsclean(config: PipelineConfig, ms: Path, work: Path, multi_term: bool,
                 datacolumn: str, average_width: int, block_id: str) -> dict[str, Any]:
     """WSClean on ``ms`` (averaged first in a CASA process when ``average_width`` > 1), with
@@ -102,12 +114,7 @@ def run_wsclean(config: PipelineConfig, ms: Path, work: Path, multi_term: bool,
     from contimg_dask.casa.imaging import average_channels
 
     cfg = config.imaging
-    binary = shutil.which(cfg.wsclean_binary)
-    if binary is None:
-        raise ExternalToolError(
-            f"imaging.engine is wsclean but the WSClean binary {cfg.wsclean_binary!r} is not "
-            "on PATH (Debian: apt-get install wsclean)", block=block_id, stage="image",
-            key="imaging.wsclean_binary", transient=False)
+    binary = require_wsclean(cfg, block_id)
     if average_width > 1:
         ms = Path(run_casa(config, average_channels, str(ms), str(work / "averaged.ms"),
                            datacolumn.removesuffix("_DATA").lower(), average_width,

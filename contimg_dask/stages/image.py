@@ -161,6 +161,8 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
     cfg = config.imaging
     root = Path(out) if out is not None else config.paths.products / "images"
     keep_ms = cfg.keep_ms if keep_ms is None else keep_ms
+    if cfg.engine == "wsclean":
+        engines.require_wsclean(cfg, block.block_id)
     summary = BlockSummary(block, config)
     deconvolver, brightest = choose_deconvolver(block, config)
     root.mkdir(parents=True, exist_ok=True)
