@@ -42,6 +42,7 @@ from contimg_dask.io.block_store import BASE_FIELD_NODE, block_node, open_block
 from contimg_dask.io.data_groups import data_group
 from contimg_dask.io.ms_writer import write_ms
 from contimg_dask.logs import get_logger
+from contimg_dask.ops.smearing import bandwidth_smearing_peak_ratio
 from contimg_dask.stages.contract import BlockRef, Product, Provenance, StageResult
 
 if TYPE_CHECKING:
@@ -117,6 +118,8 @@ class BlockSummary:
         self.subband_freq_hz = np.array([freq[s].mean() for s in slices])
         self.subband_weight = np.array([unflagged[s].sum() for s in slices])
         self.reference_frequency_hz = float(np.sum(freq * unflagged) / unflagged.sum())
+        self.channel_width_hz = float(abs(np.median(np.diff(freq)))) if len(freq) > 1 else (
+            float(abs(ds.frequency.attrs["channel_width"]["data"])))
         field = node[BASE_FIELD_NODE].to_dataset(inherit=False)
         direction = np.asarray(field.FIELD_PHASE_CENTER_DIRECTION.values, float)
         if direction.ndim == 1:  # tracked (sidereal) pointing: one direction
@@ -217,6 +220,18 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
                        seconds=time.perf_counter() - t0)
 
 
+def airy_radius_at(level: float, freq_hz: float, diameter_m: float) -> float:
+    """Offset (rad) where the static Airy power beam falls to ``level`` (inside the first
+    null)."""
+    from scipy.optimize import brentq
+
+    from contimg_dask.telescope.beam import SPEED_OF_LIGHT, airy_power_beam
+
+    null = 1.2197 * SPEED_OF_LIGHT / freq_hz / diameter_m
+    return float(brentq(lambda t: float(airy_power_beam(t, freq_hz, diameter_m)) - level,
+                        1e-9, null))
+
+
 def _flat(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in figures.items() if isinstance(v, float | int | str | bool)
             or v is None}
@@ -248,6 +263,14 @@ def _write_products(tmp: Path, stem: str, block: BlockRef, config: PipelineConfi
         "model_pixels": int(np.count_nonzero(model)),
         **image_figures(image, residual, pb, cfg.pb_cutoff),
     }
+    figures["pb_cutoff_radius_deg"] = float(np.degrees(airy_radius_at(
+        cfg.pb_cutoff, summary.reference_frequency_hz, summary.geometry.dish_diameter_m)))
+    figures["bandwidth_smearing_peak_ratio_at_pb_cutoff"] = float(
+        bandwidth_smearing_peak_ratio(
+            np.radians(figures["pb_cutoff_radius_deg"]),
+            summary.channel_width_hz * summary.average_width, summary.reference_frequency_hz,
+            np.radians(np.sqrt(figures["beam_major_arcsec"] * figures["beam_minor_arcsec"])
+                       / 3600)))
     pb_header = image_header.copy()
     pb_header["BUNIT"] = ""
     planes = {"image": (image, image_header), "image_pbcor": (pbcor, image_header),

@@ -114,3 +114,21 @@ def test_grid_interpolation_matches_exact_evaluation() -> None:
     gridded = drift_averaged_beam_on_grid(ra, dec, *track, freqs, D, step=4)
     assert np.max(np.abs(gridded - exact)) < 2e-4
     assert gridded[328, 328] == pytest.approx(exact[328, 328], abs=1e-12)  # a grid node
+
+
+def test_bandwidth_smearing_against_numerical_average() -> None:
+    """The closed form against a direct average of a Gaussian beam's peak response across a
+    square band (the source's image moves radially by theta * (nu' / nu - 1))."""
+    from contimg_dask.ops.smearing import bandwidth_smearing_peak_ratio
+
+    fwhm = np.radians(27 / 3600)
+    sigma = fwhm / np.sqrt(8 * np.log(2))
+    nu, width = 1.405e9, 0.732e6
+    for offset_deg in (0.5, 1.5, 2.0, 6.0):
+        theta = np.radians(offset_deg)
+        nus = nu + width * (np.arange(2001) / 2000 - 0.5)
+        shift = theta * (nus / nu - 1)
+        numeric = np.mean(np.exp(-0.5 * (shift / sigma) ** 2))
+        closed = bandwidth_smearing_peak_ratio(theta, width, nu, fwhm)
+        assert closed == pytest.approx(numeric, rel=1e-3), offset_deg
+    assert bandwidth_smearing_peak_ratio(0.0, width, nu, fwhm) == 1.0
