@@ -27,7 +27,11 @@ def tclean_parameters(cfg: ImagingConfig, deconvolver: str, reffreq_hz: float
         "specmode": "mfs", "stokes": "I", "reffreq": f"{reffreq_hz}Hz",
         "gridder": cfg.gridder, "wprojplanes": cfg.wprojplanes,
         "weighting": cfg.weighting, "robust": cfg.robust,
-        "deconvolver": deconvolver, "gain": cfg.gain, "pblimit": -1.0,
+        "deconvolver": deconvolver, "gain": cfg.gain,
+        # Negative: no PB normalisation or mask on the image (CASA has no DSA-110 beam; the
+        # stage applies its own); its magnitude bounds the region where nsigma measures the
+        # noise (-1 leaves no pixel: "No valid values to deconvolve").
+        "pblimit": -0.01,
     }
     if deconvolver == "mtmfs":
         params["nterms"] = cfg.nterms
