@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from pathlib import Path
@@ -151,9 +152,22 @@ def choose_deconvolver(block: BlockRef, config: PipelineConfig) -> tuple[str, fl
 
 
 def reproducing_command(block: BlockRef, config: PipelineConfig, out: Path) -> str:
-    """The command line that reproduces the products (with the recorded configuration)."""
-    return (f"contimg --env {config.environment} image {block.store} --out {out}  "
-            f"# configuration hash {config_hash(config)[:16]}")
+    """The command line that reproduces the products: ``--set`` for every ``imaging`` key that
+    differs from the environment's configuration files (the configuration hash pins the
+    rest)."""
+    from contimg_dask.config import load_config
+
+    sets = []
+    try:
+        base = load_config(environment=config.environment, environ={}).imaging.model_dump(
+            mode="json")
+    except ContimgError:
+        base = {}
+    for key, value in config.imaging.model_dump(mode="json").items():
+        if base.get(key, object()) != value:
+            sets.append(f"--set imaging.{key}={json.dumps(value)}")
+    return " ".join(["contimg", "--env", config.environment, *sets, "image",
+                     str(block.store), "--out", str(out)])
 
 
 def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None,

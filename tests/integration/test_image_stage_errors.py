@@ -89,3 +89,38 @@ def test_casa_time_out_is_transient_and_leaves_nothing(small_block: BlockRef,
     assert info.value.block == small_block.block_id
     assert sorted(p.name for p in out.iterdir()) == [earlier.parent.name]
     assert earlier.read_bytes() == b"an earlier product"
+
+
+@pytest.mark.slow
+@pytest.mark.casa
+def test_contimg_image_json_lists_the_products(small_block: BlockRef, tmp_path: Path) -> None:
+    """``contimg image STORE --out DIR --json``, run as a user runs it: a JSON list of the
+    products (kind, path, checksum) that exist where it says; the sidecar's command
+    reproduces the run's imaging settings."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sets = [f"--set=imaging.{k.split('.')[1]}={v}" for k, v in SMALL.items()]
+    exe = Path(sys.executable).with_name("contimg")
+    run = subprocess.run(
+        [str(exe), "--env", "testing", f"--set=paths.root={tmp_path}", *sets,
+         "--set=imaging.require_calibration=false", "image", str(small_block.store), "--out",
+         str(tmp_path / "out"), "--json"], capture_output=True, text=True, timeout=900,
+        check=False, env={**os.environ})
+    assert run.returncode == 0, run.stderr
+    products = json.loads(run.stdout)
+    kinds = [p["kind"] for p in products]
+    assert {"image", "image_pbcor", "residual", "pb", "model"} <= set(kinds)
+    for product in products:
+        assert Path(product["path"]).exists(), product
+    sidecar = json.loads(next(Path(p["path"]) for p in products
+                              if p["kind"] == "provenance").read_text())
+    assert "--set imaging.require_calibration=false" in sidecar["provenance"]["command"]
+    assert "--set imaging.imsize=256" in sidecar["provenance"]["command"]
+    failed = subprocess.run([str(exe), "--env", "testing", f"--set=paths.root={tmp_path}",
+                             "image", str(small_block.store), "--out", str(tmp_path / "o2")],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert failed.returncode == 2
+    assert "not calibrated" in failed.stderr and small_block.block_id in failed.stderr
