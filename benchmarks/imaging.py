@@ -39,6 +39,7 @@ def _config(work: Path, **overrides: object):
 
     return load_config(environment="testing", overrides={
         "paths.root": str(work), "imaging.require_calibration": False,
+        "casa.task_timeout_s": 7200.0,
         "calibration.catalog": str(CACHE / "imaging" / "prep" / "cal.csv"), **overrides})
 
 
@@ -150,7 +151,10 @@ def main() -> None:
     _prepare(block, work)
     results = {}
     for name in args.chains.split(","):
-        results[name] = run_chain(name, block, work / name, module="benchmarks.imaging")
+        try:
+            results[name] = run_chain(name, block, work / name, module="benchmarks.imaging")
+        except RuntimeError as exc:  # one chain failing must not lose the others' results
+            results[name] = {"error": str(exc)[-2000:]}
         print(name, json.dumps(results[name]), flush=True)
     config = _config(work)
     summary = {"preset": args.preset, "imsize": config.imaging.imsize,
@@ -162,7 +166,9 @@ def main() -> None:
              f"{config.imaging.cell_arcsec}\", niter {config.imaging.niter})", "",
              "| chain | seconds | peak memory GiB | notes |", "|---|---|---|---|"]
     for name, r in results.items():
-        if name == "reference":
+        if "error" in r:
+            lines.append(f"| {name} | failed | | {r['error'][-200:]!r} |")
+        elif name == "reference":
             lines.append(f"| reference: pyuvdata MS conversion | "
                          f"{sum(r['conversion'].values()):.0f} | | read+combine+phase+write |")
             lines.append(f"| reference: tclean dirty (niter 0) | {r['tclean_dirty']:.0f} | | |")

@@ -41,7 +41,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.casa]
 OFFSETS = [(0.0, 0.0, 3.0), (1.5, 0.0, 2.0), (-0.9, 0.6, 2.5), (0.3, -1.2, 4.0),
            (-0.5, -0.7, 1.5)]
 IMAGING = {"imaging.require_calibration": False, "imaging.imsize": 1024,
-           "imaging.cell_arcsec": 12.0, "imaging.niter": 1000}
+           "imaging.cell_arcsec": 12.0, "imaging.niter": 1000,
+           # mtmfs with w-projection needs ~8 major cycles here: minutes on a shared machine.
+           "casa.task_timeout_s": 3600.0}
 
 
 def _config(root: Path, catalog: Path, **overrides: object):
