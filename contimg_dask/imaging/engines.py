@@ -125,7 +125,7 @@ def run_wsclean(config: PipelineConfig, ms: Path, work: Path, multi_term: bool,
                            stage="image"))
         datacolumn = "DATA"
     prefix = work / "wsclean"
-    args = wsclean_arguments(cfg, multi_term, prefix, datacolumn)
+    args = [*wsclean_arguments(cfg, multi_term, prefix, datacolumn), str(ms)]
     try:
         proc = subprocess.run(args, capture_output=True, text=True, cwd=work, check=False,
                               timeout=config.casa.task_timeout_s)

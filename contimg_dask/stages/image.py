@@ -303,7 +303,7 @@ def _write_products(tmp: Path, stem: str, block: BlockRef, config: PipelineConfi
             quicklook_png(fits_path, fits_path.with_suffix(".png"),
                           f"{block.block_id} {kind} ({cfg.engine}"
                           f"{'' if summary.calibrated else ', UNCALIBRATED'}): noise "
-                          f"{1e3 * figures['noise_jy']:.2f} mJy/beam, peak "
+                          f"{1e3 * figures['noise_jy']:.2f} mJy/beam, image peak "
                           f"{figures['peak_jy']:.3g} Jy/beam", figures["noise_jy"])
     return figures
 
