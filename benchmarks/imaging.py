@@ -33,14 +33,15 @@ from benchmarks.run import CACHE, RESULTS, run_chain
 
 
 def _config(work: Path, **overrides: object):
-    """The testing configuration; the calibrator catalogue holds the simulated calibrator
-    (written by ``_prepare``), so that ``imaging.deconvolver: auto`` sees it."""
+    """The testing configuration for a chain's ``work`` directory (under the run's directory,
+    beside ``prep``); the calibrator catalogue holds the simulated calibrator (written by
+    ``_prepare``), so that ``imaging.deconvolver: auto`` sees it."""
     from contimg_dask.config import load_config
 
     return load_config(environment="testing", overrides={
         "paths.root": str(work), "imaging.require_calibration": False,
         "casa.task_timeout_s": 7200.0,
-        "calibration.catalog": str(CACHE / "imaging" / "prep" / "cal.csv"), **overrides})
+        "calibration.catalog": str(work.parent / "prep" / "cal.csv"), **overrides})
 
 
 def block_without_gains(preset: str) -> Path:
@@ -50,7 +51,7 @@ def block_without_gains(preset: str) -> Path:
     block = CACHE / f"{preset}_block_nogains"
     if not list(block.glob("*_truth.h5")):
         shutil.rmtree(block, ignore_errors=True)
-        simulate_blocks(_config(CACHE), block, SimulationOptions(
+        simulate_blocks(_config(CACHE / "simulate"), block, SimulationOptions(
             preset=preset, seed=11, calibrator=True, gains=False, rfi=False))
     return block
 
@@ -124,7 +125,7 @@ def _prepare(block: Path, work: Path) -> None:
     prep.mkdir(parents=True)
     truth = read_truth(next(block.glob("*_truth.h5")))
     files = [block / truth["files"][str(sb)] for sb in range(16)]
-    config = _config(prep)
+    config = _config(work / "prep-config")
     store = ingest_block(files, prep / "block.zarr", config)
     view = fixed_centre_group(store, "rephased")
     (prep / "centre.json").write_text(json.dumps([view.ra_rad, view.dec_rad]))
@@ -144,44 +145,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="full")
     parser.add_argument("--chains", default=",".join(CHAINS))
+    parser.add_argument("--work", default="imaging", help="run directory under the cache "
+                        "(results are named after it unless it is the default)")
     args = parser.parse_args()
     block = block_without_gains(args.preset)
-    work = CACHE / "imaging"
+    work = CACHE / args.work
+    name = f"imaging_{args.preset}" + ("" if args.work == "imaging" else f"_{args.work}")
     shutil.rmtree(work, ignore_errors=True)
     _prepare(block, work)
     results = {}
-    for name in args.chains.split(","):
+    for chain in args.chains.split(","):
         try:
-            results[name] = run_chain(name, block, work / name, module="benchmarks.imaging")
+            results[chain] = run_chain(chain, block, work / chain, module="benchmarks.imaging")
         except RuntimeError as exc:  # one chain failing must not lose the others' results
-            results[name] = {"error": str(exc)[-2000:]}
-        print(name, json.dumps(results[name]), flush=True)
-    config = _config(work)
+            results[chain] = {"error": str(exc)[-2000:]}
+        print(chain, json.dumps(results[chain]), flush=True)
+    config = _config(work / "summary")
     summary = {"preset": args.preset, "imsize": config.imaging.imsize,
                "cell_arcsec": config.imaging.cell_arcsec, "niter": config.imaging.niter,
                "results": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"imaging_{args.preset}.json").write_text(json.dumps(summary, indent=2))
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2))
     lines = [f"# Imaging, {args.preset} block ({config.imaging.imsize} px x "
              f"{config.imaging.cell_arcsec}\", niter {config.imaging.niter})", "",
              "| chain | seconds | peak memory GiB | notes |", "|---|---|---|---|"]
-    for name, r in results.items():
+    for chain, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed | | {r['error'][-200:]!r} |")
-        elif name == "reference":
+            lines.append(f"| {chain} | failed | | {r['error'][-200:]!r} |")
+        elif chain == "reference":
             lines.append(f"| reference: pyuvdata MS conversion | "
                          f"{sum(r['conversion'].values()):.0f} | | read+combine+phase+write |")
             lines.append(f"| reference: tclean dirty (niter 0) | {r['tclean_dirty']:.0f} | | |")
             lines.append(f"| reference: tclean niter {config.imaging.niter} | "
                          f"{r['tclean']:.0f} | {r['peak_rss_gib']:.1f} | 768 channels |")
         else:
-            lines.append(f"| {name}: image stage | {r['total']:.0f} | "
+            lines.append(f"| {chain}: image stage | {r['total']:.0f} | "
                          f"{r['peak_rss_gib']:.1f} | export {r['export_s']:.0f} s, engine "
                          f"{r['engine_s']:.0f} s, products {r['products_s']:.0f} s; "
                          f"{r['deconvolver']}, noise {1e3 * r['noise_jy']:.2f} mJy/beam, "
                          f"DR {r['dynamic_range']:.0f}, beam {r['beam_major_arcsec']:.1f}\" x "
                          f"{r['beam_minor_arcsec']:.1f}\" |")
-    (RESULTS / f"imaging_{args.preset}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
