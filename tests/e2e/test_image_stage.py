@@ -35,7 +35,8 @@ from contimg_dask.stages.image import ImageStage
 from tests.helpers import make_config, read_truth
 from tests.image_fits import fit_point_source, read_image
 
-pytestmark = [pytest.mark.slow, pytest.mark.casa]
+# tclean with mtmfs and w-projection: minutes per image, more on a shared machine.
+pytestmark = [pytest.mark.slow, pytest.mark.casa, pytest.mark.timeout(3600)]
 
 # (east offset deg, north offset deg, flux Jy at 1.4 GHz) from the block's mid-time centre.
 OFFSETS = [(0.0, 0.0, 3.0), (1.5, 0.0, 2.0), (-0.9, 0.6, 2.5), (0.3, -1.2, 4.0),
