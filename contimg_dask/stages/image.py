@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,7 +63,7 @@ def product_directory(result_root: Path, block_id: str) -> Path:
     return result_root / block_id.replace(":", "")
 
 
-def publish_directory(final: Path):  # -> ContextManager[Path]
+def publish_directory(final: Path) -> AbstractContextManager[Path]:
     """The one place products are made atomic: build in a temporary sibling of ``final``,
     rename into place when complete (io/atomic.py)."""
     return atomic_directory(final)
