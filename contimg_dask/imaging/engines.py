@@ -57,7 +57,7 @@ def wsclean_arguments(cfg: ImagingConfig, multi_term: bool, prefix: Path,
             str(cfg.imsize), "-scale", f"{cfg.cell_arcsec}asec", "-pol", "I",
             "-niter", str(cfg.niter), "-gain", str(cfg.gain), "-mgain", "0.8",
             "-auto-threshold", str(cfg.threshold_sigma), "-data-column", datacolumn,
-            "-j", str(cfg.threads), "-parallel-gridding", "1",
+            "-j", str(cfg.threads), "-parallel-gridding", "1", "-use-wgridder",
             "-no-update-model-required", "-quiet"]
     if cfg.weighting == "briggs":
         args += ["-weight", "briggs", str(cfg.robust)]

@@ -155,9 +155,9 @@ def test_products_carry_wcs_beam_provenance_and_figures(field: tuple,
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-11-30: WSClean 3.1 puts every source within 0.1 beam, but S1 (1.5 deg "
-    "east, PB 0.43) comes out 7.5 % low (1.846 vs 1.995 Jy; tclean: +0.08 %); cause not "
-    "found yet (docs/imaging.md)"))
+    "measured 2026-11-30 (WSClean 3.1, -use-wgridder): every source within 0.1 beam, but "
+    "PB-corrected peaks +0.10, -3.30, -2.79, -1.14, -3.41 % for S0-S4 (tclean: -0.14, "
+    "+0.08, -1.7, +0.12, -1.8 %); cause not found yet (docs/imaging.md)"))
 def test_wsclean_positions_and_pb_corrected_fluxes(field: tuple,
                                                    wsclean_field: StageResult) -> None:
     _check_positions_and_fluxes(wsclean_field, field[2])
@@ -165,8 +165,8 @@ def test_wsclean_positions_and_pb_corrected_fluxes(field: tuple,
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-11-30: S0 agrees (0.02 %, 0.07\"), S1 (1.5 deg east) differs by 7.5 % "
-    "(WSClean low; positions 1.24\" apart, within 0.05 beam)"))
+    "measured 2026-11-30: S0 agrees (0.2 %, < 0.1\"); S1 (1.5 deg east) 1.9965 Jy tclean vs "
+    "1.9291 Jy WSClean (3.4 %), S4 1.4699 vs 1.4452 (1.7 %); positions within 0.05 beam"))
 def test_engines_agree_on_fluxes_and_positions(field: tuple, tclean_field: StageResult,
                                                wsclean_field: StageResult) -> None:
     beam_arcsec = tclean_field.figures["beam_minor_arcsec"]
