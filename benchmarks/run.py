@@ -41,16 +41,16 @@ def simulated_block(preset: str) -> Path:
     return block
 
 
-def run_chain(name: str, block: Path, work: Path) -> dict:
-    """Run one chain in a fresh process; its result plus its peak memory (GiB): the largest
-    sum of resident memory over the chain's process and all its descendants (Dask workers,
-    CASA), sampled every 50 ms."""
+def run_chain(name: str, block: Path, work: Path, module: str = "benchmarks.chains") -> dict:
+    """Run one chain (of ``module``'s ``CHAINS``) in a fresh process; its result plus its peak
+    memory (GiB): the largest sum of resident memory over the chain's process and all its
+    descendants (Dask workers, CASA), sampled every 50 ms."""
     import psutil
 
     env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
     os.sync()  # start each chain with no dirty pages left by the one before
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.chains", name, str(block),
+    proc = subprocess.Popen([sys.executable, "-m", module, name, str(block),
                              str(work)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=ROOT.parent)
     root = psutil.Process(proc.pid)

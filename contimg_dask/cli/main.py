@@ -12,6 +12,7 @@ import yaml
 
 from contimg_dask import __version__
 from contimg_dask.cli.calibration import add_calibration_commands
+from contimg_dask.cli.imaging import add_imaging_commands
 from contimg_dask.cli.options import (
     add_overwrite_option,
     declination_deg,
@@ -20,6 +21,7 @@ from contimg_dask.cli.options import (
     utc_time,
 )
 from contimg_dask.cli.outcome import EXIT_INTERRUPTED, run, user_path
+from contimg_dask.cli.state import add_state_commands
 from contimg_dask.config import PipelineConfig, load_config
 from contimg_dask.errors import ContimgError
 from contimg_dask.logs import configure_logging, get_logger
@@ -301,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     flg.set_defaults(func=_cmd_flag)
 
     add_calibration_commands(sub)
-    __import__("contimg_dask.cli.state", fromlist=["_"]).add_state_commands(sub)
+    add_state_commands(sub)
+    add_imaging_commands(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

@@ -189,6 +189,37 @@ class CasaConfig(_Section):
     task_timeout_s: PositiveFloat
 
 
+class ImagingConfig(_Section):
+    """The ``image`` stage: export for imaging, the engine's parameters, the primary beam and
+    the products (see docs/imaging.md for the reasons behind every default)."""
+
+    engine: Literal["tclean", "wsclean"]
+    data_group: str
+    require_calibration: bool
+    channels_per_subband: PositiveInt | None
+    imsize: Annotated[int, Field(ge=64)]
+    cell_arcsec: PositiveFloat
+    weighting: Literal["natural", "uniform", "briggs"]
+    robust: Annotated[float, Field(ge=-2, le=2)]
+    gridder: Literal["wproject", "widefield"]
+    wprojplanes: int
+    deconvolver: Literal["auto", "hogbom", "mtmfs"]
+    nterms: Annotated[int, Field(ge=1, le=3)]
+    bright_source_jy: PositiveFloat
+    niter: NonNegativeInt
+    gain: Annotated[float, Field(gt=0, le=1)]
+    threshold_sigma: PositiveFloat
+    auto_mask: bool
+    auto_mask_sigma: PositiveFloat
+    min_uv_lambda: NonNegativeFloat
+    pb_cutoff: Annotated[float, Field(gt=0, lt=1)]
+    pb_grid_step_deg: PositiveFloat
+    threads: PositiveInt
+    keep_ms: bool
+    quicklook: bool
+    wsclean_binary: str
+
+
 class PresetConfig(_Section):
     """Simulator size preset. ``n_antennas: null`` means every active antenna."""
 
@@ -327,5 +358,6 @@ class PipelineConfig(_Section):
     logging: LoggingConfig
     dask: DaskConfig
     casa: CasaConfig
+    imaging: ImagingConfig
     simulation: SimulationConfig
     state: StateConfig

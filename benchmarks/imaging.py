@@ -1,0 +1,203 @@
+"""Imaging side by side on a full block: our image stage (tclean and WSClean) against the
+reference, CASA tclean on the Measurement Set pyuvdata writes (benchmarks/chains.py).
+
+    python -m benchmarks.imaging [--preset full]
+
+The block is simulated without instrumental gains (a 20 Jy calibrator transits its middle,
+plus the simulator's random sky), so that every chain images the same true sky without a
+calibration step in between (ours runs with ``imaging.require_calibration: false``). It is
+ingested once, untimed. Then, each chain in its own process (peak memory of the process
+tree sampled):
+
+- ``ours_tclean``: the image stage (MS export for imaging with 16 channels per subband,
+  tclean in a CASA worker, PB, products, PNGs), the configured image size, cell, niter;
+- ``ours_wsclean``: the same stage with WSClean;
+- ``reference``: pyuvdata reads, combines, phases and writes the MS (the reference
+  conversion, timed apart), then tclean on all 768 channels with the same image size, cell,
+  weighting, gridder, deconvolver and niter; its dirty image (niter 0) is timed too.
+
+JSON and markdown in ``benchmarks/results/imaging_<preset>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.run import CACHE, RESULTS, run_chain
+
+
+def _config(work: Path, **overrides: object):
+    """The testing configuration for a chain's ``work`` directory (under the run's directory,
+    beside ``prep``); the calibrator catalogue holds the simulated calibrator (written by
+    ``_prepare``), so that ``imaging.deconvolver: auto`` sees it."""
+    from contimg_dask.config import load_config
+
+    return load_config(environment="testing", overrides={
+        "paths.root": str(work), "imaging.require_calibration": False,
+        "casa.task_timeout_s": 7200.0,
+        "calibration.catalog": str(work.parent / "prep" / "cal.csv"), **overrides})
+
+
+def block_without_gains(preset: str) -> Path:
+    """The cached simulated block of ``preset`` without instrumental gains or RFI."""
+    from contimg_dask.simulate import SimulationOptions, simulate_blocks
+
+    block = CACHE / f"{preset}_block_nogains"
+    if not list(block.glob("*_truth.h5")):
+        shutil.rmtree(block, ignore_errors=True)
+        simulate_blocks(_config(CACHE / "simulate"), block, SimulationOptions(
+            preset=preset, seed=11, calibrator=True, gains=False, rfi=False))
+    return block
+
+
+def _store(work: Path) -> Path:
+    return work.parent / "prep" / "block.zarr"
+
+
+def _ours(block_dir: Path, work: Path, engine: str) -> dict:
+    from contimg_dask.io.block_geometry import read_geometry
+
+    from contimg_dask.stages.contract import BlockRef
+    from contimg_dask.stages.image import ImageStage
+
+    store = _store(work)
+    config = _config(work, **{"imaging.engine": engine})
+    t0 = time.perf_counter()
+    result = ImageStage(work / "images").run(BlockRef(read_geometry(store).block_id, store),
+                                             config)
+    out = {"total": time.perf_counter() - t0}
+    out.update({k: v for k, v in result.figures.items() if k in (
+        "export_s", "engine_s", "products_s", "deconvolver", "noise_jy", "peak_jy",
+        "dynamic_range", "beam_major_arcsec", "beam_minor_arcsec", "engine_version",
+        "channel_average", "imsize", "cell_arcsec")})
+    return out
+
+
+def ours_tclean(block_dir: Path, work: Path) -> dict:
+    return _ours(block_dir, work, "tclean")
+
+
+def ours_wsclean(block_dir: Path, work: Path) -> dict:
+    return _ours(block_dir, work, "wsclean")
+
+
+def reference(block_dir: Path, work: Path) -> dict:
+    from benchmarks import chains
+    from contimg_dask.casa import run_casa
+    from contimg_dask.casa.imaging import tclean_to_fits
+    from contimg_dask.imaging.engines import tclean_parameters
+
+    config = _config(work)
+    deconvolver = json.loads((work.parent / "prep" / "choice.json").read_text())
+    shutil.copy(work.parent / "prep" / "centre.json", work / "centre.json")
+    out = {"conversion": chains.reference(block_dir, work)}
+    params = tclean_parameters(config.imaging, deconvolver["deconvolver"],
+                               deconvolver["reffreq_hz"])
+    for label, niter in (("tclean_dirty", 0), ("tclean", config.imaging.niter)):
+        run_dir = work / label
+        run_dir.mkdir()
+        t0 = time.perf_counter()
+        run_casa(config, tclean_to_fits, str(work / "reference.ms"), str(run_dir), params,
+                 "data", 1, config.imaging.threshold_sigma, niter, config.imaging.threads,
+                 stage="reference")
+        out[label] = time.perf_counter() - t0
+    return out
+
+
+CHAINS = {"ours_tclean": ours_tclean, "ours_wsclean": ours_wsclean, "reference": reference}
+
+
+def _prepare(block: Path, work: Path) -> None:
+    """Ingest once (untimed); record the centre and the deconvolver choice for the reference."""
+    from contimg_dask.io.block_store import fixed_centre_group
+
+    from contimg_dask.io.ingest import ingest_block
+    from contimg_dask.science.skymodel import PointSource, write_catalog
+    from contimg_dask.stages.contract import BlockRef
+    from contimg_dask.stages.image import BlockSummary, choose_deconvolver
+    from tests.helpers import read_truth
+
+    prep = work / "prep"
+    prep.mkdir(parents=True)
+    truth = read_truth(next(block.glob("*_truth.h5")))
+    files = [block / truth["files"][str(sb)] for sb in range(16)]
+    config = _config(work / "prep-config")
+    store = ingest_block(files, prep / "block.zarr", config)
+    view = fixed_centre_group(store, "rephased")
+    (prep / "centre.json").write_text(json.dumps([view.ra_rad, view.dec_rad]))
+    cal = next(s for s in truth["sources"] if s["name"] == "SIMCAL")
+    write_catalog([PointSource(cal["name"], cal["ra_deg"], cal["dec_deg"], cal["flux_jy"],
+                               cal["ref_freq_hz"], cal["spectral_index"])], prep / "cal.csv")
+    block_ref = BlockRef(truth["block_id"], store)
+    deconvolver, _ = choose_deconvolver(block_ref, config)
+    summary = BlockSummary(block_ref, config)
+    (prep / "choice.json").write_text(json.dumps({
+        "deconvolver": deconvolver, "reffreq_hz": summary.reference_frequency_hz}))
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="full")
+    parser.add_argument("--chains", default=",".join(CHAINS))
+    parser.add_argument("--work", default="imaging", help="run directory under the cache "
+                        "(results are named after it unless it is the default)")
+    args = parser.parse_args()
+    block = block_without_gains(args.preset)
+    work = CACHE / args.work
+    name = f"imaging_{args.preset}" + ("" if args.work == "imaging" else f"_{args.work}")
+    shutil.rmtree(work, ignore_errors=True)
+    _prepare(block, work)
+    results = {}
+    for chain in args.chains.split(","):
+        try:
+            results[chain] = run_chain(chain, block, work / chain, module="benchmarks.imaging")
+        except RuntimeError as exc:  # one chain failing must not lose the others' results
+            results[chain] = {"error": str(exc)[-2000:]}
+        print(chain, json.dumps(results[chain]), flush=True)
+    config = _config(work / "summary")
+    summary = {"preset": args.preset, "imsize": config.imaging.imsize,
+               "cell_arcsec": config.imaging.cell_arcsec, "niter": config.imaging.niter,
+               "results": results}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2))
+    lines = [f"# Imaging, {args.preset} block ({config.imaging.imsize} px x "
+             f"{config.imaging.cell_arcsec}\", niter {config.imaging.niter})", "",
+             "| chain | seconds | peak memory GiB | notes |", "|---|---|---|---|"]
+    for chain, r in results.items():
+        if "error" in r:
+            lines.append(f"| {chain} | failed | | {r['error'][-200:]!r} |")
+        elif chain == "reference":
+            lines.append(f"| reference: pyuvdata MS conversion | "
+                         f"{sum(r['conversion'].values()):.0f} | | read+combine+phase+write |")
+            lines.append(f"| reference: tclean dirty (niter 0) | {r['tclean_dirty']:.0f} | | |")
+            lines.append(f"| reference: tclean niter {config.imaging.niter} | "
+                         f"{r['tclean']:.0f} | {r['peak_rss_gib']:.1f} | 768 channels |")
+        else:
+            lines.append(f"| {chain}: image stage | {r['total']:.0f} | "
+                         f"{r['peak_rss_gib']:.1f} | export {r['export_s']:.0f} s, engine "
+                         f"{r['engine_s']:.0f} s, products {r['products_s']:.0f} s; "
+                         f"{r['deconvolver']}, noise {1e3 * r['noise_jy']:.2f} mJy/beam, "
+                         f"DR {r['dynamic_range']:.0f}, beam {r['beam_major_arcsec']:.1f}\" x "
+                         f"{r['beam_minor_arcsec']:.1f}\" |")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in CHAINS:
+        name, block_dir, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+        work.mkdir(parents=True, exist_ok=True)
+        result = CHAINS[name](block_dir, work)
+        for path in work.rglob("*.ms"):
+            shutil.rmtree(path, ignore_errors=True)
+        print("RESULT " + json.dumps(result, default=lambda x: float(np.asarray(x))))
+    else:
+        main()
