@@ -37,12 +37,12 @@ from contimg_dask.imaging.products import (
     write_like,
     write_sidecar,
 )
-from contimg_dask.io.atomic import atomic_directory
-from contimg_dask.io.block_calibration import read_block_calibration
-from contimg_dask.io.block_geometry import geometry_of
-from contimg_dask.io.block_store import BASE_FIELD_NODE, block_node, open_block
-from contimg_dask.io.data_groups import data_group
-from contimg_dask.io.ms_writer import write_ms
+from contimg_dask.io.outputs.ms_writer import write_ms
+from contimg_dask.io.store.block_calibration import read_block_calibration
+from contimg_dask.io.store.block_geometry import geometry_of
+from contimg_dask.io.store.block_store import BASE_FIELD_NODE, block_node, open_block
+from contimg_dask.io.store.data_groups import data_group
+from contimg_dask.io.system.atomic import atomic_directory, register_product_kind
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.smearing import bandwidth_smearing_peak_ratio
 from contimg_dask.stages.contract import BlockRef, Product, Provenance, StageResult
@@ -63,10 +63,16 @@ def product_directory(result_root: Path, block_id: str) -> Path:
     return result_root / block_id.replace(":", "")
 
 
+#: A block's image products directory, recognised by its JSON sidecar: only such a
+#: directory is ever replaced by a new imaging run (io/system/atomic.py).
+IMAGE_PRODUCTS = "image_products"
+register_product_kind(IMAGE_PRODUCTS, lambda p: p.is_dir() and any(p.glob("*.image.json")))
+
+
 def publish_directory(final: Path) -> AbstractContextManager[Path]:
     """The one place products are made atomic: build in a temporary sibling of ``final``,
-    rename into place when complete (io/atomic.py)."""
-    return atomic_directory(final)
+    rename into place when complete (io/system/atomic.py)."""
+    return atomic_directory(final, IMAGE_PRODUCTS)
 
 
 def _sha256(path: Path) -> str:

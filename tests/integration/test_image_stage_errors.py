@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from contimg_dask.io.block_geometry import read_geometry
 
 from contimg_dask.errors import ContimgError, ExternalToolError, InputError
 from contimg_dask.io.ingest import ingest_block
+from contimg_dask.io.store.block_geometry import read_geometry
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.stages.contract import BlockRef
 from contimg_dask.stages.image import ImageStage
