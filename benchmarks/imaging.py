@@ -61,7 +61,7 @@ def _store(work: Path) -> Path:
 
 
 def _ours(block_dir: Path, work: Path, engine: str) -> dict:
-    from contimg_dask.io.store.block_geometry import read_geometry
+    from contimg_dask.io.store.block_view import read_geometry
     from contimg_dask.stages.contract import BlockRef
     from contimg_dask.stages.image import ImageStage
 

@@ -10,7 +10,7 @@ from contimg_dask.config import PipelineConfig
 
 
 def _cmd_image(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.io.store.block_geometry import read_geometry
+    from contimg_dask.io.store.block_view import read_geometry
     from contimg_dask.stages.contract import BlockRef
     from contimg_dask.stages.image import ImageStage
 

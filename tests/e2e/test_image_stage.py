@@ -27,7 +27,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from contimg_dask.io.ingest import ingest_block
-from contimg_dask.io.store.block_geometry import read_geometry
+from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.science.skymodel import PointSource, write_catalog
 from contimg_dask.simulate import SimulationOptions, plan_blocks, simulate_blocks
 from contimg_dask.stages.contract import BlockRef, StageResult

@@ -11,7 +11,7 @@ import zarr
 
 from contimg_dask.errors import ContimgError, ExternalToolError, InputError
 from contimg_dask.io.ingest import ingest_block
-from contimg_dask.io.store.block_geometry import read_geometry
+from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.stages.contract import BlockRef
 from contimg_dask.stages.image import ImageStage
@@ -81,6 +81,7 @@ def test_casa_time_out_is_transient_and_leaves_nothing(small_block: BlockRef,
     earlier = out / small_block.block_id.replace(":", "") / "earlier.fits"
     earlier.parent.mkdir(parents=True)
     earlier.write_bytes(b"an earlier product")
+    (earlier.parent / f"{earlier.parent.name}.image.json").write_text("{}\n")  # its sidecar
     config = make_config(tmp_path, **SMALL, **{"imaging.require_calibration": False,
                                                "casa.task_timeout_s": 2.0})
     with pytest.raises(ContimgError, match="timed out") as info:
