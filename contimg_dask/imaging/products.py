@@ -8,12 +8,13 @@ length-1 frequency and Stokes axes; they are kept). Flux units: Jy/beam (model: 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 from numpy.typing import NDArray
 
 from contimg_dask.ops.primary_beam import drift_averaged_beam_on_grid
@@ -39,9 +40,18 @@ def write_like(path: Path, plane: NDArray[np.float64], header: fits.Header) -> N
                                                                              overwrite=True)
 
 
+def celestial_wcs(header: fits.Header) -> WCS:
+    """The celestial WCS of an engine's image header. astropy's notes that it filled in
+    MJD-OBS and the observatory's geodetic position from keywords the engines write are
+    silenced (they change nothing we use); every other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FITSFixedWarning, module="astropy.wcs")
+        return WCS(header).celestial
+
+
 def pixel_directions(header: fits.Header) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """ICRS right ascension and declination (rad) of every pixel, shaped like the plane."""
-    wcs = WCS(header).celestial
+    wcs = celestial_wcs(header)
     ny, nx = header["NAXIS2"], header["NAXIS1"]
     y, x = np.mgrid[0:ny, 0:nx]
     ra, dec = wcs.all_pix2world(x, y, 0)

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from astropy.visualization import AsinhStretch, ImageNormalize
-from astropy.wcs import WCS
 
-from contimg_dask.imaging.products import read_plane
+from contimg_dask.imaging.products import celestial_wcs, read_plane
 
 
 def quicklook_png(fits_path: Path, png_path: Path, title: str, noise_jy: float,
@@ -22,7 +21,7 @@ def quicklook_png(fits_path: Path, png_path: Path, title: str, noise_jy: float,
     from matplotlib.patches import Ellipse
 
     plane, header = read_plane(fits_path)
-    wcs = WCS(header).celestial
+    wcs = celestial_wcs(header)
     factor = max(1, int(np.ceil(max(plane.shape) / max_pixels)))
     if factor > 1:  # max over bins keeps point sources visible
         ny, nx = (s // factor * factor for s in plane.shape)

@@ -319,7 +319,7 @@ class ImageStage:
     """The ``image`` stage under the stage contract (see the module docstring)."""
 
     name: ClassVar[str] = "image"
-    needs: ClassVar[tuple[str, ...]] = ("calibrate",)
+    needs: ClassVar[tuple[str, ...]] = ("flag", "calibrate_apply")
 
     def __init__(self, out: Path | None = None, keep_ms: bool | None = None) -> None:
         self.out, self.keep_ms = out, keep_ms

@@ -116,6 +116,18 @@ def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
     assert len(stores) == 2
     ms = sorted((tmp_path / "demo" / "products").glob("*.ms"))
     assert len(ms) == 2
+    # One PB-corrected image per block, printed, each with its restoring beam and a
+    # dynamic range (peak / off-source noise) above 10: measured 25 and 27 with the small
+    # preset's 12 antennas; a broken calibration or imaging leaves noise.
+    import numpy as np
+    from astropy.io import fits
+
+    images = sorted((tmp_path / "demo" / "products" / "images").glob("*/*.image.pbcor.fits"))
+    assert len(images) == 2 and all(str(i) in run.stdout for i in images)
+    for image in images:
+        header = fits.getheader(image)
+        assert header["BMAJ"] > 0
+        assert header["CT_DR"] > 10
     assert "calibrator 3C138" in run.stdout
     from casacore.tables import table
     from xradio.measurement_set import open_processing_set
@@ -132,7 +144,6 @@ def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
         assert "UVW_REPHASED" in node and "VISIBILITY_REPHASED" not in node
         assert node.attrs["contimg"]["calibration"]["calibrator"] == "3C138"
         assert not check_dataset(node, VisibilityXds).issues
-    import numpy as np
 
     # Calibrated: CORRECTED_DATA is finite and differs from DATA by the gains (tens of
     # percent; an uncalibrated copy would differ by nothing).
