@@ -16,8 +16,9 @@ import pytest
 
 from contimg_dask.errors import UnreadableFileError
 from contimg_dask.io.system import scratch as scratch_module
+from contimg_dask.io.uvh5 import hdf5_direct
 from contimg_dask.io.uvh5.hdf5_direct import direct_layout, read_dataset, read_datasets
-from contimg_dask.io.uvh5.reader import hdf5_direct, read_uvh5_meta, read_uvh5_visibilities
+from contimg_dask.io.uvh5.reader import read_uvh5_meta, read_uvh5_visibilities
 from tests.conftest import REAL_DATA
 
 REAL = REAL_DATA

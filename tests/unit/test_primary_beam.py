@@ -9,12 +9,13 @@ from astropy.coordinates import SkyCoord
 from scipy.integrate import quad
 from scipy.special import jn_zeros
 
+from contimg_dask.constants import SPEED_OF_LIGHT
 from contimg_dask.ops.primary_beam import (
     angular_separation,
     drift_averaged_beam,
     drift_averaged_beam_on_grid,
 )
-from contimg_dask.telescope import SPEED_OF_LIGHT, airy_fwhm_rad, airy_power_beam
+from contimg_dask.telescope import airy_fwhm_rad, airy_power_beam
 
 D = 4.65
 NU = 1.405e9
