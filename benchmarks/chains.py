@@ -142,10 +142,19 @@ def reference(block_dir: Path, work: Path) -> dict:
 
 CHAINS = {"floor": floor, "ours": ours, "ours_threads": ours_threads, "reference": reference}
 
-if __name__ == "__main__":
-    name, block_dir, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+
+
+def run_chain_here(chains: dict, argv: list[str]) -> None:
+    """Child-process entry of a timed chain: ``argv`` is (name, block_dir, work). Runs
+    ``chains[name]``, removes the Measurement Sets it wrote under ``work`` and prints its
+    result as one ``RESULT <json>`` line for the parent."""
+    name, block_dir, work = argv[0], Path(argv[1]), Path(argv[2])
     work.mkdir(parents=True, exist_ok=True)
-    result = CHAINS[name](block_dir, work)
-    for path in work.glob("*.ms"):
+    result = chains[name](block_dir, work)
+    for path in work.rglob("*.ms"):
         shutil.rmtree(path, ignore_errors=True)
     print("RESULT " + json.dumps(result, default=lambda x: float(np.asarray(x))))
+
+
+if __name__ == "__main__":
+    run_chain_here(CHAINS, sys.argv[1:4])

@@ -27,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.run import CACHE, RESULTS, run_chain
 
 
@@ -191,11 +189,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in CHAINS:
-        name, block_dir, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-        work.mkdir(parents=True, exist_ok=True)
-        result = CHAINS[name](block_dir, work)
-        for path in work.rglob("*.ms"):
-            shutil.rmtree(path, ignore_errors=True)
-        print("RESULT " + json.dumps(result, default=lambda x: float(np.asarray(x))))
+        from benchmarks.chains import run_chain_here
+
+        run_chain_here(CHAINS, sys.argv[1:4])
     else:
         main()
