@@ -133,11 +133,11 @@ def main() -> None:
     from contimg_dask.io.store.block_store import block_node, open_block
     from contimg_dask.io.store.block_view import read_geometry
     from contimg_dask.io.store.solutions import read_solutions
-    from contimg_dask.pipeline.calibrate_apply import apply_solutions
-    from contimg_dask.pipeline.calibrate_solve import solve_block
-    from contimg_dask.pipeline.calibration_tables import export_to_casa
     from contimg_dask.pipeline.cluster import dask_client
-    from contimg_dask.pipeline.flag import flag_block
+    from contimg_dask.processing.calibrate_apply import apply_solutions
+    from contimg_dask.processing.calibrate_solve import solve_block
+    from contimg_dask.processing.calibration_tables import export_to_casa
+    from contimg_dask.processing.flag import flag_block
     from contimg_dask.testing.calibration_model import model_visibilities, write_model_column
     from contimg_dask.testing.casa_tasks import apply_tables, solve_bandpass_and_gains
     from tests.helpers import read_truth

@@ -70,7 +70,7 @@ def _ours_stages(block_dir: Path, work: Path, config) -> dict:
     from contimg_dask.coords.frames import earth_orientation
     from contimg_dask.io.ingest import ingest_block
     from contimg_dask.io.outputs.exports import export_block
-    from contimg_dask.pipeline.rephase import rephase_block
+    from contimg_dask.processing.rephase import rephase_block
 
     earth_orientation([2461120.5])  # astropy parses its IERS table once per process
     files, _ = _files(block_dir)

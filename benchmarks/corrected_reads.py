@@ -29,9 +29,9 @@ def main() -> None:
     from contimg_dask.config import load_config
     from contimg_dask.io.ingest import ingest_block
     from contimg_dask.io.store.block_calibration import corrected_dataset
-    from contimg_dask.pipeline.calibrate_apply import apply_solutions
-    from contimg_dask.pipeline.calibrate_solve import solve_block
     from contimg_dask.pipeline.cluster import dask_client
+    from contimg_dask.processing.calibrate_apply import apply_solutions
+    from contimg_dask.processing.calibrate_solve import solve_block
     from tests.helpers import read_truth
 
     parser = argparse.ArgumentParser(description=__doc__)

@@ -236,7 +236,7 @@ def main() -> None:
     from contimg_dask.io.outputs.exports import export_block
     from contimg_dask.io.store.block_store import block_node, open_block
     from contimg_dask.pipeline.cluster import dask_client
-    from contimg_dask.pipeline.flag import flag_block, flag_parameters
+    from contimg_dask.processing.flag import flag_block, flag_parameters
     from tests.helpers import read_truth, rfi_truth
 
     args, block, work = prepare(__doc__, "flagging")

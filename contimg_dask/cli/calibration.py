@@ -14,7 +14,7 @@ from contimg_dask.coords.time import unix_to_datetime
 
 
 def _cmd_calibrators(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.calibrate_solve import find_calibrators
+    from contimg_dask.processing.calibrate_solve import find_calibrators
 
     catalog, candidates, best = find_calibrators(Path(args.store), config, args.catalog)
     if args.json:
@@ -35,7 +35,7 @@ def _cmd_calibrators(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.calibrate_solve import solve_block
+    from contimg_dask.processing.calibrate_solve import solve_block
 
     summary = solve_block(args.store, config, args.out, catalog=args.catalog,
                           overwrite=args.overwrite,
@@ -49,7 +49,7 @@ def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.calibrate_apply import apply_solutions
+    from contimg_dask.processing.calibrate_apply import apply_solutions
 
     summary = apply_solutions(Path(args.store), Path(args.solutions), config,
                               materialise=args.materialise)
@@ -61,7 +61,7 @@ def _cmd_apply(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.calibration_tables import export_to_casa
+    from contimg_dask.processing.calibration_tables import export_to_casa
 
     for table in export_to_casa(args.solutions, args.ms, args.out, config,
                                 overwrite=args.overwrite):
@@ -70,7 +70,7 @@ def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_import(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.calibration_tables import import_from_casa
+    from contimg_dask.processing.calibration_tables import import_from_casa
 
     print(import_from_casa(args.bandpass, args.gains, args.block_store, args.out, config,
                            overwrite=args.overwrite))

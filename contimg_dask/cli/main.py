@@ -151,7 +151,7 @@ def _cmd_ingest(args: argparse.Namespace, config: PipelineConfig) -> int:
 def _cmd_rephase(args: argparse.Namespace, config: PipelineConfig) -> int:
     import numpy as np
 
-    from contimg_dask.pipeline.rephase import rephase_block
+    from contimg_dask.processing.rephase import rephase_block
 
     if (args.ra is None) != (args.dec is None):
         raise ContimgError("give both --ra and --dec, or neither")
@@ -176,7 +176,7 @@ def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_flag(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.pipeline.flag import flag_block, list_flag_versions, restore_flags
+    from contimg_dask.processing.flag import flag_block, list_flag_versions, restore_flags
 
     store = Path(args.store)
     if args.list:

@@ -1,2 +1,3 @@
-"""Pipeline stages and orchestration (not yet built): process a block end to end, recovery
-policies (retries, circuit breakers)."""
+"""The orchestrator: runs blocks through the stages in order under the state store's leases,
+with retries and circuit breakers, from the CLI or an interactive Dask ``Client`` session; and
+the connection to the Dask cluster it runs on."""

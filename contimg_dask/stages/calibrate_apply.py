@@ -1,6 +1,6 @@
 """Stage ``calibrate_apply``: apply calibration solutions to a block.
 
-Wraps :func:`contimg_dask.pipeline.calibrate_apply.apply_solutions` (on the fly, or
+Wraps :func:`contimg_dask.processing.calibrate_apply.apply_solutions` (on the fly, or
 materialised with ``calibration.materialise_corrected``). The solutions are the ones given to
 the stage, or else, by convention, the store under
 :func:`contimg_dask.stages.layout.solutions_dir` that is applicable to the block (same
@@ -23,7 +23,7 @@ from contimg_dask.config import PipelineConfig
 from contimg_dask.errors import CalibrationError
 from contimg_dask.io.store.block_geometry import BlockGeometry
 from contimg_dask.io.store.block_view import read_geometry
-from contimg_dask.pipeline.calibrate_apply import apply_solutions
+from contimg_dask.processing.calibrate_apply import apply_solutions
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
 from contimg_dask.stages.layout import solutions_dir

@@ -1,13 +1,13 @@
 """Stage ``calibrate_solve``: solve bandpass and gains on a block a calibrator transits.
 
-Wraps :func:`contimg_dask.pipeline.calibrate_solve.solve_block` (best calibrator of the
+Wraps :func:`contimg_dask.processing.calibrate_solve.solve_block` (best calibrator of the
 configured catalogue); the solutions store goes to
 :func:`contimg_dask.stages.layout.solutions_path`. Figures: the calibrator, its apparent flux,
 the reference antenna and the solutions' quality (flagged fractions, median SNRs and reduced
 χ²), as recorded in the store's ``contimg.quality`` attribute.
 
 Raises :class:`~contimg_dask.errors.CalibrationError` on a block no calibrator transits:
-the orchestrator asks :func:`~contimg_dask.pipeline.calibrate_solve.find_calibrators` first.
+the orchestrator asks :func:`~contimg_dask.processing.calibrate_solve.find_calibrators` first.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
-from contimg_dask.pipeline.calibrate_solve import solve_block
+from contimg_dask.processing.calibrate_solve import solve_block
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
 from contimg_dask.stages.layout import solutions_path

@@ -1,6 +1,6 @@
 """Stage ``flag``: flag the block store (static and RFI flags) as the flag version ``rfi``.
 
-Wraps :func:`contimg_dask.pipeline.flag.flag_block`. Figures: the flagged fraction of the
+Wraps :func:`contimg_dask.processing.flag.flag_block`. Figures: the flagged fraction of the
 block's cross-correlations and of each subband (``flagged_fraction_sbNN``), as stored with
 the version.
 """
@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
-from contimg_dask.pipeline.flag import flag_block
+from contimg_dask.processing.flag import flag_block
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
 

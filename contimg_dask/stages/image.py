@@ -148,7 +148,7 @@ def choose_deconvolver(block: BlockRef, config: PipelineConfig) -> tuple[str, fl
     """``imaging.deconvolver``, or for ``auto`` mtmfs when a catalogue source's block-averaged
     apparent flux reaches ``imaging.bright_source_jy`` (else hogbom). Returns the choice and
     the brightest apparent flux found (Jy)."""
-    from contimg_dask.pipeline.calibrate_solve import find_calibrators
+    from contimg_dask.processing.calibrate_solve import find_calibrators
 
     cfg = config.imaging
     if cfg.deconvolver != "auto":

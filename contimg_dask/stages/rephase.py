@@ -1,7 +1,7 @@
 """Stage ``rephase``: recompute the block's UVWs and rephase it to its default fixed centre
 (HA 0 / pointing dec at the block's mid-time), as the ``rephased`` data group.
 
-Wraps :func:`contimg_dask.pipeline.rephase.rephase_block` with ``store.materialise_rephased``.
+Wraps :func:`contimg_dask.processing.rephase.rephase_block` with ``store.materialise_rephased``.
 Ingest does the same by default (``store.rephase_at_ingest``); rerunning it rewrites the group
 with the same values.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from contimg_dask.config import PipelineConfig
-from contimg_dask.pipeline.rephase import rephase_block
+from contimg_dask.processing.rephase import rephase_block
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
 

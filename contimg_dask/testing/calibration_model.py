@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 
 from contimg_dask.config import PipelineConfig
-from contimg_dask.pipeline.calibration_block import open_calibration_block
+from contimg_dask.processing.calibration_block import open_calibration_block
 from contimg_dask.science.calibrators import load_calibrators
 from contimg_dask.science.skymodel import (
     SourceTrack,

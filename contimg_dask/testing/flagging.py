@@ -1,6 +1,6 @@
 """The whole flagging kernel on one in-memory subband chunk (steps 1-8 in one call), as tests
 and benchmarks drive it; the pipeline runs the two halves as separate steps
-(``contimg_dask.pipeline.flag``)."""
+(``contimg_dask.processing.flag``)."""
 
 from __future__ import annotations
 

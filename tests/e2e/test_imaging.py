@@ -34,8 +34,8 @@ from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.outputs.exports import export_block
 from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.io.store.solutions import read_solutions
-from contimg_dask.pipeline.calibrate_apply import apply_solutions
-from contimg_dask.pipeline.calibrate_solve import solve_block
+from contimg_dask.processing.calibrate_apply import apply_solutions
+from contimg_dask.processing.calibrate_solve import solve_block
 from contimg_dask.science.skymodel import PointSource, write_catalog
 from contimg_dask.simulate import SimulationOptions, plan_blocks
 from contimg_dask.simulate.block import write_subband, write_truth

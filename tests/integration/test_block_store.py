@@ -23,7 +23,7 @@ from contimg_dask.errors import (
 )
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.store.block_store import block_node, open_block
-from contimg_dask.pipeline.rephase import rephase_block
+from contimg_dask.processing.rephase import rephase_block
 from tests.conftest import REAL_DATA
 from tests.helpers import (
     group_visibilities_of,

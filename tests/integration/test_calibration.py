@@ -23,8 +23,8 @@ from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.io.store.solutions import read_solutions, write_solutions
-from contimg_dask.pipeline.calibrate_apply import apply_solutions
-from contimg_dask.pipeline.calibrate_solve import find_calibrators, solve_block
+from contimg_dask.processing.calibrate_apply import apply_solutions
+from contimg_dask.processing.calibrate_solve import find_calibrators, solve_block
 from contimg_dask.science.calibrators import load_calibrators
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from tests.helpers import airy_power, group_visibilities_of, make_config, read_truth
@@ -493,7 +493,7 @@ def test_solutions_agree_with_casa_bandpass_and_gaincal(strip: dict, calibrator_
     (phases referenced to the same antenna)."""
     from contimg_dask.casa import run_casa
     from contimg_dask.casa.caltables import bandpass_from_table, gains_from_table, read_caltable
-    from contimg_dask.pipeline.calibration_tables import import_from_casa
+    from contimg_dask.processing.calibration_tables import import_from_casa
     from contimg_dask.testing.calibration_model import model_visibilities, write_model_column
     from contimg_dask.testing.casa_tasks import solve_bandpass_and_gains
 
@@ -537,7 +537,7 @@ def test_casa_applycal_of_our_tables_equals_our_apply(strip: dict, calibrator_ms
     and its CORRECTED_DATA equals our own corrected data (gains interpolated linearly in
     time) and its calibrated WEIGHT our calibrated weights."""
     from contimg_dask.casa import run_casa
-    from contimg_dask.pipeline.calibration_tables import export_to_casa, import_from_casa
+    from contimg_dask.processing.calibration_tables import export_to_casa, import_from_casa
     from contimg_dask.testing.casa_tasks import apply_tables
 
     ms = shutil.copytree(calibrator_ms, tmp_path / "apply.ms")

@@ -18,7 +18,7 @@ import pytest
 
 from contimg_dask.cli.main import main
 from contimg_dask.io.store.block_store import block_node, open_block
-from contimg_dask.pipeline.flag import list_flag_versions
+from contimg_dask.processing.flag import list_flag_versions
 from tests.integration.test_block_store import block_files
 
 BLOCK = "2026-03-21T08:00:00"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from contimg_dask.io.ingest import ingest_block
-from contimg_dask.pipeline.calibrate_solve import solve_block
-from contimg_dask.pipeline.flag import flag_block, list_flag_versions, restore_flags
+from contimg_dask.processing.calibrate_solve import solve_block
+from contimg_dask.processing.flag import flag_block, list_flag_versions, restore_flags
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from tests.helpers import make_config
 
@@ -25,7 +25,7 @@ def _stage(job: tuple[str, str, str, str]) -> str:
     import dask
 
     from contimg_dask.io.outputs.exports import export_block
-    from contimg_dask.pipeline.calibrate_apply import apply_solutions
+    from contimg_dask.processing.calibrate_apply import apply_solutions
 
     kind, root, arg, tag = job
     config = make_config(Path(root))

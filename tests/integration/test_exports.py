@@ -15,7 +15,7 @@ from contimg_dask.casa import run_casa
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.outputs.exports import export_block
 from contimg_dask.io.store.block_store import block_node, open_block
-from contimg_dask.pipeline.rephase import rephase_block
+from contimg_dask.processing.rephase import rephase_block
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 from contimg_dask.testing.casa_tasks import casa_uvw
 from tests.casa_checks import ms_conventions

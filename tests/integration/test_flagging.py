@@ -13,7 +13,7 @@ import zarr
 from contimg_dask.errors import InputError
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.store.block_store import block_node, open_block
-from contimg_dask.pipeline.flag import flag_block, list_flag_versions, restore_flags
+from contimg_dask.processing.flag import flag_block, list_flag_versions, restore_flags
 from contimg_dask.science.skymodel import PointSource, write_catalog
 from contimg_dask.simulate import SimulationOptions, plan_blocks, simulate_blocks
 from tests.helpers import make_config, read_truth, rfi_truth

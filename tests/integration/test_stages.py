@@ -19,7 +19,7 @@ from contimg_dask.io.store.block_store import block_node, open_block, quiet_zarr
 from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.io.store.data_groups import data_group
 from contimg_dask.io.store.solutions import read_solutions
-from contimg_dask.pipeline.flag import restore_flags
+from contimg_dask.processing.flag import restore_flags
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.stages import BlockRef, Stage, StageResult
 from contimg_dask.stages.export import ExportStage
@@ -299,7 +299,7 @@ def test_malformed_store_content_is_refused_naming_store_and_field(runs: dict,
     from contimg_dask.io.store.block_view import open_block_view
     from contimg_dask.io.store.model import StoreModelError
     from contimg_dask.io.store.solutions import write_solutions
-    from contimg_dask.pipeline.flag import list_flag_versions
+    from contimg_dask.processing.flag import list_flag_versions
 
     block, config = runs["block"], runs["config"]
     solutions = shutil.copytree(solutions_path(block.block_id, config), tmp_path / "s.zarr")

@@ -33,13 +33,13 @@ def test_imports_point_downward() -> None:
 
 def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
     """The check can fail: a copy of the package where ops (a low layer) imports the
-    pipeline (a high one) breaks the layers contract, naming both modules."""
+    processing (a high one) breaks the layers contract, naming both modules."""
     shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path)
     shutil.copytree(REPO_ROOT / "contimg_dask", tmp_path / "contimg_dask",
                     ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     uvw = tmp_path / "contimg_dask" / "ops" / "uvw.py"
-    uvw.write_text(uvw.read_text() + "\nfrom contimg_dask.pipeline import rephase  # noqa\n")
+    uvw.write_text(uvw.read_text() + "\nfrom contimg_dask.processing import rephase  # noqa\n")
     result = lint_imports(tmp_path)
     assert result.returncode != 0
     assert "Layers: imports point downward BROKEN" in result.stdout
-    assert "contimg_dask.ops.uvw -> contimg_dask.pipeline.rephase" in result.stdout
+    assert "contimg_dask.ops.uvw -> contimg_dask.processing.rephase" in result.stdout

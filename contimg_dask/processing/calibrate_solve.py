@@ -38,7 +38,7 @@ from contimg_dask.ops.calibration import (
     reference_to_antenna,
     stefcal,
 )
-from contimg_dask.pipeline.calibration_block import CalibrationBlock, open_calibration_block
+from contimg_dask.processing.calibration_block import CalibrationBlock, open_calibration_block
 from contimg_dask.science.calibrators import (
     CalibratorCandidate,
     best_calibrator,

@@ -35,7 +35,7 @@ from contimg_dask.io.store.solutions import read_solutions
 from contimg_dask.io.store.zarr_reads import read_channels
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.calibration import apply_gains, interpolate_in_time
-from contimg_dask.pipeline.calibration_block import CalibrationBlock, open_calibration_block
+from contimg_dask.processing.calibration_block import CalibrationBlock, open_calibration_block
 
 log = get_logger(__name__)
 CORRECTED = "corrected"
