@@ -361,3 +361,83 @@ class PipelineConfig(_Section):
     imaging: ImagingConfig
     simulation: SimulationConfig
     state: StateConfig
+    monitoring: MonitoringConfig
+
+
+class DashboardConfig(_Section):
+    """The pipeline dashboard (``contimg dashboard``, docs/operations.md). It binds to
+    ``host`` (127.0.0.1: this machine only); any other address requires ``access_token``
+    (best given as CONTIMG_MONITORING__DASHBOARD__ACCESS_TOKEN), checked on every request."""
+
+    host: str
+    port: Annotated[int, Field(ge=0, lt=65536)]
+    access_token: SecretStr | None = None
+    refresh_s: PositiveFloat          # how often an open page updates, s
+    snapshot_s: PositiveFloat         # how often the server re-reads the state store, s
+    history_h: PositiveFloat          # metric plots span this many hours
+    recent_blocks: PositiveInt        # blocks listed in Processing status
+    max_events: PositiveInt           # events kept in memory (alerts, breakers, candidates)
+    dask_dashboard_url: str | None = None
+    docs_url: str
+
+
+class HealthConfig(_Section):
+    """Thresholds of the health checks (green/amber/red). Liveness of a process comes from
+    its ``heartbeat.<name>`` metric samples."""
+
+    processes: list[Annotated[str, Field(pattern=r"^[a-z_]+$")]]
+    heartbeat_amber_s: PositiveFloat
+    heartbeat_red_s: PositiveFloat
+    disk_free_amber: Fraction
+    disk_free_red: Fraction
+    scheduler_timeout_s: PositiveFloat
+    casa_breaker: str                 # the breaker name CASA's ``breaker`` events carry
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthConfig:
+        if self.heartbeat_red_s <= self.heartbeat_amber_s:
+            raise ValueError("heartbeat_red_s: must exceed heartbeat_amber_s")
+        if self.disk_free_red >= self.disk_free_amber:
+            raise ValueError("disk_free_red: must be below disk_free_amber")
+        return self
+
+
+class AlertRuleConfig(_Section):
+    """One alert rule (docs/alerts.md): it fires once ``metric`` has been ``above``/``below``
+    ``threshold`` for ``for_s`` seconds (``absent``: no sample for ``for_s`` seconds after
+    at least one), and resolves when that stops being true."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    metric: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]+$")]
+    condition: Literal["above", "below", "absent"]
+    threshold: float | None = None
+    for_s: NonNegativeFloat
+    severity: Literal["info", "warning", "critical"]
+    runbook: str
+
+    @model_validator(mode="after")
+    def _threshold(self) -> AlertRuleConfig:
+        if (self.condition == "absent") != (self.threshold is None):
+            raise ValueError("threshold: required for above/below, not allowed for absent")
+        return self
+
+
+class MonitoringConfig(_Section):
+    """Health checks, alert rules and the dashboard (docs/alerts.md, docs/operations.md).
+    The alert evaluator runs every ``evaluate_interval_s`` in the pipeline process."""
+
+    evaluate_interval_s: PositiveFloat
+    failure_window_s: PositiveFloat   # failure_fraction: stage outcomes in this window
+    webhook_url: str | None = None    # POSTed each alert_raised/alert_resolved (JSON)
+    webhook_timeout_s: PositiveFloat
+    dashboard: DashboardConfig
+    health: HealthConfig
+    alerts: list[AlertRuleConfig]
+
+    @field_validator("alerts")
+    @classmethod
+    def _unique(cls, value: list[AlertRuleConfig]) -> list[AlertRuleConfig]:
+        names = [rule.name for rule in value]
+        if len(names) != len(set(names)):
+            raise ValueError("alert rule names must be unique")
+        return value
