@@ -375,6 +375,7 @@ class DashboardConfig(_Section):
     refresh_s: PositiveFloat          # how often an open page updates, s
     snapshot_s: PositiveFloat         # how often the server re-reads the state store, s
     history_h: PositiveFloat          # metric plots span this many hours
+    latency_budget_s: PositiveFloat   # the latency plot's budget line: one block's duration, s
     recent_blocks: PositiveInt        # blocks listed in Processing status
     max_events: PositiveInt           # events kept in memory (alerts, breakers, candidates)
     dask_dashboard_url: str | None = None

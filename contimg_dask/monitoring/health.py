@@ -1,0 +1,117 @@
+"""Health checks: each part of the system green, amber or red, with the reason.
+
+- ``state``: the state store answers (its schema version and status summary);
+- ``products_disk``: free fraction of the products file system against
+  ``monitoring.health.disk_free_amber``/``disk_free_red``;
+- ``dask_scheduler``: ``dask.scheduler_address`` accepts a TCP connection (green with "local
+  cluster" when none is configured: the pipeline starts its own);
+- ``casa``: the latest ``breaker`` event of ``monitoring.health.casa_breaker`` (closed green,
+  half_open amber, open red);
+- one line per ``monitoring.health.processes`` (watcher, pipeline): the age of its newest
+  ``heartbeat.<name>`` sample against ``heartbeat_amber_s``/``heartbeat_red_s``.
+
+The whole is red if any check is red (``/health`` answers 503), else amber if any is amber.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.errors import StateError
+from contimg_dask.monitoring.event_tail import EventTail
+from contimg_dask.monitoring.signals import disk_free_fraction
+from contimg_dask.state import StateStore
+
+GREEN, AMBER, RED = "green", "amber", "red"
+_RANK = {GREEN: 0, AMBER: 1, RED: 2}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One health line."""
+
+    name: str
+    status: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def worst(checks: list[Check]) -> str:
+    """The overall status: the worst of the checks (green when there are none)."""
+    return max((c.status for c in checks), key=_RANK.__getitem__, default=GREEN)
+
+
+def check_state(store: StateStore) -> tuple[Check, dict[str, Any] | None]:
+    """The state store's check and, when it answered, its ``status()`` summary."""
+    try:
+        status = store.status()
+    except StateError as exc:
+        return Check("state", RED, f"{store.backend} at {store.location}: {exc.message}"), None
+    return Check("state", GREEN, f"{store.backend} at {store.location}, schema "
+                 f"{status['schema']}"), status
+
+
+def check_disk(config: PipelineConfig) -> Check:
+    limits = config.monitoring.health
+    path = config.paths.products
+    free = disk_free_fraction(path)
+    status = RED if free < limits.disk_free_red else AMBER if free < limits.disk_free_amber \
+        else GREEN
+    return Check("products_disk", status, f"{100 * free:.1f} % free at {path}")
+
+
+def check_scheduler(config: PipelineConfig) -> Check:
+    address = config.dask.scheduler_address
+    if not address:
+        return Check("dask_scheduler", GREEN, "local cluster (started by the pipeline)")
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 8786),
+                                      timeout=config.monitoring.health.scheduler_timeout_s):
+            pass
+    except OSError as exc:
+        return Check("dask_scheduler", RED, f"{address} unreachable: {exc}")
+    return Check("dask_scheduler", GREEN, f"{address} accepts connections")
+
+
+def check_breaker(tail: EventTail, name: str) -> Check:
+    breaker = tail.breakers.get(name)
+    if breaker is None:
+        return Check(name, GREEN, "breaker closed (no breaker event yet)")
+    state = breaker["state"]
+    status = {"closed": GREEN, "half_open": AMBER}.get(state, RED)
+    return Check(name, status, f"breaker {state} since {breaker['at']:.0f} (Unix s)")
+
+
+def check_heartbeat(store: StateStore, process: str, config: PipelineConfig,
+                    now: float) -> Check:
+    limits = config.monitoring.health
+    points = store.metric_series(f"heartbeat.{process}", "raw",
+                                 since=now - limits.heartbeat_red_s)
+    if not points:
+        return Check(process, RED, f"no heartbeat in the last {limits.heartbeat_red_s:.0f} s")
+    age = now - float(points[-1].key)
+    status = GREEN if age <= limits.heartbeat_amber_s else AMBER
+    return Check(process, status, f"last heartbeat {age:.0f} s ago")
+
+
+def run_checks(store: StateStore, tail: EventTail | None, config: PipelineConfig,
+               now: float) -> tuple[list[Check], dict[str, Any] | None]:
+    """All checks at ``now``; with them the state store's status summary (None if down).
+    ``tail`` must have been updated by the caller (None: the store is down)."""
+    state, status = check_state(store)
+    checks = [state, check_disk(config), check_scheduler(config)]
+    if status is None or tail is None:
+        why = "unknown: the state store is down"
+        checks += [Check(config.monitoring.health.casa_breaker, AMBER, why)]
+        checks += [Check(p, AMBER, why) for p in config.monitoring.health.processes]
+        return checks, None
+    checks.append(check_breaker(tail, config.monitoring.health.casa_breaker))
+    checks += [check_heartbeat(store, p, config, now) for p in config.monitoring.health.processes]
+    return checks, status

@@ -1,0 +1,335 @@
+"""The dashboard page: one Bokeh document per browser session, updated every
+``monitoring.dashboard.refresh_s`` from the shared :class:`Snapshot` (never from the state
+store directly). Views, top to bottom: Health, Alerts, Metrics, Processing status (with a
+block's detail), Science, and links. Each view's root model carries a ``name``
+(``health``, ``alerts_active``, ``latency``, ``blocks``, ``science``...) that the browser
+tests look up.
+
+The only query parameter is ``block`` (a block id, YYYY-MM-DDTHH:MM:SS) selecting the
+block shown in detail; anything else is reported on the page and ignored.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from bokeh.document import Document
+from bokeh.layouts import column, row
+from bokeh.models import (
+    ColumnDataSource,
+    DataTable,
+    Div,
+    HoverTool,
+    LinearColorMapper,
+    Span,
+    TableColumn,
+)
+from bokeh.plotting import figure
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.monitoring.health import AMBER, GREEN, RED
+from contimg_dask.monitoring.snapshot import STAGES, Snapshot
+
+BLOCK_ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
+#: Query parameters the page understands (``token`` is the access token, checked before).
+PARAMETERS = ("block", "token")
+COLOURS = {GREEN: "#2e9d44", AMBER: "#e69b00", RED: "#d22c2c"}
+STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                 "#e377c2", "#7f7f7f", "#17becf")
+SECONDS_PER_HOUR = 3600.0
+
+
+def _utc(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _ms(times: list[float]) -> list[float]:
+    return [1000.0 * t for t in times]
+
+
+def block_parameter(arguments: dict[str, list[bytes]]) -> tuple[str | None, list[str]]:
+    """The validated ``block`` query parameter and the problems with the others."""
+    problems = [f"unknown query parameter {html.escape(k)!r} ignored" for k in arguments
+                if k not in PARAMETERS]
+    values = arguments.get("block", [])
+    block = values[-1].decode(errors="replace") if values else None
+    if block is not None and not BLOCK_ID.match(block):
+        problems.append(f"block={html.escape(block)!r} is not a block id "
+                        "(YYYY-MM-DDTHH:MM:SS); ignored")
+        block = None
+    return block, problems
+
+
+def health_html(snap: Snapshot) -> str:
+    rows = "".join(
+        f"<tr><td><span style='color:{COLOURS[c.status]};font-size:1.3em'>&#9679;</span> "
+        f"{html.escape(c.name)}</td><td>{c.status}</td><td>{html.escape(c.reason)}</td></tr>"
+        for c in snap.health)
+    return (f"<h2>Health: <span style='color:{COLOURS[snap.overall]}'>{snap.overall}</span>"
+            f"</h2><p>state read at {_utc(snap.at)} UTC</p>"
+            f"<table style='border-collapse:collapse' cellpadding='4'>{rows}</table>")
+
+
+def _table(name: str, columns: list[tuple[str, str]], height: int = 220
+           ) -> tuple[DataTable, ColumnDataSource]:
+    source = ColumnDataSource({key: [] for key, _ in columns})
+    table = DataTable(source=source, name=name, height=height, sizing_mode="stretch_width",
+                      columns=[TableColumn(field=key, title=title) for key, title in columns],
+                      index_position=None)
+    return table, source
+
+
+def _time_figure(name: str, title: str, y_label: str, **kwargs: Any) -> Any:
+    return figure(name=name, title=title, x_axis_type="datetime", height=230,
+                  sizing_mode="stretch_width", y_axis_label=y_label,
+                  tools="pan,wheel_zoom,box_zoom,reset,save", **kwargs)
+
+
+class DashboardPage:
+    """Builds the document's models once and refreshes their data sources."""
+
+    def __init__(self, config: PipelineConfig, latest: Callable[[], Snapshot],
+                 arguments: dict[str, list[bytes]]) -> None:
+        self.config = config
+        self.latest = latest
+        self.shown: Snapshot | None = None
+        self.block, problems = block_parameter(arguments)
+        self.sources: dict[str, ColumnDataSource] = {}
+        self.notice = Div(name="notice", text="<br>".join(problems),
+                          styles={"color": COLOURS[RED]})
+        self.health = Div(name="health", sizing_mode="stretch_width")
+        self.layout = column(self.notice, self._links(), self.health, self._alerts(),
+                             *self._metrics(), *self._processing(), *self._science(),
+                             sizing_mode="stretch_width", name="dashboard")
+
+    # -- views ------------------------------------------------------------------------------
+
+    def _links(self) -> Div:
+        dash = self.config.monitoring.dashboard
+        links = [f"<a href='{html.escape(dash.docs_url)}/{page}.md'>{page}</a>"
+                 for page in ("architecture", "operations", "alerts")]
+        if dash.dask_dashboard_url:
+            links.insert(0, f"<a href='{html.escape(dash.dask_dashboard_url)}'>Dask dashboard</a>")
+        return Div(name="links", text="<h1>DSA-110 continuum imaging pipeline</h1>"
+                   + " | ".join(links))
+
+    def _alerts(self) -> Any:
+        active, self.sources["alerts_active"] = _table("alerts_active", [
+            ("rule", "rule"), ("severity", "severity"), ("since", "since (UTC)"),
+            ("message", "message"), ("runbook", "what to do")], height=150)
+        resolved, self.sources["alerts_resolved"] = _table("alerts_resolved", [
+            ("rule", "rule"), ("severity", "severity"), ("raised", "raised (UTC)"),
+            ("resolved", "resolved (UTC)"), ("message", "message")], height=150)
+        return column(Div(text="<h2>Active alerts</h2>"), active,
+                      Div(text="<h3>Recently resolved</h3>"), resolved,
+                      sizing_mode="stretch_width")
+
+    def _line(self, fig: Any, key: str, colour: str = "#1f77b4", label: str | None = None
+              ) -> None:
+        source = self.sources.setdefault(key, ColumnDataSource({"t": [], "v": []}))
+        extra = {"legend_label": label} if label else {}
+        fig.line("t", "v", source=source, color=colour, **extra)
+        fig.scatter("t", "v", source=source, color=colour, size=4)
+
+    def _metrics(self) -> list[Any]:
+        budget = self.config.monitoring.dashboard.latency_budget_s
+        latency = _time_figure("latency", f"Block latency (budget {budget:.0f} s)", "s")
+        self._line(latency, "block_latency_s")
+        latency.add_layout(Span(location=budget, dimension="width", line_color=COLOURS[RED],
+                                line_dash="dashed"))
+        rate = _time_figure("blocks_per_hour", "Blocks per hour", "blocks")
+        self.sources["blocks_per_hour"] = ColumnDataSource({"t": [], "n": []})
+        rate.vbar(x="t", top="n", width=0.9 * SECONDS_PER_HOUR * 1000,
+                  source=self.sources["blocks_per_hour"])
+        backlog = _time_figure("backlog", "Backlog", "blocks")
+        self._line(backlog, "backlog_blocks")
+        stages = _time_figure("stage_timings", "Stage timings", "s")
+        for stage, colour in zip(STAGES, STAGE_COLOURS, strict=True):
+            self._line(stages, f"stage_seconds.{stage}", colour, stage)
+        stages.legend.location = "top_left"
+        stages.legend.label_text_font_size = "8pt"
+        flags = _time_figure("flag_fraction", "Flagged fraction per block", "fraction")
+        self._line(flags, "flag_fraction")
+        snr = _time_figure("calibration_snr", "Calibration SNR", "SNR")
+        self._line(snr, "calibration_snr")
+        noise = _time_figure("image_noise", "Image noise", "Jy/beam")
+        self._line(noise, "image_noise_jy")
+        dynamic = _time_figure("dynamic_range", "Image dynamic range", "peak / noise")
+        self._line(dynamic, "image_dynamic_range")
+        return [Div(text="<h2>Metrics</h2>"), row(latency, rate, sizing_mode="stretch_width"),
+                row(backlog, stages, sizing_mode="stretch_width"),
+                row(flags, self._heatmap(), sizing_mode="stretch_width"),
+                row(snr, noise, dynamic, sizing_mode="stretch_width")]
+
+    def _heatmap(self) -> Any:
+        self.sources["flag_heatmap"] = ColumnDataSource({"block": [], "part": [], "value": []})
+        self.heatmap = figure(name="flag_heatmap", title="Flagged fraction per antenna "
+                              "(or subband) and block", height=230, sizing_mode="stretch_width",
+                              x_range=[], y_range=[], tools="hover,save",
+                              tooltips="@block @part: @value{0.000}")
+        self.heatmap.xaxis.visible = False
+        mapper = LinearColorMapper(palette="Viridis256", low=0.0, high=1.0)
+        self.heatmap.rect("block", "part", 1, 1, source=self.sources["flag_heatmap"],
+                          fill_color={"field": "value", "transform": mapper}, line_color=None)
+        return self.heatmap
+
+    def _processing(self) -> list[Any]:
+        blocks, self.sources["blocks"] = _table("blocks", [
+            ("block_id", "block"), ("status", "files"), ("outcome", "outcome"),
+            *((stage, stage) for stage in STAGES)], height=260)
+        self.sources["blocks"].selected.on_change("indices", self._selected)
+        failures, self.sources["failures"] = _table("failures", [
+            ("at", "at (UTC)"), ("block_id", "block"), ("stage", "stage"),
+            ("error", "error"), ("transient", "transient"), ("message", "cause"),
+            ("input", "input")], height=200)
+        self.detail = Div(name="block_detail", sizing_mode="stretch_width")
+        self.sources["timeline"] = ColumnDataSource(
+            {"stage": [], "start": [], "end": [], "colour": [], "label": []})
+        timeline = figure(name="block_timeline", title="Stage timeline of the selected block",
+                          y_range=list(STAGES[::-1]), x_axis_type="datetime", height=260,
+                          sizing_mode="stretch_width", tools="save")
+        timeline.hbar(y="stage", left="start", right="end", height=0.6, color="colour",
+                      source=self.sources["timeline"])
+        timeline.add_tools(HoverTool(tooltips="@stage: @label"))
+        return [Div(text="<h2>Processing status</h2><p>Select a block for its detail.</p>"),
+                blocks, row(self.detail, timeline, sizing_mode="stretch_width"),
+                Div(text="<h3>Failures</h3>"), failures]
+
+    def _science(self) -> list[Any]:
+        self.science = Div(name="science", sizing_mode="stretch_width")
+        candidates, self.sources["candidates"] = _table("candidates", [
+            ("at", "at (UTC)"), ("name", "source"), ("kind", "kind"), ("metrics", "metrics")],
+            height=150)
+        return [Div(text="<h2>Science</h2>"), self.science,
+                Div(text="<h3>Candidates</h3>"), candidates]
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def _selected(self, attr: str, old: list[int], new: list[int]) -> None:
+        if new and self.shown is not None:
+            self.block = self.sources["blocks"].data["block_id"][new[0]]
+            self._show_block(self.shown)
+
+    def refresh(self) -> None:
+        """Show the latest snapshot if it is new (called by the periodic callback)."""
+        snap = self.latest()
+        if snap is self.shown:
+            return
+        self.shown = snap
+        self.health.text = health_html(snap)
+        self._show_alerts(snap)
+        self._show_metrics(snap)
+        self._show_blocks(snap)
+        self._show_block(snap)
+        self._show_science(snap)
+
+    def _show_alerts(self, snap: Snapshot) -> None:
+        self.sources["alerts_active"].data = {
+            "rule": [a.get("rule") for a in snap.active_alerts],
+            "severity": [a.get("severity") for a in snap.active_alerts],
+            "since": [_utc(a.get("since") or a.get("raised_at")) for a in snap.active_alerts],
+            "message": [a.get("message") for a in snap.active_alerts],
+            "runbook": [a.get("runbook") for a in snap.active_alerts]}
+        self.sources["alerts_resolved"].data = {
+            "rule": [a.get("rule") for a in snap.resolved_alerts],
+            "severity": [a.get("severity") for a in snap.resolved_alerts],
+            "raised": [_utc(a.get("raised_at")) for a in snap.resolved_alerts],
+            "resolved": [_utc(a.get("resolved_at")) for a in snap.resolved_alerts],
+            "message": [a.get("message") for a in snap.resolved_alerts]}
+
+    def _show_metrics(self, snap: Snapshot) -> None:
+        for name, (times, values) in snap.series.items():
+            if name in self.sources:
+                self.sources[name].data = {"t": _ms(times), "v": values}
+        done_times, _ = snap.series.get("block_latency_s", ([], []))
+        hours: dict[float, int] = {}
+        for t in done_times:
+            start = t - t % SECONDS_PER_HOUR + SECONDS_PER_HOUR / 2
+            hours[start] = hours.get(start, 0) + 1
+        self.sources["blocks_per_hour"].data = {"t": _ms(list(hours)), "n": list(hours.values())}
+        cells = snap.flag_heatmap
+        self.sources["flag_heatmap"].data = {"block": [c[0] for c in cells],
+                                             "part": [c[1] for c in cells],
+                                             "value": [c[2] for c in cells]}
+        self.heatmap.x_range.factors = sorted({c[0] for c in cells})
+        self.heatmap.y_range.factors = sorted({c[1] for c in cells})
+
+    def _show_blocks(self, snap: Snapshot) -> None:
+        def cell(stages: dict[str, Any], stage: str) -> str:
+            s = stages.get(stage)
+            if s is None:
+                return ""
+            return f"{s['status']} {_seconds(s['seconds'])}".strip()
+
+        self.sources["blocks"].data = {
+            "block_id": [b["block_id"] for b in snap.blocks],
+            "status": [f"{b['status']} ({b['n_files']})" for b in snap.blocks],
+            "outcome": [b["outcome"] for b in snap.blocks],
+            **{stage: [cell(b["stages"], stage) for b in snap.blocks] for stage in STAGES}}
+        self.sources["failures"].data = {
+            "at": [_utc(f["at"]) for f in snap.failures],
+            **{key: [str(f[key]) for f in snap.failures]
+               for key in ("block_id", "stage", "error", "transient", "message", "input")}}
+
+    def _show_block(self, snap: Snapshot) -> None:
+        block = next((b for b in snap.blocks if b["block_id"] == self.block),
+                     snap.blocks[0] if snap.blocks else None)
+        if block is None:
+            self.detail.text = "<h3>Block detail</h3><p>no blocks yet</p>"
+            return
+        lines = "".join(
+            f"<tr><td>{stage}</td><td>{s['status']}</td><td>{s['attempts']}</td>"
+            f"<td>{_seconds(s['seconds'])}</td>"
+            f"<td>{html.escape(s['error'] or '')}</td></tr>"
+            for stage, s in sorted(block["stages"].items(),
+                                   key=lambda kv: STAGES.index(kv[0])
+                                   if kv[0] in STAGES else len(STAGES)))
+        self.detail.text = (
+            f"<h3>Block {html.escape(block['block_id'])}: {block['outcome']}</h3>"
+            f"<p>{block['status']}, {block['n_files']} files, first seen "
+            f"{_utc(block['first_seen'])} UTC</p><table cellpadding='3'><tr><th>stage</th>"
+            f"<th>status</th><th>attempts</th><th>s</th><th>error</th></tr>{lines}</table>")
+        spans = [(stage, s) for stage, s in block["stages"].items()
+                 if stage in STAGES and s["finished_at"] is not None and s["seconds"] is not None]
+        self.sources["timeline"].data = {
+            "stage": [stage for stage, _ in spans],
+            "start": [1000.0 * (s["finished_at"] - s["seconds"]) for _, s in spans],
+            "end": [1000.0 * s["finished_at"] for _, s in spans],
+            "colour": [COLOURS[GREEN] if s["status"] == "done" else COLOURS[RED]
+                       for _, s in spans],
+            "label": [f"{s['status']} {s['seconds']:.1f} s" for _, s in spans]}
+
+    def _show_science(self, snap: Snapshot) -> None:
+        images = "".join(
+            f"<figure style='display:inline-block;margin:4px'><img src='{q['uri']}' "
+            f"style='max-width:420px'><figcaption>{q['kind']} {html.escape(q['block_id'])}"
+            f"</figcaption></figure>" for q in snap.quicklooks)
+        self.science.text = images or "<p>no quick-look images yet</p>"
+        self.sources["candidates"].data = {
+            "at": [_utc(c.get("at")) for c in snap.candidates],
+            "name": [str(c.get("name")) for c in snap.candidates],
+            "kind": [str(c.get("kind")) for c in snap.candidates],
+            "metrics": [str(c.get("metrics")) for c in snap.candidates]}
+
+
+def make_document(doc: Document, config: PipelineConfig,
+                  latest: Callable[[], Snapshot]) -> None:
+    """Populate one session's document (the Bokeh application's function handler)."""
+    request = doc.session_context.request if doc.session_context else None
+    arguments = request.arguments if request is not None else {}
+    page = DashboardPage(config, latest, arguments)
+    page.refresh()
+    doc.title = "contimg-dask pipeline dashboard"
+    doc.add_root(page.layout)
+    doc.add_periodic_callback(page.refresh,
+                              int(1000 * config.monitoring.dashboard.refresh_s))

@@ -1,0 +1,189 @@
+"""The dashboard server: Bokeh's (tornado) server with the page at ``/`` and two read-only
+endpoints beside it, ``/health`` (JSON; 200, or 503 when a check is red or the state store
+has not answered for a while) and ``/metrics`` (Prometheus text). Every handler answers GET
+only: nothing served changes state or runs anything.
+
+It binds to ``monitoring.dashboard.host`` (127.0.0.1 by default). Any other address requires
+``monitoring.dashboard.access_token``: then every request (page, websocket, ``/health``,
+``/metrics``) must carry it, as ``?token=``, an ``Authorization: Bearer`` header, or the
+cookie the page sets after a first ``?token=`` visit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bokeh.application import Application
+from bokeh.application.handlers.function import FunctionHandler
+from bokeh.server.auth_provider import AuthProvider
+from bokeh.server.server import Server
+from tornado.web import RequestHandler
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.errors import ConfigError
+from contimg_dask.logs import get_logger
+from contimg_dask.monitoring.exposition import SnapshotCollector, metrics_text
+from contimg_dask.monitoring.health import RED
+from contimg_dask.monitoring.page import make_document
+from contimg_dask.monitoring.snapshot import SnapshotService
+
+log = get_logger(__name__)
+
+COOKIE = "contimg_token"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def presented_token(handler: RequestHandler) -> str | None:
+    """The token a request carries (query, bearer header, or cookie)."""
+    token = handler.get_query_argument("token", None)
+    if token:
+        return token
+    header = handler.request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header.removeprefix("Bearer ")
+    return handler.get_cookie(COOKIE)
+
+
+class TokenAuth(AuthProvider):
+    """Bokeh's hook for the page and its websocket: the request must present ``token``."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        super().__init__()
+
+    def user(self, handler: RequestHandler) -> str | None:
+        presented = presented_token(handler)
+        if presented is None or not hmac.compare_digest(presented, self.token):
+            return None
+        if handler.get_query_argument("token", None):
+            handler.set_cookie(COOKIE, presented, httponly=True, samesite="Strict")
+        return "operator"
+
+    @property
+    def get_user(self) -> Callable[[Any], str | None]:
+        return self.user
+
+    @property
+    def login_url(self) -> str:
+        return "/denied"
+
+    @property
+    def login_handler(self) -> type[RequestHandler]:
+        return DeniedHandler
+
+
+class DeniedHandler(RequestHandler):
+    """Where Bokeh sends a page request without the token."""
+
+    def get(self) -> None:
+        self.set_status(403)
+        self.finish({"error": "this dashboard requires its access token (?token=...)"})
+
+
+class ReadOnlyHandler(RequestHandler):
+    """Base of ``/health`` and ``/metrics``: GET only, the token when one is configured,
+    and no query parameters but ``token``."""
+
+    def initialize(self, service: SnapshotService, token: str | None) -> None:
+        self.service, self.token = service, token
+
+    def prepare(self) -> None:
+        if self.token is not None:
+            presented = presented_token(self)
+            if presented is None or not hmac.compare_digest(presented, self.token):
+                self.set_status(403)
+                self.finish({"error": "access token required"})
+                return
+        unknown = sorted(set(self.request.query_arguments) - {"token"})
+        if unknown:
+            self.set_status(400)
+            self.finish({"error": f"{self.request.path} takes no query parameters "
+                                  f"(got {', '.join(unknown)})"})
+
+
+class HealthHandler(ReadOnlyHandler):
+    def get(self) -> None:
+        snap = self.service.latest
+        stale = self.service.stale()
+        body = {"status": RED if stale else snap.overall, "at": snap.at,
+                "age_s": round(self.service.age_s(), 3),
+                "checks": [c.to_dict() for c in snap.health]}
+        if stale:
+            body["checks"].append({"name": "monitor", "status": RED,
+                                   "reason": "the state store has not answered for "
+                                             f"{body['age_s']:.0f} s"})
+        self.set_status(503 if body["status"] == RED else 200)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+
+class MetricsHandler(ReadOnlyHandler):
+    def get(self) -> None:
+        collector = SnapshotCollector(lambda: self.service.latest, time.time)
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(metrics_text(collector))
+
+
+def access_token(config: PipelineConfig, host: str) -> str | None:
+    """The token the server requires (None on loopback without one); refuses a non-loopback
+    address without one."""
+    secret = config.monitoring.dashboard.access_token
+    token = secret.get_secret_value() if secret else None
+    if token is None and not is_loopback(host):
+        raise ConfigError(f"the dashboard binds to {host}, not this machine only: set "
+                          "monitoring.dashboard.access_token (environment variable "
+                          "CONTIMG_MONITORING__DASHBOARD__ACCESS_TOKEN) or use --host "
+                          "127.0.0.1", key="monitoring.dashboard.access_token")
+    return token
+
+
+def build_server(config: PipelineConfig, host: str, port: int,
+                 service: SnapshotService) -> Server:
+    """The Bokeh server (not yet started) serving ``service``'s snapshots."""
+    token = access_token(config, host)
+    kwargs = {"service": service, "token": token}
+    origins = [f"{host}:{port}"] + ([f"localhost:{port}", f"127.0.0.1:{port}"]
+                                    if is_loopback(host) else [])
+    app = Application(FunctionHandler(
+        lambda doc: make_document(doc, config, lambda: service.latest)))
+    options: dict[str, Any] = {}
+    if token is not None:
+        options["auth_provider"] = TokenAuth(token)
+    return Server({"/": app}, address=host, port=port, allow_websocket_origin=origins,
+                  extra_patterns=[(r"/health", HealthHandler, kwargs),
+                                  (r"/metrics", MetricsHandler, kwargs)],
+                  num_procs=1, **options)
+
+
+def run_dashboard(config: PipelineConfig, host: str, port: int) -> None:
+    """Serve the dashboard until interrupted (``contimg dashboard``)."""
+    token = access_token(config, host)
+    service = SnapshotService(config).start()
+    server = build_server(config, host, port, service)
+    server.start()
+    protection = ("access token required on every request" if token
+                  else "no access token: this machine only")
+    log.info("dashboard at http://%s:%d/ (%s); /health and /metrics beside it",
+                host, port, protection)
+    print(f"dashboard at http://{host}:{port}/ ({protection}); /health, /metrics", flush=True)
+    try:
+        server.io_loop.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        service.stop()
