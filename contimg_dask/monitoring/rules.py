@@ -49,6 +49,7 @@ def evaluate_rule(rule: AlertRuleConfig, times: Sequence[float], values: Sequenc
                   now: float) -> RuleState:
     """The state of ``rule`` at ``now`` given its metric's samples (``times`` ascending, Unix
     s; samples after ``now`` are ignored)."""
+    now = float(now)
     t = np.asarray(times, dtype=float)
     v = np.asarray(values, dtype=float)
     keep = t <= now
@@ -61,7 +62,7 @@ def evaluate_rule(rule: AlertRuleConfig, times: Sequence[float], values: Sequenc
         return RuleState(rule.name, now - float(t[-1]) > rule.for_s,
                          since if now > since else None, newest)
     beyond = _beyond(rule, v)
-    if not beyond[-1]:
+    if not bool(beyond[-1]):
         return RuleState(rule.name, False, None, newest)
     within = np.flatnonzero(~beyond)
     since = float(t[within[-1] + 1]) if within.size else float(t[0])
