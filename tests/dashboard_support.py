@@ -1,0 +1,145 @@
+"""Support for the dashboard tests: seed a state store through its public API the way the
+pipeline would (blocks, stage results, metrics and events of the shared vocabulary), and run
+``contimg dashboard`` as a real subprocess on a free port of 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from contimg_dask.stages.contract import Product, Provenance, StageResult  # noqa: E402
+from contimg_dask.state import MetricSample, StateStore  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE_SECONDS = {"ingest": 41.0, "rephase": 12.0, "flag": 18.0, "calibrate_apply": 9.0,
+                 "export": 30.0, "image": 120.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quicklook(path: Path) -> Path:
+    """A small PNG (a Gaussian 'source') at ``path``."""
+    y, x = np.mgrid[-32:32, -32:32]
+    fig, ax = plt.subplots(figsize=(3, 3), dpi=60)
+    ax.imshow(np.exp(-(x**2 + y**2) / 40.0), origin="lower")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def record_block(store: StateStore, block_id: str, finished_at: float, *,
+                 latency_s: float = 250.0, flagged: float = 0.05,
+                 products_dir: Path | None = None, fail_stage: str | None = None) -> None:
+    """One block through the stages of STAGE_SECONDS (the last ``fail_stage`` failing
+    permanently), with the metrics and events the orchestrator records."""
+    for sb in range(2):
+        store.register_file(block_id, f"/incoming/{block_id}_sb{sb:02d}.hdf5", sb)
+    store.seal_block(block_id, expected_files=2, deadline_s=600.0)
+    store.emit("block_sealed", {"block_id": block_id, "status": "complete"})
+    t = finished_at - sum(STAGE_SECONDS.values())
+    for stage, seconds in STAGE_SECONDS.items():
+        t += seconds
+        store.enqueue(block_id, stage)
+        lease = store.claim("test-worker", 60.0, stages=[stage])
+        assert lease is not None and lease.block_id == block_id
+        if stage == fail_stage:
+            store.fail(lease, RuntimeError(f"{stage} of {block_id}: tclean exited with 1"))
+            store.emit("stage_failed", {"block_id": block_id, "stage": stage,
+                                        "error": "RuntimeError", "transient": False})
+            return
+        products: tuple[Product, ...] = ()
+        figures: dict = {"seconds": seconds}
+        if stage == "flag":
+            figures.update({"flagged_fraction": flagged,
+                            **{f"flagged_fraction_sb{sb}": flagged * (1 + sb) for sb in range(4)}})
+        if stage == "image" and products_dir is not None:
+            fits = products_dir / f"{block_id}.image.fits"
+            quicklook(fits.with_suffix(".png"))
+            products = (Product("image", fits),)
+        store.complete(lease, StageResult(stage, block_id, products, Provenance((), "test"),
+                                          figures, seconds, t))
+        store.emit("stage_done", {"block_id": block_id, "stage": stage, "seconds": seconds})
+        store.record_metrics([MetricSample(f"stage_seconds.{stage}", seconds, t, block_id)])
+    store.record_metrics([
+        MetricSample("block_latency_s", latency_s, finished_at, block_id),
+        MetricSample("blocks_done", 1.0, finished_at, block_id),
+        MetricSample("flag_fraction", flagged, finished_at, block_id),
+        MetricSample("calibration_snr", 42.0, finished_at, block_id),
+        MetricSample("image_noise_jy", 1.1e-3, finished_at, block_id),
+        MetricSample("image_dynamic_range", 850.0, finished_at, block_id),
+        MetricSample("backlog_blocks", 1.0, finished_at)])
+
+
+def heartbeats(store: StateStore, at: float) -> None:
+    store.record_metrics([MetricSample("heartbeat.watcher", 1.0, at),
+                          MetricSample("heartbeat.pipeline", 1.0, at)])
+
+
+class DashboardProcess:
+    """``contimg --env testing --set ... dashboard --port P`` in its own process."""
+
+    def __init__(self, root: Path, overrides: dict[str, object]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        settings = {"paths.root": str(root), "monitoring.health.disk_free_amber": 0.001,
+                    "monitoring.health.disk_free_red": 0.0, **overrides}
+        self.command = [sys.executable, "-m", "contimg_dask.cli.main", "--env", "testing",
+                        *(a for k, v in settings.items() for a in ("--set", f"{k}={v}")),
+                        "dashboard", "--port", str(self.port)]
+        self.log = root / f"dashboard-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60.0) -> DashboardProcess:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                            env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the dashboard exited: {self.log.read_text()}")
+            if self.status("/health") is not None:
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"the dashboard did not answer in {timeout_s} s: "
+                           f"{self.log.read_text()}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def status(self, path: str) -> int | None:
+        try:
+            return self.get(path)[0]
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

@@ -1,0 +1,101 @@
+"""``contimg dashboard``'s ``/health`` and ``/metrics`` over a real redis-server: /metrics
+parses with prometheus_client's parser, carries every documented name and the values seeded
+into the store; /health answers 200, flips to 503 naming the state store when redis-server
+is stopped, and back to 200 when it returns. Read-only: other methods and unknown query
+parameters are refused. Another address than loopback is refused without a token."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from contimg_dask.errors import ConfigError
+from contimg_dask.monitoring.exposition import METRIC_NAMES
+from contimg_dask.monitoring.server import access_token
+from contimg_dask.state import open_state_store
+from tests.dashboard_support import DashboardProcess, heartbeats, record_block
+from tests.helpers import make_config
+from tests.state.redis_process import RedisProcess
+
+
+@pytest.fixture
+def redis_alone(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of this test's own (it is stopped and restarted)."""
+    settings = make_config(tmp_path, **{"state.redis.appendfsync": "everysec"}).state.redis
+    server = RedisProcess(tmp_path / "redis", settings).start()
+    yield server
+    server.stop()
+
+
+def wait_for(predicate, timeout_s: float) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"not within {timeout_s} s")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_health_and_metrics_over_redis(tmp_path: Path, redis_alone: RedisProcess) -> None:
+    overrides = {"state.backend": "redis", "state.url": redis_alone.url,
+                 "state.instance": f"dash-{uuid.uuid4().hex[:8]}"}
+    config = make_config(tmp_path, **overrides)
+    store = open_state_store(config)
+    now = time.time()
+    heartbeats(store, now)
+    record_block(store, "2026-11-30T10:00:00", now - 400.0, fail_stage="image")
+    record_block(store, "2026-11-30T10:05:09", now - 100.0, latency_s=330.0, flagged=0.12)
+    store.close()
+
+    dashboard = DashboardProcess(tmp_path, overrides).start()
+    try:
+        wait_for(lambda: dashboard.status("/health") == 200, 10.0)
+        status, body = dashboard.get("/metrics")
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        assert set(METRIC_NAMES) <= set(families)
+        value = {f.name: f.samples[0].value for f in families.values()
+                 if len(f.samples) == 1}
+        assert value["contimg_block_latency_seconds"] == 330.0
+        assert value["contimg_flag_fraction"] == pytest.approx(0.12)
+        assert value["contimg_up"] == 1.0
+        stages = {(s.labels["stage"], s.labels["status"]): s.value
+                  for s in families["contimg_stages"].samples}
+        assert stages[("image", "done")] == 1 and stages[("image", "failed")] == 1
+        blocks = {s.labels["status"]: s.value for s in families["contimg_blocks"].samples}
+        assert blocks == {"complete": 2}
+
+        # read-only, parameters validated
+        assert dashboard.get("/health?verbose=1")[0] == 400
+        assert dashboard.status("/metrics?x=1") == 400
+
+        redis_alone.stop()
+        took = wait_for(lambda: dashboard.status("/health") == 503, 10.0)
+        status, body = dashboard.get("/health")
+        report = json.loads(body)
+        state = next(c for c in report["checks"] if c["name"] == "state")
+        assert report["status"] == "red" and state["status"] == "red"
+        assert redis_alone.url.removesuffix("/0").split("//")[1] in state["reason"]
+        print(f"/health turned 503 {took:.2f} s after redis-server stopped")
+        assert dashboard.status("/metrics") == 200  # still served, contimg_up 0
+
+        redis_alone.start()
+        wait_for(lambda: dashboard.status("/health") == 200, 15.0)
+    finally:
+        dashboard.stop()
+
+
+def test_only_loopback_without_a_token(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    assert access_token(config, "127.0.0.1") is None
+    with pytest.raises(ConfigError, match="access_token"):
+        access_token(config, "0.0.0.0")
+    with_token = make_config(tmp_path, **{"monitoring.dashboard.access_token": "s3cret"})
+    assert access_token(with_token, "0.0.0.0") == "s3cret"
