@@ -17,11 +17,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from contimg_dask.stages.contract import Product, Provenance, StageResult  # noqa: E402
-from contimg_dask.state import MetricSample, StateStore  # noqa: E402
+from contimg_dask.stages.contract import Product, Provenance, StageResult
+from contimg_dask.state import MetricSample, StateStore
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_SECONDS = {"ingest": 41.0, "rephase": 12.0, "flag": 18.0, "calibrate_apply": 9.0,
@@ -136,7 +136,7 @@ class DashboardProcess:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)  # the CLI stops cleanly on it
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -41,6 +41,8 @@ COLOURS = {GREEN: "#2e9d44", AMBER: "#e69b00", RED: "#d22c2c"}
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                  "#e377c2", "#7f7f7f", "#17becf")
 SECONDS_PER_HOUR = 3600.0
+#: Series plotted in other units than recorded: image noise Jy/beam -> mJy/beam.
+PLOT_SCALE = {"image_noise_jy": 1e3}
 
 
 def _utc(at: float | None) -> str:
@@ -105,6 +107,7 @@ class DashboardPage:
         self.shown: Snapshot | None = None
         self.block, problems = block_parameter(arguments)
         self.sources: dict[str, ColumnDataSource] = {}
+        self._sent: dict[str, dict[str, list[Any]]] = {}
         self.notice = Div(name="notice", text="<br>".join(problems),
                           styles={"color": COLOURS[RED]})
         self.health = Div(name="health", sizing_mode="stretch_width")
@@ -156,13 +159,13 @@ class DashboardPage:
         stages = _time_figure("stage_timings", "Stage timings", "s")
         for stage, colour in zip(STAGES, STAGE_COLOURS, strict=True):
             self._line(stages, f"stage_seconds.{stage}", colour, stage)
-        stages.legend.location = "top_left"
         stages.legend.label_text_font_size = "8pt"
+        stages.add_layout(stages.legend[0], "right")
         flags = _time_figure("flag_fraction", "Flagged fraction per block", "fraction")
         self._line(flags, "flag_fraction")
         snr = _time_figure("calibration_snr", "Calibration SNR", "SNR")
         self._line(snr, "calibration_snr")
-        noise = _time_figure("image_noise", "Image noise", "Jy/beam")
+        noise = _time_figure("image_noise", "Image noise", "mJy/beam")
         self._line(noise, "image_noise_jy")
         dynamic = _time_figure("dynamic_range", "Image dynamic range", "peak / noise")
         self._line(dynamic, "image_dynamic_range")
@@ -215,6 +218,13 @@ class DashboardPage:
 
     # -- updates ----------------------------------------------------------------------------
 
+    def _set(self, name: str, data: dict[str, list[Any]]) -> None:
+        """Replace a data source's columns, only if they changed (each change is sent to
+        the browser and redrawn there)."""
+        if self._sent.get(name) != data:
+            self.sources[name].data = data
+            self._sent[name] = data
+
     def _selected(self, attr: str, old: list[int], new: list[int]) -> None:
         if new and self.shown is not None:
             self.block = self.sources["blocks"].data["block_id"][new[0]]
@@ -234,35 +244,39 @@ class DashboardPage:
         self._show_science(snap)
 
     def _show_alerts(self, snap: Snapshot) -> None:
-        self.sources["alerts_active"].data = {
+        self._set("alerts_active", {
             "rule": [a.get("rule") for a in snap.active_alerts],
             "severity": [a.get("severity") for a in snap.active_alerts],
             "since": [_utc(a.get("since") or a.get("raised_at")) for a in snap.active_alerts],
             "message": [a.get("message") for a in snap.active_alerts],
-            "runbook": [a.get("runbook") for a in snap.active_alerts]}
-        self.sources["alerts_resolved"].data = {
+            "runbook": [a.get("runbook") for a in snap.active_alerts]})
+        self._set("alerts_resolved", {
             "rule": [a.get("rule") for a in snap.resolved_alerts],
             "severity": [a.get("severity") for a in snap.resolved_alerts],
             "raised": [_utc(a.get("raised_at")) for a in snap.resolved_alerts],
             "resolved": [_utc(a.get("resolved_at")) for a in snap.resolved_alerts],
-            "message": [a.get("message") for a in snap.resolved_alerts]}
+            "message": [a.get("message") for a in snap.resolved_alerts]})
 
     def _show_metrics(self, snap: Snapshot) -> None:
         for name, (times, values) in snap.series.items():
             if name in self.sources:
-                self.sources[name].data = {"t": _ms(times), "v": values}
+                scale = PLOT_SCALE.get(name, 1.0)
+                self._set(name, {"t": _ms(times), "v": [scale * v for v in values]})
         done_times, _ = snap.series.get("block_latency_s", ([], []))
         hours: dict[float, int] = {}
         for t in done_times:
             start = t - t % SECONDS_PER_HOUR + SECONDS_PER_HOUR / 2
             hours[start] = hours.get(start, 0) + 1
-        self.sources["blocks_per_hour"].data = {"t": _ms(list(hours)), "n": list(hours.values())}
+        self._set("blocks_per_hour", {"t": _ms(list(hours)), "n": list(hours.values())})
         cells = snap.flag_heatmap
-        self.sources["flag_heatmap"].data = {"block": [c[0] for c in cells],
-                                             "part": [c[1] for c in cells],
-                                             "value": [c[2] for c in cells]}
-        self.heatmap.x_range.factors = sorted({c[0] for c in cells})
-        self.heatmap.y_range.factors = sorted({c[1] for c in cells})
+        self._set("flag_heatmap", {"block": [c[0] for c in cells],
+                                   "part": [c[1] for c in cells],
+                                   "value": [c[2] for c in cells]})
+        blocks, parts = sorted({c[0] for c in cells}), sorted({c[1] for c in cells})
+        if blocks != list(self.heatmap.x_range.factors):
+            self.heatmap.x_range.factors = blocks
+        if parts != list(self.heatmap.y_range.factors):
+            self.heatmap.y_range.factors = parts
 
     def _show_blocks(self, snap: Snapshot) -> None:
         def cell(stages: dict[str, Any], stage: str) -> str:
@@ -271,15 +285,15 @@ class DashboardPage:
                 return ""
             return f"{s['status']} {_seconds(s['seconds'])}".strip()
 
-        self.sources["blocks"].data = {
+        self._set("blocks", {
             "block_id": [b["block_id"] for b in snap.blocks],
             "status": [f"{b['status']} ({b['n_files']})" for b in snap.blocks],
             "outcome": [b["outcome"] for b in snap.blocks],
-            **{stage: [cell(b["stages"], stage) for b in snap.blocks] for stage in STAGES}}
-        self.sources["failures"].data = {
+            **{stage: [cell(b["stages"], stage) for b in snap.blocks] for stage in STAGES}})
+        self._set("failures", {
             "at": [_utc(f["at"]) for f in snap.failures],
             **{key: [str(f[key]) for f in snap.failures]
-               for key in ("block_id", "stage", "error", "transient", "message", "input")}}
+               for key in ("block_id", "stage", "error", "transient", "message", "input")}})
 
     def _show_block(self, snap: Snapshot) -> None:
         block = next((b for b in snap.blocks if b["block_id"] == self.block),
@@ -301,13 +315,13 @@ class DashboardPage:
             f"<th>status</th><th>attempts</th><th>s</th><th>error</th></tr>{lines}</table>")
         spans = [(stage, s) for stage, s in block["stages"].items()
                  if stage in STAGES and s["finished_at"] is not None and s["seconds"] is not None]
-        self.sources["timeline"].data = {
+        self._set("timeline", {
             "stage": [stage for stage, _ in spans],
             "start": [1000.0 * (s["finished_at"] - s["seconds"]) for _, s in spans],
             "end": [1000.0 * s["finished_at"] for _, s in spans],
             "colour": [COLOURS[GREEN] if s["status"] == "done" else COLOURS[RED]
                        for _, s in spans],
-            "label": [f"{s['status']} {s['seconds']:.1f} s" for _, s in spans]}
+            "label": [f"{s['status']} {s['seconds']:.1f} s" for _, s in spans]})
 
     def _show_science(self, snap: Snapshot) -> None:
         images = "".join(
@@ -315,11 +329,11 @@ class DashboardPage:
             f"style='max-width:420px'><figcaption>{q['kind']} {html.escape(q['block_id'])}"
             f"</figcaption></figure>" for q in snap.quicklooks)
         self.science.text = images or "<p>no quick-look images yet</p>"
-        self.sources["candidates"].data = {
+        self._set("candidates", {
             "at": [_utc(c.get("at")) for c in snap.candidates],
             "name": [str(c.get("name")) for c in snap.candidates],
             "kind": [str(c.get("kind")) for c in snap.candidates],
-            "metrics": [str(c.get("metrics")) for c in snap.candidates]}
+            "metrics": [str(c.get("metrics")) for c in snap.candidates]})
 
 
 def make_document(doc: Document, config: PipelineConfig,
