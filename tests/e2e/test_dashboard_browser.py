@@ -7,7 +7,7 @@ that the test writes to as the pipeline would.
 - an alert raised by a rule (the evaluator, as the pipeline runs it) appears in Active
   alerts, then leaves it for Recently resolved when the rule resolves;
 - screenshots: one as a test artifact (tmp), and docs/img/dashboard.png when
-  CONTIMG_UPDATE_DOCS_SCREENSHOT=1.
+  UPDATE_DOCS_SCREENSHOT=1.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: object) -> None:
         wait_js(browser, model_js(
             "alerts_active", "m.source.data.rule.includes('latency_over_budget')"), 5.0)
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
-        if os.environ.get("CONTIMG_UPDATE_DOCS_SCREENSHOT") == "1":
+        if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
             browser.save_screenshot(str(REPO / "docs" / "img" / "dashboard.png"))
         store.record_metrics([MetricSample("block_latency_s", 250.0, t + 1.0)])
         assert "latency_over_budget" in [a["rule"] for a in evaluator.evaluate(t + 2.0)]
