@@ -115,7 +115,7 @@ class DashboardProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the dashboard exited: {self.log.read_text()}")
-            if self.status("/health") is not None:
+            if self.status("/health") is not None:  # any answer, 403 included
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"the dashboard did not answer in {timeout_s} s: "

@@ -11,9 +11,11 @@ cookie the page sets after a first ``?token=`` visit.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -167,6 +169,50 @@ def build_server(config: PipelineConfig, host: str, port: int,
                   extra_patterns=[(r"/health", HealthHandler, kwargs),
                                   (r"/metrics", MetricsHandler, kwargs)],
                   num_procs=1, **options)
+
+
+class DashboardThread:
+    """The dashboard served from a daemon thread of the calling process, on an event loop of
+    its own (for ``contimg watch --dashboard``): :meth:`start` returns once it listens."""
+
+    def __init__(self, config: PipelineConfig, host: str, port: int) -> None:
+        self.config, self.host, self.port = config, host, port
+        self.server: Server | None = None
+        self.service: SnapshotService | None = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="dashboard", daemon=True)
+
+    def start(self, timeout_s: float = 60.0) -> DashboardThread:
+        access_token(self.config, self.host)  # refuse before starting anything
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError(f"the dashboard did not start within {timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        try:
+            self.service = SnapshotService(self.config).start()
+            self.server = build_server(self.config, self.host, self.port, self.service)
+            self.server.start()
+        except BaseException as exc:  # handed to start()'s caller
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.server.io_loop.start()
+        self.server.stop()
+        asyncio.get_event_loop().close()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.io_loop.add_callback(self.server.io_loop.stop)
+            self._thread.join(timeout=30)
+        if self.service is not None:
+            self.service.stop()
 
 
 def run_dashboard(config: PipelineConfig, host: str, port: int) -> None:

@@ -7,7 +7,9 @@ parameters are refused. Another address than loopback is refused without a token
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contimg_dask.errors import ConfigError
 from contimg_dask.monitoring.exposition import METRIC_NAMES
-from contimg_dask.monitoring.server import access_token
+from contimg_dask.monitoring.server import DashboardThread, access_token
 from contimg_dask.state import open_state_store
-from tests.dashboard_support import DashboardProcess, heartbeats, record_block
+from tests.dashboard_support import DashboardProcess, free_port, heartbeats, record_block
 from tests.helpers import make_config
 from tests.state.redis_process import RedisProcess
 
@@ -99,3 +101,39 @@ def test_only_loopback_without_a_token(tmp_path: Path) -> None:
         access_token(config, "0.0.0.0")
     with_token = make_config(tmp_path, **{"monitoring.dashboard.access_token": "s3cret"})
     assert access_token(with_token, "0.0.0.0") == "s3cret"
+
+
+@pytest.mark.slow
+def test_a_configured_token_is_required_on_every_request(tmp_path: Path) -> None:
+    dashboard = DashboardProcess(tmp_path,
+                                 {"monitoring.dashboard.access_token": "s3cret"}).start()
+    try:
+        assert dashboard.status("/health") == 403
+        assert dashboard.status("/metrics?token=wrong") == 403
+        assert dashboard.status("/metrics?token=s3cret") == 200
+        status, body = dashboard.get("/")
+        assert status == 403 and b"access token" in body  # redirected to /denied
+        status, body = dashboard.get("/?token=s3cret")
+        assert status == 200 and b"bokeh" in body.lower()
+    finally:
+        dashboard.stop()
+
+
+def test_served_from_a_thread_of_the_caller(tmp_path: Path) -> None:
+    """What ``contimg watch --dashboard`` uses: start, answer, stop, port released."""
+    config = make_config(tmp_path)
+    store = open_state_store(config)
+    heartbeats(store, time.time())
+    store.close()
+    port = free_port()
+    dashboard = DashboardThread(config, "127.0.0.1", port).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+            report = json.loads(answer.read())
+        assert {c["name"] for c in report["checks"]} == {
+            "state", "products_disk", "dask_scheduler", "casa", "watcher", "pipeline"}
+        assert next(c for c in report["checks"] if c["name"] == "state")["status"] == "green"
+    finally:
+        dashboard.stop()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
