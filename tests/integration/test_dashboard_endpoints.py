@@ -135,5 +135,7 @@ def test_served_from_a_thread_of_the_caller(tmp_path: Path) -> None:
         assert next(c for c in report["checks"] if c["name"] == "state")["status"] == "green"
     finally:
         dashboard.stop()
-    with socket.socket() as s:
+    with socket.socket() as s:  # nothing listens any more (TIME_WAIT allowed, as tornado does)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+        s.listen()
