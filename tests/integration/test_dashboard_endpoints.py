@@ -7,6 +7,7 @@ parameters are refused. Another address than loopback is refused without a token
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 import urllib.request
@@ -90,6 +91,18 @@ def test_health_and_metrics_over_redis(tmp_path: Path, redis_alone: RedisProcess
 
         redis_alone.start()
         wait_for(lambda: dashboard.status("/health") == 200, 15.0)
+
+        # a store that hangs rather than refuses (SIGSTOP): /health turns 503 once the
+        # snapshot is ten intervals old (at least 10 s), and recovers on SIGCONT
+        assert redis_alone.process is not None
+        redis_alone.process.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: dashboard.status("/health") == 503, 20.0)
+            checks = json.loads(dashboard.get("/health")[1])["checks"]
+            assert any(c["name"] == "monitor" and c["status"] == "red" for c in checks)
+        finally:
+            redis_alone.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: dashboard.status("/health") == 200, 40.0)
     finally:
         dashboard.stop()
 
