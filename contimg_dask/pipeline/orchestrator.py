@@ -346,9 +346,9 @@ class Pipeline:
         return stage.run(block, config, client=self.client)
 
     def _completed(self, beat: Heartbeat, result: StageResult) -> str:
-        lease = beat.lease
+        lease = beat.stop()
         try:
-            self._state(self.state.complete, beat.lease, result)
+            self._state(self.state.complete, lease, result)
         except LeaseLostError:
             log.error("%s of block %s finished after its lease was lost: result discarded "
                       "(its products are replaced atomically by the holder's run)",
@@ -369,11 +369,11 @@ class Pipeline:
         return DONE
 
     def _failed(self, beat: Heartbeat, exc: BaseException) -> str:
-        lease = beat.lease
+        lease = beat.stop()
         if beat.lost is not None:
             return "lost"
         try:
-            status = self._state(self.state.fail, beat.lease, exc)
+            status = self._state(self.state.fail, lease, exc)
         except LeaseLostError:
             return "lost"
         (log.error if status == FAILED else log.warning)(
