@@ -68,6 +68,7 @@ from contimg_dask.state.records import (
     OPEN,
     PENDING,
     RUNNING,
+    FailureRecord,
     Lease,
     MetricSample,
 )
@@ -312,7 +313,7 @@ class Pipeline:
                        cfg.pipeline.heartbeat_interval_s) as beat:
             try:
                 stage = make_stage(step, **extra)
-                result = self._attempts(deps, f"{lease.stage} of block {block.block_id}",
+                result = self._attempts(lease, deps,
                                         lambda: self._run_stage(stage, block, config, deps))
                 if lease.stage == SOLVE:
                     self.calibration.register(result, block.store)
@@ -323,8 +324,14 @@ class Pipeline:
                 return self._failed(beat, exc)
             return self._completed(beat, result)
 
-    def _attempts(self, deps: list[str], describe: str, func: Callable[[], T]) -> T:
-        for attempt in retrying(self.config.pipeline.retry, describe):
+    def _attempts(self, lease: Lease, deps: list[str], func: Callable[[], T]) -> T:
+        def record(exc: BaseException) -> None:
+            self._state(self.state.record_failure, FailureRecord.from_exception(
+                exc, block_id=lease.block_id, stage=lease.stage, worker=self.worker,
+                at=time.time()))
+
+        describe = f"{lease.stage} of block {lease.block_id}"
+        for attempt in retrying(self.config.pipeline.retry, describe, record):
             with attempt:
                 wait_for(self.breakers.seconds_until_trial(deps), self._stop.is_set)
                 return self.breakers.call(deps, func)
@@ -439,7 +446,7 @@ class Pipeline:
         unreachable (up to ``state.lease_s``: longer, and leases held are lost anyway)."""
         for attempt in tenacity.Retrying(
                 stop=tenacity.stop_after_delay(self.config.state.lease_s),
-                wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.5),
+                wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
                 retry=tenacity.retry_if_exception_type(
                     (StateUnavailableError, pybreaker.CircuitBreakerError)),
                 reraise=True):

@@ -122,17 +122,22 @@ class Breakers:
             return func()
 
 
-def retrying(config: RetryConfig, describe: str) -> tenacity.Retrying:
+def retrying(config: RetryConfig, describe: str,
+             on_retry: Callable[[BaseException], None] = lambda exc: None
+             ) -> tenacity.Retrying:
     """Retry transient failures with exponential backoff and jitter (``pipeline.retry``);
-    the last failure is re-raised as it was."""
+    ``on_retry(exc)`` is called with each failure that will be retried (the orchestrator
+    records it); the last failure is re-raised as it was."""
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning("%s: attempt %d failed (%s); retrying in %.1f s", describe,
                     state.attempt_number, exc, state.upcoming_sleep)
+        if exc is not None:
+            on_retry(exc)
 
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(config.attempts),
-        wait=tenacity.wait_exponential_jitter(initial=config.initial_s, max=config.max_s,
+        wait=tenacity.wait_exponential_jitter(multiplier=config.initial_s, max=config.max_s,
                                               jitter=config.jitter_s),
         retry=tenacity.retry_if_exception(is_transient), reraise=True,
         before_sleep=before_sleep)

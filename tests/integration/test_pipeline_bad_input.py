@@ -61,8 +61,8 @@ def test_bad_inputs_are_failures_and_good_blocks_are_done(small_blocks: Path,
         vis = f["Data"]["visdata"]
         vis[...] = np.full(vis.shape, np.nan + 1j * np.nan, dtype=vis.dtype)
     # An HDF5 file of another application, named like a subband of the first block.
-    stamp_a, _, _ = good_a[0].name.partition("_")
-    foreign = incoming / f"{(dt.datetime.strptime(stamp_a, STAMP) + dt.timedelta(seconds=1)).strftime(STAMP)}_sb00.hdf5"
+    beside_a = dt.datetime.strptime(good_a[0].name[:19], STAMP) + dt.timedelta(seconds=1)
+    foreign = incoming / f"{beside_a.strftime(STAMP)}_sb00.hdf5"
     with h5py.File(foreign, "w") as f:
         f["spectrum"] = np.arange(10.0)
 
