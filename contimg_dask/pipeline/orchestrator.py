@@ -50,6 +50,7 @@ from contimg_dask.pipeline.recipes import (
     recipe,
     with_overrides,
 )
+from contimg_dask.pipeline.reconcile import Reconciliation, reconcile
 from contimg_dask.pipeline.recovery import (
     Breakers,
     DiskSpaceError,
@@ -116,6 +117,7 @@ class Pipeline:
         self._gated = 0
         self._backlog: int | None = None
         self._stop = threading.Event()
+        self._reconciled = False
         #: Called with each lease before its stage runs (progress displays).
         self.on_stage: Callable[[Lease], None] | None = None
 
@@ -258,6 +260,14 @@ class Pipeline:
         return [d for d in self.config.pipeline.dependencies.get(stage, ["disk"])
                 if d != "state"]
 
+    def reconcile(self) -> Reconciliation:
+        """Make the products on disk and the state store agree (done once, before the
+        first :meth:`work`; see :mod:`contimg_dask.pipeline.reconcile`)."""
+        order = [s.stage for s in recipe(self.config, CALIBRATOR)]
+        order += [s.stage for s in recipe(self.config, TARGET) if s.stage not in order]
+        self._reconciled = True
+        return self._state(reconcile, self.state, self.config, order, self.worker)
+
     def idle(self) -> bool:
         """Nothing pending, running or waiting for a solve."""
         return (self._gated == 0 and not self._state(self.state.stages, status=PENDING)
@@ -272,6 +282,8 @@ class Pipeline:
         if worker is not None:
             self.worker = worker
         ran = 0
+        if not self._reconciled:
+            self.reconcile()
         reaper = Reaper(self.state, self.config.state.reaper_interval_s).start()
         try:
             while not self._stop.is_set():
