@@ -5,9 +5,12 @@ real SQLite store, a dead process's pid."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from contimg_dask.io.uvh5.discovery import discover_blocks
 from contimg_dask.pipeline import Pipeline
@@ -40,8 +43,16 @@ def test_restart_reconciles_products_and_leases(small_blocks: Path, tmp_path: Pa
     assert len(a.files) == len(b.files) == 16
 
     with Pipeline(config) as first:
-        assert first.process_block(a).outcome == "done"
-        token_a = first.state.stage_status(a.block_id, "ingest").token
+        assert asyncio.run(first.aprocess_block(a)).outcome == "done"
+        status = first.state.stage_status(a.block_id, "ingest")
+        token_a = status.token
+        # Its monitor points: the stage's time as the stage measured it, the block's latency.
+        seconds = first.state.metric_series("stage_seconds.ingest", "raw")
+        assert [p.mean for p in seconds] == [pytest.approx(status.result["seconds"])]
+        latency = first.state.metric_series("block_latency_s", "raw")
+        record = first.state.block(a.block_id)
+        assert [p.mean for p in latency] == [pytest.approx(status.updated_at
+                                                           - record.first_seen)]
         # Block b: its store written by a run that died before recording it (an orphan),
         # and its stage leased to a worker of this host that has died since.
         get_stage("ingest").run(b, config)
