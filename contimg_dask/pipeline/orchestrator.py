@@ -21,6 +21,7 @@ one stage and queueing the next loses nothing. A worker loop (:meth:`Pipeline.wo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import threading
@@ -45,6 +46,7 @@ from contimg_dask.pipeline.quality import nonfinite_failures
 from contimg_dask.pipeline.recipes import (
     CALIBRATOR,
     TARGET,
+    config_key,
     log_skipped_stages,
     make_stage,
     recipe,
@@ -80,6 +82,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 T = TypeVar("T")
 INGEST = "ingest"
+#: The figure under which each result records its configuration key.
+CONFIG_KEY = "config_key"
 
 
 def default_worker_name() -> str:
@@ -160,7 +164,30 @@ class Pipeline:
                         int(match.group(2)) if match else None)
         self._state(self.state.seal_block, block.block_id, len(block.files), 0.0)
         first = recipe(self.config, TARGET)[0].stage
-        return self._state(self.state.enqueue, block.block_id, first)
+        queued = self._state(self.state.enqueue, block.block_id, first)
+        return self._redo_if_configuration_changed(block.block_id) or queued
+
+    def _redo_if_configuration_changed(self, block_id: str) -> bool:
+        """Queue again the first done stage whose configuration key differs from the
+        current one, and every later done stage; True if any."""
+        statuses = {s.stage: s for s in self._state(self.state.stages, block_id)}
+        steps = self.steps(block_id)
+        for index, step in enumerate(steps):
+            status = statuses.get(step.stage)
+            if status is None or status.status != DONE:
+                continue
+            recorded = ((status.result or {}).get("figures") or {}).get(CONFIG_KEY)
+            if recorded is None or recorded == config_key(with_overrides(self.config,
+                                                                         step.set)):
+                continue
+            log.warning("block %s: configuration of %s changed since it ran: it and the "
+                        "later stages run again", block_id, step.stage)
+            for later in steps[index:]:
+                if later.stage in statuses and statuses[later.stage].status == DONE:
+                    self._state(self.state.enqueue, block_id, later.stage, redo=True)
+            self._finished.discard(block_id)
+            return True
+        return False
 
     def kind(self, block_id: str) -> str | None:
         """``calibrator`` or ``target`` once the block store exists (its first stage done),
@@ -327,6 +354,8 @@ class Pipeline:
                 stage = make_stage(step, **extra)
                 result = self._attempts(lease, deps,
                                         lambda: self._run_stage(stage, block, config, deps))
+                result = dataclasses.replace(result, figures={
+                    **result.figures, CONFIG_KEY: config_key(config)})
                 if lease.stage == SOLVE:
                     self.calibration.register(result, block.store)
                 if solutions is not None:

@@ -88,3 +88,33 @@ def test_restart_reconciles_products_and_leases(small_blocks: Path, tmp_path: Pa
     # Both stores were made again by the second run, not left over from before.
     assert a.store.stat().st_ino != a_store_inode
     assert b.store.stat().st_ino != orphan_inode
+
+
+def test_a_block_submitted_again_reruns_stages_whose_configuration_changed(
+        small_blocks: Path, tmp_path: Path) -> None:
+    """Products are keyed by (block, stage, configuration): submitting a block again with
+    a different time chunking re-ingests it, and the store has the new chunks; a change
+    of how the pipeline runs (log level) re-runs nothing."""
+    from contimg_dask.io.store.block_view import open_block_view
+
+    base = {"pipeline.recipes.target": RECIPE, "pipeline.recipes.calibrator": RECIPE}
+    config = make_config(tmp_path, **base)
+    a, _ = _blocks(small_blocks, config)
+
+    def time_chunk() -> int:
+        return open_block_view(a.store).dataset.VISIBILITY.data.chunks[0][0]
+
+    with Pipeline(config) as first:
+        first.process_block(a)
+        token = first.state.stage_status(a.block_id, "ingest").token
+    assert time_chunk() == config.store.time_chunk_integrations == 6
+    with Pipeline(make_config(tmp_path, **base, **{"logging.level": "ERROR"})) as same:
+        assert same.submit(a) is False
+        assert same.state.stage_status(a.block_id, "ingest").token == token
+    with Pipeline(make_config(tmp_path, **base,
+                              **{"store.time_chunk_integrations": 12})) as changed:
+        assert changed.submit(a) is True
+        changed.work()
+        status = changed.state.stage_status(a.block_id, "ingest")
+        assert status.status == "done" and status.token > token
+    assert time_chunk() == 12
