@@ -62,6 +62,7 @@ from contimg_dask.pipeline.recovery import (
 )
 from contimg_dask.stages.contract import BlockRef, StageResult
 from contimg_dask.stages.layout import block_slug
+from contimg_dask.stages.registry import STAGES
 from contimg_dask.state import open_state_store
 from contimg_dask.state.protocol import StateStore
 from contimg_dask.state.reaper import Reaper
@@ -223,9 +224,11 @@ class Pipeline:
         """Queue the next stage of every sealed, unfinished block (oldest block first).
         Returns the number of blocks waiting for a solve in flight."""
         gated, backlog = 0, 0
-        for record in sorted(self._state(self.state.blocks), key=lambda b: b.block_id):
-            if record.status == OPEN or record.block_id in self._finished:
-                continue
+        records = [r for r in sorted(self._state(self.state.blocks), key=lambda b: b.block_id)
+                   if r.status != OPEN and r.block_id not in self._finished]
+        for record in records:  # every kind first: a target's wait looks at calibrators
+            self.kind(record.block_id)
+        for record in records:
             state = self._advance_block(record.block_id, record.first_seen)
             gated += state == "gated"
             backlog += state in ("gated", "working")
@@ -279,9 +282,7 @@ class Pipeline:
     # -- working ------------------------------------------------------------------------------
 
     def _claimable(self) -> list[str]:
-        names = set(self.config.pipeline.dependencies) | {
-            s.stage for kind in (CALIBRATOR, TARGET) for s in recipe(self.config, kind)}
-        return sorted(n for n in names if self.breakers.available(self._deps(n)))
+        return sorted(n for n in STAGES if self.breakers.available(self._deps(n)))
 
     def _deps(self, stage: str) -> list[str]:
         return [d for d in self.config.pipeline.dependencies.get(stage, ["disk"])
@@ -296,8 +297,11 @@ class Pipeline:
         return self._state(reconcile, self.state, self.config, order, self.worker)
 
     def idle(self) -> bool:
-        """Nothing pending, running or waiting for a solve."""
-        return (self._gated == 0 and not self._state(self.state.stages, status=PENDING)
+        """Nothing pending (of the stages this program has), running or waiting for a
+        solve."""
+        pending = [s for s in self._state(self.state.stages, status=PENDING)
+                   if s.stage in STAGES]
+        return (self._gated == 0 and not pending
                 and not self._state(self.state.stages, status=RUNNING))
 
     def work(self, worker: str | None = None, *, until_idle: bool = True,
