@@ -57,7 +57,7 @@ def _block_ref(block_dir: Path, config):
 
 def ours(block_dir: Path, work: Path) -> dict:
     from benchmarks.chains import warm_inputs
-    from contimg_dask.io.store.block_store import fixed_centre_group
+    from contimg_dask.io.store.block_view import fixed_centre_group
     from contimg_dask.pipeline import Pipeline
     from contimg_dask.pipeline.cluster import dask_client
 
