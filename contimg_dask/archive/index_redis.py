@@ -1,0 +1,191 @@
+"""The archive index in the state store's Redis, under the instance prefix
+(``contimg:{<instance>}:archive:...``). Values are JSON, never pickle.
+
+Keys: ``entries`` (hash: product id -> the entry's JSON), ``where`` (hash: product id -> the
+JSON list [cell, kind, collection] it is indexed under), ``cell:<cell>``, ``time`` and
+``kind:<kind>`` (sorted sets scored by start time), ``strip`` (sorted set scored by strip
+declination), ``collections`` (hash: collection -> count), ``meta`` (hash: ``max_span_s``).
+Adds and removals are Lua scripts, atomic on the server. A search takes its candidates from
+the most selective sorted sets (the cone's cells, else the time, kind or strip set) and
+tests every criterion exactly on the entries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from contimg_dask.archive.records import ArchiveEntry, SearchQuery, unit_vector
+from contimg_dask.archive.sky_cells import cell_of, cone_cells
+from contimg_dask.config.schema import StateConfig
+from contimg_dask.errors import StateError, StateUnavailableError
+
+T = TypeVar("T")
+FETCH_BATCH = 5000
+
+_UNINDEX = """
+local old = redis.call('HGET', A .. 'where', id)
+if old then
+  local w = cjson.decode(old)
+  redis.call('ZREM', A .. 'cell:' .. w[1], id)
+  redis.call('ZREM', A .. 'kind:' .. w[2], id)
+  redis.call('ZREM', A .. 'time', id)
+  redis.call('ZREM', A .. 'strip', id)
+  if redis.call('HINCRBY', A .. 'collections', w[3], -1) <= 0 then
+    redis.call('HDEL', A .. 'collections', w[3])
+  end
+  redis.call('HDEL', A .. 'where', id)
+  redis.call('HDEL', A .. 'entries', id)
+end
+"""
+
+#: ARGV: archive prefix, product id, entry JSON, cell, kind, collection, time_start,
+#: strip dec, span (s).
+ADD = """
+local A, id = ARGV[1], ARGV[2]
+""" + _UNINDEX + """
+redis.call('HSET', A .. 'entries', id, ARGV[3])
+redis.call('HSET', A .. 'where', id, cjson.encode({ARGV[4], ARGV[5], ARGV[6]}))
+redis.call('ZADD', A .. 'cell:' .. ARGV[4], ARGV[7], id)
+redis.call('ZADD', A .. 'kind:' .. ARGV[5], ARGV[7], id)
+redis.call('ZADD', A .. 'time', ARGV[7], id)
+redis.call('ZADD', A .. 'strip', ARGV[8], id)
+redis.call('HINCRBY', A .. 'collections', ARGV[6], 1)
+local span = tonumber(redis.call('HGET', A .. 'meta', 'max_span_s') or '0')
+if tonumber(ARGV[9]) > span then redis.call('HSET', A .. 'meta', 'max_span_s', ARGV[9]) end
+return 1
+"""
+
+#: ARGV: archive prefix, product id. Returns 1 if the product was indexed.
+REMOVE = """
+local A, id = ARGV[1], ARGV[2]
+local present = redis.call('HEXISTS', A .. 'entries', id)
+""" + _UNINDEX + """
+return present
+"""
+
+
+def entry_matches(entry: ArchiveEntry, query: SearchQuery) -> bool:
+    """Whether ``entry`` meets every criterion of ``query`` (the exact test)."""
+    if query.cone is not None:
+        ra, dec, radius = query.cone
+        c, p = unit_vector(ra, dec), unit_vector(entry.ra_deg, entry.dec_deg)
+        if sum(a * b for a, b in zip(c, p, strict=True)) < math.cos(math.radians(radius)):
+            return False
+    if query.time_from is not None and entry.time_end < query.time_from:
+        return False
+    if query.time_to is not None and entry.time_start > query.time_to:
+        return False
+    if (query.strip_dec_deg is not None
+            and abs(entry.strip_dec_deg - query.strip_dec_deg) > query.strip_tolerance_deg):
+        return False
+    if query.kind is not None and entry.kind != query.kind:
+        return False
+    return query.max_noise_jy is None or (entry.noise_jy is not None
+                                          and entry.noise_jy <= query.max_noise_jy)
+
+
+class RedisArchiveIndex:
+    """:class:`~contimg_dask.archive.index.ArchiveIndex` in Redis (the state store's server
+    and instance prefix)."""
+
+    backend = "redis"
+
+    def __init__(self, settings: StateConfig) -> None:
+        from contimg_dask.state.redis_store import redacted
+
+        assert settings.url is not None  # the schema requires it for this backend
+        self.location = redacted(settings.url)
+        self.prefix = f"contimg:{{{settings.instance}}}:archive:"
+        options = settings.redis
+        self._redis = redis.Redis.from_url(
+            settings.url, username=options.username,
+            password=options.password.get_secret_value() if options.password else None,
+            socket_connect_timeout=options.connect_timeout_s,
+            socket_timeout=options.socket_timeout_s, decode_responses=True,
+            retry=Retry(NoBackoff(), 0))
+        self._add = self._redis.register_script(ADD)
+        self._remove = self._redis.register_script(REMOVE)
+
+    def _call(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StateUnavailableError(f"cannot reach Redis: {exc}",
+                                        file=self.location) from exc
+        except redis.RedisError as exc:
+            raise StateError(f"archive index: Redis error: {exc}", file=self.location) from exc
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def add(self, entries: Iterable[ArchiveEntry], batch: int = 2000) -> int:
+        n = 0
+        pipe = self._redis.pipeline(transaction=False)
+        for entry in entries:
+            self._add(args=[self.prefix, entry.product_id, json.dumps(entry.to_dict()),
+                            cell_of(entry.ra_deg, entry.dec_deg), entry.kind,
+                            entry.collection, repr(entry.time_start),
+                            repr(entry.strip_dec_deg),
+                            repr(entry.time_end - entry.time_start)], client=pipe)
+            n += 1
+            if n % batch == 0:
+                self._call(pipe.execute)
+        self._call(pipe.execute)
+        return n
+
+    def get(self, product_id: str) -> ArchiveEntry | None:
+        doc = self._call(lambda: self._redis.hget(self.prefix + "entries", product_id))
+        return ArchiveEntry.from_dict(json.loads(doc)) if doc else None
+
+    def remove(self, product_id: str) -> bool:
+        return bool(self._call(lambda: self._remove(args=[self.prefix, product_id])))
+
+    def count(self) -> int:
+        return int(self._call(lambda: self._redis.hlen(self.prefix + "entries")))
+
+    def collections(self) -> dict[str, int]:
+        found = self._call(lambda: self._redis.hgetall(self.prefix + "collections"))
+        return {k: int(v) for k, v in sorted(found.items())}
+
+    def _candidates(self, query: SearchQuery) -> Iterable[str]:
+        """Product ids that may match: from the cone's cells, else the time, kind or strip
+        sorted set, else every entry."""
+        span = float(self._call(lambda: self._redis.hget(self.prefix + "meta", "max_span_s"))
+                     or 0.0)
+        low = "-inf" if query.time_from is None else repr(query.time_from - span)
+        high = "+inf" if query.time_to is None else repr(query.time_to)
+        if query.cone is not None:
+            keys = [self.prefix + "cell:" + c for c in cone_cells(*query.cone)]
+        elif query.kind is not None:
+            keys = [self.prefix + "kind:" + query.kind]
+        elif query.time_from is not None or query.time_to is not None:
+            keys = [self.prefix + "time"]
+        elif query.strip_dec_deg is not None:
+            s, tol = query.strip_dec_deg, query.strip_tolerance_deg
+            return self._call(lambda: self._redis.zrangebyscore(
+                self.prefix + "strip", repr(s - tol), repr(s + tol)))
+        else:
+            return self._call(lambda: self._redis.hkeys(self.prefix + "entries"))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrangebyscore(key, low, high)
+        return {i for ids in self._call(pipe.execute) for i in ids}
+
+    def search(self, query: SearchQuery) -> list[ArchiveEntry]:
+        ids = list(self._candidates(query))
+        found: list[ArchiveEntry] = []
+        for start in range(0, len(ids), FETCH_BATCH):
+            part = ids[start:start + FETCH_BATCH]
+            docs: list[Any] = self._call(lambda p=part: self._redis.hmget(
+                self.prefix + "entries", p))
+            found += [e for e in (ArchiveEntry.from_dict(json.loads(d)) for d in docs if d)
+                      if entry_matches(e, query)]
+        found.sort(key=lambda e: (e.time_start, e.product_id))
+        return found if query.limit is None else found[:query.limit]
