@@ -2,10 +2,12 @@
 new location, and compare the result with the original (compare.py).
 
 The recorded command's ``--out`` is replaced by ``<dest>/<its name>``; the command runs as a
-child ``contimg`` process with this configuration's environment (``--env``) unless it names
-one. The report states whether the configuration hash and the inputs (their fingerprints
-when the product was indexed) are those the product was made with: a product made from a
-block store that later stages changed (flags, calibration) is not expected to agree.
+child ``contimg`` process with this configuration: written to ``<dest>/config/`` (secrets
+left out: the child reads them from ``CONTIMG_*`` variables as usual) and passed as
+``--config``/``--env`` unless the command names its own. The report states whether the
+configuration hash and the inputs (their fingerprints when the product was indexed) are those
+the product was made with: a product made from a block store that later stages changed
+(flags, calibration) is not expected to agree.
 """
 
 from __future__ import annotations
@@ -17,18 +19,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from contimg_dask.archive.compare import compare_products
 from contimg_dask.archive.fingerprint import fingerprint
 from contimg_dask.archive.records import ArchiveEntry
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.errors import ContimgError, InputError
 
-#: Options of ``contimg`` itself (before the command), each with a value.
-GLOBAL_OPTIONS = ("--env", "--config", "--set")
+
+def write_config_snapshot(config: PipelineConfig, directory: Path) -> Path:
+    """``config`` as a configuration directory ``contimg --config`` reads (``pipeline.yaml``
+    and an empty overlay for its environment); the Redis password is left out."""
+    values = config.model_dump(mode="json")
+    values.pop("environment")
+    values["state"]["redis"]["password"] = None
+    (directory / "environments").mkdir(parents=True, exist_ok=True)
+    (directory / "pipeline.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    (directory / "environments" / f"{config.environment}.yaml").write_text("{}\n")
+    return directory
 
 
-def rewrite_command(command: str, dest: Path, environment: str) -> tuple[list[str], Path, Path]:
-    """The recorded ``command`` as arguments of ``contimg`` writing into ``dest``; returns
+def rewrite_command(command: str, dest: Path, environment: str,
+                    config_dir: Path | None = None) -> tuple[list[str], Path, Path]:
+    """The recorded ``command`` as arguments of ``contimg`` writing into ``dest`` (with
+    ``--config config_dir`` and ``--env environment`` unless it names its own); returns
     (arguments, the old ``--out``, the new one)."""
     words = shlex.split(command)
     if not words or words[0] != "contimg":
@@ -42,6 +57,8 @@ def rewrite_command(command: str, dest: Path, environment: str) -> tuple[list[st
     args[at] = str(new)
     if "--env" not in args:
         args = ["--env", environment, *args]
+    if "--config" not in args and config_dir is not None:
+        args = ["--config", str(config_dir), *args]
     return args, old, new
 
 
@@ -67,10 +84,11 @@ def reproduce(entry: ArchiveEntry, config: PipelineConfig, dest: Path,
     command = entry.provenance.get("command")
     if not command:
         raise InputError("the product's provenance records no command", file=entry.path)
-    args, old_out, new_out = rewrite_command(command, Path(dest), config.environment)
+    dest = Path(dest)
+    args, old_out, new_out = rewrite_command(
+        command, dest, config.environment, write_config_snapshot(config, dest / "config"))
     original = Path(entry.path)
     reproduced = new_out / original.relative_to(old_out) if original != old_out else new_out
-    Path(dest).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "contimg_dask.cli.main", *args],
                          capture_output=True, text=True, timeout=timeout_s, check=False)
