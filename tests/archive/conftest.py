@@ -5,7 +5,6 @@ instance prefix per test), as in tests/state/."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +16,7 @@ from tests.state import conftest as state_fixtures
 backend = state_fixtures.backend
 redis_server = state_fixtures.redis_server
 store_config = state_fixtures.store_config
+store = state_fixtures.store
 
 
 @pytest.fixture
@@ -24,8 +24,3 @@ def index(store_config: Callable[..., PipelineConfig]) -> Iterator[ArchiveIndex]
     opened = open_archive_index(store_config())
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def archive_root(tmp_path: Path) -> Path:
-    return tmp_path
