@@ -18,13 +18,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from contimg_dask.archive.records import ArchiveEntry, SearchQuery, unit_vector
 from contimg_dask.archive.sky_cells import cell_of, cone_cells
 from contimg_dask.config.schema import StateConfig
 from contimg_dask.errors import StateError, StateUnavailableError
+from contimg_dask.state.redis_store import connect, redacted
 
 T = TypeVar("T")
 FETCH_BATCH = 5000
@@ -98,18 +97,9 @@ class RedisArchiveIndex:
     backend = "redis"
 
     def __init__(self, settings: StateConfig) -> None:
-        from contimg_dask.state.redis_store import redacted
-
-        assert settings.url is not None  # the schema requires it for this backend
-        self.location = redacted(settings.url)
+        self._redis = connect(settings)
+        self.location = redacted(settings.url or "")
         self.prefix = f"contimg:{{{settings.instance}}}:archive:"
-        options = settings.redis
-        self._redis = redis.Redis.from_url(
-            settings.url, username=options.username,
-            password=options.password.get_secret_value() if options.password else None,
-            socket_connect_timeout=options.connect_timeout_s,
-            socket_timeout=options.socket_timeout_s, decode_responses=True,
-            retry=Retry(NoBackoff(), 0))
         self._add = self._redis.register_script(ADD)
         self._remove = self._redis.register_script(REMOVE)
 
