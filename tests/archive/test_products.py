@@ -178,6 +178,49 @@ def test_reproduce_export_and_solutions_bit_for_bit(run: dict) -> None:
         assert Path(report["reproduced"]) != Path(entry.path)
 
 
+#: A quick image: 256 x 60" pixels (4.3 deg), hogbom, 200 iterations, all channels.
+QUICK_IMAGE = {"imaging.imsize": 256, "imaging.cell_arcsec": 60.0, "imaging.niter": 200,
+               "imaging.deconvolver": "hogbom", "imaging.channels_per_subband": None}
+
+
+@pytest.mark.casa
+def test_image_is_indexed_served_and_reproduced(run: dict, capsys: pytest.CaptureFixture
+                                                ) -> None:
+    """The image stage (CASA tclean) on the calibrated block: indexed with its noise and
+    centre, served as FITS and PNG, reproduced by its recorded command within the stated
+    tolerance (1 % of the noise)."""
+    from astropy.io import fits
+
+    config = make_config(run["root"], **QUICK_IMAGE)
+    block, state, index = run["block"], run["state"], run["index"]
+    state.enqueue(block.block_id, "image")
+    lease = state.claim("archive-test", 600.0, ["image"])
+    result = get_stage("image").run(block, config)
+    state.complete(lease, result)
+    report = sync_index(state, index, config)
+    assert report["indexed"] == 5 and report["skipped"] == []  # image, pbcor, residual, pb, model
+    entry = index.get(f"{block.block_id}/image")
+    header = fits.getheader(entry.path)
+    assert (entry.ra_deg, entry.dec_deg) == pytest.approx((header["CRVAL1"] % 360,
+                                                           header["CRVAL2"]), abs=1e-9)
+    assert entry.noise_jy == result.figures["noise_jy"] > 0
+    assert entry.collection.startswith("products/image/")
+    assert main(_cli(run, "archive", "search", "--kind", "image", "--max-noise",
+                     f"{2 * entry.noise_jy}", "--json")) == 0
+    assert [e["product_id"] for e in json.loads(capsys.readouterr().out)] == [entry.product_id]
+    assert main(_cli(run, "archive", "search", "--kind", "image", "--max-noise",
+                     f"{entry.noise_jy / 2}", "--json")) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    served = get_product(entry, "fits", config)
+    assert served["cache"] == "original" and served["path"] == entry.path
+    png = Path(get_product(entry, "png", config)["path"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    reproduced = reproduce(entry, config, run["root"] / "reproduced" / "image")
+    assert reproduced["config_matches"] and reproduced["changed_inputs"] == {}
+    assert reproduced["agrees"], reproduced
+    assert reproduced["tolerance"] == pytest.approx(0.01 * entry.noise_jy)
+
+
 def test_cached_second_request_and_invalidation(run: dict, capsys: pytest.CaptureFixture,
                                                 record_property) -> None:
     """Runs last: it changes the block store (rephases it elsewhere)."""
