@@ -32,13 +32,15 @@ def sync_index(state: StateStore, index: ArchiveIndex, config: PipelineConfig
     skipped (each with the file and the reason), which are logged and left for the next
     sync."""
     entries, unchanged, skipped = [], 0, []
+    skies: dict[str, dict[str, Any]] = {}
     for record in latest_records(state):
         pid = product_id(record.block_id, record.kind)
         if _unchanged(index.get(pid), record.token, record.recorded_at, record.path):
             unchanged += 1
             continue
         try:
-            entries.append(entry_for(record, state, checksum=config.archive.checksum_on_index))
+            entries.append(entry_for(record, state, checksum=config.archive.checksum_on_index,
+                                     skies=skies))
         except ContimgError as exc:
             skipped.append({"product_id": pid, "reason": skip_reason(exc)})
             log.warning("not indexed: %s: %s", pid, skip_reason(exc))

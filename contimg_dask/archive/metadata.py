@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ NOT_INDEXED = frozenset({"png", "provenance"})
 IMAGE_KINDS = frozenset({"image", "image_pbcor", "residual", "pb", "model", "mosaic", "noise"})
 
 
-@lru_cache(maxsize=256)
 def block_sky(store: str) -> dict[str, Any]:
     """Times (Unix s), centre and strip (deg), antennas of the block store ``store``."""
     from contimg_dask.io.store.block_view import fixed_centre_group, read_geometry
@@ -88,13 +86,22 @@ def input_fingerprints(inputs: list[str]) -> dict[str, str | None]:
     return out
 
 
-def entry_for(record: ProductRecord, state: StateStore, *, checksum: bool) -> ArchiveEntry:
+def entry_for(record: ProductRecord, state: StateStore, *, checksum: bool,
+              skies: dict[str, dict[str, Any]] | None = None) -> ArchiveEntry:
     """The archive entry of ``record``; ``checksum``: compute the content checksum when the
-    stage recorded none. Raises a ContimgError naming the product when its block store or
-    image cannot be read."""
-    sky = dict(block_sky(block_store_of(record)))
-    if record.kind in IMAGE_KINDS:
-        sky["ra_deg"], sky["dec_deg"] = image_centre(record.path)
+    stage recorded none; ``skies``: block metadata already read, by block store (filled in).
+    Raises a ContimgError naming the product when its block store or image cannot be read."""
+    skies = {} if skies is None else skies
+    store = block_store_of(record)
+    try:
+        if store not in skies:
+            skies[store] = block_sky(store)
+        sky = dict(skies[store])
+        if record.kind in IMAGE_KINDS:
+            sky["ra_deg"], sky["dec_deg"] = image_centre(record.path)
+    except (OSError, ValueError) as exc:  # unreadable or corrupt files
+        raise InputError(f"cannot read the product's metadata: {exc}", file=record.path,
+                         block=record.block_id) from exc
     flag = _figure(state, record.block_id, "flag", "flagged_fraction")
     noise = _figure(state, record.block_id, "image", "noise_jy") if (
         record.kind in IMAGE_KINDS) else None
@@ -103,7 +110,7 @@ def entry_for(record: ProductRecord, state: StateStore, *, checksum: bool) -> Ar
                   "input_fingerprints": input_fingerprints(record.provenance.get("inputs", []))}
     sum_ = record.checksum
     if sum_ is None and checksum:
-        sum_ = content_checksum(record.path)
+        sum_ = content_checksum(record.path)  # InputError naming it if it is gone
     return ArchiveEntry(
         product_id=product_id(record.block_id, record.kind), kind=record.kind,
         path=record.path, block_id=record.block_id,
