@@ -74,3 +74,22 @@ def test_an_existing_other_file_is_not_replaced(store: StateStore, tmp_path: Pat
     with pytest.raises(OutputError, match=r"notes\.csv"):
         write_points([], precious, "csv")
     assert precious.read_text() == "not a monitor export\n"
+
+
+def test_command_writes_the_requested_rate(store: StateStore, cli_settings: list[str],
+                                           tmp_path: Path, capsys: pytest.CaptureFixture
+                                           ) -> None:
+    from contimg_dask.cli.main import main
+
+    samples = [s for s in _record(store) if s.name == "flag_fraction"]
+    out = tmp_path / "flags.parquet"
+    assert main([*cli_settings, "archive", "monitor",
+                 "--from", "2026-05-28T20:27:00", "--to", "2026-05-28T20:31:00", "--rate",
+                 "raw", "--format", "parquet", "--out", str(out), "--metric",
+                 "flag_fraction"]) == 0
+    rows = _rows(out, "parquet")
+    # 2026-05-28T20:27:00Z is T0: the window is T0 ... T0 + 240 s.
+    inside = [s.value for s in samples if T0 <= s.at <= T0 + 240]
+    assert 0 < len(inside) < len(samples)
+    assert sorted(r["mean"] for r in rows) == pytest.approx(sorted(inside))
+    assert "points" in capsys.readouterr().out

@@ -129,3 +129,24 @@ def test_apply_deletes_only_what_the_plan_allows(store: StateStore, index: Archi
     assert sorted(e.data["path"] for e in events) == sorted(deleted)
     # Applied again: nothing more goes (B, C, E still lack verified products).
     assert retention.apply(retention.plan(store, index, RULES, now=NOW), store) == []
+
+
+def test_command_is_a_dry_run_unless_applied(store: StateStore, index: ArchiveIndex,
+                                             scene: dict[str, Path], cli_settings: list[str],
+                                             capsys: pytest.CaptureFixture) -> None:
+    """``contimg archive retention`` with the shipped policies (raw after 30 days, MS after
+    7), which the plan tests above use too."""
+    import json
+
+    from contimg_dask.cli.main import main
+
+    base = [*cli_settings, "archive", "retention"]
+    assert main([*base, "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    expected = sorted(str(scene[n]) for n in ("a0", "a1", "d0", "msA"))
+    assert not dry["applied"] and dry["deleted"] == []
+    assert sorted(d["path"] for d in dry["decisions"] if d["action"] == "delete") == expected
+    assert all(path.exists() for path in scene.values())
+    assert main([*base, "--apply", "--json"]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["deleted"]) == expected
+    assert not any(scene[n].exists() for n in ("a0", "a1", "d0", "msA"))
