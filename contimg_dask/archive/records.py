@@ -89,12 +89,21 @@ class ArchiveEntry:
     indexed_at: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready (``provenance`` copied one level deep)."""
+        out = {name: getattr(self, name) for name in _ENTRY_FIELD_ORDER}
+        out["provenance"] = dict(self.provenance)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchiveEntry:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """The entry of ``to_dict()`` output (keys it does not know are ignored)."""
+        if data.keys() <= _ENTRY_FIELDS:
+            return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in _ENTRY_FIELDS})
+
+
+_ENTRY_FIELD_ORDER = tuple(f.name for f in dataclasses.fields(ArchiveEntry))
+_ENTRY_FIELDS = frozenset(_ENTRY_FIELD_ORDER)
 
 
 @dataclass(frozen=True)
