@@ -1,7 +1,8 @@
 """``contimg archive get``: a product in the format asked for.
 
 - Visibilities (a block store or any of its exports) as ``ms``, ``uvfits``, ``miriad`` or
-  ``uvh5``: converted on the fly from the block store with the pipeline's exporters
+  ``uvh5``: an export in its own format is served as it is while it exists; otherwise
+  converted on the fly from the block store with the pipeline's exporters
   (io/outputs/exports.py), cached (cache.py), keyed by the product, the format and the
   configuration hash, valid for the block store's fingerprint (a changed store, e.g.
   re-flagged or calibrated, is converted again).
@@ -70,6 +71,8 @@ def _convert(entry: ArchiveEntry, fmt: str, config: PipelineConfig,
             raise InputError(f"a {entry.kind} product has no {fmt} format (visibility "
                              f"formats come from block stores and their exports)",
                              file=entry.path)
+        if fmt == entry.kind and Path(entry.path).exists():
+            return Path(entry.path), "original"
         from contimg_dask.io.outputs.exports import export_block
 
         store = block_store_for(entry)

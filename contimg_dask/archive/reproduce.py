@@ -88,7 +88,10 @@ def reproduce(entry: ArchiveEntry, config: PipelineConfig, dest: Path,
     args, old_out, new_out = rewrite_command(
         command, dest, config.environment, write_config_snapshot(config, dest / "config"))
     original = Path(entry.path)
-    reproduced = new_out / original.relative_to(old_out) if original != old_out else new_out
+    if not original.is_relative_to(old_out):
+        raise InputError(f"the product is not under its command's --out {old_out}: the "
+                         "recorded command does not make it", file=original)
+    reproduced = new_out / original.relative_to(old_out)
     t0 = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "contimg_dask.cli.main", *args],
                          capture_output=True, text=True, timeout=timeout_s, check=False)
