@@ -16,7 +16,9 @@ class ArchiveIndex(Protocol):
     """Products with their metadata, searchable by cone, time, strip, kind and noise.
 
     ``add`` replaces an entry with the same ``product_id`` (indexing is idempotent);
-    ``search`` returns entries oldest first (by ``time_start``, then ``product_id``)."""
+    ``search`` returns entries oldest first (by ``time_start``, then ``product_id``) without
+    their provenance (``provenance == {}``: a result list stays light with hundreds of
+    products); ``get`` returns an entry whole."""
 
     backend: str
     location: str

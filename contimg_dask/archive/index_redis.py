@@ -1,13 +1,14 @@
 """The archive index in the state store's Redis, under the instance prefix
 (``contimg:{<instance>}:archive:...``). Values are JSON, never pickle.
 
-Keys: ``entries`` (hash: product id -> the entry's JSON), ``where`` (hash: product id -> the
-JSON list [cell, kind, collection] it is indexed under), ``cell:<cell>``, ``time`` and
-``kind:<kind>`` (sorted sets scored by start time), ``strip`` (sorted set scored by strip
-declination), ``collections`` (hash: collection -> count), ``meta`` (hash: ``max_span_s``).
-Adds and removals are Lua scripts, atomic on the server. A search takes its candidates from
-the most selective sorted sets (the cone's cells, else the time, kind or strip set) and
-tests every criterion exactly on the entries.
+Keys: ``entries`` (hash: product id -> the entry's JSON without its provenance: what a search
+returns), ``provenance`` (hash: product id -> the provenance's JSON, added by ``get``),
+``where`` (hash: product id -> the JSON list [cell, kind, collection] it is indexed under),
+``cell:<cell>``, ``time`` and ``kind:<kind>`` (sorted sets scored by start time), ``strip``
+(sorted set scored by strip declination), ``collections`` (hash: collection -> count),
+``meta`` (hash: ``max_span_s``). Adds and removals are Lua scripts, atomic on the server. A
+search takes its candidates from the most selective sorted sets (the cone's cells, else the
+time, kind or strip set) and tests every criterion exactly on the entries.
 """
 
 from __future__ import annotations
@@ -41,15 +42,17 @@ if old then
   end
   redis.call('HDEL', A .. 'where', id)
   redis.call('HDEL', A .. 'entries', id)
+  redis.call('HDEL', A .. 'provenance', id)
 end
 """
 
-#: ARGV: archive prefix, product id, entry JSON, cell, kind, collection, time_start,
-#: strip dec, span (s).
+#: ARGV: archive prefix, product id, entry JSON (without provenance), cell, kind, collection,
+#: time_start, strip dec, span (s), provenance JSON.
 ADD = """
 local A, id = ARGV[1], ARGV[2]
 """ + _UNINDEX + """
 redis.call('HSET', A .. 'entries', id, ARGV[3])
+redis.call('HSET', A .. 'provenance', id, ARGV[10])
 redis.call('HSET', A .. 'where', id, cjson.encode({ARGV[4], ARGV[5], ARGV[6]}))
 redis.call('ZADD', A .. 'cell:' .. ARGV[4], ARGV[7], id)
 redis.call('ZADD', A .. 'kind:' .. ARGV[5], ARGV[7], id)
@@ -119,11 +122,14 @@ class RedisArchiveIndex:
         n = 0
         pipe = self._redis.pipeline(transaction=False)
         for entry in entries:
-            self._add(args=[self.prefix, entry.product_id, json.dumps(entry.to_dict()),
+            doc = entry.to_dict()
+            provenance = doc.pop("provenance")
+            self._add(args=[self.prefix, entry.product_id, json.dumps(doc),
                             cell_of(entry.ra_deg, entry.dec_deg), entry.kind,
                             entry.collection, repr(entry.time_start),
                             repr(entry.strip_dec_deg),
-                            repr(entry.time_end - entry.time_start)], client=pipe)
+                            repr(entry.time_end - entry.time_start), json.dumps(provenance)],
+                      client=pipe)
             n += 1
             if n % batch == 0:
                 self._call(pipe.execute)
@@ -131,8 +137,14 @@ class RedisArchiveIndex:
         return n
 
     def get(self, product_id: str) -> ArchiveEntry | None:
-        doc = self._call(lambda: self._redis.hget(self.prefix + "entries", product_id))
-        return ArchiveEntry.from_dict(json.loads(doc)) if doc else None
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self.prefix + "entries", product_id)
+        pipe.hget(self.prefix + "provenance", product_id)
+        doc, provenance = self._call(pipe.execute)
+        if not doc:
+            return None
+        return ArchiveEntry.from_dict({**json.loads(doc),
+                                       "provenance": json.loads(provenance or "{}")})
 
     def remove(self, product_id: str) -> bool:
         return bool(self._call(lambda: self._remove(args=[self.prefix, product_id])))

@@ -1,7 +1,9 @@
 """The archive index in the state store's SQLite file: its own tables (``archive_products``,
 ``archive_meta``), never touched by the state store.
 
-The cone search narrows by sky cell (sky_cells.py, indexed with the start time) and then
+Each row keeps the entry's JSON without its provenance (``doc``: what a search returns) and
+the provenance apart (``provenance``: what :meth:`SqliteArchiveIndex.get` adds). The cone
+search narrows by sky cell (sky_cells.py, indexed with the start time) and then
 tests the unit-vector dot product in SQL; time ranges use the start-time index, widened by
 the longest product span seen (kept in ``archive_meta``).
 """
@@ -24,7 +26,8 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS archive_products (product_id TEXT PRIMARY KEY,
         kind TEXT NOT NULL, block_id TEXT, collection TEXT NOT NULL, cell TEXT NOT NULL,
         x REAL NOT NULL, y REAL NOT NULL, z REAL NOT NULL, strip_dec_deg REAL NOT NULL,
-        time_start REAL NOT NULL, time_end REAL NOT NULL, noise_jy REAL, doc TEXT NOT NULL)""",
+        time_start REAL NOT NULL, time_end REAL NOT NULL, noise_jy REAL, doc TEXT NOT NULL,
+        provenance TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS archive_cell_time ON archive_products (cell, time_start)",
     "CREATE INDEX IF NOT EXISTS archive_time ON archive_products (time_start)",
     "CREATE INDEX IF NOT EXISTS archive_kind_time ON archive_products (kind, time_start)",
@@ -36,9 +39,12 @@ SCHEMA = (
 
 def _row(entry: ArchiveEntry) -> tuple[Any, ...]:
     x, y, z = unit_vector(entry.ra_deg, entry.dec_deg)
+    doc = entry.to_dict()
+    provenance = doc.pop("provenance")
     return (entry.product_id, entry.kind, entry.block_id, entry.collection,
             cell_of(entry.ra_deg, entry.dec_deg), x, y, z, entry.strip_dec_deg,
-            entry.time_start, entry.time_end, entry.noise_jy, json.dumps(entry.to_dict()))
+            entry.time_start, entry.time_end, entry.noise_jy, json.dumps(doc),
+            json.dumps(provenance))
 
 
 class SqliteArchiveIndex:
@@ -88,7 +94,7 @@ class SqliteArchiveIndex:
         try:
             with self._transaction() as conn:
                 conn.executemany("INSERT OR REPLACE INTO archive_products VALUES "
-                                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 conn.execute("INSERT INTO archive_meta VALUES ('max_span_s', ?) ON CONFLICT "
                              "(key) DO UPDATE SET value = max(value, excluded.value)", (span,))
         except sqlite3.DatabaseError as exc:
@@ -96,9 +102,12 @@ class SqliteArchiveIndex:
         return len(rows)
 
     def get(self, product_id: str) -> ArchiveEntry | None:
-        rows = self._query("SELECT doc FROM archive_products WHERE product_id = ?",
-                           (product_id,))
-        return ArchiveEntry.from_dict(json.loads(rows[0][0])) if rows else None
+        rows = self._query("SELECT doc, provenance FROM archive_products WHERE "
+                           "product_id = ?", (product_id,))
+        if not rows:
+            return None
+        return ArchiveEntry.from_dict({**json.loads(rows[0][0]),
+                                       "provenance": json.loads(rows[0][1])})
 
     def remove(self, product_id: str) -> bool:
         with self._transaction() as conn:

@@ -101,14 +101,17 @@ def test_add_is_idempotent_and_replaces(index: ArchiveIndex) -> None:
     index.add(entries)
     assert index.count() == 40
     assert sum(index.collections().values()) == 40
+    provenance = {"command": "contimg image /s/b.zarr --out /p", "inputs": ["/s/b.zarr"],
+                  "versions": {"casatasks": "6.7.0"}, "input_fingerprints": {"/s/b.zarr": "ab"}}
     moved = ArchiveEntry.from_dict({**entries[0].to_dict(), "ra_deg": 300.0, "dec_deg": -45.0,
                                     "kind": "image", "noise_jy": 1e-3,
-                                    "collection": "products/image/x"})
+                                    "collection": "products/image/x", "provenance": provenance})
     index.add([moved])
     assert index.count() == 40
-    assert index.get(moved.product_id) == moved
-    assert [e.product_id for e in index.search(SearchQuery(cone=(300.0, -45.0, 0.1)))] == [
-        moved.product_id]
+    assert index.get(moved.product_id) == moved  # whole, with its provenance
+    (found,) = index.search(SearchQuery(cone=(300.0, -45.0, 0.1)))
+    assert found.product_id == moved.product_id and found.provenance == {}
+    assert found == ArchiveEntry.from_dict({**moved.to_dict(), "provenance": {}})
     assert moved.product_id not in [e.product_id for e in index.search(
         SearchQuery(cone=(entries[0].ra_deg, entries[0].dec_deg, 0.01)))]
     assert index.collections()["products/image/x"] == 1
