@@ -4,6 +4,8 @@
 Keys: ``entries`` (hash: product id -> the entry's JSON without its provenance: what a search
 returns), ``provenance`` (hash: product id -> the provenance's JSON, added by ``get``),
 ``where`` (hash: product id -> the JSON list [cell, kind, collection] it is indexed under),
+``pos`` (hash: product id -> "x y z time_end", the unit vector and end time a cone search
+tests before fetching any entry),
 ``cell:<cell>``, ``time`` and ``kind:<kind>`` (sorted sets scored by start time), ``strip``
 (sorted set scored by strip declination), ``collections`` (hash: collection -> count),
 ``meta`` (hash: ``max_span_s``). Adds and removals are Lua scripts, atomic on the server. A
@@ -18,6 +20,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import numpy as np
 import redis
 
 from contimg_dask.archive.records import ArchiveEntry, SearchQuery, unit_vector
@@ -43,16 +46,18 @@ if old then
   redis.call('HDEL', A .. 'where', id)
   redis.call('HDEL', A .. 'entries', id)
   redis.call('HDEL', A .. 'provenance', id)
+  redis.call('HDEL', A .. 'pos', id)
 end
 """
 
 #: ARGV: archive prefix, product id, entry JSON (without provenance), cell, kind, collection,
-#: time_start, strip dec, span (s), provenance JSON.
+#: time_start, strip dec, span (s), provenance JSON, position ("x y z time_end").
 ADD = """
 local A, id = ARGV[1], ARGV[2]
 """ + _UNINDEX + """
 redis.call('HSET', A .. 'entries', id, ARGV[3])
 redis.call('HSET', A .. 'provenance', id, ARGV[10])
+redis.call('HSET', A .. 'pos', id, ARGV[11])
 redis.call('HSET', A .. 'where', id, cjson.encode({ARGV[4], ARGV[5], ARGV[6]}))
 redis.call('ZADD', A .. 'cell:' .. ARGV[4], ARGV[7], id)
 redis.call('ZADD', A .. 'kind:' .. ARGV[5], ARGV[7], id)
@@ -128,7 +133,9 @@ class RedisArchiveIndex:
                             cell_of(entry.ra_deg, entry.dec_deg), entry.kind,
                             entry.collection, repr(entry.time_start),
                             repr(entry.strip_dec_deg),
-                            repr(entry.time_end - entry.time_start), json.dumps(provenance)],
+                            repr(entry.time_end - entry.time_start), json.dumps(provenance),
+                            " ".join(map(repr, (*unit_vector(entry.ra_deg, entry.dec_deg),
+                                                entry.time_end)))],
                       client=pipe)
             n += 1
             if n % batch == 0:
@@ -180,8 +187,30 @@ class RedisArchiveIndex:
             pipe.zrangebyscore(key, low, high)
         return {i for ids in self._call(pipe.execute) for i in ids}
 
+    def _in_cone(self, ids: list[str], query: SearchQuery) -> list[str]:
+        """Those of ``ids`` whose centre is in the query's cone and whose span does not end
+        before its start (from the compact ``pos`` records, no entry decoded)."""
+        assert query.cone is not None
+        ra, dec, radius = query.cone
+        centre = np.array(unit_vector(ra, dec))
+        kept = []
+        for start in range(0, len(ids), FETCH_BATCH):
+            part = ids[start:start + FETCH_BATCH]
+            raw: list[Any] = self._call(lambda p=part: self._redis.hmget(self.prefix + "pos", p))
+            present = [(i, r) for i, r in zip(part, raw, strict=True) if r]
+            if not present:
+                continue
+            pos = np.array([r.split() for _, r in present], float).reshape(-1, 4)
+            keep = pos[:, :3] @ centre >= np.cos(np.radians(radius))
+            if query.time_from is not None:
+                keep &= pos[:, 3] >= query.time_from
+            kept += [i for (i, _), k in zip(present, keep, strict=True) if k]
+        return kept
+
     def search(self, query: SearchQuery) -> list[ArchiveEntry]:
         ids = list(self._candidates(query))
+        if query.cone is not None:
+            ids = self._in_cone(ids, query)
         found: list[ArchiveEntry] = []
         for start in range(0, len(ids), FETCH_BATCH):
             part = ids[start:start + FETCH_BATCH]
