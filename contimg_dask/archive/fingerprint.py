@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from contimg_dask.errors import InputError
@@ -27,14 +28,23 @@ def _files(path: Path) -> list[Path]:
 
 def fingerprint(path: str | Path) -> str:
     """SHA-256 of (relative path, size, mtime ns) of every file of ``path`` (a file or a
-    directory product). Raises InputError naming ``path`` if it does not exist."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    for f in _files(path):
-        stat = f.stat()
-        digest.update(f"{f.relative_to(path) if f != path else f.name}|{stat.st_size}|"
-                      f"{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    directory product), in path order. Raises InputError naming ``path`` if it does not
+    exist."""
+    root = os.fspath(path)
+    if os.path.isfile(root):
+        stat = os.stat(root)
+        return hashlib.sha256(f"{os.path.basename(root)}|{stat.st_size}|{stat.st_mtime_ns}\n"
+                              .encode()).hexdigest()
+    if not os.path.isdir(root):
+        raise InputError("product does not exist", file=Path(root))
+    lines = []
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        relative = os.path.relpath(directory, root)
+        for name in sorted(files):
+            stat = os.stat(os.path.join(directory, name))
+            lines.append(f"{os.path.join(relative, name)}|{stat.st_size}|{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def content_checksum(path: str | Path) -> str:
