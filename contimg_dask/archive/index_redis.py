@@ -9,8 +9,10 @@ tests before fetching any entry),
 ``cell:<cell>``, ``time`` and ``kind:<kind>`` (sorted sets scored by start time), ``strip``
 (sorted set scored by strip declination), ``collections`` (hash: collection -> count),
 ``meta`` (hash: ``max_span_s``). Adds and removals are Lua scripts, atomic on the server. A
-search takes its candidates from the most selective sorted sets (the cone's cells, else the
-time, kind or strip set) and tests every criterion exactly on the entries.
+cone search runs on the server too (SEARCH_CONE: the cone's cells, their time range, the
+dot product on the ``pos`` records), so that only matches travel; other searches take their
+candidates from the kind, time or strip sorted set. Every criterion is then tested exactly on
+the entries.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-import numpy as np
 import redis
 
 from contimg_dask.archive.records import ArchiveEntry, SearchQuery, unit_vector
@@ -78,6 +79,46 @@ return present
 """
 
 
+#: ARGV: archive prefix, lowest start, highest start, cone centre x, y, z, cos(radius), the
+#: earliest end ('' for none), then the cells. Returns the matching ids and their entries'
+#: JSON, alternately: the cone and end-time test run on the server, on the compact ``pos``
+#: records, so that only matches travel and are decoded.
+SEARCH_CONE = """
+local A = ARGV[1]
+local cx, cy, cz, c = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local tfrom = tonumber(ARGV[8])
+local matched = {}
+for i = 9, #ARGV do
+  local ids = redis.call('ZRANGEBYSCORE', A .. 'cell:' .. ARGV[i], ARGV[2], ARGV[3])
+  for first = 1, #ids, 1000 do
+    local part = {unpack(ids, first, math.min(first + 999, #ids))}
+    local pos = redis.call('HMGET', A .. 'pos', unpack(part))
+    for j = 1, #part do
+      if pos[j] then
+        local x, y, z, te = string.match(pos[j], '(%S+) (%S+) (%S+) (%S+)')
+        if tonumber(x) * cx + tonumber(y) * cy + tonumber(z) * cz >= c
+            and (tfrom == nil or tonumber(te) >= tfrom) then
+          matched[#matched + 1] = part[j]
+        end
+      end
+    end
+  end
+end
+local reply = {}
+for first = 1, #matched, 1000 do
+  local part = {unpack(matched, first, math.min(first + 999, #matched))}
+  local docs = redis.call('HMGET', A .. 'entries', unpack(part))
+  for j = 1, #part do
+    if docs[j] then
+      reply[#reply + 1] = part[j]
+      reply[#reply + 1] = docs[j]
+    end
+  end
+end
+return reply
+"""
+
+
 def entry_matches(entry: ArchiveEntry, query: SearchQuery) -> bool:
     """Whether ``entry`` meets every criterion of ``query`` (the exact test)."""
     if query.cone is not None:
@@ -110,6 +151,7 @@ class RedisArchiveIndex:
         self.prefix = f"contimg:{{{settings.instance}}}:archive:"
         self._add = self._redis.register_script(ADD)
         self._remove = self._redis.register_script(REMOVE)
+        self._search_cone = self._redis.register_script(SEARCH_CONE)
 
     def _call(self, action: Callable[[], T]) -> T:
         try:
@@ -164,15 +206,13 @@ class RedisArchiveIndex:
         return {k: int(v) for k, v in sorted(found.items())}
 
     def _candidates(self, query: SearchQuery) -> Iterable[str]:
-        """Product ids that may match: from the cone's cells, else the time, kind or strip
-        sorted set, else every entry."""
+        """Product ids that may match a query without a cone: from the kind or time sorted
+        set, else the strip's, else every entry."""
         span = float(self._call(lambda: self._redis.hget(self.prefix + "meta", "max_span_s"))
                      or 0.0)
         low = "-inf" if query.time_from is None else repr(query.time_from - span)
         high = "+inf" if query.time_to is None else repr(query.time_to)
-        if query.cone is not None:
-            keys = [self.prefix + "cell:" + c for c in cone_cells(*query.cone)]
-        elif query.kind is not None:
+        if query.kind is not None:
             keys = [self.prefix + "kind:" + query.kind]
         elif query.time_from is not None or query.time_to is not None:
             keys = [self.prefix + "time"]
@@ -187,30 +227,29 @@ class RedisArchiveIndex:
             pipe.zrangebyscore(key, low, high)
         return {i for ids in self._call(pipe.execute) for i in ids}
 
-    def _in_cone(self, ids: list[str], query: SearchQuery) -> list[str]:
-        """Those of ``ids`` whose centre is in the query's cone and whose span does not end
-        before its start (from the compact ``pos`` records, no entry decoded)."""
+    def _cone_docs(self, query: SearchQuery) -> list[str]:
+        """Entries' JSON of the products in the query's cone whose span does not end before
+        its start (tested on the server: SEARCH_CONE)."""
         assert query.cone is not None
         ra, dec, radius = query.cone
-        centre = np.array(unit_vector(ra, dec))
-        kept = []
-        for start in range(0, len(ids), FETCH_BATCH):
-            part = ids[start:start + FETCH_BATCH]
-            raw: list[Any] = self._call(lambda p=part: self._redis.hmget(self.prefix + "pos", p))
-            present = [(i, r) for i, r in zip(part, raw, strict=True) if r]
-            if not present:
-                continue
-            pos = np.array([r.split() for _, r in present], float).reshape(-1, 4)
-            keep = pos[:, :3] @ centre >= np.cos(np.radians(radius))
-            if query.time_from is not None:
-                keep &= pos[:, 3] >= query.time_from
-            kept += [i for (i, _), k in zip(present, keep, strict=True) if k]
-        return kept
+        span = float(self._call(lambda: self._redis.hget(self.prefix + "meta", "max_span_s"))
+                     or 0.0)
+        low = "-inf" if query.time_from is None else repr(query.time_from - span)
+        high = "+inf" if query.time_to is None else repr(query.time_to)
+        reply = self._call(lambda: self._search_cone(args=[
+            self.prefix, low, high, *map(repr, unit_vector(ra, dec)),
+            repr(math.cos(math.radians(radius))),
+            "" if query.time_from is None else repr(query.time_from),
+            *cone_cells(ra, dec, radius)]))
+        return reply[1::2]
 
     def search(self, query: SearchQuery) -> list[ArchiveEntry]:
-        ids = list(self._candidates(query))
         if query.cone is not None:
-            ids = self._in_cone(ids, query)
+            entries = (ArchiveEntry.from_dict(json.loads(d)) for d in self._cone_docs(query))
+            found = sorted((e for e in entries if entry_matches(e, query)),
+                           key=lambda e: (e.time_start, e.product_id))
+            return found if query.limit is None else found[:query.limit]
+        ids = list(self._candidates(query))
         found: list[ArchiveEntry] = []
         for start in range(0, len(ids), FETCH_BATCH):
             part = ids[start:start + FETCH_BATCH]
