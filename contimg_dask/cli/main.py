@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from contimg_dask import __version__
+from contimg_dask.cli.archive import add_archive_commands
 from contimg_dask.cli.calibration import add_calibration_commands
 from contimg_dask.cli.imaging import add_imaging_commands
 from contimg_dask.cli.monitoring import add_monitoring_commands
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_imaging_commands(sub)
     add_monitoring_commands(sub)
     add_pipeline_commands(sub)
+    add_archive_commands(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

@@ -363,6 +363,7 @@ class PipelineConfig(_Section):
     state: StateConfig
     monitoring: MonitoringConfig
     pipeline: OrchestratorConfig
+    archive: ArchiveConfig
 
 
 class DashboardConfig(_Section):
@@ -521,6 +522,37 @@ class OrchestratorConfig(_Section):
     retry: RetryConfig
     breaker: BreakerConfig
     dependencies: dict[str, list[Dependency]]
+
+
+
+class ArchiveRetentionRule(_Section):
+    """One retention policy (docs/archive.md). ``kind``: ``raw`` (the raw subband files the
+    state store registered) or a product kind (``ms``, ``uvfits``, ...). ``when``:
+    ``derived_verified``: every product recorded from the file exists and matches its
+    checksum (the file's content survives in them); ``sources_verified``: every input the
+    product was made from exists and is unchanged since it was indexed (it can be made
+    again, e.g. by ``contimg archive get``)."""
+
+    name: str
+    kind: str
+    older_than_days: NonNegativeFloat
+    when: Literal["derived_verified", "sources_verified"]
+
+
+class ArchiveConfig(_Section):
+    """The products archive: conversion cache, search, retention (docs/archive.md)."""
+
+    cache_dir: Path | None  # null: <paths.cache>/archive
+    cache_max_gb: PositiveFloat
+    strip_tolerance_deg: PositiveFloat
+    checksum_on_index: bool
+    retention: list[ArchiveRetentionRule]
+
+    def cache_path(self, paths: PathsConfig) -> Path:
+        """The cache directory (resolved against ``paths``)."""
+        resolved = paths.resolved()
+        return (resolved.root / self.cache_dir if self.cache_dir is not None
+                else resolved.cache / "archive")
 
 
 PipelineConfig.model_rebuild()

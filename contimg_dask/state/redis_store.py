@@ -66,6 +66,19 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def connect(settings: StateConfig) -> redis.Redis:
+    """A redis-py client for ``settings.url`` (strings decoded; no client-side retries:
+    callers classify errors themselves)."""
+    assert settings.url is not None  # the schema requires it for this backend
+    options = settings.redis
+    return redis.Redis.from_url(
+        settings.url, username=options.username,
+        password=options.password.get_secret_value() if options.password else None,
+        socket_connect_timeout=options.connect_timeout_s,
+        socket_timeout=options.socket_timeout_s, decode_responses=True,
+        retry=Retry(NoBackoff(), 0))
+
+
 def _opt(value: str | None) -> str | None:
     return value if value else None
 
@@ -84,13 +97,7 @@ class RedisStateStore:
         self.settings = settings
         self.location = redacted(settings.url)
         self.prefix = f"contimg:{{{settings.instance}}}:"
-        options = settings.redis
-        self._redis = redis.Redis.from_url(
-            settings.url, username=options.username,
-            password=options.password.get_secret_value() if options.password else None,
-            socket_connect_timeout=options.connect_timeout_s,
-            socket_timeout=options.socket_timeout_s, decode_responses=True,
-            retry=Retry(NoBackoff(), 0))
+        self._redis = connect(settings)
         self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in (
             "REGISTER_FILE", "SEAL_BLOCK", "ENQUEUE", "CLAIM", "HEARTBEAT", "COMPLETE",
             "FAIL", "REAP", "RECORD_METRICS", "INIT_META")}

@@ -1,0 +1,261 @@
+"""The archive index in the state store's Redis, under the instance prefix
+(``contimg:{<instance>}:archive:...``). Values are JSON, never pickle.
+
+Keys: ``entries`` (hash: product id -> the entry's JSON without its provenance: what a search
+returns), ``provenance`` (hash: product id -> the provenance's JSON, added by ``get``),
+``where`` (hash: product id -> the JSON list [cell, kind, collection] it is indexed under),
+``pos`` (hash: product id -> "x y z time_end", the unit vector and end time a cone search
+tests before fetching any entry),
+``cell:<cell>``, ``time`` and ``kind:<kind>`` (sorted sets scored by start time), ``strip``
+(sorted set scored by strip declination), ``collections`` (hash: collection -> count),
+``meta`` (hash: ``max_span_s``). Adds and removals are Lua scripts, atomic on the server. A
+cone search runs on the server too (SEARCH_CONE: the cone's cells, their time range, the
+dot product on the ``pos`` records), so that only matches travel; other searches take their
+candidates from the kind, time or strip sorted set. Every criterion is then tested exactly on
+the entries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+
+from contimg_dask.archive.records import ArchiveEntry, SearchQuery, unit_vector
+from contimg_dask.archive.sky_cells import cell_of, cone_cells
+from contimg_dask.config.schema import StateConfig
+from contimg_dask.errors import StateError, StateUnavailableError
+from contimg_dask.state.redis_store import connect, redacted
+
+T = TypeVar("T")
+FETCH_BATCH = 5000
+
+_UNINDEX = """
+local old = redis.call('HGET', A .. 'where', id)
+if old then
+  local w = cjson.decode(old)
+  redis.call('ZREM', A .. 'cell:' .. w[1], id)
+  redis.call('ZREM', A .. 'kind:' .. w[2], id)
+  redis.call('ZREM', A .. 'time', id)
+  redis.call('ZREM', A .. 'strip', id)
+  if redis.call('HINCRBY', A .. 'collections', w[3], -1) <= 0 then
+    redis.call('HDEL', A .. 'collections', w[3])
+  end
+  redis.call('HDEL', A .. 'where', id)
+  redis.call('HDEL', A .. 'entries', id)
+  redis.call('HDEL', A .. 'provenance', id)
+  redis.call('HDEL', A .. 'pos', id)
+end
+"""
+
+#: ARGV: archive prefix, product id, entry JSON (without provenance), cell, kind, collection,
+#: time_start, strip dec, span (s), provenance JSON, position ("x y z time_end").
+ADD = """
+local A, id = ARGV[1], ARGV[2]
+""" + _UNINDEX + """
+redis.call('HSET', A .. 'entries', id, ARGV[3])
+redis.call('HSET', A .. 'provenance', id, ARGV[10])
+redis.call('HSET', A .. 'pos', id, ARGV[11])
+redis.call('HSET', A .. 'where', id, cjson.encode({ARGV[4], ARGV[5], ARGV[6]}))
+redis.call('ZADD', A .. 'cell:' .. ARGV[4], ARGV[7], id)
+redis.call('ZADD', A .. 'kind:' .. ARGV[5], ARGV[7], id)
+redis.call('ZADD', A .. 'time', ARGV[7], id)
+redis.call('ZADD', A .. 'strip', ARGV[8], id)
+redis.call('HINCRBY', A .. 'collections', ARGV[6], 1)
+local span = tonumber(redis.call('HGET', A .. 'meta', 'max_span_s') or '0')
+if tonumber(ARGV[9]) > span then redis.call('HSET', A .. 'meta', 'max_span_s', ARGV[9]) end
+return 1
+"""
+
+#: ARGV: archive prefix, product id. Returns 1 if the product was indexed.
+REMOVE = """
+local A, id = ARGV[1], ARGV[2]
+local present = redis.call('HEXISTS', A .. 'entries', id)
+""" + _UNINDEX + """
+return present
+"""
+
+
+#: ARGV: archive prefix, lowest start, highest start, cone centre x, y, z, cos(radius), the
+#: earliest end ('' for none), then the cells. Returns the matching ids and their entries'
+#: JSON, alternately: the cone and end-time test run on the server, on the compact ``pos``
+#: records, so that only matches travel and are decoded.
+SEARCH_CONE = """
+local A = ARGV[1]
+local cx, cy, cz, c = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local tfrom = tonumber(ARGV[8])
+local matched = {}
+for i = 9, #ARGV do
+  local ids = redis.call('ZRANGEBYSCORE', A .. 'cell:' .. ARGV[i], ARGV[2], ARGV[3])
+  for first = 1, #ids, 1000 do
+    local part = {unpack(ids, first, math.min(first + 999, #ids))}
+    local pos = redis.call('HMGET', A .. 'pos', unpack(part))
+    for j = 1, #part do
+      if pos[j] then
+        local x, y, z, te = string.match(pos[j], '(%S+) (%S+) (%S+) (%S+)')
+        if tonumber(x) * cx + tonumber(y) * cy + tonumber(z) * cz >= c
+            and (tfrom == nil or tonumber(te) >= tfrom) then
+          matched[#matched + 1] = part[j]
+        end
+      end
+    end
+  end
+end
+local reply = {}
+for first = 1, #matched, 1000 do
+  local part = {unpack(matched, first, math.min(first + 999, #matched))}
+  local docs = redis.call('HMGET', A .. 'entries', unpack(part))
+  for j = 1, #part do
+    if docs[j] then
+      reply[#reply + 1] = part[j]
+      reply[#reply + 1] = docs[j]
+    end
+  end
+end
+return reply
+"""
+
+
+def entry_matches(entry: ArchiveEntry, query: SearchQuery) -> bool:
+    """Whether ``entry`` meets every criterion of ``query`` (the exact test)."""
+    if query.cone is not None:
+        ra, dec, radius = query.cone
+        c, p = unit_vector(ra, dec), unit_vector(entry.ra_deg, entry.dec_deg)
+        if sum(a * b for a, b in zip(c, p, strict=True)) < math.cos(math.radians(radius)):
+            return False
+    if query.time_from is not None and entry.time_end < query.time_from:
+        return False
+    if query.time_to is not None and entry.time_start > query.time_to:
+        return False
+    if (query.strip_dec_deg is not None
+            and abs(entry.strip_dec_deg - query.strip_dec_deg) > query.strip_tolerance_deg):
+        return False
+    if query.kind is not None and entry.kind != query.kind:
+        return False
+    return query.max_noise_jy is None or (entry.noise_jy is not None
+                                          and entry.noise_jy <= query.max_noise_jy)
+
+
+class RedisArchiveIndex:
+    """:class:`~contimg_dask.archive.index.ArchiveIndex` in Redis (the state store's server
+    and instance prefix)."""
+
+    backend = "redis"
+
+    def __init__(self, settings: StateConfig) -> None:
+        self._redis = connect(settings)
+        self.location = redacted(settings.url or "")
+        self.prefix = f"contimg:{{{settings.instance}}}:archive:"
+        self._add = self._redis.register_script(ADD)
+        self._remove = self._redis.register_script(REMOVE)
+        self._search_cone = self._redis.register_script(SEARCH_CONE)
+
+    def _call(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StateUnavailableError(f"cannot reach Redis: {exc}",
+                                        file=self.location) from exc
+        except redis.RedisError as exc:
+            raise StateError(f"archive index: Redis error: {exc}", file=self.location) from exc
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def add(self, entries: Iterable[ArchiveEntry], batch: int = 2000) -> int:
+        n = 0
+        pipe = self._redis.pipeline(transaction=False)
+        for entry in entries:
+            doc = entry.to_dict()
+            provenance = doc.pop("provenance")
+            self._add(args=[self.prefix, entry.product_id, json.dumps(doc),
+                            cell_of(entry.ra_deg, entry.dec_deg), entry.kind,
+                            entry.collection, repr(entry.time_start),
+                            repr(entry.strip_dec_deg),
+                            repr(entry.time_end - entry.time_start), json.dumps(provenance),
+                            " ".join(map(repr, (*unit_vector(entry.ra_deg, entry.dec_deg),
+                                                entry.time_end)))],
+                      client=pipe)
+            n += 1
+            if n % batch == 0:
+                self._call(pipe.execute)
+        self._call(pipe.execute)
+        return n
+
+    def get(self, product_id: str) -> ArchiveEntry | None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self.prefix + "entries", product_id)
+        pipe.hget(self.prefix + "provenance", product_id)
+        doc, provenance = self._call(pipe.execute)
+        if not doc:
+            return None
+        return ArchiveEntry.from_dict({**json.loads(doc),
+                                       "provenance": json.loads(provenance or "{}")})
+
+    def remove(self, product_id: str) -> bool:
+        return bool(self._call(lambda: self._remove(args=[self.prefix, product_id])))
+
+    def count(self) -> int:
+        return int(self._call(lambda: self._redis.hlen(self.prefix + "entries")))
+
+    def collections(self) -> dict[str, int]:
+        found = self._call(lambda: self._redis.hgetall(self.prefix + "collections"))
+        return {k: int(v) for k, v in sorted(found.items())}
+
+    def _candidates(self, query: SearchQuery) -> Iterable[str]:
+        """Product ids that may match a query without a cone: from the kind or time sorted
+        set, else the strip's, else every entry."""
+        span = float(self._call(lambda: self._redis.hget(self.prefix + "meta", "max_span_s"))
+                     or 0.0)
+        low = "-inf" if query.time_from is None else repr(query.time_from - span)
+        high = "+inf" if query.time_to is None else repr(query.time_to)
+        if query.kind is not None:
+            keys = [self.prefix + "kind:" + query.kind]
+        elif query.time_from is not None or query.time_to is not None:
+            keys = [self.prefix + "time"]
+        elif query.strip_dec_deg is not None:
+            s, tol = query.strip_dec_deg, query.strip_tolerance_deg
+            return self._call(lambda: self._redis.zrangebyscore(
+                self.prefix + "strip", repr(s - tol), repr(s + tol)))
+        else:
+            return self._call(lambda: self._redis.hkeys(self.prefix + "entries"))
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrangebyscore(key, low, high)
+        return {i for ids in self._call(pipe.execute) for i in ids}
+
+    def _cone_docs(self, query: SearchQuery) -> list[str]:
+        """Entries' JSON of the products in the query's cone whose span does not end before
+        its start (tested on the server: SEARCH_CONE)."""
+        assert query.cone is not None
+        ra, dec, radius = query.cone
+        span = float(self._call(lambda: self._redis.hget(self.prefix + "meta", "max_span_s"))
+                     or 0.0)
+        low = "-inf" if query.time_from is None else repr(query.time_from - span)
+        high = "+inf" if query.time_to is None else repr(query.time_to)
+        reply = self._call(lambda: self._search_cone(args=[
+            self.prefix, low, high, *map(repr, unit_vector(ra, dec)),
+            repr(math.cos(math.radians(radius))),
+            "" if query.time_from is None else repr(query.time_from),
+            *cone_cells(ra, dec, radius)]))
+        return reply[1::2]
+
+    def search(self, query: SearchQuery) -> list[ArchiveEntry]:
+        if query.cone is not None:
+            entries = (ArchiveEntry.from_dict(json.loads(d)) for d in self._cone_docs(query))
+            found = sorted((e for e in entries if entry_matches(e, query)),
+                           key=lambda e: (e.time_start, e.product_id))
+            return found if query.limit is None else found[:query.limit]
+        ids = list(self._candidates(query))
+        found: list[ArchiveEntry] = []
+        for start in range(0, len(ids), FETCH_BATCH):
+            part = ids[start:start + FETCH_BATCH]
+            docs: list[Any] = self._call(lambda p=part: self._redis.hmget(
+                self.prefix + "entries", p))
+            found += [e for e in (ArchiveEntry.from_dict(json.loads(d)) for d in docs if d)
+                      if entry_matches(e, query)]
+        found.sort(key=lambda e: (e.time_start, e.product_id))
+        return found if query.limit is None else found[:query.limit]
