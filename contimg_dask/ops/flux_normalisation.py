@@ -13,6 +13,8 @@ ensemble and the scales recomputed.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -29,6 +31,13 @@ def epoch_scales(ratio: NDArray, usable: NDArray, min_references: int,
     where a reference is not to be used (not measured, too faint, varying). Epochs with fewer
     than ``min_references`` references left get NaN scale and error.
     """
+    with warnings.catch_warnings():  # epochs without any reference: NaN, flagged below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _clipped_scales(ratio, usable, min_references, clip_sigma, iterations)
+
+
+def _clipped_scales(ratio: NDArray, usable: NDArray, min_references: int, clip_sigma: float,
+                    iterations: int) -> tuple[NDArray, NDArray, NDArray]:
     keep = usable & np.isfinite(ratio)
     r = np.where(keep, ratio, np.nan)
     for _ in range(iterations):

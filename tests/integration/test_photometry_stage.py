@@ -1,0 +1,186 @@
+"""Photometry end to end on synthetic image products: the stage under the contract, the
+measurement and variability tables, re-measurement replacing an epoch, out-of-order epochs,
+candidate and product events in a real SQLite state store, and bad input (catalogue, image,
+too few references) giving clear, recorded errors or flagged epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from contimg_dask.errors import ConfigError, InputError
+from contimg_dask.ops.variability import SUM_COLUMNS
+from contimg_dask.photometry.run import photometer_images
+from contimg_dask.photometry.tables import PhotometryTables, photometry_root
+from contimg_dask.science.photometry_catalog import read_photometry_catalog
+from contimg_dask.stages.contract import BlockRef
+from contimg_dask.stages.image import product_directory
+from contimg_dask.stages.registry import get_stage
+from contimg_dask.state import open_state_store
+from contimg_dask.testing.photometry_images import (
+    SyntheticGrid,
+    correlated_noise,
+    point_sources,
+    sky_of,
+    write_image,
+)
+from tests.helpers import make_config
+
+GRID = SyntheticGrid(size=256)
+N_SOURCES, N_EPOCHS = 30, 12
+VARIABLE = "S0"
+
+
+@pytest.fixture(scope="module")
+def sky(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A catalogue and 12 daily epochs with 5 % gain errors; S0 halves after epoch 6."""
+    root = tmp_path_factory.mktemp("photometry")
+    rng = np.random.default_rng(15)
+    x = rng.uniform(20, 236, N_SOURCES)
+    y = rng.uniform(20, 236, N_SOURCES)
+    flux = np.exp(rng.uniform(np.log(0.02), np.log(0.5), N_SOURCES))
+    flux[0] = 0.3
+    ra, dec = sky_of(GRID, x, y)
+    names = [f"S{i}" for i in range(N_SOURCES)]
+    pd.DataFrame({"name": names, "ra_deg": ra, "dec_deg": dec, "flux_jy": flux}).to_csv(
+        root / "catalog.csv", index=False)
+    cov = GRID.beam_cov_pixels()
+    images = []
+    for epoch in range(N_EPOCHS):
+        f = flux * (1 + 0.05 * rng.standard_normal())
+        if epoch >= 6:
+            f[0] *= 0.5
+        plane = point_sources((GRID.size,) * 2, cov, x, y, f) + correlated_noise(
+            (GRID.size,) * 2, cov, 1e-3, rng)
+        block = f"2026-02-{epoch + 1:02d}T12:00:00"
+        directory = product_directory(root / "products" / "images", block)
+        directory.mkdir(parents=True)
+        images.append(write_image(directory / f"{directory.name}.image.pbcor.fits", GRID,
+                                  plane, block, 1e-3))
+    return {"root": root, "catalog": root / "catalog.csv", "images": images, "flux": flux}
+
+
+def _config(root: Path, catalog: Path | None):
+    config = make_config(root)
+    return config.model_copy(update={"photometry": config.photometry.model_copy(
+        update={"catalog": catalog})})
+
+
+def test_stage_records_epochs_candidates_and_replaces_a_remeasured_epoch(
+        sky: dict, tmp_path: Path) -> None:
+    config = _config(sky["root"], sky["catalog"])
+    config = config.model_copy(update={"paths": config.paths.model_copy(
+        update={"state": tmp_path / "state"})})
+    out = tmp_path / "photometry"
+    stage = get_stage("photometry")
+    assert stage.needs == ("image",)
+    from contimg_dask.stages.photometry import PhotometryStage
+
+    stage = PhotometryStage(images_root=sky["root"] / "products" / "images", out=out)
+    blocks = [BlockRef(f"2026-02-{e + 1:02d}T12:00:00", tmp_path / "unused.zarr")
+              for e in range(N_EPOCHS)]
+    order = [0, 1, 2, 3, 4, 5, 7, 6, 8, 9, 10, 11]  # epoch 7 arrives before epoch 6
+    results = [stage.run(blocks[e], config) for e in order]
+    assert all(r.products[0].kind == "photometry" and r.products[0].path.is_file()
+               for r in results)
+    assert all(not r.figures["flagged"] for r in results)
+    tables = PhotometryTables(out)
+    version = read_photometry_catalog(sky["catalog"]).version
+    first = tables.variability(version).set_index("name")
+    assert first.loc[VARIABLE, "candidate_kinds"] == "variable,two_epoch,"
+    others = first.drop(index=VARIABLE)
+    assert (others["candidate_kinds"] == "").all()  # the only candidate
+    assert (first["n"] == N_EPOCHS).all()
+    # normalised constant sources: their weighted means match the catalogue within 3 %
+    bright = others[others["weighted_mean_jy"] > 0.05]
+    truth = pd.read_csv(sky["catalog"]).set_index("name").loc[bright.index, "flux_jy"]
+    assert np.abs(bright["weighted_mean_jy"] / truth - 1).max() < 0.03
+    # measuring epoch 3 again replaces its rows: same sums, one table per image
+    again = stage.run(blocks[3], config)
+    assert again.figures["replaced"] is True
+    assert len(tables.measurement_files(version)) == N_EPOCHS
+    second = tables.variability(version).set_index("name")
+    for key in SUM_COLUMNS:
+        np.testing.assert_allclose(second[key], first[key], rtol=1e-9, err_msg=key)
+    state = open_state_store(config)
+    try:
+        events = state.events(count=1000)
+    finally:
+        state.close()
+    candidates = [e.data for e in events if e.kind == "candidate"]
+    assert sorted(c["kind"] for c in candidates) == ["two_epoch", "variable"]
+    assert all(c["name"] == VARIABLE and "eta" in c["metrics"] for c in candidates)
+    assert sum(e.kind == "product" for e in events) == N_EPOCHS + 1
+
+
+def test_stage_without_catalogue_or_image_says_so(sky: dict, tmp_path: Path) -> None:
+    stage = get_stage("photometry")
+    block = BlockRef("2026-02-01T12:00:00", tmp_path / "unused.zarr")
+    with pytest.raises(ConfigError, match="photometry.catalog"):
+        stage.run(block, _config(tmp_path, None))
+    with pytest.raises(InputError, match="no image to measure"):
+        stage.run(block, _config(tmp_path, sky["catalog"]))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("name,ra_deg,flux_jy\nA,10,1\n", "lacks the column\\(s\\) dec_deg"),
+    ("name,ra_deg,dec_deg,flux_jy\nA,10,abc,1\n", "dec_deg is not a number in row\\(s\\) 2"),
+    ("name,ra_deg,dec_deg,flux_jy\nA,400,10,1\n", "ra_deg is out of range"),
+    ("name,ra_deg,dec_deg,flux_jy\nA,10,10,1\nA,11,10,1\n", "names must be unique"),
+])
+def test_bad_catalogues_are_refused_naming_the_problem(tmp_path: Path, content: str,
+                                                       message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message) as info:
+        read_photometry_catalog(path)
+    assert info.value.file == str(path)
+
+
+def test_bad_images_are_recorded_failures_and_damage_nothing(sky: dict,
+                                                             tmp_path: Path) -> None:
+    from astropy.io import fits
+
+    config = _config(tmp_path, sky["catalog"])
+    catalog = read_photometry_catalog(sky["catalog"])
+    tables = PhotometryTables(photometry_root(config))
+    good = sky["images"][0]
+    no_beam = tmp_path / "nobeam.fits"
+    with fits.open(good) as hdul:
+        header = hdul[0].header.copy()
+        data = hdul[0].data
+    del header["BMAJ"]
+    fits.PrimaryHDU(data, header).writeto(no_beam)
+    far = tmp_path / "far.fits"
+    write_image(far, SyntheticGrid(size=256, ra_deg=300.0, dec_deg=-20.0), data, "2026-03-01",
+                1e-3)
+    state = open_state_store(config)
+    try:
+        done, failed = photometer_images([good, no_beam, far], catalog, config, tables, state)
+        failures = state.failures()
+    finally:
+        state.close()
+    assert len(done) == 1 and len(failed) == 2
+    assert "no restoring beam" in failed[0].message and failed[0].file == str(no_beam)
+    assert "falls on the image" in failed[1].message and failed[1].file == str(far)
+    assert [f.input for f in failures] == [str(no_beam), str(far)]
+    assert len(tables.measurement_files(catalog.version)) == 1
+
+
+def test_an_epoch_with_too_few_references_is_flagged_not_used(sky: dict,
+                                                             tmp_path: Path) -> None:
+    config = _config(tmp_path, sky["catalog"])
+    refs = config.photometry.references.model_copy(update={"min_flux_jy": 0.45})
+    config = config.model_copy(update={"photometry": config.photometry.model_copy(
+        update={"references": refs})})
+    catalog = read_photometry_catalog(sky["catalog"])
+    tables = PhotometryTables(tmp_path / "phot")
+    done, failed = photometer_images(sky["images"][:1], catalog, config, tables)
+    assert not failed and done[0].flagged and done[0].scale is None
+    assert done[0].references < 3
+    rows = pd.read_parquet(done[0].table)
+    assert rows["norm_flux_jy"].isna().all() and rows["flux_jy"].notna().all()
+    assert (tables.variability(catalog.version)["n"] == 0).all()
