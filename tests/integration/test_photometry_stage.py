@@ -119,7 +119,7 @@ def test_stage_records_epochs_candidates_and_replaces_a_remeasured_epoch(
 def test_stage_without_catalogue_or_image_says_so(sky: dict, tmp_path: Path) -> None:
     stage = get_stage("photometry")
     block = BlockRef("2026-02-01T12:00:00", tmp_path / "unused.zarr")
-    with pytest.raises(ConfigError, match="photometry.catalog"):
+    with pytest.raises(ConfigError, match=r"photometry\.catalog"):
         stage.run(block, _config(tmp_path, None))
     with pytest.raises(InputError, match="no image to measure"):
         stage.run(block, _config(tmp_path, sky["catalog"]))
