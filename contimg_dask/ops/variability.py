@@ -28,8 +28,11 @@ the statistic is the largest ``z``, reported with the dip's fractional depth, st
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
+
+_jit = numba.njit(nogil=True, cache=True, error_model="numpy")
 
 #: The running sums per source, as columns of one table.
 SUM_COLUMNS = ("n", "sum_w", "mean_w", "m2_w", "mean", "m2", "flux_min", "flux_max",
@@ -52,32 +55,48 @@ def add_epoch(sums: dict[str, NDArray], mjd: float, flux: NDArray, err: NDArray,
     """Fold one epoch at ``mjd`` (fluxes and errors in Jy, NaN = not measured) into ``sums``
     in place, for the sources where it is the newest epoch. Returns the mask of measured
     sources for which it is NOT the newest: those need :func:`sums_from_lightcurves`."""
-    measured = np.isfinite(flux) & np.isfinite(err) & (err > 0)
-    late = measured & (sums["last_mjd"] >= mjd)
-    use = measured & ~late
-    f, e = flux[use], err[use]
-    w = 1.0 / e**2
-    n = sums["n"][use] + 1
-    sw = sums["sum_w"][use] + w
-    delta_w = f - sums["mean_w"][use]
-    mean_w = sums["mean_w"][use] + delta_w * w / sw
-    sums["m2_w"][use] += w * delta_w * (f - mean_w)
-    delta = f - sums["mean"][use]
-    mean = sums["mean"][use] + delta / n
-    sums["m2"][use] += delta * (f - mean)
-    sums["n"][use], sums["sum_w"][use], sums["mean_w"][use], sums["mean"][use] = n, sw, \
-        mean_w, mean
-    sums["flux_min"][use] = np.minimum(sums["flux_min"][use], f)
-    sums["flux_max"][use] = np.maximum(sums["flux_max"][use], f)
-    prev_f, prev_e = sums["last_flux"][use], sums["last_err"][use]
-    has_prev = np.isfinite(prev_f)
-    vs, m = pair_metrics(prev_f, prev_e, f, e)
-    vs, m = np.where(has_prev, np.abs(vs), 0.0), np.where(has_prev, np.abs(m), 0.0)
-    sums["vs_max"][use] = np.maximum(sums["vs_max"][use], vs)
-    sums["m_max"][use] = np.maximum(sums["m_max"][use], m)
-    sums["vs_sig"][use] = np.maximum(sums["vs_sig"][use], np.where(m >= m_min, vs, 0.0))
-    sums["last_mjd"][use], sums["last_flux"][use], sums["last_err"][use] = mjd, f, e
+    late = np.zeros(len(flux), np.bool_)
+    _add_epoch(*(sums[k] for k in SUM_COLUMNS), float(mjd),
+               np.ascontiguousarray(flux, np.float64), np.ascontiguousarray(err, np.float64),
+               float(m_min), late)
     return late
+
+
+@_jit
+def _add_epoch(n: NDArray, sum_w: NDArray, mean_w: NDArray, m2_w: NDArray, mean: NDArray,
+               m2: NDArray, flux_min: NDArray, flux_max: NDArray, last_mjd: NDArray,
+               last_flux: NDArray, last_err: NDArray, vs_max: NDArray, m_max: NDArray,
+               vs_sig: NDArray, mjd: float, flux: NDArray, err: NDArray, m_min: float,
+               late: NDArray) -> None:
+    """The O(1) update of every source (see :func:`add_epoch`; Welford's weighted and
+    unweighted updates)."""
+    for i in range(flux.shape[0]):
+        f, e = flux[i], err[i]
+        if not (np.isfinite(f) and np.isfinite(e) and e > 0):
+            continue
+        if last_mjd[i] >= mjd:
+            late[i] = True
+            continue
+        w = 1.0 / (e * e)
+        n[i] += 1.0
+        sum_w[i] += w
+        delta = f - mean_w[i]
+        mean_w[i] += delta * w / sum_w[i]
+        m2_w[i] += w * delta * (f - mean_w[i])
+        delta = f - mean[i]
+        mean[i] += delta / n[i]
+        m2[i] += delta * (f - mean[i])
+        flux_min[i] = min(flux_min[i], f)
+        flux_max[i] = max(flux_max[i], f)
+        if np.isfinite(last_flux[i]):
+            a, ea = last_flux[i], last_err[i]
+            vs = abs((a - f) / np.sqrt(ea * ea + e * e))
+            m = abs(2.0 * (a - f) / (a + f))
+            vs_max[i] = max(vs_max[i], vs)
+            m_max[i] = max(m_max[i], m)
+            if m >= m_min:
+                vs_sig[i] = max(vs_sig[i], vs)
+        last_mjd[i], last_flux[i], last_err[i] = mjd, f, e
 
 
 def pair_metrics(flux_a: NDArray, err_a: NDArray, flux_b: NDArray, err_b: NDArray
@@ -146,7 +165,7 @@ def metrics(sums: dict[str, NDArray]) -> dict[str, NDArray[np.float64]]:
 
 
 def dip_search(mjd: NDArray, flux: NDArray, err: NDArray, widths_days: NDArray,
-               min_inside: int = 3, chunk: int = 4096) -> dict[str, NDArray[np.float64]]:
+               min_inside: int = 3) -> dict[str, NDArray[np.float64]]:
     """The matched box-dip statistic of every light curve (see the module docstring).
 
     ``flux``, ``err``: (sources, epochs), Jy, NaN = not measured; ``mjd``: (epochs,);
@@ -156,39 +175,50 @@ def dip_search(mjd: NDArray, flux: NDArray, err: NDArray, widths_days: NDArray,
     """
     order = np.argsort(mjd, kind="stable")
     t = np.asarray(mjd, float)[order]
-    out = {k: np.zeros(flux.shape[0]) for k in ("ese_z", "ese_depth", "ese_start_mjd",
-                                                "ese_width_days")}
-    ends = [np.searchsorted(t, t + width, side="left") for width in widths_days]
-    for lo in range(0, flux.shape[0], chunk):
-        f = flux[lo:lo + chunk][:, order]
-        e = err[lo:lo + chunk][:, order]
-        ok = np.isfinite(f) & np.isfinite(e) & (e > 0)
-        w = np.where(ok, 1.0 / np.where(ok, e, 1.0)**2, 0.0)
-        zero = np.zeros((f.shape[0], 1))
-        cw = np.concatenate([zero, np.cumsum(w, axis=1)], axis=1)
-        cf = np.concatenate([zero, np.cumsum(w * np.where(ok, f, 0.0), axis=1)], axis=1)
-        cn = np.concatenate([zero, np.cumsum(ok, axis=1)], axis=1)
-        best = np.zeros((f.shape[0], 4))
-        start = np.arange(len(t))
-        for width, end in zip(widths_days, ends, strict=True):
-            w_in = cw[:, end] - cw[:, start]
-            s_in = cf[:, end] - cf[:, start]
-            n_in = cn[:, end] - cn[:, start]
-            w_out, s_out = cw[:, -1:] - w_in, cf[:, -1:] - s_in
-            n_out = cn[:, -1:] - n_in
-            good = (n_in >= min_inside) & (n_out >= min_inside)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                mu_in, mu_out = s_in / w_in, s_out / w_out
-                z = np.where(good, (mu_out - mu_in) / np.sqrt(1 / w_in + 1 / w_out), 0.0)
-            k = np.argmax(z, axis=1)
-            rows = np.arange(f.shape[0])
-            zk = z[rows, k]
-            better = zk > best[:, 0]
-            depth = 1.0 - mu_in[rows, k] / mu_out[rows, k]
-            best[better] = np.column_stack([zk, depth, t[k], np.full(len(k), width)])[better]
-        for c, key in enumerate(("ese_z", "ese_depth", "ese_start_mjd", "ese_width_days")):
-            out[key][lo:lo + chunk] = best[:, c]
-    return out
+    widths = np.asarray(widths_days, float)
+    ends = np.array([np.searchsorted(t, t + w, side="left") for w in widths], np.int64)
+    ends = ends.reshape(len(widths), len(t))
+    best = np.zeros((flux.shape[0], 4))
+    _dip_search(np.asarray(flux, np.float64), np.asarray(err, np.float64), order, t, widths,
+                ends, int(min_inside), best)
+    return {"ese_z": best[:, 0], "ese_depth": best[:, 1], "ese_start_mjd": best[:, 2],
+            "ese_width_days": best[:, 3]}
+
+
+@_jit
+def _dip_search(flux: NDArray, err: NDArray, order: NDArray, t: NDArray, widths: NDArray,
+                ends: NDArray, min_inside: int, best: NDArray) -> None:
+    """Per source: cumulative weight, weighted flux and count over the time-ordered epochs,
+    then every (width, start) window in O(1)."""
+    n_epochs = order.shape[0]
+    cw = np.zeros(n_epochs + 1)
+    cf = np.zeros(n_epochs + 1)
+    cn = np.zeros(n_epochs + 1, np.int64)
+    for s in range(flux.shape[0]):
+        for k in range(n_epochs):
+            f, e = flux[s, order[k]], err[s, order[k]]
+            ok = np.isfinite(f) and np.isfinite(e) and e > 0
+            w = 1.0 / (e * e) if ok else 0.0
+            cw[k + 1] = cw[k] + w
+            cf[k + 1] = cf[k] + (w * f if ok else 0.0)
+            cn[k + 1] = cn[k] + (1 if ok else 0)
+        for a in range(widths.shape[0]):
+            for i in range(n_epochs):
+                j = ends[a, i]
+                n_in = cn[j] - cn[i]
+                n_out = cn[n_epochs] - n_in
+                if n_in < min_inside or n_out < min_inside:
+                    continue
+                w_in = cw[j] - cw[i]
+                w_out = cw[n_epochs] - w_in
+                mu_in = (cf[j] - cf[i]) / w_in
+                mu_out = (cf[n_epochs] - (cf[j] - cf[i])) / w_out
+                z = (mu_out - mu_in) / np.sqrt(1.0 / w_in + 1.0 / w_out)
+                if z > best[s, 0]:
+                    best[s, 0] = z
+                    best[s, 1] = 1.0 - mu_in / mu_out
+                    best[s, 2] = t[i]
+                    best[s, 3] = widths[a]
 
 
 def threshold_at(n_epochs: NDArray, table_epochs: list[int], table_values: list[float]
