@@ -117,6 +117,28 @@ def _cmd_candidates(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _cmd_photometry_catalog(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.photometry.catalog_build import build_catalog
+    from contimg_dask.state import open_state_store
+
+    tables = _tables(args, config)
+    catalog = build_catalog(user_path(args.image), config.photometry, tables.root)
+    state = open_state_store(config)
+    try:
+        state.emit("product", {"block_id": None, "kind": "photometry_catalog",
+                               "path": str(catalog.path)})
+    finally:
+        state.close()
+    summary = {"path": str(catalog.path), "version": catalog.version,
+               "sources": len(catalog.table)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['sources']} sources -> {summary['path']} (version "
+              f"{summary['version']}); use it with --catalog or photometry.catalog")
+    return 0
+
+
 def add_photometry_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``photometry``, ``lightcurve`` and ``candidates`` on the ``contimg``
     parser."""
@@ -129,6 +151,12 @@ def add_photometry_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help=out_help)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=_cmd_photometry)
+    pc = sub.add_parser("photometry-catalog", help="build a reference catalogue from a deep "
+                        "image or mosaic (photutils segmentation)")
+    pc.add_argument("image", help="deep FITS image or mosaic (with BMAJ/BMIN)")
+    pc.add_argument("--out", help=out_help + "; the catalogue goes to <out>/catalogs/")
+    pc.add_argument("--json", action="store_true", help="print path, version, count as JSON")
+    pc.set_defaults(func=_cmd_photometry_catalog)
     lc = sub.add_parser("lightcurve", help="a source's light curve (raw and normalised)")
     lc.add_argument("name", help="catalogue name of the source")
     lc.add_argument("--plot", nargs="?", const="lightcurve.png", default=None,

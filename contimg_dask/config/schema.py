@@ -408,6 +408,14 @@ class VariabilityConfig(_Section):
     thresholds: VariabilityThresholdsConfig
 
 
+class PhotometryFinderConfig(_Section):
+    """The source finder that builds a catalogue from a deep image (photutils
+    segmentation)."""
+
+    detection_sigma: PositiveFloat
+    min_pixels: Annotated[int, Field(ge=2)]
+
+
 class PhotometryConfig(_Section):
     """The ``photometry`` stage and commands: forced photometry, normalisation, light
     curves (docs/photometry.md)."""
@@ -420,4 +428,5 @@ class PhotometryConfig(_Section):
     noise_subsample: PositiveInt
     systematic_fraction: NonNegativeFloat
     references: PhotometryReferencesConfig
+    finder: PhotometryFinderConfig
     variability: VariabilityConfig

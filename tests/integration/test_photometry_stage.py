@@ -184,3 +184,37 @@ def test_an_epoch_with_too_few_references_is_flagged_not_used(sky: dict,
     rows = pd.read_parquet(done[0].table)
     assert rows["norm_flux_jy"].isna().all() and rows["flux_jy"].notna().all()
     assert (tables.variability(catalog.version)["n"] == 0).all()
+
+
+def test_a_catalogue_built_from_a_deep_image_finds_the_injected_sources(
+        sky: dict, tmp_path: Path) -> None:
+    # A deep image (noise 0.1 mJy) of the same sky: the segmentation catalogue holds every
+    # injected source above 5 σ, within 1/5 beam of its position and 5 % of its flux, and
+    # the catalogue is versioned and usable for forced photometry.
+    from contimg_dask.photometry.catalog_build import build_catalog
+
+    rng = np.random.default_rng(99)
+    truth = pd.read_csv(sky["catalog"])
+    from astropy.wcs import WCS
+
+    x, y = WCS(GRID.header()).all_world2pix(truth.ra_deg, truth.dec_deg, 0)
+    cov = GRID.beam_cov_pixels()
+    deep = point_sources((GRID.size,) * 2, cov, x, y, truth.flux_jy.to_numpy()) + \
+        correlated_noise((GRID.size,) * 2, cov, 1e-4, rng)
+    image = write_image(tmp_path / "deep.image.pbcor.fits", GRID, deep, "2026-02-01", 1e-4)
+    config = make_config(tmp_path)
+    built = build_catalog(image, config.photometry, tmp_path / "phot")
+    assert built.path.name.endswith(f"__{built.version}.csv")
+    found = built.table
+    sep = np.hypot((found.ra_deg.to_numpy()[None, :] - truth.ra_deg.to_numpy()[:, None])
+                   * np.cos(np.radians(truth.dec_deg.to_numpy()[:, None])),
+                   found.dec_deg.to_numpy()[None, :] - truth.dec_deg.to_numpy()[:, None]) * 3600
+    nearest = sep.argmin(axis=1)
+    neighbour_px = np.sort(np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :]),
+                           axis=1)[:, 1]
+    isolated = neighbour_px > 12  # 3 beams
+    assert (sep.min(axis=1)[isolated] < 0.2 * GRID.bmaj_arcsec).all()
+    ratio = found.flux_jy.to_numpy()[nearest[isolated]] / truth.flux_jy.to_numpy()[isolated]
+    assert np.abs(ratio - 1).max() < 0.05, ratio
+    done, failed = photometer_images([image], built, config, PhotometryTables(tmp_path / "p2"))
+    assert not failed and done[0].measured == len(found)
