@@ -10,19 +10,12 @@ import pandas as pd
 
 from contimg_dask.io.system.atomic import atomic_file, register_product_kind
 from contimg_dask.photometry.normalise import FLAG_EPOCH_UNNORMALISED
+from contimg_dask.photometry.tables import file_starts_with
 
 #: Product kind of light-curve pictures (recognised by the PNG signature).
 LIGHTCURVE_PNG = "lightcurve_png"
 
-
-def _is_png(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with path.open("rb") as handle:
-        return handle.read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-register_product_kind(LIGHTCURVE_PNG, _is_png)
+register_product_kind(LIGHTCURVE_PNG, lambda p: file_starts_with(p, b"\x89PNG\r\n\x1a\n"))
 
 
 def plot_lightcurve(rows: pd.DataFrame, name: str, path: Path) -> Path:

@@ -27,14 +27,15 @@ from contimg_dask.io.system.atomic import atomic_file, register_product_kind
 PHOTOMETRY_TABLE = "photometry_table"
 
 
-def _is_parquet(path: Path) -> bool:
+def file_starts_with(path: Path, magic: bytes) -> bool:
+    """True when ``path`` is a file whose first bytes are ``magic`` (a format's signature)."""
     if not path.is_file():
         return False
     with path.open("rb") as handle:
-        return handle.read(4) == b"PAR1"
+        return handle.read(len(magic)) == magic
 
 
-register_product_kind(PHOTOMETRY_TABLE, _is_parquet)
+register_product_kind(PHOTOMETRY_TABLE, lambda p: file_starts_with(p, b"PAR1"))
 
 
 def photometry_root(config: PipelineConfig) -> Path:
