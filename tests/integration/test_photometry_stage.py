@@ -218,3 +218,33 @@ def test_a_catalogue_built_from_a_deep_image_finds_the_injected_sources(
     assert np.abs(ratio - 1).max() < 0.05, ratio
     done, failed = photometer_images([image], built, config, PhotometryTables(tmp_path / "p2"))
     assert not failed and done[0].measured == len(found)
+
+
+def test_commands_measure_plot_and_list_candidates(sky: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from contimg_dask.cli.main import main
+
+    base = ["--env", "testing", "--set", f"paths.root={tmp_path}"]
+    out = str(tmp_path / "phot")
+    images = [str(p) for p in sky["images"]]
+    assert main([*base, "photometry", *images, "--catalog", str(sky["catalog"]), "--out", out,
+                 "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert len(measured["measured"]) == N_EPOCHS and measured["failed"] == []
+    png = tmp_path / "s0.png"
+    assert main([*base, "lightcurve", VARIABLE, "--out", out, "--plot", str(png),
+                 "--json"]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(text[:text.rindex("]") + 1])
+    assert len(rows) == N_EPOCHS and png.read_bytes()[:4] == b"\x89PNG"
+    ratio = rows[-1]["norm_flux_jy"] / rows[0]["norm_flux_jy"]
+    assert abs(ratio - 0.5) < 0.05  # the injected halving, gains removed
+    assert main([*base, "candidates", "--out", out, "--json"]) == 0
+    candidates = json.loads(capsys.readouterr().out)
+    assert {c["name"] for c in candidates} == {VARIABLE}
+    assert {c["kind"] for c in candidates} >= {"variable", "two_epoch"}
+    assert all({"name", "kind", "metrics"} <= set(c) for c in candidates)
+    assert main([*base, "lightcurve", "NOPE", "--out", out]) == 2
+    assert "no measurements of source 'NOPE'" in capsys.readouterr().err
