@@ -26,7 +26,7 @@ from contimg_dask.ops.forced_photometry import (
     beam_covariance_pixels,
     forced_fluxes,
 )
-from contimg_dask.photometry.measure import ImageEpoch
+from contimg_dask.photometry.measure import image_stem
 from contimg_dask.science.photometry_catalog import (
     REQUIRED_COLUMNS,
     PhotometryCatalog,
@@ -103,8 +103,7 @@ def build_catalog(image: Path, config: PhotometryConfig, root: Path) -> Photomet
         draft = Path(tmp) / "catalog.csv"
         write_photometry_catalog(draft, table)
         version = read_photometry_catalog(draft).version
-    stem = ImageEpoch(image, "", 0.0, 0.0, 0.0).stem
-    final = root / "catalogs" / f"{stem}__{version}.csv"
+    final = root / "catalogs" / f"{image_stem(image)}__{version}.csv"
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(final, PHOTOMETRY_CATALOG) as tmp_path:
         write_photometry_catalog(tmp_path, table)

@@ -44,7 +44,12 @@ class ImageEpoch:
     @property
     def stem(self) -> str:
         """The file name without ``.fits``: names the image's measurement table."""
-        return re.sub(r"\.fits?$", "", self.path.name, flags=re.IGNORECASE)
+        return image_stem(self.path)
+
+
+def image_stem(path: Path) -> str:
+    """An image's file name without ``.fits`` (or ``.fit``)."""
+    return re.sub(r"\.fits?$", "", path.name, flags=re.IGNORECASE)
 
 
 def _observation_mjd(header: fits.Header, path: Path) -> float:
@@ -131,8 +136,7 @@ def measure_image(path: Path, catalog: PhotometryCatalog, config: PhotometryConf
     flux, err = fit["flux_jy"], fit["flux_err_jy"]
     snr = flux / err
     upper = ~(snr >= config.detection_sigma)
-    epoch = str(header.get("CT_BLOCK", "")).strip() or re.sub(
-        r"\.fits?$", "", path.name, flags=re.IGNORECASE)
+    epoch = str(header.get("CT_BLOCK", "")).strip() or image_stem(path)
     beam_arcsec = float(np.sqrt(bmaj * bmin)) * 3600
     noise = float(header["CT_NOISE"]) if "CT_NOISE" in header else float(
         np.nanmedian(rms_mesh))
