@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from contimg_dask.errors import ConfigError, InputError
-from contimg_dask.ops.variability import SUM_COLUMNS
+from contimg_dask.ops.variability import SUM_COLUMNS, sums_from_lightcurves
+from contimg_dask.photometry.record import lightcurve_matrix
 from contimg_dask.photometry.run import photometer_images
 from contimg_dask.photometry.tables import PhotometryTables, photometry_root
 from contimg_dask.science.photometry_catalog import read_photometry_catalog
@@ -43,6 +44,10 @@ def sky(tmp_path_factory: pytest.TempPathFactory) -> dict:
     y = rng.uniform(20, 236, N_SOURCES)
     flux = np.exp(rng.uniform(np.log(0.02), np.log(0.5), N_SOURCES))
     flux[0] = 0.3
+    # S0 where it is most isolated (a reference until it is seen to vary)
+    gx, gy = np.meshgrid(np.arange(20, 237, 4.0), np.arange(20, 237, 4.0))
+    clearance = np.hypot(gx.ravel()[:, None] - x[1:], gy.ravel()[:, None] - y[1:]).min(axis=1)
+    x[0], y[0] = gx.ravel()[clearance.argmax()], gy.ravel()[clearance.argmax()]
     ra, dec = sky_of(GRID, x, y)
     names = [f"S{i}" for i in range(N_SOURCES)]
     pd.DataFrame({"name": names, "ra_deg": ra, "dec_deg": dec, "flux_jy": flux}).to_csv(
@@ -87,6 +92,11 @@ def test_stage_records_epochs_candidates_and_replaces_a_remeasured_epoch(
     assert all(r.products[0].kind == "photometry" and r.products[0].path.is_file()
                for r in results)
     assert all(not r.figures["flagged"] for r in results)
+    # the variable source served as a reference until its light curve showed it varies
+    first_rows = pd.read_parquet(results[0].products[0].path).set_index("name")
+    last_rows = pd.read_parquet(results[-1].products[0].path).set_index("name")
+    assert first_rows.loc[VARIABLE, "reference"]
+    assert not last_rows.loc[VARIABLE, "reference"] and last_rows["reference"].sum() >= 3
     tables = PhotometryTables(out)
     version = read_photometry_catalog(sky["catalog"]).version
     first = tables.variability(version).set_index("name")
@@ -98,13 +108,22 @@ def test_stage_records_epochs_candidates_and_replaces_a_remeasured_epoch(
     bright = others[others["weighted_mean_jy"] > 0.05]
     truth = pd.read_csv(sky["catalog"]).set_index("name").loc[bright.index, "flux_jy"]
     assert np.abs(bright["weighted_mean_jy"] / truth - 1).max() < 0.03
-    # measuring epoch 3 again replaces its rows: same sums, one table per image
+    # measuring epoch 3 again replaces its rows: one table per image, the same raw fluxes,
+    # and sums equal to those of the light curves as they now are (its normalisation may
+    # differ: S0 is no longer a reference), not an extra epoch
+    raw_before = pd.read_parquet(results[3].products[0].path)["flux_jy"]
     again = stage.run(blocks[3], config)
     assert again.figures["replaced"] is True
     assert len(tables.measurement_files(version)) == N_EPOCHS
+    np.testing.assert_array_equal(pd.read_parquet(again.products[0].path)["flux_jy"],
+                                  raw_before)
     second = tables.variability(version).set_index("name")
+    assert (second["n"] == N_EPOCHS).all()
+    names = second.index.to_numpy(str)
+    rebuilt = sums_from_lightcurves(*lightcurve_matrix(tables.measurements(version), names),
+                                    config.photometry.variability.m_min)
     for key in SUM_COLUMNS:
-        np.testing.assert_allclose(second[key], first[key], rtol=1e-9, err_msg=key)
+        np.testing.assert_allclose(second[key], rebuilt[key], rtol=1e-9, err_msg=key)
     state = open_state_store(config)
     try:
         events = state.events(count=1000)
