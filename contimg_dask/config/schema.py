@@ -364,6 +364,7 @@ class PipelineConfig(_Section):
     monitoring: MonitoringConfig
     pipeline: OrchestratorConfig
     archive: ArchiveConfig
+    photometry: PhotometryConfig
 
 
 class DashboardConfig(_Section):
@@ -553,6 +554,75 @@ class ArchiveConfig(_Section):
         resolved = paths.resolved()
         return (resolved.root / self.cache_dir if self.cache_dir is not None
                 else resolved.cache / "archive")
+
+
+
+class PhotometryReferencesConfig(_Section):
+    """Which catalogue sources set an epoch's flux scale, and how (docs/photometry.md)."""
+
+    min_flux_jy: PositiveFloat
+    min_snr: PositiveFloat
+    isolation_beams: PositiveFloat
+    max_size_arcsec: PositiveFloat
+    min_pb: Fraction
+    min_count: Annotated[int, Field(ge=3)]
+    clip_sigma: PositiveFloat
+    max_eta: PositiveFloat
+
+
+class VariabilityThresholdsConfig(_Section):
+    """Candidate thresholds calibrated by benchmarks/variability_thresholds.py at the given
+    epoch counts (interpolated linearly in log N between them)."""
+
+    epochs: list[PositiveInt]
+    eta: list[PositiveFloat]
+    vs: list[PositiveFloat]
+    ese_z: list[PositiveFloat]
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> VariabilityThresholdsConfig:
+        if not (len(self.epochs) == len(self.eta) == len(self.vs) == len(self.ese_z) >= 1):
+            raise ValueError("epochs: epochs, eta, vs and ese_z need one value each per "
+                             "calibrated epoch count")
+        if sorted(self.epochs) != self.epochs:
+            raise ValueError("epochs: must be increasing")
+        return self
+
+
+class VariabilityConfig(_Section):
+    """Variability metrics and candidates (docs/variability.md)."""
+
+    min_epochs: Annotated[int, Field(ge=2)]
+    v_min: NonNegativeFloat
+    m_min: NonNegativeFloat
+    ese_widths_days: list[PositiveFloat]
+    ese_min_depth: Fraction
+    ese_min_inside: PositiveInt
+    thresholds: VariabilityThresholdsConfig
+
+
+class PhotometryFinderConfig(_Section):
+    """The source finder that builds a catalogue from a deep image (photutils
+    segmentation)."""
+
+    detection_sigma: PositiveFloat
+    min_pixels: Annotated[int, Field(ge=2)]
+
+
+class PhotometryConfig(_Section):
+    """The ``photometry`` stage and commands: forced photometry, normalisation, light
+    curves (docs/photometry.md)."""
+
+    catalog: Path | None
+    image_kind: Literal["image_pbcor", "image"]
+    cluster_beams: PositiveFloat
+    detection_sigma: PositiveFloat
+    noise_box_beams: PositiveFloat
+    noise_subsample: PositiveInt
+    systematic_fraction: NonNegativeFloat
+    references: PhotometryReferencesConfig
+    finder: PhotometryFinderConfig
+    variability: VariabilityConfig
 
 
 PipelineConfig.model_rebuild()

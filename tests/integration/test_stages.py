@@ -64,8 +64,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_registry_holds_every_stage_behind_the_contract() -> None:
     # The image stage runs in tests/e2e/test_image_stage.py (tclean is too slow to run here
-    # on every stage test); its place and needs are checked like the others'.
-    registered = (*ORDER, "image")
+    # on every stage test); its place and needs are checked like the others'. The photometry
+    # stage runs in tests/integration/test_photometry_stage.py on synthetic image products.
+    registered = (*ORDER, "image", "photometry")
     assert tuple(STAGES) == registered
     for name, stage in STAGES.items():
         assert isinstance(stage, Stage) and stage.name == name
