@@ -3,9 +3,15 @@ the PB²/σ² weighted accumulation and the restoring-beam algebra. Plain NumPy 
 Dask tasks over output tiles and the FITS I/O are in ``contimg_dask/imaging/mosaic_*.py``
 (docs/mosaicking.md)."""
 
-from contimg_dask.ops.mosaic.beams import GaussianBeam, common_beam, convolution_kernel
+from contimg_dask.ops.mosaic.beams import (
+    GaussianBeam,
+    common_beam,
+    contains,
+    convolution_kernel,
+)
 from contimg_dask.ops.mosaic.grid import MosaicGrid, grid_covering, mean_direction
 from contimg_dask.ops.mosaic.weighting import accumulate, finalise
 
-__all__ = ["GaussianBeam", "MosaicGrid", "accumulate", "common_beam", "convolution_kernel",
+__all__ = ["GaussianBeam", "MosaicGrid", "accumulate", "common_beam", "contains",
+           "convolution_kernel",
            "finalise", "grid_covering", "mean_direction"]
