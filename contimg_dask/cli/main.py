@@ -13,6 +13,7 @@ import yaml
 from contimg_dask import __version__
 from contimg_dask.cli.calibration import add_calibration_commands
 from contimg_dask.cli.imaging import add_imaging_commands
+from contimg_dask.cli.mosaic import add_mosaic_commands
 from contimg_dask.cli.options import (
     add_overwrite_option,
     declination_deg,
@@ -29,8 +30,8 @@ from contimg_dask.logs import configure_logging, get_logger
 log = get_logger(__name__)
 
 #: Arguments naming paths a command reads (checked apart from its --out).
-INPUT_ARGUMENTS = ("source", "store", "solutions", "ms", "bandpass", "gains", "block_store",
-                   "catalog")
+INPUT_ARGUMENTS = ("source", "inputs", "store", "solutions", "ms", "bandpass", "gains",
+                   "block_store", "catalog")
 #: Those of them that are products (directories nothing may be written into).
 PRODUCT_INPUTS = ("store", "solutions", "ms", "bandpass", "gains", "block_store")
 
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibration_commands(sub)
     add_state_commands(sub)
     add_imaging_commands(sub)
+    add_mosaic_commands(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

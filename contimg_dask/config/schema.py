@@ -361,3 +361,18 @@ class PipelineConfig(_Section):
     imaging: ImagingConfig
     simulation: SimulationConfig
     state: StateConfig
+    mosaic: MosaicConfig
+
+
+class MosaicConfig(_Section):
+    """``contimg mosaic`` and the ``mosaic`` stage: PB²/σ²-weighted linear mosaics of block
+    images (docs/mosaicking.md)."""
+
+    period_s: PositiveFloat
+    pb_cutoff: Annotated[float, Field(gt=0, lt=1)]
+    projection: Literal["SIN", "CAR"]
+    cell_arcsec: PositiveFloat | None
+    tile_pixels: Annotated[int, Field(ge=64)]
+    interpolation: Literal["nearest-neighbor", "bilinear", "biquadratic", "bicubic"]
+    beam_tolerance: Annotated[float, Field(ge=0)]
+    quicklook: bool

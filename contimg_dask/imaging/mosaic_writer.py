@@ -111,17 +111,17 @@ def _finish(work: Path, name: str, grid: MosaicGrid, beam: GaussianBeam,
 
 def new_mosaic(inputs: list[MosaicInput], settings: MosaicSettings, work: Path, name: str,
                *, provenance: dict[str, Any], grid: MosaicGrid | None = None,
-               extra_footprints: Callable[[list[Any]], MosaicGrid] | None = None,
+               grid_from_footprints: Callable[[list[Any]], MosaicGrid] | None = None,
                client: Client | None = None, quicklook: bool = True,
                warn: Callable[[str], None] = print) -> MosaicOutcome:
     """Mosaic ``inputs`` from scratch into ``work`` (an existing, empty directory). The grid:
-    ``grid``, else ``extra_footprints(footprints)``, else the one covering the inputs."""
+    ``grid``, else ``grid_from_footprints(footprints)``, else the one covering the inputs."""
     t0 = time.perf_counter()
     footprints = surveys(inputs, settings, client)
     if grid is None:
         cell = (settings.cell_arcsec / 3600.0 if settings.cell_arcsec is not None
                 else min(i.cell_deg for i in inputs))
-        grid = (extra_footprints(footprints) if extra_footprints is not None
+        grid = (grid_from_footprints(footprints) if grid_from_footprints is not None
                 else grid_for(footprints, cell, settings.projection))
     beam = mosaic_beam(inputs)
     files = mosaic_files(work, name)
