@@ -1,0 +1,114 @@
+"""The mosaic's algorithms on their own (ops/mosaic): grid choice across RA 0/360, the
+PB²/σ² accumulation against the weighted mean written out by hand, the beam algebra against
+Gaussian moments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import fftconvolve
+
+from contimg_dask.ops.mosaic import (
+    GaussianBeam,
+    accumulate,
+    common_beam,
+    contains,
+    convolution_kernel,
+    finalise,
+    grid_covering,
+    mean_direction,
+)
+
+
+def test_mean_direction_across_ra_zero_is_not_the_arithmetic_mean() -> None:
+    ra = [357.0, 359.0, 1.0, 3.0]
+    centre = mean_direction(ra, [16.0] * 4)
+    assert np.isclose((centre[0] + 180) % 360 - 180, 0.0, atol=1e-9)
+    assert np.mean(ra) == 180.0  # what the telescope's own mosaicker takes
+    assert 16.0 < centre[1] < 16.1  # the small circle's chord lies poleward
+
+
+def test_mean_direction_of_a_whole_circle_is_an_error() -> None:
+    with pytest.raises(ValueError, match="in pieces"):
+        mean_direction(np.arange(0, 360, 10.0), np.zeros(36))
+
+
+@pytest.mark.parametrize("ra0", [0.0, 180.0, 359.5])
+def test_grid_covering_is_the_same_up_to_an_ra_shift(ra0: float) -> None:
+    rng = np.random.default_rng(3)
+    dra, dec = rng.uniform(-6, 6, 500), rng.uniform(14, 18, 500)
+    reference = grid_covering((100.0 + dra) % 360, dec, 8 / 3600)
+    grid = grid_covering((ra0 + dra) % 360, dec, 8 / 3600)
+    assert (grid.nx, grid.ny, grid.crpix1, grid.crpix2) == (
+        reference.nx, reference.ny, reference.crpix1, reference.crpix2)
+    assert np.isclose((grid.ra_deg - ra0 - (reference.ra_deg - 100.0) + 180) % 360 - 180, 0,
+                      atol=1e-9)
+    x, y = grid.wcs().wcs_world2pix((ra0 + dra) % 360, dec, 0)
+    assert x.min() >= 0 and y.min() >= 0 and x.max() <= grid.nx - 1 and y.max() <= grid.ny - 1
+    # 12 deg of RA at dec ~16: about 12 cos(16) / (8") pixels, plus the margins.
+    assert abs(grid.nx - 12 * np.cos(np.radians(16)) * 450) < 0.02 * grid.nx
+
+
+def test_accumulate_is_the_inverse_variance_weighted_mean() -> None:
+    rng = np.random.default_rng(1)
+    shape = (5, 7)
+    sky = rng.normal(1.0, 0.1, shape)
+    pbs = [rng.uniform(0.05, 1.0, shape), rng.uniform(0.05, 1.0, shape)]
+    sigmas = [0.01, 0.03]
+    images = [pb * sky + rng.normal(0, s, shape) for pb, s in zip(pbs, sigmas, strict=True)]
+    images[1][0, 0] = np.nan  # a blank input pixel contributes nothing
+    s, w = np.zeros(shape), np.zeros(shape)
+    for image, pb, sigma in zip(images, pbs, sigmas, strict=True):
+        accumulate(s, w, image, pb, sigma, 0.2)
+    mosaic, noise = finalise(s, w)
+    # By hand: each input's PB-corrected value and its variance (sigma/PB)^2.
+    num, den = np.zeros(shape), np.zeros(shape)
+    for image, pb, sigma in zip(images, pbs, sigmas, strict=True):
+        use = (pb >= 0.2) & np.isfinite(image)
+        var = (sigma / pb) ** 2
+        num += np.where(use, np.nan_to_num(image / pb) / var, 0)
+        den += np.where(use, 1 / var, 0)
+    covered = den > 0
+    np.testing.assert_allclose(mosaic[covered], num[covered] / den[covered], rtol=1e-6)
+    np.testing.assert_allclose(noise[covered], 1 / np.sqrt(den[covered]), rtol=1e-6)
+    assert np.all(np.isnan(mosaic[~covered])) and np.all(np.isnan(noise[~covered]))
+    assert (~covered).any()  # the cutoff did exclude pixels
+
+
+def test_common_beam_contains_every_beam_and_keeps_equal_ones() -> None:
+    a = GaussianBeam(68 / 3600, 37 / 3600, 10.0)
+    assert np.allclose(common_beam([a, a]).covariance(), a.covariance())
+    beams = [a, GaussianBeam(60 / 3600, 45 / 3600, -30.0), GaussianBeam(50 / 3600, 48 / 3600, 80)]
+    c = common_beam(beams)
+    assert all(contains(c, b) for b in beams)
+    assert c.area_deg2 < 1.6 * max(b.area_deg2 for b in beams)
+    round_trip = GaussianBeam.from_covariance(a.covariance())
+    assert np.allclose([round_trip.major_deg, round_trip.minor_deg], [a.major_deg, a.minor_deg])
+    assert np.isclose(round_trip.pa_deg, 10.0)
+
+
+def _moments(image: np.ndarray, cell: float) -> np.ndarray:
+    """Second moments (east, north; deg²) of a non-negative image whose x points west."""
+    y, x = np.mgrid[:image.shape[0], :image.shape[1]]
+    total = image.sum()
+    east, north = -(x - (image * x).sum() / total) * cell, (y - (image * y).sum() / total) * cell
+    return np.array([[(image * east * east).sum(), (image * east * north).sum()],
+                     [(image * east * north).sum(), (image * north * north).sum()]]) / total
+
+
+def test_convolution_kernel_takes_a_beam_to_the_target() -> None:
+    cell = 4 / 3600
+    beam = GaussianBeam(40 / 3600, 24 / 3600, 30.0)
+    target = common_beam([beam, GaussianBeam(56 / 3600, 40 / 3600, -45.0)])
+    point = np.zeros((201, 201))
+    point[100, 100] = 1.0
+    restored = fftconvolve(point, convolution_kernel(beam, GaussianBeam(0, 0, 0), cell),
+                           mode="same")
+    np.testing.assert_allclose(_moments(restored, cell), beam.covariance(), rtol=2e-3,
+                               atol=1e-3 * np.trace(beam.covariance()))
+    convolved = fftconvolve(restored, convolution_kernel(target, beam, cell), mode="same")
+    np.testing.assert_allclose(_moments(convolved, cell), target.covariance(), rtol=2e-3,
+                               atol=1e-3 * np.trace(target.covariance()))
+    assert convolution_kernel(beam, beam, cell) is None
+    with pytest.raises(ValueError, match="not contained"):
+        convolution_kernel(beam, target, cell)
