@@ -20,7 +20,7 @@ from astropy.wcs import WCS
 from scipy.signal import fftconvolve
 
 from contimg_dask.imaging.products import robust_noise
-from contimg_dask.ops.mosaic.beams import GaussianBeam, convolution_kernel
+from contimg_dask.ops.mosaic.beams import GaussianBeam
 from contimg_dask.ops.primary_beam import angular_separation
 from contimg_dask.telescope.beam import airy_power_beam
 
@@ -77,9 +77,13 @@ def beam_image(header: fits.Header, beam: GaussianBeam, sources: list[Source]) -
 
 def correlated_noise(shape: tuple[int, int], beam: GaussianBeam, cell_deg: float,
                      noise_jy: float, rng: np.random.Generator) -> np.ndarray:
-    kernel = convolution_kernel(beam, GaussianBeam(0.0, 0.0, 0.0), cell_deg)
-    white = rng.standard_normal(shape)
-    smooth = fftconvolve(white, kernel, mode="same")
+    """White noise convolved with the beam (sampled here, independently of ops/mosaic),
+    scaled to standard deviation ``noise_jy``."""
+    size = 2 * int(4 * beam.major_deg / cell_deg) + 1
+    header = header_for(0.0, 0.0, size, cell_deg, beam)
+    header["CRPIX1"] = header["CRPIX2"] = size // 2 + 1
+    kernel = beam_image(header, beam, [Source(0.0, 0.0, 1.0)])
+    smooth = fftconvolve(rng.standard_normal(shape), kernel, mode="same")
     return smooth * noise_jy / np.sqrt(np.sum(kernel ** 2))
 
 

@@ -38,7 +38,7 @@ from contimg_dask.ops.mosaic import (
     accumulate,
     common_beam,
     contains,
-    convolution_kernel,
+    convolve_to_beam,
     finalise,
     grid_covering,
 )
@@ -155,21 +155,21 @@ def convolve_to(item: MosaicInput, target: GaussianBeam, pb_cutoff: float, scrat
     """``item``'s image convolved to ``target`` (Jy/beam of ``target``: scaled by the beam
     area ratio, so point-source peaks are kept) in ``scratch``, and its noise: re-measured on
     the residual convolved the same way, or scaled by √(area ratio) if it has no residual."""
-    from scipy.signal import fftconvolve
-
     image, header = read_plane(item.image)
-    kernel = convolution_kernel(target, item.beam, item.cell_deg)
-    if kernel is None:
+    blank = ~np.isfinite(image)
+    convolved = convolve_to_beam(np.where(blank, 0.0, image), target, item.beam, item.cell_deg)
+    if convolved is None:
         return item.image, item.noise_jy
     ratio = target.area_deg2 / item.beam.area_deg2
-    blank = ~np.isfinite(image)
-    convolved = ratio * fftconvolve(np.where(blank, 0.0, image), kernel, mode="same")
+    convolved *= ratio
     if blank.any():
-        convolved[fftconvolve(blank.astype(float), kernel, mode="same") > 1e-3] = np.nan
+        spread = convolve_to_beam(blank.astype(float), target, item.beam, item.cell_deg)
+        convolved[spread > 1e-3] = np.nan
     if item.residual is not None:
         residual, _ = read_plane(item.residual)
         pb, _ = read_plane(item.pb)
-        smooth = ratio * fftconvolve(np.nan_to_num(residual), kernel, mode="same")
+        smooth = ratio * convolve_to_beam(np.nan_to_num(residual), target, item.beam,
+                                          item.cell_deg)
         noise = robust_noise(smooth[pb >= pb_cutoff])
     else:
         noise = item.noise_jy * float(np.sqrt(ratio))

@@ -7,11 +7,11 @@ from contimg_dask.ops.mosaic.beams import (
     GaussianBeam,
     common_beam,
     contains,
-    convolution_kernel,
+    convolve_to_beam,
 )
 from contimg_dask.ops.mosaic.grid import MosaicGrid, grid_covering, mean_direction
 from contimg_dask.ops.mosaic.weighting import accumulate, finalise
 
 __all__ = ["GaussianBeam", "MosaicGrid", "accumulate", "common_beam", "contains",
-           "convolution_kernel",
+           "convolve_to_beam",
            "finalise", "grid_covering", "mean_direction"]

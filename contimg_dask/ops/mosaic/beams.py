@@ -74,11 +74,14 @@ def common_beam(beams: list[GaussianBeam]) -> GaussianBeam:
     return GaussianBeam.from_covariance(target)
 
 
-def convolution_kernel(target: GaussianBeam, beam: GaussianBeam, cell_deg: float
-                       ) -> NDArray[np.float64] | None:
-    """The normalised (sum 1) Gaussian kernel image taking ``beam`` to ``target`` on a grid
-    of ``cell_deg`` pixels whose x axis points west (CDELT1 < 0); None when the beams are
-    equal (nothing to do).
+def convolve_to_beam(plane: NDArray[np.float64], target: GaussianBeam, beam: GaussianBeam,
+                     cell_deg: float) -> NDArray[np.float64] | None:
+    """``plane`` (restored with ``beam``, on a grid of ``cell_deg`` pixels whose x axis points
+    west, CDELT1 < 0) convolved with the unit-integral Gaussian taking ``beam`` to ``target``;
+    None when the beams are equal (nothing to do). Applied as the Gaussian's transfer
+    function exp(-2π² kᵀΣk) on the padded plane's FFT: exact also for the thin kernels
+    (nearly degenerate Σ) that a pixel-sampled kernel would turn into a delta. Units are
+    unchanged (multiply by the area ratio for Jy/beam of ``target``). NaN is not allowed.
 
     Raises
     ------
@@ -91,10 +94,13 @@ def convolution_kernel(target: GaussianBeam, beam: GaussianBeam, cell_deg: float
     if np.trace(cov) <= 1e-6 * np.trace(target.covariance()):
         return None
     flip = np.diag([-1.0, 1.0]) / cell_deg  # (east, north) deg -> (x, y) pixels
-    cov_pix = flip @ cov @ flip + np.eye(2) * 1e-9
-    half = int(np.ceil(4.0 * np.sqrt(np.linalg.eigvalsh(cov_pix).max()))) + 1
-    y, x = np.mgrid[-half:half + 1, -half:half + 1]
-    points = np.stack([x.ravel(), y.ravel()])
-    exponent = -0.5 * np.einsum("ij,ik,kj->j", points, np.linalg.inv(cov_pix), points)
-    kernel = np.exp(exponent).reshape(x.shape)
-    return kernel / kernel.sum()
+    cov_pix = flip @ cov @ flip
+    pad = int(np.ceil(5.0 * np.sqrt(max(np.linalg.eigvalsh(cov_pix).max(), 0.0)))) + 1
+    ny, nx = plane.shape
+    padded = np.pad(plane, pad)
+    ky = np.fft.fftfreq(padded.shape[0])[:, None]
+    kx = np.fft.rfftfreq(padded.shape[1])[None, :]
+    transfer = np.exp(-2.0 * np.pi ** 2 * (cov_pix[0, 0] * kx * kx + 2 * cov_pix[0, 1] * kx * ky
+                                           + cov_pix[1, 1] * ky * ky))
+    out = np.fft.irfft2(np.fft.rfft2(padded) * transfer, s=padded.shape)
+    return out[pad:pad + ny, pad:pad + nx]
