@@ -1,5 +1,6 @@
 """Science and behaviour of the linear mosaic (docs/mosaicking.md) on synthetic block images
-with known truth (tests/mosaic_images.py: what the image stage writes, made directly).
+with known truth (contimg_dask/testing/mosaic_images.py: what the image stage writes, made
+directly).
 
 - Pure noise: mosaic / noise map has standard deviation 1.00 +- 0.03 in every region, by
   the number of overlapping blocks (1 to 3) and in RA stripes.
@@ -25,8 +26,14 @@ from contimg_dask.imaging.mosaic_build import MosaicSettings
 from contimg_dask.imaging.mosaic_inputs import Selection, select_inputs
 from contimg_dask.imaging.mosaic_writer import MosaicOutcome, new_mosaic
 from contimg_dask.ops.mosaic import GaussianBeam, contains
+from contimg_dask.testing.mosaic_images import (
+    SIDEREAL_DEG_PER_S,
+    Source,
+    block_ids,
+    strip,
+    write_block_image,
+)
 from tests.image_fits import fit_point_source
-from tests.mosaic_images import SIDEREAL_DEG_PER_S, Source, block_ids, strip, write_block_image
 
 SETTINGS = MosaicSettings(pb_cutoff=0.2, tile_pixels=256, interpolation="bicubic",
                           beam_tolerance=0.05, projection="SIN", cell_arcsec=None)

@@ -1,4 +1,5 @@
-"""The ``mosaic`` stage and ``contimg mosaic`` on synthetic block images (tests/mosaic_images.py):
+"""The ``mosaic`` stage and ``contimg mosaic`` on synthetic block images
+(contimg_dask/testing/mosaic_images.py):
 
 - adding blocks one by one (incremental accumulators) gives the mosaic built from all of them
   at once; running again on the same block changes nothing; a changed image is rebuilt;
@@ -27,8 +28,8 @@ from contimg_dask.ops.mosaic import GaussianBeam, MosaicGrid
 from contimg_dask.stages.contract import BlockRef
 from contimg_dask.stages.layout import images_dir, mosaics_dir
 from contimg_dask.stages.mosaic import MosaicStage
+from contimg_dask.testing.mosaic_images import block_ids, strip, write_block_image
 from tests.helpers import make_config
-from tests.mosaic_images import block_ids, strip, write_block_image
 
 SMALL = {"imsize": 200, "cell_deg": 0.02, "beam": GaussianBeam(0.12, 0.08, 20.0)}
 DEC = 16.1
