@@ -374,5 +374,6 @@ class MosaicConfig(_Section):
     cell_arcsec: PositiveFloat | None
     tile_pixels: Annotated[int, Field(ge=64)]
     interpolation: Literal["nearest-neighbor", "bilinear", "biquadratic", "bicubic"]
+    regrid_step_px: NonNegativeInt
     beam_tolerance: Annotated[float, Field(ge=0)]
     quicklook: bool

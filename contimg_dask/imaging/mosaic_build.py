@@ -7,8 +7,12 @@
    is convolved to it first (its noise re-measured on its convolved residual).
 3. Accumulate (one task per output tile): for each input whose footprint reaches the tile,
    read only the part of its image and PB that maps into the tile (FITS memory map),
-   regrid both with ``reproject_interp`` onto the tile, add PB·I/σ² and PB²/σ² to the
-   tile's accumulators (zarr arrays, one chunk per tile: tasks never share a chunk).
+   regrid both onto the tile (one coordinate map for the two planes): the map evaluated
+   with the WCS every ``regrid_step_px`` pixels and splined in between, values interpolated
+   by scipy (ops/mosaic/regrid.py), or with ``regrid_step_px: 0`` ``reproject_interp`` on
+   every pixel (its coordinate transforms dominate the cost: benchmarks/mosaic.py); add
+   PB·I/σ² and PB²/σ² to the tile's accumulators (zarr arrays, one chunk per tile: tasks
+   never share a chunk).
 4. Finalise (one task per tile): mosaic = S/W, noise = 1/√W into FITS files written through
    memory maps, tile by tile.
 
@@ -42,6 +46,7 @@ from contimg_dask.ops.mosaic import (
     finalise,
     grid_covering,
 )
+from contimg_dask.ops.mosaic.regrid import ORDERS, pixel_map, sample
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -49,6 +54,8 @@ if TYPE_CHECKING:
 #: Footprints are sampled every this many input pixels.
 FOOTPRINT_STEP = 8
 ACCUMULATOR_TYPE = "mosaic_accumulators"
+#: Input pixels read beyond those that map into a tile (0.27^16 ~ 1e-9 of a spline's edge).
+WINDOW_MARGIN = 16
 
 
 @dataclass(frozen=True)
@@ -61,12 +68,13 @@ class MosaicSettings:
     beam_tolerance: float
     projection: str
     cell_arcsec: float | None
+    regrid_step_px: int = 32
     workers: int = 2
 
     @classmethod
     def from_config(cls, cfg: Any, workers: int = 2) -> MosaicSettings:
         return cls(cfg.pb_cutoff, cfg.tile_pixels, cfg.interpolation, cfg.beam_tolerance,
-                   cfg.projection, cfg.cell_arcsec, workers)
+                   cfg.projection, cfg.cell_arcsec, cfg.regrid_step_px, workers)
 
 
 @dataclass(frozen=True)
@@ -189,7 +197,9 @@ def _tile_wcs(grid: MosaicGrid, tile: tuple[int, int, int, int]) -> Any:
 
 def _input_window(tile: tuple[int, int, int, int], grid: MosaicGrid, input_wcs: Any,
                   shape: tuple[int, int]) -> tuple[slice, slice] | None:
-    """The part of an input (rows, columns) that maps into ``tile`` (3 px to spare)."""
+    """The part of an input (rows, columns) that maps into ``tile``, with ``WINDOW_MARGIN``
+    pixels to spare: a cubic spline's edge effect decays by ~0.27 per pixel, so a cut-out
+    edge closer than that would show at the tile's edges (a seam)."""
     y0, y1, x0, x1 = tile
     edge_x = np.concatenate([np.linspace(x0, x1 - 1, 33), np.full(33, x1 - 1),
                              np.linspace(x0, x1 - 1, 33), np.full(33, x0)])
@@ -200,20 +210,39 @@ def _input_window(tile: tuple[int, int, int, int], grid: MosaicGrid, input_wcs: 
     ok = np.isfinite(x) & np.isfinite(y)
     if not ok.any():
         return None
-    r0, r1 = max(0, int(np.floor(y[ok].min())) - 3), min(shape[0], int(np.ceil(y[ok].max())) + 4)
-    c0, c1 = max(0, int(np.floor(x[ok].min())) - 3), min(shape[1], int(np.ceil(x[ok].max())) + 4)
+    m = WINDOW_MARGIN
+    r0, r1 = max(0, int(np.floor(y[ok].min())) - m), min(shape[0], int(np.ceil(y[ok].max())) + m)
+    c0, c1 = max(0, int(np.floor(x[ok].min())) - m), min(shape[1], int(np.ceil(x[ok].max())) + m)
     if r1 - r0 < 2 or c1 - c0 < 2:
         return None
     return slice(r0, r1), slice(c0, c1)
 
 
-def accumulate_tile(accumulators: str, grid_dict: dict, tile: tuple[int, int, int, int],
-                    contributions: list[Contribution], pb_cutoff: float,
-                    interpolation: str) -> int:
-    """Add ``contributions`` to the accumulators of one output tile (a Dask task). Returns
-    the number of (input, pixel) samples added."""
+def regrid(stack: np.ndarray, input_wcs: Any, tile_wcs: Any, shape: tuple[int, int],
+           interpolation: str, step: int) -> np.ndarray:
+    """The planes of ``stack`` (on ``input_wcs``) regridded onto the tile (``tile_wcs``,
+    ``shape``): ``step`` 0 with ``reproject_interp`` (every pixel's coordinates
+    transformed), else with the coordinate map evaluated every ``step`` pixels
+    (ops/mosaic/regrid.py)."""
+    if step > 0:
+        def transform(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return input_wcs.wcs_world2pix(*tile_wcs.wcs_pix2world(x, y, 0), 0)
+
+        mapped = pixel_map(transform, shape, step)
+        if mapped is not None:
+            return np.stack([sample(plane, *mapped, ORDERS[interpolation]) for plane in stack])
     from reproject import reproject_interp
 
+    return reproject_interp((stack, input_wcs), tile_wcs, shape_out=(len(stack), *shape),
+                            order=interpolation, return_footprint=False,
+                            roundtrip_coords=False)
+
+
+def accumulate_tile(accumulators: str, grid_dict: dict, tile: tuple[int, int, int, int],
+                    contributions: list[Contribution], pb_cutoff: float,
+                    interpolation: str, regrid_step: int) -> int:
+    """Add ``contributions`` to the accumulators of one output tile (a Dask task). Returns
+    the number of (input, pixel) samples added."""
     grid = MosaicGrid.from_dict(grid_dict)
     y0, y1, x0, x1 = tile
     group = zarr.open_group(accumulators, mode="r+")
@@ -235,10 +264,9 @@ def accumulate_tile(accumulators: str, grid_dict: dict, tile: tuple[int, int, in
         finally:
             image_hdul.close()
             pb_hdul.close()
-        regridded = reproject_interp((stack, input_wcs[window]), tile_wcs,
-                                     shape_out=(2, y1 - y0, x1 - x0), order=interpolation,
-                                     return_footprint=False)
-        added += accumulate(s, w, regridded[0], regridded[1], c.noise_jy, pb_cutoff)
+        added += accumulate(s, w, *regrid(stack, input_wcs[window], tile_wcs,
+                                          (y1 - y0, x1 - x0), interpolation, regrid_step),
+                            c.noise_jy, pb_cutoff)
     weighted[y0:y1, x0:x1] = s
     weights[y0:y1, x0:x1] = w
     return added
@@ -287,7 +315,7 @@ def accumulate_all(accumulators: Path, grid: MosaicGrid, contributions: list[Con
         if reaching:
             tasks.append(dask.delayed(accumulate_tile, pure=False)(
                 str(accumulators), grid.to_dict(), tile, reaching, settings.pb_cutoff,
-                settings.interpolation))
+                settings.interpolation, settings.regrid_step_px))
     return int(sum(run_tasks(tasks, settings, client)))
 
 
