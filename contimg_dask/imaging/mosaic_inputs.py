@@ -68,7 +68,8 @@ def block_time_unix(block_id: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -166,7 +167,7 @@ def read_input(image: Path) -> MosaicInput:
                          stage="mosaic") from None
     return MosaicInput(str(block_id), image.absolute(), pb_path.absolute(),
                        residual.absolute() if residual.is_file() else None, float(noise), beam,
-                       ra, dec, cell, time_unix, _sha256(image))
+                       ra, dec, cell, time_unix, file_sha256(image))
 
 
 def find_images(paths: list[Path]) -> list[Path]:

@@ -19,7 +19,6 @@ sees the old mosaic or the new one, never a mixture.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -30,7 +29,12 @@ from filelock import FileLock
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.errors import ContimgError
 from contimg_dask.imaging.mosaic_build import FOOTPRINT_STEP, Footprint, MosaicSettings
-from contimg_dask.imaging.mosaic_inputs import MosaicInput, block_time_unix, read_input
+from contimg_dask.imaging.mosaic_inputs import (
+    MosaicInput,
+    block_time_unix,
+    file_sha256,
+    read_input,
+)
 from contimg_dask.imaging.mosaic_writer import (
     MOSAIC_JSON_SUFFIX,
     MosaicOutcome,
@@ -86,17 +90,9 @@ def period_grid(item: MosaicInput, footprint: Footprint, period: tuple[float, fl
     return grid_covering(ra, dec, cell, settings.projection, margin_px=FOOTPRINT_STEP + 2)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def mosaic_products(files: dict[str, Path]) -> tuple[Product, ...]:
     """The products of a mosaic's files (checksums of the FITS files)."""
-    return tuple(Product(kind, path, sha256(path) if kind in ("mosaic", "noise") else None)
+    return tuple(Product(kind, path, file_sha256(path) if kind in ("mosaic", "noise") else None)
                  for kind, path in files.items() if kind in PRODUCT_KINDS and path.exists())
 
 
