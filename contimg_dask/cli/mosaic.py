@@ -62,6 +62,7 @@ def _cmd_mosaic(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.imaging.mosaic_build import MosaicSettings
     from contimg_dask.imaging.mosaic_inputs import select_inputs
     from contimg_dask.imaging.mosaic_writer import new_mosaic
+    from contimg_dask.stages.contract import Provenance
     from contimg_dask.stages.layout import images_dir, mosaics_dir
     from contimg_dask.stages.mosaic import MOSAIC_PRODUCTS, mosaic_products
 
@@ -69,8 +70,9 @@ def _cmd_mosaic(args: argparse.Namespace, config: PipelineConfig) -> int:
     settings = MosaicSettings.from_config(config.mosaic, workers=config.dask.n_workers)
     name = args.name or (f"mosaic-{inputs[0].block_id.replace(':', '')}-"
                          f"{inputs[-1].block_id.replace(':', '')}")
-    provenance = {"config_hash": config_hash(config), "command": "contimg mosaic",
-                  "inputs": [str(i.image) for i in inputs]}
+    images = tuple(str(i.image) for i in inputs)
+    provenance = Provenance(inputs=images, config_hash=config_hash(config), command=" ".join(
+        ["contimg", "--env", config.environment, "mosaic", *images])).to_dict()
     quicklook = config.mosaic.quicklook
     if args.out is None or not args.out.name.endswith(".fits"):
         final = args.out if args.out is not None else mosaics_dir(config) / name

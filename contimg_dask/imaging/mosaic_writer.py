@@ -30,10 +30,13 @@ from contimg_dask.imaging.mosaic_build import (
     write_json,
 )
 from contimg_dask.imaging.mosaic_inputs import MosaicInput
+from contimg_dask.logs import get_logger
 from contimg_dask.ops.mosaic import GaussianBeam, MosaicGrid
 
 if TYPE_CHECKING:
     from dask.distributed import Client
+
+log = get_logger(__name__)
 
 MOSAIC_JSON_SUFFIX = ".mosaic.json"
 
@@ -113,7 +116,7 @@ def new_mosaic(inputs: list[MosaicInput], settings: MosaicSettings, work: Path, 
                *, provenance: dict[str, Any], grid: MosaicGrid | None = None,
                grid_from_footprints: Callable[[list[Any]], MosaicGrid] | None = None,
                client: Client | None = None, quicklook: bool = True,
-               warn: Callable[[str], None] = print) -> MosaicOutcome:
+               warn: Callable[[str], None] = log.warning) -> MosaicOutcome:
     """Mosaic ``inputs`` from scratch into ``work`` (an existing, empty directory). The grid:
     ``grid``, else ``grid_from_footprints(footprints)``, else the one covering the inputs."""
     t0 = time.perf_counter()
@@ -150,7 +153,7 @@ def existing_inputs(directory: Path, name: str) -> list[MosaicInput]:
 def add_to_mosaic(existing: Path, new: list[MosaicInput], settings: MosaicSettings,
                   work: Path, name: str, *, provenance: dict[str, Any],
                   client: Client | None = None, quicklook: bool = True,
-                  warn: Callable[[str], None] = print) -> MosaicOutcome | None:
+                  warn: Callable[[str], None] = log.warning) -> MosaicOutcome | None:
     """Add ``new`` inputs to the mosaic ``name`` in ``existing`` by updating a copy of its
     accumulators in ``work``; None when an input's beam does not fit the mosaic's beam (the
     caller rebuilds from scratch with a new common beam)."""

@@ -28,7 +28,12 @@ from filelock import FileLock
 
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.errors import ContimgError
-from contimg_dask.imaging.mosaic_build import FOOTPRINT_STEP, Footprint, MosaicSettings
+from contimg_dask.imaging.mosaic_build import (
+    FOOTPRINT_STEP,
+    Footprint,
+    MosaicSettings,
+    read_accumulator_attrs,
+)
 from contimg_dask.imaging.mosaic_inputs import (
     MosaicInput,
     block_time_unix,
@@ -130,7 +135,6 @@ class MosaicStage:
         root = self.out or mosaics_dir(config)
         root.mkdir(parents=True, exist_ok=True)
         final = root / name
-        provenance_base = {"config_hash": config_hash(config), "stage": "mosaic"}
         with FileLock(str(root / f".{name}.lock")):
             existing = existing_inputs(final, name) if final.exists() else []
             previous = {i.block_id: i for i in existing}
@@ -141,7 +145,7 @@ class MosaicStage:
             with atomic_directory(final, MOSAIC_PRODUCTS) as tmp:
                 tmp.mkdir()
                 outcome = self._update(item, existing, period, settings, tmp, final, name,
-                                       provenance_base, client, config.mosaic.quicklook)
+                                       config_hash(config), client, config.mosaic.quicklook)
         files = {kind: final / path.name for kind, path in outcome.files.items()}
         log.info("mosaic %s: %d blocks (block %s added%s) -> %s", name, len(outcome.inputs),
                  block.block_id, ", incremental" if outcome.figures["incremental"] else "",
@@ -152,9 +156,10 @@ class MosaicStage:
     @staticmethod
     def _update(item: MosaicInput, existing: list[MosaicInput], period: tuple[float, float],
                 settings: MosaicSettings, tmp: Path, final: Path, name: str,
-                provenance: dict, client: Client | None, quicklook: bool) -> MosaicOutcome:
+                config_digest: str, client: Client | None, quicklook: bool) -> MosaicOutcome:
         inputs = [i for i in existing if i.block_id != item.block_id]
-        provenance = {**provenance, "inputs": [str(i.image) for i in [*inputs, item]]}
+        provenance = Provenance(inputs=tuple(str(i.image) for i in [*inputs, item]),
+                                config_hash=config_digest).to_dict()
         if existing and len(inputs) == len(existing):
             outcome = add_to_mosaic(final, [item], settings, tmp, name, provenance=provenance,
                                     client=client, quicklook=quicklook, warn=log.warning)
@@ -164,8 +169,6 @@ class MosaicStage:
                      name)
         grid = None
         if existing:
-            from contimg_dask.imaging.mosaic_build import read_accumulator_attrs
-
             attrs = read_accumulator_attrs(mosaic_files(final, name)["accumulators"])
             grid = MosaicGrid.from_dict(attrs["grid"])
         refreshed = [read_input(i.image) for i in inputs] + [item]

@@ -169,6 +169,9 @@ def test_cli_json_lists_the_products(tmp_path: Path, capsys: pytest.CaptureFixtu
         "strip.fits", "strip.mosaic.json", "strip.noise.fits", "strip.png"]
     document = json.loads(products["provenance"].read_text())
     assert [Path(i["image"]).parent for i in document["inputs"]] == dirs[:2]
+    assert document["provenance"]["inputs"] == [i["image"] for i in document["inputs"]]
+    assert document["provenance"]["command"].startswith("contimg --env testing mosaic ")
+    assert document["provenance"]["versions"]["reproject"] != "absent"
     assert fits.getheader(out)["CT_NIN"] == 2
 
 
