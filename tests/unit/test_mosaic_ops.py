@@ -48,6 +48,18 @@ def test_grid_covering_is_the_same_up_to_an_ra_shift(ra0: float) -> None:
     assert abs(grid.nx - 12 * np.cos(np.radians(16)) * 450) < 0.02 * grid.nx
 
 
+def test_car_grid_holds_a_long_strip_across_ra_zero() -> None:
+    """CAR (oblique about the strip's centre) for strips longer than an hour: 100 deg of RA
+    at dec 16, centred on RA 0, every direction inside, RA growing to the left."""
+    ra = np.r_[np.linspace(310.0, 359.9, 200), np.linspace(0.0, 50.0, 200)]
+    dec = np.full(ra.size, 16.0)
+    grid = grid_covering(ra, dec, 0.05, "CAR")
+    assert abs((grid.ra_deg + 180) % 360 - 180) < 0.1
+    x, y = grid.wcs().wcs_world2pix(ra, dec, 0)
+    assert x.min() >= 0 and x.max() <= grid.nx - 1 and y.min() >= 0 and y.max() <= grid.ny - 1
+    assert np.all(np.diff(x[:200]) < 0) and x[-1] < x[0]  # east (larger RA) to the left
+
+
 def test_accumulate_is_the_inverse_variance_weighted_mean() -> None:
     rng = np.random.default_rng(1)
     shape = (5, 7)

@@ -72,9 +72,6 @@ class MosaicGrid:
         header["CUNIT1"], header["CUNIT2"] = "deg", "deg"
         header["RADESYS"] = "ICRS"
         header["EQUINOX"] = 2000.0
-        if self.projection == "CAR":  # keep the native pole where the oblique grid needs it
-            header["LONPOLE"] = 180.0
-            header["LATPOLE"] = 0.0
         return header
 
     def wcs(self) -> WCS:
