@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,10 +93,12 @@ def _finish(work: Path, name: str, grid: MosaicGrid, beam: GaussianBeam,
     if quicklook:
         from contimg_dask.imaging.quicklook import quicklook_png
 
-        quicklook_png(files["mosaic"], files["png"],
-                      f"mosaic {name}: {len(inputs)} blocks, noise "
-                      f"{1e3 * figures['mean_weight_noise_jy']:.2f} mJy/beam",
-                      figures["mean_weight_noise_jy"])
+        with warnings.catch_warnings():  # a mosaic's blank (NaN) corners are expected
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            quicklook_png(files["mosaic"], files["png"],
+                          f"mosaic {name}: {len(inputs)} blocks, noise "
+                          f"{1e3 * figures['mean_weight_noise_jy']:.2f} mJy/beam",
+                          figures["mean_weight_noise_jy"])
     else:
         files.pop("png")
     figures.update(n_inputs=len(inputs), nx=grid.nx, ny=grid.ny,
