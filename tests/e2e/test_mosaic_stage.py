@@ -2,7 +2,10 @@
 blocks, imaged with tclean (small preset, 720 x 20" images: 4 deg, the PB's 0.2 circle), put
 together by ``MosaicStage`` into their hour's mosaic. Sources in the overlap: PB-corrected
 flux within 3 % of the truth at the images' reference frequency (the image stage alone is
-within 2 %) and position within 0.1 synthesised beam; provenance names both images."""
+within 2 %) and position within 0.1 synthesised beam; provenance names both images.
+
+Measured 2026-11-30: A +0.22 %, 0.20"; B +0.17 %, 0.13" (beam ~60"). Two tclean runs: 36 min
+on this machine under a load of ~25 on 2 cores; a few minutes on an idle one."""
 
 from __future__ import annotations
 
