@@ -15,6 +15,7 @@ from contimg_dask.cli.archive import add_archive_commands
 from contimg_dask.cli.calibration import add_calibration_commands
 from contimg_dask.cli.imaging import add_imaging_commands
 from contimg_dask.cli.monitoring import add_monitoring_commands
+from contimg_dask.cli.mosaic import add_mosaic_commands
 from contimg_dask.cli.options import (
     add_overwrite_option,
     declination_deg,
@@ -33,8 +34,8 @@ from contimg_dask.logs import configure_logging, get_logger
 log = get_logger(__name__)
 
 #: Arguments naming paths a command reads (checked apart from its --out).
-INPUT_ARGUMENTS = ("source", "store", "solutions", "ms", "bandpass", "gains", "block_store",
-                   "catalog")
+INPUT_ARGUMENTS = ("source", "inputs", "store", "solutions", "ms", "bandpass", "gains",
+                   "block_store", "catalog")
 #: Those of them that are products (directories nothing may be written into).
 PRODUCT_INPUTS = ("store", "solutions", "ms", "bandpass", "gains", "block_store")
 
@@ -313,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pipeline_commands(sub)
     add_archive_commands(sub)
     add_photometry_commands(sub)
+    add_mosaic_commands(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

@@ -365,6 +365,7 @@ class PipelineConfig(_Section):
     pipeline: OrchestratorConfig
     archive: ArchiveConfig
     photometry: PhotometryConfig
+    mosaic: MosaicConfig
 
 
 class DashboardConfig(_Section):
@@ -623,6 +624,22 @@ class PhotometryConfig(_Section):
     references: PhotometryReferencesConfig
     finder: PhotometryFinderConfig
     variability: VariabilityConfig
+
+
+
+class MosaicConfig(_Section):
+    """``contimg mosaic`` and the ``mosaic`` stage: PB²/σ²-weighted linear mosaics of block
+    images (docs/mosaicking.md)."""
+
+    period_s: PositiveFloat
+    pb_cutoff: Annotated[float, Field(gt=0, lt=1)]
+    projection: Literal["SIN", "CAR"]
+    cell_arcsec: PositiveFloat | None
+    tile_pixels: Annotated[int, Field(ge=64)]
+    interpolation: Literal["nearest-neighbor", "bilinear", "biquadratic", "bicubic"]
+    regrid_step_px: NonNegativeInt
+    beam_tolerance: Annotated[float, Field(ge=0)]
+    quicklook: bool
 
 
 PipelineConfig.model_rebuild()

@@ -26,7 +26,7 @@ Figure = float | int | str | bool | None
 #: Packages whose versions are recorded in every product's provenance.
 PROVENANCE_PACKAGES = (
     "contimg-dask", "numpy", "dask", "distributed", "xarray", "zarr", "pyuvdata",
-    "astropy", "pyerfa", "python-casacore", "casatools", "casatasks",
+    "astropy", "pyerfa", "python-casacore", "casatools", "casatasks", "reproject",
 )
 
 

@@ -6,6 +6,8 @@ configuration alone, so the paths of its other products follow one convention, u
 
     <products>/<block-slug>.ms                the block's Measurement Set (stage ``export``)
     <products>/solutions/<block-slug>.zarr    solutions solved on the block (``calibrate_solve``)
+    <products>/images/<block id without :>/   the block's images (``image``)
+    <products>/mosaics/<mosaic name>/         a mosaic and its accumulators (``mosaic``)
 
 ``<block-slug>`` is the block id with ``:`` replaced by ``-`` (``2026-01-15T12-00-00``), the
 same name the block store and its MSv4 node carry.
@@ -18,6 +20,8 @@ from pathlib import Path
 from contimg_dask.config.schema import PipelineConfig
 
 SOLUTIONS_DIR = "solutions"
+IMAGES_DIR = "images"
+MOSAICS_DIR = "mosaics"
 
 
 def block_slug(block_id: str) -> str:
@@ -43,3 +47,13 @@ def solutions_path(block_id: str, config: PipelineConfig) -> Path:
 def ms_path(block_id: str, config: PipelineConfig) -> Path:
     """The Measurement Set exported from block ``block_id``."""
     return products_dir(config) / f"{block_slug(block_id)}.ms"
+
+
+def images_dir(config: PipelineConfig) -> Path:
+    """Where the image stage puts each block's products directory (its default root)."""
+    return products_dir(config) / IMAGES_DIR
+
+
+def mosaics_dir(config: PipelineConfig) -> Path:
+    """Where the mosaic stage and ``contimg mosaic`` put mosaics by default."""
+    return products_dir(config) / MOSAICS_DIR

@@ -16,12 +16,13 @@ from contimg_dask.stages.export import ExportStage
 from contimg_dask.stages.flag import FlagStage
 from contimg_dask.stages.image import ImageStage
 from contimg_dask.stages.ingest import IngestStage
+from contimg_dask.stages.mosaic import MosaicStage
 from contimg_dask.stages.photometry import PhotometryStage
 from contimg_dask.stages.rephase import RephaseStage
 
 STAGES: dict[str, Stage] = {stage.name: stage for stage in (
     IngestStage(), RephaseStage(), FlagStage(), CalibrateSolveStage(), CalibrateApplyStage(),
-    ExportStage(), ImageStage(), PhotometryStage())}
+    ExportStage(), ImageStage(), MosaicStage(), PhotometryStage())}
 
 
 def get_stage(name: str) -> Stage:

@@ -64,15 +64,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_registry_holds_every_stage_behind_the_contract() -> None:
     # The image stage runs in tests/e2e/test_image_stage.py (tclean is too slow to run here
-    # on every stage test); its place and needs are checked like the others'. The photometry
-    # stage runs in tests/integration/test_photometry_stage.py on synthetic image products.
-    registered = (*ORDER, "image", "photometry")
+    # on every stage test), the mosaic stage in tests/integration/test_mosaic_stage.py, the
+    # photometry stage in tests/integration/test_photometry_stage.py on synthetic image
+    # products; their places and needs are checked like the others'.
+    registered = (*ORDER, "image", "mosaic", "photometry")
     assert tuple(STAGES) == registered
     for name, stage in STAGES.items():
         assert isinstance(stage, Stage) and stage.name == name
         assert set(stage.needs) <= set(registered[:registered.index(name)])
-    with pytest.raises(Exception, match="no stage 'mosaic'"):
-        get_stage("mosaic")
+    with pytest.raises(Exception, match="no stage 'photometry'"):
+        get_stage("photometry")
 
 
 def test_results_name_their_products_and_provenance(runs: dict) -> None:
