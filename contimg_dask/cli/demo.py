@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.io.uvh5.discovery import discover_blocks
 from contimg_dask.pipeline.cluster import dask_client
-from contimg_dask.processing.calibrate_solve import find_calibrators
+from contimg_dask.science.calibrators import find_calibrators
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.stages import BlockRef, StageResult
 from contimg_dask.stages.layout import block_slug

@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 
 
 class IngestStage:
-    """UVH5 subband files -> block store (replaced atomically)."""
+    """UVH5 subband files -> block store (replaced atomically). ``overwrite`` also replaces
+    whatever else is at ``BlockRef.store`` (by default only an earlier block store)."""
 
     name: ClassVar[str] = "ingest"
     needs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, overwrite: bool = False) -> None:
+        self.overwrite = overwrite
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:
@@ -34,7 +38,8 @@ class IngestStage:
             raise InputError("ingest needs the block's subband files (BlockRef.files is "
                              "empty)", file=block.store, block=block.block_id, stage=self.name)
         with on_client(client):
-            ingest_block(list(block.files), block.store, config, block.block_id)
+            ingest_block(list(block.files), block.store, config, block.block_id,
+                         overwrite=self.overwrite)
         view = open_block_view(block.store, stage=self.name)
         ds, prov = view.dataset, view.provenance
         n_t, n_bl, n_f, n_p = ds.VISIBILITY.shape

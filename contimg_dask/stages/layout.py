@@ -16,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from contimg_dask.config.schema import PipelineConfig
+from contimg_dask.io.store.block_view import open_block_view
+from contimg_dask.stages.contract import BlockRef
 
 SOLUTIONS_DIR = "solutions"
 
@@ -43,3 +45,14 @@ def solutions_path(block_id: str, config: PipelineConfig) -> Path:
 def ms_path(block_id: str, config: PipelineConfig) -> Path:
     """The Measurement Set exported from block ``block_id``."""
     return products_dir(config) / f"{block_slug(block_id)}.ms"
+
+
+def stored_block(store: Path) -> BlockRef:
+    """The block of an existing block store, named by the block id its provenance records.
+
+    Raises
+    ------
+    InputError
+        ``store`` is not a block store ingested by us.
+    """
+    return BlockRef(open_block_view(store).provenance["block_id"], store)
