@@ -13,6 +13,7 @@ the solutions flag and which solutions were applied, as recorded in the store's
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -67,6 +68,7 @@ def choose_solutions(block: BlockRef, config: PipelineConfig) -> Path:
     return min(scored)[1]
 
 
+@dataclass(frozen=True)
 class CalibrateApplyStage:
     """Block store + solutions store -> the block's calibration node (and, materialised, the
     ``corrected`` data group). ``solutions`` fixes the solutions store to apply;
@@ -75,10 +77,8 @@ class CalibrateApplyStage:
     name: ClassVar[str] = "calibrate_apply"
     needs: ClassVar[tuple[str, ...]] = ("flag",)
 
-    def __init__(self, solutions: Path | None = None, materialise: bool | None = None
-                 ) -> None:
-        self.solutions = solutions
-        self.materialise = materialise
+    solutions: Path | None = None
+    materialise: bool | None = None
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:

@@ -14,6 +14,7 @@ the orchestrator asks :func:`~contimg_dask.science.calibrators.find_calibrators`
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -21,7 +22,7 @@ from contimg_dask.config import PipelineConfig
 from contimg_dask.processing.calibrate_solve import solve_block
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
-from contimg_dask.stages.layout import solutions_path
+from contimg_dask.stages.layout import output_path, solutions_path
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -30,6 +31,7 @@ QUALITY = ("bandpass_flagged_fraction", "bandpass_median_snr", "bandpass_median_
            "gain_flagged_fraction", "gain_median_snr", "gain_median_chi2")
 
 
+@dataclass(frozen=True)
 class CalibrateSolveStage:
     """Flagged calibrator block -> solutions store.
 
@@ -41,20 +43,15 @@ class CalibrateSolveStage:
     name: ClassVar[str] = "calibrate_solve"
     needs: ClassVar[tuple[str, ...]] = ("flag",)
 
-    def __init__(self, out: Path | None = None, catalog: Path | None = None,
-                 calibrator: str | None = None, overwrite: bool = False) -> None:
-        self.out = out
-        self.catalog = catalog
-        self.calibrator = calibrator
-        self.overwrite = overwrite
+    out: Path | None = None
+    catalog: Path | None = None
+    calibrator: str | None = None
+    overwrite: bool = False
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:
         t0 = time.perf_counter()
-        out = self.out
-        if out is None:
-            out = solutions_path(block.block_id, config)
-            out.parent.mkdir(parents=True, exist_ok=True)
+        out = self.out or output_path(solutions_path(block.block_id, config))
         with on_client(client):
             summary = solve_block(block.store, config, out, catalog=self.catalog,
                                   calibrator=self.calibrator, overwrite=self.overwrite)

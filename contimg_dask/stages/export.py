@@ -10,6 +10,7 @@ the product's size on disk.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,7 +21,7 @@ from contimg_dask.io.store.block_calibration import read_block_calibration
 from contimg_dask.io.store.block_view import open_block_view
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
-from contimg_dask.stages.layout import ms_path
+from contimg_dask.stages.layout import ms_path, output_path
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -35,6 +36,7 @@ def _size_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+@dataclass(frozen=True)
 class ExportStage:
     """Block store -> Measurement Set (``fmt`` "ms", the default) or a pyuvdata format.
 
@@ -46,25 +48,22 @@ class ExportStage:
     name: ClassVar[str] = "export"
     needs: ClassVar[tuple[str, ...]] = ("flag",)
 
-    def __init__(self, fmt: str = "ms", out: Path | None = None,
-                 data_group: str = DATA_GROUP, spw_layout: str = "per_subband",
-                 overwrite: bool = False) -> None:
-        if fmt != "ms" and fmt not in PYUVDATA_FORMATS:
-            raise InputError(f"unknown export format {fmt!r} (ms, "
+    fmt: str = "ms"
+    out: Path | None = None
+    data_group: str = DATA_GROUP
+    spw_layout: str = "per_subband"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fmt != "ms" and self.fmt not in PYUVDATA_FORMATS:
+            raise InputError(f"unknown export format {self.fmt!r} (ms, "
                              f"{', '.join(PYUVDATA_FORMATS)})", stage=self.name)
-        self.fmt = fmt
-        self.out = out
-        self.data_group = data_group
-        self.spw_layout = spw_layout
-        self.overwrite = overwrite
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:
         t0 = time.perf_counter()
-        out = self.out
-        if out is None:
-            out = ms_path(block.block_id, config).with_suffix(SUFFIXES[self.fmt])
-            out.parent.mkdir(parents=True, exist_ok=True)
+        out = self.out or output_path(ms_path(block.block_id, config)
+                                      .with_suffix(SUFFIXES[self.fmt]))
         with on_client(client):
             out = export_block(block.store, out, self.fmt, config,
                                data_group=self.data_group, spw_layout=self.spw_layout,

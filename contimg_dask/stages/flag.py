@@ -9,6 +9,7 @@ the version.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
@@ -22,14 +23,14 @@ if TYPE_CHECKING:
 FLAG_VERSION = "rfi"
 
 
+@dataclass(frozen=True)
 class FlagStage:
     """Block store -> flag version ``version`` (default ``rfi``), made active."""
 
     name: ClassVar[str] = "flag"
     needs: ClassVar[tuple[str, ...]] = ("ingest",)
 
-    def __init__(self, version: str = FLAG_VERSION) -> None:
-        self.version = version
+    version: str = FLAG_VERSION
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:

@@ -8,6 +8,7 @@ missing, and the store's shape.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from dask.distributed import Client
 
 
+@dataclass(frozen=True)
 class IngestStage:
     """UVH5 subband files -> block store (replaced atomically). ``overwrite`` also replaces
     whatever else is at ``BlockRef.store`` (by default only an earlier block store)."""
@@ -28,8 +30,7 @@ class IngestStage:
     name: ClassVar[str] = "ingest"
     needs: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, overwrite: bool = False) -> None:
-        self.overwrite = overwrite
+    overwrite: bool = False
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:

@@ -47,6 +47,12 @@ def ms_path(block_id: str, config: PipelineConfig) -> Path:
     return products_dir(config) / f"{block_slug(block_id)}.ms"
 
 
+def output_path(path: Path) -> Path:
+    """``path``, a product path of this layout, with its directory created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def stored_block(store: Path) -> BlockRef:
     """The block of an existing block store, named by the block id its provenance records.
 

@@ -11,6 +11,7 @@ whether the visibilities were stored.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from dask.distributed import Client
 
 
+@dataclass(frozen=True)
 class RephaseStage:
     """Block store -> its ``rephased`` data group (fixed ICRS centre).
 
@@ -33,10 +35,8 @@ class RephaseStage:
     name: ClassVar[str] = "rephase"
     needs: ClassVar[tuple[str, ...]] = ("ingest",)
 
-    def __init__(self, centre_rad: tuple[float, float] | None = None,
-                 materialise: bool | None = None) -> None:
-        self.centre_rad = centre_rad
-        self.materialise = materialise
+    centre_rad: tuple[float, float] | None = None
+    materialise: bool | None = None
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:
