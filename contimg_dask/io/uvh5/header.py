@@ -54,20 +54,28 @@ def subband_number(path: Path) -> int | None:
 class HeaderAxes:
     """The axes of a UVH5 file as its header declares them (checked).
 
-    ``time_jd`` is each row's time (JD, UTC, file order: ``n_blts`` values), ``freq_hz`` each
-    channel's frequency (Hz, file order, topocentric). ``n_times`` is the header's
-    ``Ntimes``; ``legacy_spw_axis`` says whether the data carry the length-1
+    ``time_jd`` is each row's time (JD, UTC, file order: one per baseline-time row),
+    ``freq_hz`` each channel's frequency (Hz, file order, topocentric). ``n_times`` is the
+    header's ``Ntimes``; ``legacy_spw_axis`` says whether the data carry the length-1
     spectral-window axis of pyuvdata's older layout.
     """
 
-    n_blts: int
-    n_times: int
-    n_freqs: int
-    n_pols: int
     time_jd: NDArray[np.float64]
     freq_hz: NDArray[np.float64]
+    n_times: int
+    n_pols: int
     legacy_spw_axis: bool
     vis_dtype: str
+
+    @property
+    def n_blts(self) -> int:
+        """Baseline-time rows (``Nblts``)."""
+        return len(self.time_jd)
+
+    @property
+    def n_freqs(self) -> int:
+        """Channels (``Nfreqs``)."""
+        return len(self.freq_hz)
 
 
 def _integer(hdr: h5py.Group, key: str) -> int:
@@ -120,6 +128,5 @@ def read_header_axes(f: h5py.File, path: Path) -> HeaderAxes:
                          f"Nfreqs={n_freqs}", file=path)
     if not np.all(np.isfinite(time_jd)) or not np.all(np.isfinite(freq_hz)):
         raise InputError("non-finite times or frequencies in the header", file=path)
-    return HeaderAxes(n_blts=n_blts, n_times=n_times, n_freqs=n_freqs, n_pols=n_pols,
-                      time_jd=time_jd, freq_hz=freq_hz, legacy_spw_axis=legacy,
-                      vis_dtype=str(vis.dtype))
+    return HeaderAxes(time_jd=time_jd, freq_hz=freq_hz, n_times=n_times, n_pols=n_pols,
+                      legacy_spw_axis=legacy, vis_dtype=str(vis.dtype))
