@@ -14,7 +14,7 @@ from contimg_dask.coords.time import unix_to_datetime
 
 
 def _cmd_calibrators(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.processing.calibrate_solve import find_calibrators
+    from contimg_dask.science.calibrators import find_calibrators
 
     catalog, candidates, best = find_calibrators(Path(args.store), config, args.catalog)
     if args.json:
@@ -35,11 +35,14 @@ def _cmd_calibrators(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.processing.calibrate_solve import solve_block
+    from contimg_dask.stages.calibrate_solve import CalibrateSolveStage
+    from contimg_dask.stages.layout import stored_block
 
-    summary = solve_block(args.store, config, args.out, catalog=args.catalog,
-                          overwrite=args.overwrite,
-                          calibrator=args.calibrator)
+    stage = CalibrateSolveStage(out=args.out, catalog=args.catalog, calibrator=args.calibrator,
+                                overwrite=args.overwrite)
+    result = stage.run(stored_block(args.store), config)
+    summary = {"solutions": str(result.product("solutions").path), "seconds": result.seconds,
+               **result.figures}
     print(json.dumps(summary, indent=2) if args.json else
           f"solved on {summary['calibrator']} (refant {summary['refant']}): "
           f"bandpass median SNR {summary['bandpass_median_snr']:.0f}, "
@@ -49,10 +52,11 @@ def _cmd_solve(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.processing.calibrate_apply import apply_solutions
+    from contimg_dask.stages.calibrate_apply import CalibrateApplyStage
+    from contimg_dask.stages.layout import stored_block
 
-    summary = apply_solutions(Path(args.store), Path(args.solutions), config,
-                              materialise=args.materialise)
+    stage = CalibrateApplyStage(solutions=args.solutions, materialise=args.materialise)
+    summary = stage.run(stored_block(args.store), config).figures
     how = "materialised" if summary["materialised"] else "on the fly"
     print(f"corrected {args.store} with {args.solutions} (from block "
           f"{summary['solutions_block']}, {how}): {100 * summary['flagged_fraction']:.2f} % "

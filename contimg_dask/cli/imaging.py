@@ -10,15 +10,14 @@ from contimg_dask.config import PipelineConfig
 
 
 def _cmd_image(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.io.store.block_view import read_geometry
-    from contimg_dask.stages.contract import BlockRef
     from contimg_dask.stages.image import ImageStage
+    from contimg_dask.stages.layout import stored_block
 
     store = Path(args.store).absolute()
     if args.engine:
         config = config.model_copy(update={"imaging": config.imaging.model_copy(
             update={"engine": args.engine})})
-    block = BlockRef(read_geometry(store).block_id, store)
+    block = stored_block(store)
     result = ImageStage(Path(args.out).absolute() if args.out else None,
                         keep_ms=args.keep_ms).run(block, config)
     if args.json:

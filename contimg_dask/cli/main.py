@@ -145,43 +145,48 @@ def _block_files(args: argparse.Namespace, config: PipelineConfig) -> tuple[list
 
 
 def _cmd_ingest(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.io.ingest import ingest_block
+    from contimg_dask.stages import BlockRef
+    from contimg_dask.stages.ingest import IngestStage
 
-    files, block = _block_files(args, config)
-    out = ingest_block(files, args.out, config, block_id=block, overwrite=args.overwrite)
-    print(out)
+    files, block_id = _block_files(args, config)
+    result = IngestStage(overwrite=args.overwrite).run(
+        BlockRef(block_id, args.out, tuple(files)), config)
+    print(result.product("block_store").path)
     return 0
 
 
 def _cmd_rephase(args: argparse.Namespace, config: PipelineConfig) -> int:
     import numpy as np
 
-    from contimg_dask.processing.rephase import rephase_block
+    from contimg_dask.stages.layout import stored_block
+    from contimg_dask.stages.rephase import RephaseStage
 
     if (args.ra is None) != (args.dec is None):
         raise ContimgError("give both --ra and --dec, or neither")
-    ra = None if args.ra is None else np.radians(args.ra)
-    dec = None if args.dec is None else np.radians(args.dec)
-    materialise = (config.store.materialise_rephased if args.materialise is None
-                   else args.materialise)
-    ra, dec = rephase_block(Path(args.store), ra, dec, materialise=materialise)
-    how = "visibilities stored" if materialise else "visibilities rotated on the fly"
-    print(f"rephased {args.store} to ICRS ({np.degrees(ra):.6f}, {np.degrees(dec):.6f}) deg "
-          f"({how})")
+    centre = None if args.ra is None else (np.radians(args.ra), np.radians(args.dec))
+    stage = RephaseStage(centre_rad=centre, materialise=args.materialise)
+    figures = stage.run(stored_block(args.store), config).figures
+    how = ("visibilities stored" if figures["materialised"]
+           else "visibilities rotated on the fly")
+    print(f"rephased {args.store} to ICRS ({figures['ra_deg']:.6f}, {figures['dec_deg']:.6f}) "
+          f"deg ({how})")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.io.outputs.exports import export_block
+    from contimg_dask.stages.export import ExportStage
+    from contimg_dask.stages.layout import stored_block
 
-    out = export_block(args.store, args.out, args.format, config, data_group=args.data_group,
-                       spw_layout=args.spw_layout, overwrite=args.overwrite)
-    print(out)
+    stage = ExportStage(args.format, out=args.out, data_group=args.data_group,
+                        spw_layout=args.spw_layout, overwrite=args.overwrite)
+    print(stage.run(stored_block(args.store), config).product(args.format).path)
     return 0
 
 
 def _cmd_flag(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.processing.flag import flag_block, list_flag_versions, restore_flags
+    from contimg_dask.processing.flag import list_flag_versions, restore_flags
+    from contimg_dask.stages.flag import FlagStage
+    from contimg_dask.stages.layout import stored_block
 
     store = Path(args.store)
     if args.list:
@@ -196,9 +201,9 @@ def _cmd_flag(args: argparse.Namespace, config: PipelineConfig) -> int:
         restore_flags(store, args.restore)
         print(f"active flag version: {args.restore}")
         return 0
-    fractions = flag_block(store, config.flagging, version=args.version)
-    print(f"flagged {100 * fractions['block']:.2f} % of cross-correlations "
-          f"(version {args.version})")
+    figures = FlagStage(args.version).run(stored_block(store), config).figures
+    print(f"flagged {100 * figures['flagged_fraction']:.2f} % of cross-correlations "
+          f"(version {figures['flag_version']})")
     return 0
 
 

@@ -9,7 +9,6 @@ under a temporary name, renamed when complete. Subbands missing within
 from __future__ import annotations
 
 import math
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from contimg_dask.io.store.block_store import (
     with_rephased,
     write_processing_set,
 )
+from contimg_dask.io.uvh5.header import subband_number
 from contimg_dask.io.uvh5.reader import UVH5Meta, read_uvh5_meta, read_uvh5_visibilities
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.ops.phasing import (
@@ -50,7 +50,6 @@ from contimg_dask.ops.uvw import ecef_to_local_meridian
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
 log = get_logger(__name__)
-SUBBAND_IN_NAME = re.compile(r"_sb(\d{2})\.hdf5$")
 TIME_TOLERANCE_DAYS = 1e-3 / 86400  # 1 ms
 
 
@@ -61,11 +60,6 @@ class Chunk:
     subband: int
     freq_hz: NDArray[np.float64]  # ascending
     meta: UVH5Meta | None  # None for a gap
-
-
-def _subband_number(path: Path, fallback: int) -> int:
-    match = SUBBAND_IN_NAME.search(path.name)
-    return int(match.group(1)) if match else fallback
 
 
 def _check_consistent(metas: list[UVH5Meta], block: str) -> None:
@@ -96,14 +90,14 @@ def _check_consistent(metas: list[UVH5Meta], block: str) -> None:
 def plan_chunks(files: list[Path], metas: list[UVH5Meta], config: PipelineConfig,
                 block: str) -> tuple[list[Chunk], list[int]]:
     """Frequency chunks in ascending frequency, with gaps for missing subbands."""
-    numbers = [_subband_number(p, i) for i, p in enumerate(files)]
+    named = [subband_number(p) for p in files]
+    numbers = [i if n is None else n for i, n in enumerate(named)]
     if len(set(numbers)) != len(numbers):
         dup = sorted({n for n in numbers if numbers.count(n) > 1})
         raise InconsistentBlockError(f"subbands {dup} given twice", block=block, stage="ingest")
     by_number = dict(zip(numbers, metas, strict=True))
-    named = all(SUBBAND_IN_NAME.search(p.name) for p in files)
     missing: list[int] = []
-    if named:
+    if None not in named:
         expected = config.blocks.expected_subbands
         missing = [n for n in range(expected) if n not in by_number]
         if len(missing) > config.blocks.max_missing_subbands:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from contimg_dask.config import PipelineConfig
 from contimg_dask.io.store.block_view import read_geometry
-from contimg_dask.processing.calibrate_solve import find_calibrators
+from contimg_dask.science.calibrators import find_calibrators
 from contimg_dask.stages.contract import StageResult
 from contimg_dask.state.protocol import StateStore
 from contimg_dask.state.records import DONE, FAILED, Solutions

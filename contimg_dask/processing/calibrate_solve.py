@@ -1,4 +1,4 @@
-"""Stage: find calibrators, and solve bandpass and gains on a calibrator block.
+"""Solve bandpass and gains on a calibrator block (the ``calibrate_solve`` stage's work).
 
 Solving (``solve_block``) is one Dask task per subband chunk: the chunk's model visibilities
 (catalogue sources through the Airy beam, for the data group's own phasing), one pass over
@@ -25,7 +25,6 @@ from contimg_dask.config.schema import CalibrationConfig
 from contimg_dask.errors import CalibrationError
 from contimg_dask.io.store.block_geometry import BlockGeometry
 from contimg_dask.io.store.block_store import now_iso
-from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.io.store.model import solutions_dataset
 from contimg_dask.io.store.solutions import write_solutions
 from contimg_dask.io.system.atomic import check_replaceable
@@ -42,29 +41,11 @@ from contimg_dask.processing.calibration_block import CalibrationBlock, open_cal
 from contimg_dask.science.calibrators import (
     CalibratorCandidate,
     best_calibrator,
-    calibrator_candidates,
-    load_calibrators,
+    calibrator_tracks,
 )
-from contimg_dask.science.skymodel import (
-    SourceTrack,
-    model_chunk,
-    path_differences,
-    track_sources,
-)
+from contimg_dask.science.skymodel import SourceTrack, model_chunk, path_differences
 
 log = get_logger(__name__)
-
-
-def find_calibrators(store: str | Path, config: PipelineConfig,
-                     catalog: str | Path | None = None
-                     ) -> tuple[Path, list[CalibratorCandidate], CalibratorCandidate | None]:
-    """Catalogue sources near the block's field as calibrator candidates, and the best one.
-    Returns the catalogue's path too."""
-    geometry = read_geometry(store)
-    path, sources = load_calibrators(config.calibration, catalog)
-    tracks = track_sources(sources, geometry, config.calibration.model_radius_deg)
-    candidates = calibrator_candidates(tracks, geometry, config.calibration)
-    return path, candidates, best_calibrator(candidates)
 
 
 def _antenna_flagged_fraction(block: CalibrationBlock) -> np.ndarray:
@@ -183,9 +164,7 @@ def solve_block(store: str | Path, config: PipelineConfig, out: str | Path,
     block = open_calibration_block(store, cal.data_group, "calibrate")
     g = block.geometry
     with log_context(block=g.block_id, stage="calibrate"):
-        catalog_path, sources = load_calibrators(cal, catalog)
-        tracks = track_sources(sources, g, cal.model_radius_deg)
-        candidates = calibrator_candidates(tracks, g, cal)
+        catalog_path, tracks, candidates = calibrator_tracks(g, cal, catalog)
         chosen = _choose_calibrator(candidates, calibrator, block.store, catalog_path)
         w_centre = np.asarray(block.dataset[block.names["uvw"]].values[..., 2])
         dw = path_differences(tracks, g, w_centre)

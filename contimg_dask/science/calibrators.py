@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from contimg_dask.config.schema import CalibrationConfig
+from contimg_dask.config.schema import CalibrationConfig, PipelineConfig
 from contimg_dask.io.store.block_geometry import BlockGeometry
+from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.science.skymodel import (
     PointSource,
     SourceTrack,
     apparent_flux,
     read_catalog,
+    track_sources,
 )
 
 SIDEREAL_RATE_RAD_PER_S = 7.292115855e-5
@@ -98,3 +100,23 @@ def best_calibrator(candidates: list[CalibratorCandidate]) -> CalibratorCandidat
     """The brightest usable candidate, or None."""
     usable = [c for c in candidates if c.usable]
     return usable[0] if usable else None
+
+
+def calibrator_tracks(geometry: BlockGeometry, config: CalibrationConfig,
+                      catalog: str | Path | None = None
+                      ) -> tuple[Path, list[SourceTrack], list[CalibratorCandidate]]:
+    """The catalogue's path (:func:`load_calibrators`), its sources tracked through the block
+    within ``model_radius_deg`` (the calibration model) and those as calibrator candidates."""
+    path, sources = load_calibrators(config, catalog)
+    tracks = track_sources(sources, geometry, config.model_radius_deg)
+    return path, tracks, calibrator_candidates(tracks, geometry, config)
+
+
+def find_calibrators(store: str | Path, config: PipelineConfig,
+                     catalog: str | Path | None = None
+                     ) -> tuple[Path, list[CalibratorCandidate], CalibratorCandidate | None]:
+    """Catalogue sources near the field of the block store ``store`` as calibrator
+    candidates, and the best one (None: no calibrator transits the block). Returns the
+    catalogue's path too."""
+    path, _, candidates = calibrator_tracks(read_geometry(store), config.calibration, catalog)
+    return path, candidates, best_calibrator(candidates)

@@ -1,8 +1,8 @@
 """Stage ``calibrate_apply``: apply calibration solutions to a block.
 
 Wraps :func:`contimg_dask.processing.calibrate_apply.apply_solutions` (on the fly, or
-materialised with ``calibration.materialise_corrected``). The solutions are the ones given to
-the stage, or else, by convention, the store under
+materialised: the stage's ``materialise``, default ``calibration.materialise_corrected``).
+The solutions are the ones given to the stage, or else, by convention, the store under
 :func:`contimg_dask.stages.layout.solutions_dir` that is applicable to the block (same
 declination strip within ``calibration.dec_tolerance_deg``, within
 ``calibration.validity_days``) and nearest to it in time. Figures: the fraction of the data
@@ -13,6 +13,7 @@ the solutions flag and which solutions were applied, as recorded in the store's
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -67,26 +68,30 @@ def choose_solutions(block: BlockRef, config: PipelineConfig) -> Path:
     return min(scored)[1]
 
 
+@dataclass(frozen=True)
 class CalibrateApplyStage:
     """Block store + solutions store -> the block's calibration node (and, materialised, the
-    ``corrected`` data group). ``solutions`` fixes the solutions store to apply."""
+    ``corrected`` data group). ``solutions`` fixes the solutions store to apply;
+    ``materialise`` overrides ``calibration.materialise_corrected``."""
 
     name: ClassVar[str] = "calibrate_apply"
     needs: ClassVar[tuple[str, ...]] = ("flag",)
 
-    def __init__(self, solutions: Path | None = None) -> None:
-        self.solutions = solutions
+    solutions: Path | None = None
+    materialise: bool | None = None
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:
         t0 = time.perf_counter()
         solutions = self.solutions or choose_solutions(block, config)
         with on_client(client):
-            summary = apply_solutions(block.store, solutions, config)
+            summary = apply_solutions(block.store, solutions, config,
+                                      materialise=self.materialise)
         figures = {"flagged_fraction": summary["flagged_fraction"],
                    "materialised": summary["materialised"],
                    "solutions_block": summary["solutions_block"]}
+        how = "--materialise" if summary["materialised"] else "--no-materialise"
         return stage_result(self.name, block, config, [("block_store", block.store)],
                             [block.store, solutions], figures, t0,
                             command=f"contimg calibrate apply {block.store} "
-                                    f"--solutions {solutions}")
+                                    f"--solutions {solutions} {how}")

@@ -1,25 +1,28 @@
 """Stage ``calibrate_solve``: solve bandpass and gains on a block a calibrator transits.
 
-Wraps :func:`contimg_dask.processing.calibrate_solve.solve_block` (best calibrator of the
-configured catalogue); the solutions store goes to
-:func:`contimg_dask.stages.layout.solutions_path`. Figures: the calibrator, its apparent flux,
-the reference antenna and the solutions' quality (flagged fractions, median SNRs and reduced
-χ²), as recorded in the store's ``contimg.quality`` attribute.
+Wraps :func:`contimg_dask.processing.calibrate_solve.solve_block` (the best calibrator of the
+configured catalogue, unless the stage is given a catalogue or a calibrator); the solutions
+store goes to the stage's ``out``, by default :func:`contimg_dask.stages.layout.solutions_path`.
+Figures: the calibrator, its apparent flux, the reference antenna and the solutions' quality
+(flagged fractions, median SNRs and reduced χ²), as recorded in the store's
+``contimg.quality`` attribute.
 
 Raises :class:`~contimg_dask.errors.CalibrationError` on a block no calibrator transits:
-the orchestrator asks :func:`~contimg_dask.processing.calibrate_solve.find_calibrators` first.
+the orchestrator asks :func:`~contimg_dask.science.calibrators.find_calibrators` first.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
 from contimg_dask.processing.calibrate_solve import solve_block
 from contimg_dask.stages._running import on_client, stage_result
 from contimg_dask.stages.contract import BlockRef, StageResult
-from contimg_dask.stages.layout import solutions_path
+from contimg_dask.stages.layout import output_path, solutions_path
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -28,22 +31,37 @@ QUALITY = ("bandpass_flagged_fraction", "bandpass_median_snr", "bandpass_median_
            "gain_flagged_fraction", "gain_median_snr", "gain_median_chi2")
 
 
+@dataclass(frozen=True)
 class CalibrateSolveStage:
-    """Flagged calibrator block -> solutions store."""
+    """Flagged calibrator block -> solutions store.
+
+    ``out`` is the solutions store to write (default: the layout's, its directory created);
+    ``catalog`` a calibrator catalogue instead of ``calibration.catalog``; ``calibrator`` the
+    name of the calibrator to solve on (default: the best candidate); ``overwrite`` replaces
+    whatever is at ``out`` (by default only an earlier solutions store)."""
 
     name: ClassVar[str] = "calibrate_solve"
     needs: ClassVar[tuple[str, ...]] = ("flag",)
 
+    out: Path | None = None
+    catalog: Path | None = None
+    calibrator: str | None = None
+    overwrite: bool = False
+
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:
         t0 = time.perf_counter()
-        out = solutions_path(block.block_id, config)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out = self.out or output_path(solutions_path(block.block_id, config))
         with on_client(client):
-            summary = solve_block(block.store, config, out)
+            summary = solve_block(block.store, config, out, catalog=self.catalog,
+                                  calibrator=self.calibrator, overwrite=self.overwrite)
         figures = {"calibrator": summary["calibrator"],
                    "calibrator_apparent_flux_jy": summary["calibrator_apparent_flux_jy"],
                    "refant": summary["refant"], **{k: summary[k] for k in QUALITY}}
-        return stage_result(self.name, block, config, [("solutions", out)], [block.store],
-                            figures, t0,
-                            command=f"contimg calibrate solve {block.store} --out {out}")
+        options = "".join(f" --{flag} {value}" for flag, value in
+                          (("catalog", self.catalog), ("calibrator", self.calibrator))
+                          if value is not None)
+        inputs = [block.store] + ([self.catalog] if self.catalog else [])
+        return stage_result(self.name, block, config, [("solutions", out)], inputs, figures,
+                            t0, command=f"contimg calibrate solve {block.store} --out {out}"
+                                        f"{options}")

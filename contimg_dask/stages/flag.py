@@ -1,6 +1,7 @@
 """Stage ``flag``: flag the block store (static and RFI flags) as the flag version ``rfi``.
 
-Wraps :func:`contimg_dask.processing.flag.flag_block`. Figures: the flagged fraction of the
+Wraps :func:`contimg_dask.processing.flag.flag_block` (the version's name is the stage's
+``version``, default ``rfi``). Figures: the flagged fraction of the
 block's cross-correlations and of each subband (``flagged_fraction_sbNN``), as stored with
 the version.
 """
@@ -8,6 +9,7 @@ the version.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
@@ -21,20 +23,23 @@ if TYPE_CHECKING:
 FLAG_VERSION = "rfi"
 
 
+@dataclass(frozen=True)
 class FlagStage:
-    """Block store -> flag version ``rfi``, made active."""
+    """Block store -> flag version ``version`` (default ``rfi``), made active."""
 
     name: ClassVar[str] = "flag"
     needs: ClassVar[tuple[str, ...]] = ("ingest",)
+
+    version: str = FLAG_VERSION
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:
         t0 = time.perf_counter()
         with on_client(client):
-            fractions = flag_block(block.store, config.flagging, version=FLAG_VERSION)
-        figures = {"flag_version": FLAG_VERSION, "flagged_fraction": fractions["block"],
+            fractions = flag_block(block.store, config.flagging, version=self.version)
+        figures = {"flag_version": self.version, "flagged_fraction": fractions["block"],
                    **{f"flagged_fraction_sb{sb}": value
                       for sb, value in fractions["per_subband"].items()}}
         return stage_result(self.name, block, config, [("block_store", block.store)],
                             [block.store], figures, t0,
-                            command=f"contimg flag {block.store} --version {FLAG_VERSION}")
+                            command=f"contimg flag {block.store} --version {self.version}")

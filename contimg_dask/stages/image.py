@@ -45,6 +45,7 @@ from contimg_dask.io.store.data_groups import data_group
 from contimg_dask.io.system.atomic import atomic_directory, register_product_kind
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.smearing import bandwidth_smearing_peak_ratio
+from contimg_dask.science.calibrators import find_calibrators
 from contimg_dask.stages.contract import BlockRef, Product, Provenance, StageResult
 
 if TYPE_CHECKING:
@@ -148,8 +149,6 @@ def choose_deconvolver(block: BlockRef, config: PipelineConfig) -> tuple[str, fl
     """``imaging.deconvolver``, or for ``auto`` mtmfs when a catalogue source's block-averaged
     apparent flux reaches ``imaging.bright_source_jy`` (else hogbom). Returns the choice and
     the brightest apparent flux found (Jy)."""
-    from contimg_dask.processing.calibrate_solve import find_calibrators
-
     cfg = config.imaging
     if cfg.deconvolver != "auto":
         return cfg.deconvolver, float("nan")

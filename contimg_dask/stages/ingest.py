@@ -8,6 +8,7 @@ missing, and the store's shape.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from contimg_dask.config import PipelineConfig
@@ -21,11 +22,15 @@ if TYPE_CHECKING:
     from dask.distributed import Client
 
 
+@dataclass(frozen=True)
 class IngestStage:
-    """UVH5 subband files -> block store (replaced atomically)."""
+    """UVH5 subband files -> block store (replaced atomically). ``overwrite`` also replaces
+    whatever else is at ``BlockRef.store`` (by default only an earlier block store)."""
 
     name: ClassVar[str] = "ingest"
     needs: ClassVar[tuple[str, ...]] = ()
+
+    overwrite: bool = False
 
     def run(self, block: BlockRef, config: PipelineConfig, *,
             client: Client | None = None) -> StageResult:
@@ -34,7 +39,8 @@ class IngestStage:
             raise InputError("ingest needs the block's subband files (BlockRef.files is "
                              "empty)", file=block.store, block=block.block_id, stage=self.name)
         with on_client(client):
-            ingest_block(list(block.files), block.store, config, block.block_id)
+            ingest_block(list(block.files), block.store, config, block.block_id,
+                         overwrite=self.overwrite)
         view = open_block_view(block.store, stage=self.name)
         ds, prov = view.dataset, view.provenance
         n_t, n_bl, n_f, n_p = ds.VISIBILITY.shape

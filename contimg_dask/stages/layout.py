@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from contimg_dask.config.schema import PipelineConfig
+from contimg_dask.io.store.block_view import open_block_view
+from contimg_dask.stages.contract import BlockRef
 
 SOLUTIONS_DIR = "solutions"
 IMAGES_DIR = "images"
@@ -57,3 +59,20 @@ def images_dir(config: PipelineConfig) -> Path:
 def mosaics_dir(config: PipelineConfig) -> Path:
     """Where the mosaic stage and ``contimg mosaic`` put mosaics by default."""
     return products_dir(config) / MOSAICS_DIR
+
+
+def output_path(path: Path) -> Path:
+    """``path``, a product path of this layout, with its directory created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def stored_block(store: Path) -> BlockRef:
+    """The block of an existing block store, named by the block id its provenance records.
+
+    Raises
+    ------
+    InputError
+        ``store`` is not a block store ingested by us.
+    """
+    return BlockRef(open_block_view(store).provenance["block_id"], store)

@@ -24,8 +24,8 @@ from contimg_dask.io.store.block_store import block_node, open_block
 from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.io.store.solutions import read_solutions, write_solutions
 from contimg_dask.processing.calibrate_apply import apply_solutions
-from contimg_dask.processing.calibrate_solve import find_calibrators, solve_block
-from contimg_dask.science.calibrators import load_calibrators
+from contimg_dask.processing.calibrate_solve import solve_block
+from contimg_dask.science.calibrators import find_calibrators, load_calibrators
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from tests.helpers import airy_power, group_visibilities_of, make_config, read_truth
 

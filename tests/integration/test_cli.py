@@ -108,6 +108,12 @@ def test_blocks_on_missing_directory(tmp_path: Path) -> None:
 def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
     run = contimg("demo", "--out", "demo", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
+    # No warnings on the user's terminal: zarr's, pyuvdata's and astropy's notes are
+    # silenced where they arise, and the demo raises none of its own. Python prints a
+    # warning as "<file>:<line>: <Category>: <message>" (issue 11: a plain demo printed 28).
+    warned = [line for line in run.stderr.splitlines()
+              if re.match(r"\S+:\d+: \w*Warning: ", line)]
+    assert warned == [], warned
     assert "Dask dashboard: http://127.0.0.1:" in run.stdout
     assert run.stdout.count(": complete, 16 subbands") == 2
     discovery = json.loads((tmp_path / "demo" / "blocks.json").read_text())

@@ -11,6 +11,7 @@ import pytest
 
 from contimg_dask.errors import InputError
 from contimg_dask.io.uvh5.discovery import discover_blocks, read_subband_header
+from contimg_dask.io.uvh5.reader import read_uvh5_meta
 from contimg_dask.simulate import Faults, SimulationOptions, simulate_blocks
 from tests.helpers import make_config
 
@@ -95,6 +96,27 @@ def test_wrong_shape_is_named(incoming: Path, config) -> None:
     assert info.value.file == str(path)
     block = discover_blocks(incoming, config.blocks).blocks[0]
     assert any(p.path == str(path) and p.kind == "inconsistent" for p in block.problems)
+
+
+def test_discovery_and_reader_read_one_header(small_blocks: Path, incoming: Path) -> None:
+    """Discovery and the reader share one header parser: for a good file they report the
+    same times and frequencies, and they refuse a bad header with the same message."""
+    path = sorted(small_blocks.glob("*_sb03.hdf5"))[0]
+    found, meta = read_subband_header(path), read_uvh5_meta(path)
+    assert (found.n_times, found.n_baselines, found.n_freqs, found.n_pols) == (
+        meta.n_times, meta.n_baselines, len(meta.freq_hz), len(meta.polarizations))
+    assert (found.time_first_jd, found.time_last_jd) == (meta.times_jd[0], meta.times_jd[-1])
+    assert (found.freq_first_hz, found.freq_last_hz) == (meta.freq_hz[0], meta.freq_hz[-1])
+    damaged = next(incoming.glob("*_sb03.hdf5"))
+    with h5py.File(damaged, "r+") as f:
+        f["Header/freq_array"][..., 0] = np.nan
+    messages = set()
+    for read in (read_subband_header, read_uvh5_meta):
+        with pytest.raises(InputError, match="non-finite times or frequencies") as info:
+            read(damaged)
+        assert info.value.file == str(damaged)
+        messages.add(info.value.message)
+    assert len(messages) == 1
 
 
 def test_duplicate_subband_is_reported(incoming: Path, config) -> None:

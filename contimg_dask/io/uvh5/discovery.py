@@ -10,21 +10,17 @@ reported per file and never stop the discovery of other blocks.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from contimg_dask.config.schema import BlocksConfig
 from contimg_dask.errors import ForeignFileError, InputError, UnreadableFileError
+from contimg_dask.io.uvh5.header import parse_subband_name, read_header_axes
 
-SUBBAND_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(\d{2})\.hdf5$")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
-REQUIRED_HEADER = ("Nblts", "Nfreqs", "Npols", "Ntimes", "time_array", "freq_array",
-                   "ant_1_array", "ant_2_array", "polarization_array")
 
 
 @dataclass(frozen=True)
@@ -93,11 +89,6 @@ class Discovery:
         }
 
 
-def _scalar(value: object) -> object:
-    arr = np.asarray(value)
-    return arr.item() if arr.size == 1 else arr
-
-
 def read_subband_header(path: Path) -> SubbandFile:
     """Read the header of one subband file and check its layout.
 
@@ -108,52 +99,27 @@ def read_subband_header(path: Path) -> SubbandFile:
     ForeignFileError
         The name or the layout is not that of a DSA-110 subband file.
     """
-    match = SUBBAND_NAME.match(path.name)
-    if match is None:
+    name = parse_subband_name(path)
+    if name is None:
         raise ForeignFileError("name does not match YYYY-MM-DDTHH:MM:SS_sbNN.hdf5", file=path)
     try:
         with h5py.File(path, "r") as f:
-            if "Header" not in f or "Data" not in f:
-                raise ForeignFileError("not a UVH5 file: no Header/Data groups", file=path)
-            hdr = f["Header"]
-            missing = [k for k in REQUIRED_HEADER if k not in hdr]
-            if missing:
-                raise ForeignFileError(f"UVH5 header lacks {missing}", file=path)
-            if "visdata" not in f["Data"]:
-                raise ForeignFileError("UVH5 file has no Data/visdata", file=path)
-            n_blts = int(_scalar(hdr["Nblts"][()]))
-            n_freqs = int(_scalar(hdr["Nfreqs"][()]))
-            n_pols = int(_scalar(hdr["Npols"][()]))
-            n_times = int(_scalar(hdr["Ntimes"][()]))
-            vis_shape = f["Data"]["visdata"].shape
-            expected = {(n_blts, 1, n_freqs, n_pols), (n_blts, n_freqs, n_pols)}
-            if vis_shape not in expected:
-                raise InputError(
-                    f"Data/visdata has shape {vis_shape}, header says "
-                    f"(Nblts={n_blts}, 1, Nfreqs={n_freqs}, Npols={n_pols})", file=path)
-            times = hdr["time_array"]
-            if times.shape != (n_blts,):
-                raise InputError(f"time_array has shape {times.shape}, expected ({n_blts},)",
-                                 file=path)
-            freqs = np.asarray(hdr["freq_array"][()]).ravel()
-            if freqs.size != n_freqs:
-                raise InputError(f"freq_array has {freqs.size} channels, header says "
-                                 f"Nfreqs={n_freqs}", file=path)
-            if n_times <= 0 or n_blts % n_times:
-                raise InputError(f"Nblts={n_blts} is not a multiple of Ntimes={n_times}",
-                                 file=path)
-            t_first, t_last = float(times[0]), float(times[n_blts - 1])
+            axes = read_header_axes(f, path)
+            if axes.n_times <= 0 or axes.n_blts % axes.n_times:
+                raise InputError(f"Nblts={axes.n_blts} is not a multiple of "
+                                 f"Ntimes={axes.n_times}", file=path)
             # Touch the last visibility row: a file cut short fails here, not later.
-            f["Data"]["visdata"][n_blts - 1]
+            f["Data"]["visdata"][axes.n_blts - 1]
     except InputError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise UnreadableFileError(f"cannot read HDF5: {exc}", file=path) from exc
     return SubbandFile(
-        path=str(path), subband=int(match.group(2)), timestamp=match.group(1),
-        n_times=n_times, n_baselines=n_blts // n_times, n_freqs=n_freqs, n_pols=n_pols,
-        time_first_jd=t_first, time_last_jd=t_last, freq_first_hz=float(freqs[0]),
-        freq_last_hz=float(freqs[-1]), size_bytes=path.stat().st_size,
+        path=str(path), subband=name.subband, timestamp=name.timestamp,
+        n_times=axes.n_times, n_baselines=axes.n_blts // axes.n_times, n_freqs=axes.n_freqs,
+        n_pols=axes.n_pols, time_first_jd=float(axes.time_jd[0]),
+        time_last_jd=float(axes.time_jd[-1]), freq_first_hz=float(axes.freq_hz[0]),
+        freq_last_hz=float(axes.freq_hz[-1]), size_bytes=path.stat().st_size,
     )
 
 
@@ -233,12 +199,12 @@ def discover_blocks(directory: str | Path, config: BlocksConfig) -> Discovery:
     for path in sorted(directory.iterdir()):
         if not path.is_file() or path.suffix != ".hdf5" or path.name.endswith("_incomplete.hdf5"):
             continue
-        match = SUBBAND_NAME.match(path.name)
-        if match is None:
+        name = parse_subband_name(path)
+        if name is None:
             loose.append(FileProblem(str(path), "name does not match "
                                      "YYYY-MM-DDTHH:MM:SS_sbNN.hdf5", "foreign"))
             continue
-        candidates.append((_parse_timestamp(match.group(1)), path))
+        candidates.append((_parse_timestamp(name.timestamp), path))
 
     blocks: list[Block] = []
     per_subband: list[dict[int, list[SubbandFile]]] = []

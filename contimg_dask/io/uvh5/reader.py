@@ -18,9 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from contimg_dask.constants import POLARIZATION_NAMES
-from contimg_dask.errors import ForeignFileError, InputError, UnreadableFileError
+from contimg_dask.errors import InputError, UnreadableFileError
 from contimg_dask.io.system.scratch import scratch
 from contimg_dask.io.uvh5.hdf5_direct import read_datasets
+from contimg_dask.io.uvh5.header import read_header_axes
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ def _blt_layout(time_array: NDArray[np.float64], ant1_blt: NDArray[np.int64],
 
 
 def read_uvh5_meta(path: str | Path) -> UVH5Meta:
-    """Read and check the header of a UVH5 file.
+    """Read and check the header of a UVH5 file (its axes by
+    :func:`~contimg_dask.io.uvh5.header.read_header_axes`, as discovery reads them).
 
     Raises
     ------
@@ -195,39 +197,16 @@ def read_uvh5_meta(path: str | Path) -> UVH5Meta:
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
-            if "Header" not in f or "Data" not in f or "visdata" not in f["Data"]:
-                raise ForeignFileError("not a UVH5 file: no Header/Data/visdata", file=path)
+            axes = read_header_axes(f, path)
             hdr = f["Header"]
             extra: dict[str, object] = {}
             if "extra_keywords" in hdr:
                 extra = {k: _get(hdr["extra_keywords"], k) for k in hdr["extra_keywords"]}
-            n_blts = int(np.asarray(hdr["Nblts"][()]).item())
-            n_freqs = int(np.asarray(hdr["Nfreqs"][()]).item())
-            n_pols = int(np.asarray(hdr["Npols"][()]).item())
-            vis = f["Data"]["visdata"]
-            legacy = vis.ndim == 4
-            expected = (n_blts, 1, n_freqs, n_pols) if legacy else (n_blts, n_freqs, n_pols)
-            if vis.shape != expected:
-                raise InputError(f"Data/visdata has shape {vis.shape}, header implies "
-                                 f"{expected}", file=path)
-            for name in ("flags", "nsamples"):
-                if name in f["Data"] and f["Data"][name].shape != vis.shape:
-                    raise InputError(f"Data/{name} has shape {f['Data'][name].shape}, "
-                                     f"visdata {vis.shape}", file=path)
-            time_array = np.asarray(hdr["time_array"][()], dtype=np.float64)
             ant1_blt = np.asarray(hdr["ant_1_array"][()], dtype=np.int64)
             ant2_blt = np.asarray(hdr["ant_2_array"][()], dtype=np.int64)
-            for name, arr in (("time_array", time_array), ("ant_1_array", ant1_blt),
-                              ("ant_2_array", ant2_blt)):
-                if arr.shape != (n_blts,):
-                    raise InputError(f"{name} has shape {arr.shape}, expected ({n_blts},)",
-                                     file=path)
-            freq = np.asarray(hdr["freq_array"][()], dtype=np.float64).ravel()
-            if freq.size != n_freqs:
-                raise InputError(f"freq_array has {freq.size} channels, Nfreqs={n_freqs}",
-                                 file=path)
             width = np.abs(np.broadcast_to(
-                np.asarray(hdr["channel_width"][()], dtype=np.float64).ravel(), (n_freqs,)))
+                np.asarray(hdr["channel_width"][()], dtype=np.float64).ravel(),
+                (axes.n_freqs,)))
             int_time = np.asarray(hdr["integration_time"][()], dtype=np.float64).ravel()
             lat = np.radians(float(np.asarray(hdr["latitude"][()]).item()))
             lon = np.radians(float(np.asarray(hdr["longitude"][()]).item()))
@@ -241,15 +220,13 @@ def read_uvh5_meta(path: str | Path) -> UVH5Meta:
             telescope = str(_get(hdr, "telescope_name", ""))
             instrument = str(_get(hdr, "instrument", ""))
             centre = _phase_centre(hdr, extra, lat, path)
-            vis_dtype = str(vis.dtype)
     except InputError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise UnreadableFileError(f"cannot read UVH5 header: {exc}", file=path) from exc
 
-    if not np.all(np.isfinite(time_array)) or not np.all(np.isfinite(freq)):
-        raise InputError("non-finite times or frequencies in the header", file=path)
-    times, ant1, ant2, time_index, bl_index = _blt_layout(time_array, ant1_blt, ant2_blt, path)
+    times, ant1, ant2, time_index, bl_index = _blt_layout(axes.time_jd, ant1_blt, ant2_blt,
+                                                          path)
     return UVH5Meta(
         path=str(path), telescope_name=telescope, instrument=instrument,
         latitude_rad=lat, longitude_rad=lon, altitude_m=alt,
@@ -257,8 +234,9 @@ def read_uvh5_meta(path: str | Path) -> UVH5Meta:
         antenna_diameters=diameters, times_jd=times,
         integration_time_s=float(np.median(int_time)),
         ant1=ant1, ant2=ant2, blt_time_index=time_index, blt_baseline_index=bl_index,
-        freq_hz=freq, channel_width_hz=width, polarizations=pols, phase_centre=centre,
-        legacy_spw_axis=legacy, vis_dtype=vis_dtype, extra_keywords=extra,
+        freq_hz=axes.freq_hz, channel_width_hz=width, polarizations=pols,
+        phase_centre=centre, legacy_spw_axis=axes.legacy_spw_axis, vis_dtype=axes.vis_dtype,
+        extra_keywords=extra,
     )
 
 
