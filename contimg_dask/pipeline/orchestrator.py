@@ -36,7 +36,7 @@ import tenacity
 from contimg_dask.config import PipelineConfig
 from contimg_dask.config.schema import RecipeStep
 from contimg_dask.errors import ContimgError, LeaseLostError, StateUnavailableError
-from contimg_dask.io.uvh5.discovery import SUBBAND_NAME
+from contimg_dask.io.uvh5.header import subband_number
 from contimg_dask.logs import get_logger
 from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
 from contimg_dask.pipeline.heartbeat import Heartbeat
@@ -160,9 +160,8 @@ class Pipeline:
         self._refs[block.block_id] = block
         self._finished.discard(block.block_id)
         for path in block.files:
-            match = SUBBAND_NAME.match(path.name)
             self._state(self.state.register_file, block.block_id, str(path),
-                        int(match.group(2)) if match else None)
+                        subband_number(path))
         self._state(self.state.seal_block, block.block_id, len(block.files), 0.0)
         first = recipe(self.config, TARGET)[0].stage
         queued = self._state(self.state.enqueue, block.block_id, first)
