@@ -228,8 +228,12 @@ def _exchange(a: Path, b: Path) -> bool:
 def _install(tmp: Path, path: Path, tag: str) -> None:
     """Put the complete ``tmp`` at ``path``, replacing what is there."""
     if not os.path.lexists(path):
-        os.rename(tmp, path)
-        return
+        try:
+            os.rename(tmp, path)
+            return
+        except OSError as exc:  # another writer put its product there since: replace it
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
     if not tmp.is_dir() and not path.is_dir():
         os.replace(tmp, path)
         return
