@@ -101,7 +101,7 @@ def reference(block_dir: Path, work: Path) -> dict:
         run_dir.mkdir()
         t0 = time.perf_counter()
         run_casa(config, tclean_to_fits, str(work / "reference.ms"), str(run_dir), params,
-                 "data", 1, config.imaging.threshold_sigma, niter, config.imaging.threads,
+                 "data", config.imaging.threshold_sigma, niter, config.imaging.threads,
                  stage="reference")
         out[label] = time.perf_counter() - t0
     return out
