@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from contimg_dask.config import PipelineConfig, config_hash
+from contimg_dask.constants import SPEED_OF_LIGHT
 from contimg_dask.errors import ContimgError, InputError
 from contimg_dask.imaging import engines
 from contimg_dask.imaging.beam_tracking import TrackedSource, tracked_source
@@ -138,6 +139,18 @@ class BlockSummary:
         self.average_width = (1 if cfg.channels_per_subband is None else max(
             1, min(self.geometry.subband_chunks) // cfg.channels_per_subband))
         self.tracked = tracked_source(self.geometry, config)
+        uvw = np.abs(np.asarray(ds[group.names["uvw"]].values, np.float64))
+        self.max_uv_lambda = float(max(uvw[..., 0].max(), uvw[..., 1].max())
+                                   * freq.max() / SPEED_OF_LIGHT)
+        largest_cell = np.degrees(1 / (2 * self.max_uv_lambda)) * 3600
+        if cfg.cell_arcsec > largest_cell:
+            raise InputError(
+                f"imaging.cell_arcsec {cfg.cell_arcsec}\" is too coarse for the block's "
+                f"longest baselines: |u| or |v| reaches {self.max_uv_lambda:.0f} wavelengths, "
+                "beyond the uv grid's edge 1/(2 cell) (aliased baselines leave stripes CLEAN "
+                "cannot remove); use at most "
+                f"{largest_cell:.2f}\"", file=store, block=block.block_id, stage="image",
+                key="imaging.cell_arcsec")
         if cfg.channels_per_subband is not None and any(
                 n % cfg.channels_per_subband for n in self.geometry.subband_chunks
                 if n > cfg.channels_per_subband):
