@@ -113,7 +113,7 @@ CHAINS = {"ours_tclean": ours_tclean, "ours_wsclean": ours_wsclean, "reference":
 def _prepare(block: Path, work: Path) -> None:
     """Ingest once (untimed); record the centre and the deconvolver choice for the reference."""
     from contimg_dask.io.ingest import ingest_block
-    from contimg_dask.io.store.block_store import fixed_centre_group
+    from contimg_dask.io.store.block_view import fixed_centre_group
     from contimg_dask.science.skymodel import PointSource, write_catalog
     from contimg_dask.stages.contract import BlockRef
     from contimg_dask.stages.image import BlockSummary, choose_deconvolver

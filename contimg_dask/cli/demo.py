@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 
 DEMO_CALIBRATOR = "3C138"  # Perley-Butler standard, dec +16.6: the default strip's
 #: Image grid per simulation preset. The configured grid (1800 x 8") samples the full array's
-#: ~68" x 37" beam; the `small` preset's 12 antennas make a beam of several arcminutes, which
-#: 256 pixels of 60" sample over the same ~4 deg field at a fraction of the cost.
-DEMO_IMAGE_GRID = {"small": {"imsize": 256, "cell_arcsec": 60.0}}
+#: ~68" x 37" beam. The `small` preset's 12 antennas still span the array (|v| up to ~9,500
+#: wavelengths): the cell must keep them inside the uv grid (1/(2 cell) = 10,300 at 10"),
+#: else they alias into stripes (the former 256 x 60" grid left the demo's images
+#: sidelobe-limited, dynamic range ~25); 1024 x 10" covers the inner 2.8 deg.
+DEMO_IMAGE_GRID = {"small": {"imsize": 1024, "cell_arcsec": 10.0}}
 
 
 def _ingest_and_flag(config: PipelineConfig, incoming: Path, stores: Path,
