@@ -158,10 +158,6 @@ def test_products_carry_wcs_beam_provenance_and_figures(field: tuple,
     assert sidecar["figures"]["engine_version"].startswith("CASA")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-11-30 (WSClean 3.1, -use-wgridder): every source within 0.1 beam, but "
-    "PB-corrected peaks +0.10, -3.30, -2.79, -1.14, -3.41 % for S0-S4 (tclean: -0.14, "
-    "+0.08, -1.7, +0.12, -1.8 %); cause not found yet (docs/imaging.md)"))
 def test_wsclean_positions_and_pb_corrected_fluxes(field: tuple,
                                                    wsclean_field: StageResult) -> None:
     _check_positions_and_fluxes(wsclean_field, field[2])
