@@ -117,25 +117,18 @@ def export_writer_average(block_dir: Path, work: Path) -> dict:
     return {"total": time.perf_counter() - t0}
 
 
-def casa_mstransform(vis: str, outputvis: str, width: int) -> None:
-    """CASA ``mstransform`` channel average (runs in a CASA worker)."""
-    import casatasks
-
-    casatasks.mstransform(vis=vis, outputvis=outputvis, datacolumn="data", chanaverage=True,
-                          chanbin=width, keepflags=True)
-
-
 def export_mstransform(block_dir: Path, work: Path) -> dict:
     """The export as the stage did it before: the full-resolution MS from our writer, then a
     CASA ``mstransform`` pass averaging 48 -> 16 channels per subband."""
     from contimg_dask.casa import run_casa
     from contimg_dask.io.outputs.ms_writer import write_ms
+    from contimg_dask.testing.casa_tasks import mstransform_average
 
     t0 = time.perf_counter()
     write_ms(_store(work), work / "full.ms")
     written = time.perf_counter() - t0
-    run_casa(_config(work), casa_mstransform, str(work / "full.ms"), str(work / "averaged.ms"),
-             3, stage="reference")
+    run_casa(_config(work), mstransform_average, str(work / "full.ms"),
+             str(work / "averaged.ms"), 3, stage="reference")
     return {"total": time.perf_counter() - t0, "write_s": written,
             "mstransform_s": time.perf_counter() - t0 - written}
 

@@ -192,15 +192,22 @@ def casa_apparent_hadec(mjd_s: list[float], ra_rad: float, dec_rad: float,
     return {"ha": ha, "dec": dec, "pa": pa}
 
 
-def mstransform_channel_average(vis: str, outputvis: str, width: int) -> dict[str, Any]:
-    """CASA ``mstransform`` channel average of DATA by ``width`` (flagged samples excluded,
-    ``keepflags``), and the averaged MS's DATA, FLAG, WEIGHT_SPECTRUM (or WEIGHT) and channel
-    frequencies and widths as CASA wrote them."""
+def mstransform_average(vis: str, outputvis: str, width: int) -> str:
+    """CASA ``mstransform`` channel average of DATA by ``width`` within each spectral window
+    (flagged samples excluded, ``keepflags``) into ``outputvis``."""
     import casatasks
-    import casatools
 
     casatasks.mstransform(vis=vis, outputvis=outputvis, datacolumn="data", chanaverage=True,
                           chanbin=width, keepflags=True)
+    return outputvis
+
+
+def mstransform_channel_average(vis: str, outputvis: str, width: int) -> dict[str, Any]:
+    """:func:`mstransform_average`, and the averaged MS's DATA, FLAG, WEIGHT_SPECTRUM (or
+    WEIGHT) and channel frequencies and widths as CASA wrote them."""
+    import casatools
+
+    mstransform_average(vis, outputvis, width)
     tb = casatools.table()
     tb.open(outputvis)
     out = {name: tb.getcol(name) for name in ("DATA", "FLAG", "DATA_DESC_ID", "TIME",
