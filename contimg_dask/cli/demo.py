@@ -35,8 +35,9 @@ DEMO_CALIBRATOR = "3C138"  # Perley-Butler standard, dec +16.6: the default stri
 #: ~68" x 37" beam. The `small` preset's 12 antennas still span the array (|v| up to ~9,500
 #: wavelengths): the cell must keep them inside the uv grid (1/(2 cell) = 10,300 at 10"),
 #: else they alias into stripes (the former 256 x 60" grid left the demo's images
-#: sidelobe-limited, dynamic range ~25); 1024 x 10" covers the inner 2.8 deg.
-DEMO_IMAGE_GRID = {"small": {"imsize": 1024, "cell_arcsec": 10.0}}
+#: sidelobe-limited, dynamic range ~25); 512 x 10" covers the inner 1.4 deg around the
+#: calibrator at a cost close to the former grid's.
+DEMO_IMAGE_GRID = {"small": {"imsize": 512, "cell_arcsec": 10.0}}
 
 
 def _ingest_and_flag(config: PipelineConfig, incoming: Path, stores: Path,
