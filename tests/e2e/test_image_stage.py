@@ -164,9 +164,6 @@ def test_wsclean_positions_and_pb_corrected_fluxes(field: tuple,
     assert "WSClean" in wsclean_field.figures["engine_version"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured 2026-11-30: S0 agrees (0.2 %, < 0.1\"); S1 (1.5 deg east) 1.9965 Jy tclean vs "
-    "1.9291 Jy WSClean (3.4 %), S4 1.4699 vs 1.4452 (1.7 %); positions within 0.05 beam"))
 def test_engines_agree_on_fluxes_and_positions(field: tuple, tclean_field: StageResult,
                                                wsclean_field: StageResult) -> None:
     beam_arcsec = tclean_field.figures["beam_minor_arcsec"]
