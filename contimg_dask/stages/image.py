@@ -4,12 +4,14 @@
    is false, and the products say so), not everything is flagged.
 2. Export the data group as a Measurement Set (calibration applied on the fly into
    CORRECTED_DATA, rephased to the block's fixed centre, flags carried), in a temporary
-   directory beside the products.
-3. Image with the configured engine (CASA tclean in its own process, or WSClean); channels
-   averaged within each subband first when ``imaging.channels_per_subband`` asks.
-4. The drift-averaged primary beam on the image grid (ops/primary_beam.py), the PB-corrected
-   image blanked below ``imaging.pb_cutoff``, the measured noise, peak and dynamic range,
-   provenance in every header and in a JSON sidecar, quick-look PNGs.
+   directory beside the products; in the same pass the writer averages channels within each
+   subband (``imaging.channels_per_subband``) and scales each integration to hold the
+   brightest catalogue source's apparent flux constant (imaging/beam_tracking.py).
+3. Image with the configured engine (CASA tclean in its own process, or WSClean).
+4. The drift-averaged primary beam of the (beam-tracked) data on the image grid
+   (ops/primary_beam.py), the PB-corrected image blanked below ``imaging.pb_cutoff``, the
+   measured noise, peak and dynamic range, provenance in every header and in a JSON
+   sidecar, quick-look PNGs.
 5. Everything is built under a temporary name and renamed into ``<out>/<block_id>/`` at once;
    on any failure the temporary directory (and the MS) is removed and earlier products stay.
 """
