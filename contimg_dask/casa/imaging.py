@@ -1,6 +1,6 @@
 """Imaging functions that run inside a CASA worker process (see ``process.py``).
 
-``tclean_to_fits`` averages channels (optional), deconvolves down to a threshold tied to the
+``tclean_to_fits`` deconvolves down to a threshold tied to the
 measured noise (tclean's ``nsigma``: a multiple of the residual's robust rms, re-measured at
 every major cycle) and exports image, residual, model and PSF as FITS. CASA tools are
 imported lazily, after ``configure_casa`` has run.
@@ -28,26 +28,14 @@ def limit_threads(n: int) -> None:
         ctypes.CDLL(str(lib)).omp_set_num_threads(int(n))
 
 
-def average_channels(vis: str, outputvis: str, datacolumn: str, width: int) -> str:
-    """``mstransform`` channel average by ``width`` within each spectral window (flagged
-    data excluded from the averages); the chosen column becomes DATA of ``outputvis``."""
-    import casatasks
-
-    casatasks.mstransform(vis=vis, outputvis=outputvis, datacolumn=datacolumn,
-                          chanaverage=True, chanbin=width, keepflags=True)
-    return outputvis
-
-
 def tclean_to_fits(vis: str, workdir: str, params: dict[str, Any], datacolumn: str,
-                   average_width: int, threshold_sigma: float, niter: int,
-                   threads: int) -> dict[str, Any]:
+                   threshold_sigma: float, niter: int, threads: int) -> dict[str, Any]:
     """Image ``vis`` with tclean into ``workdir`` and export FITS products.
 
-    1. When ``average_width`` > 1, average that many channels (``mstransform``).
-    2. tclean with ``niter`` and ``nsigma=threshold_sigma``: cleaning stops once the peak
+    1. tclean with ``niter`` and ``nsigma=threshold_sigma``: cleaning stops once the peak
        residual is below that many times the residual's robust rms (measured by tclean at
        each major cycle, so a bright source's sidelobes do not set the threshold for good).
-    3. ``exportfits`` of image, residual, model and PSF (Taylor term 0 for mtmfs).
+    2. ``exportfits`` of image, residual, model and PSF (Taylor term 0 for mtmfs).
 
     Returns the FITS paths by kind, the restoring beam (arcsec, deg) and CASA's version.
     """
@@ -56,9 +44,6 @@ def tclean_to_fits(vis: str, workdir: str, params: dict[str, Any], datacolumn: s
 
     limit_threads(threads)
     work = Path(workdir)
-    if average_width > 1:
-        vis = average_channels(vis, str(work / "averaged.ms"), datacolumn, average_width)
-        datacolumn = "data"
     imagename = str(work / "tclean")
     suffix = ".tt0" if params.get("deconvolver") == "mtmfs" else ""
     casatasks.tclean(**dict(params, vis=vis, imagename=imagename, datacolumn=datacolumn,

@@ -26,11 +26,14 @@ from contimg_dask.pipeline.cluster import dask_client
 from contimg_dask.pipeline.recipes import with_overrides
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 
-DEMO_CALIBRATOR = "3C138"  # Perley-Butler standard, dec +16.6: the default strip's
+DEMO_CALIBRATOR = "3C138"  # a Perley-Butler standard at dec +16.6, on the default strip
 #: Image grid per simulation preset. The configured grid (1800 x 8") samples the full array's
-#: ~68" x 37" beam; the `small` preset's 12 antennas make a beam of several arcminutes, which
-#: 256 pixels of 60" sample over the same ~4 deg field at a fraction of the cost.
-DEMO_IMAGE_GRID = {"small": {"imaging.imsize": 256, "imaging.cell_arcsec": 60.0}}
+#: ~68" x 37" beam. The `small` preset's 12 antennas still span the array (|v| up to ~9,500
+#: wavelengths): the cell must keep them inside the uv grid (1/(2 cell) = 10,300 at 10"),
+#: else they alias into stripes (the former 256 x 60" grid left the demo's images
+#: sidelobe-limited, dynamic range ~25); 512 x 10" covers the inner 1.4 deg around the
+#: calibrator at ~1.75x the former grid's imaging time.
+DEMO_IMAGE_GRID = {"small": {"imaging.imsize": 512, "imaging.cell_arcsec": 10.0}}
 #: The demo's recipes: the configured ones with the Measurement Set export after apply.
 DEMO_RECIPES = {
     "calibrator": ["ingest", "flag", "calibrate_solve", "calibrate_apply", "export", "image",

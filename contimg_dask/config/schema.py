@@ -206,6 +206,7 @@ class ImagingConfig(_Section):
     deconvolver: Literal["auto", "hogbom", "mtmfs"]
     nterms: Annotated[int, Field(ge=1, le=3)]
     bright_source_jy: PositiveFloat
+    beam_tracking_min_jy: PositiveFloat | None
     niter: NonNegativeInt
     gain: Annotated[float, Field(gt=0, le=1)]
     threshold_sigma: PositiveFloat

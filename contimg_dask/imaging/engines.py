@@ -74,15 +74,14 @@ def wsclean_arguments(cfg: ImagingConfig, multi_term: bool, prefix: Path,
 
 
 def run_tclean(config: PipelineConfig, ms: Path, work: Path, deconvolver: str,
-               reffreq_hz: float, datacolumn: str, average_width: int,
-               block_id: str) -> dict[str, Any]:
+               reffreq_hz: float, datacolumn: str) -> dict[str, Any]:
     """tclean in a CASA worker process (time limit ``casa.task_timeout_s``)."""
     from contimg_dask.casa.imaging import tclean_to_fits
 
     cfg = config.imaging
     result = run_casa(config, tclean_to_fits, str(ms), str(work),
                       tclean_parameters(cfg, deconvolver, reffreq_hz), datacolumn,
-                      average_width, cfg.threshold_sigma, cfg.niter, cfg.threads,
+                      cfg.threshold_sigma, cfg.niter, cfg.threads,
                       stage="image")
     result["fits"] = {kind: Path(path) for kind, path in result["fits"].items()}
     result["engine_version"] = f"CASA {result['casa_version']}"
@@ -111,19 +110,11 @@ def require_wsclean(cfg: ImagingConfig, block_id: str) -> str:
 
 
 def run_wsclean(config: PipelineConfig, ms: Path, work: Path, multi_term: bool,
-                datacolumn: str, average_width: int, block_id: str) -> dict[str, Any]:
-    """WSClean on ``ms`` (averaged first in a CASA process when ``average_width`` > 1), with
-    the same time limit as CASA. Raises ExternalToolError (permanent) when the binary is
-    missing, transient when it fails or times out."""
-    from contimg_dask.casa.imaging import average_channels
-
+                datacolumn: str, block_id: str) -> dict[str, Any]:
+    """WSClean on ``ms``, with the same time limit as CASA. Raises ExternalToolError
+    (permanent) when the binary is missing, transient when it fails or times out."""
     cfg = config.imaging
     binary = require_wsclean(cfg, block_id)
-    if average_width > 1:
-        ms = Path(run_casa(config, average_channels, str(ms), str(work / "averaged.ms"),
-                           datacolumn.removesuffix("_DATA").lower(), average_width,
-                           stage="image"))
-        datacolumn = "DATA"
     prefix = work / "wsclean"
     args = [*wsclean_arguments(cfg, multi_term, prefix, datacolumn), str(ms)]
     try:

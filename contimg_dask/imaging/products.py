@@ -60,14 +60,18 @@ def pixel_directions(header: fits.Header) -> tuple[NDArray[np.float64], NDArray[
 
 def primary_beam_plane(header: fits.Header, track_ra_rad: NDArray, track_dec_rad: NDArray,
                        subband_freq_hz: NDArray, subband_weight: NDArray, diameter_m: float,
-                       grid_step_deg: float) -> NDArray[np.float64]:
+                       grid_step_deg: float, time_coefficients: NDArray | None = None
+                       ) -> NDArray[np.float64]:
     """The drift-averaged Airy beam on the image grid: averaged over the integrations' pointing
-    (ICRS, rad) and over the subbands' centre frequencies with their data weights."""
+    (ICRS, rad) and over the subbands' centre frequencies with their data weights;
+    ``time_coefficients`` (time, subband): the integrations' weights of beam-tracked data
+    (ops/primary_beam.py ``tracked_beam_coefficients``; default the plain mean)."""
     ra, dec = pixel_directions(header)
     cell_deg = abs(float(header["CDELT2"]))
     step = max(1, int(grid_step_deg / cell_deg))
     return drift_averaged_beam_on_grid(ra, dec, track_ra_rad, track_dec_rad, subband_freq_hz,
-                                       diameter_m, subband_weight, step=step)
+                                       diameter_m, subband_weight, step=step,
+                                       time_coefficients=time_coefficients)
 
 
 def robust_noise(values: NDArray[np.float64], clip_sigma: float = 4.0,

@@ -4,12 +4,14 @@
    is false, and the products say so), not everything is flagged.
 2. Export the data group as a Measurement Set (calibration applied on the fly into
    CORRECTED_DATA, rephased to the block's fixed centre, flags carried), in a temporary
-   directory beside the products.
-3. Image with the configured engine (CASA tclean in its own process, or WSClean); channels
-   averaged within each subband first when ``imaging.channels_per_subband`` asks.
-4. The drift-averaged primary beam on the image grid (ops/primary_beam.py), the PB-corrected
-   image blanked below ``imaging.pb_cutoff``, the measured noise, peak and dynamic range,
-   provenance in every header and in a JSON sidecar, quick-look PNGs.
+   directory beside the products; in the same pass the writer averages channels within each
+   subband (``imaging.channels_per_subband``) and scales each integration to hold the
+   brightest catalogue source's apparent flux constant (imaging/beam_tracking.py).
+3. Image with the configured engine (CASA tclean in its own process, or WSClean).
+4. The drift-averaged primary beam of the (beam-tracked) data on the image grid
+   (ops/primary_beam.py), the PB-corrected image blanked below ``imaging.pb_cutoff``, the
+   measured noise, peak and dynamic range, provenance in every header and in a JSON
+   sidecar, quick-look PNGs.
 5. Everything is built under a temporary name and renamed into ``<out>/<block_id>/`` at once;
    on any failure the temporary directory (and the MS) is removed and earlier products stay.
 """
@@ -27,8 +29,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from contimg_dask.config import PipelineConfig, config_hash
+from contimg_dask.constants import SPEED_OF_LIGHT
 from contimg_dask.errors import ContimgError, InputError
 from contimg_dask.imaging import engines
+from contimg_dask.imaging.beam_tracking import TrackedSource, tracked_source
 from contimg_dask.imaging.products import (
     annotate,
     image_figures,
@@ -44,6 +48,7 @@ from contimg_dask.io.store.block_store import BASE_FIELD_NODE, block_node, open_
 from contimg_dask.io.store.data_groups import data_group
 from contimg_dask.io.system.atomic import atomic_directory, register_product_kind
 from contimg_dask.logs import get_logger
+from contimg_dask.ops.primary_beam import tracked_beam_coefficients
 from contimg_dask.ops.smearing import bandwidth_smearing_peak_ratio
 from contimg_dask.science.calibrators import find_calibrators
 from contimg_dask.stages.contract import BlockRef, Product, Provenance, StageResult
@@ -136,6 +141,19 @@ class BlockSummary:
         self.track_ra_rad, self.track_dec_rad = direction[:, 0], direction[:, 1]
         self.average_width = (1 if cfg.channels_per_subband is None else max(
             1, min(self.geometry.subband_chunks) // cfg.channels_per_subband))
+        self.tracked = tracked_source(self.geometry, config)
+        uvw = np.abs(np.asarray(ds[group.names["uvw"]].values, np.float64))
+        self.max_uv_lambda = float(max(uvw[..., 0].max(), uvw[..., 1].max())
+                                   * freq.max() / SPEED_OF_LIGHT)
+        largest_cell = np.degrees(1 / (2 * self.max_uv_lambda)) * 3600
+        if cfg.cell_arcsec > largest_cell:
+            raise InputError(
+                f"imaging.cell_arcsec {cfg.cell_arcsec}\" is too coarse for the block's "
+                f"longest baselines: |u| or |v| reaches {self.max_uv_lambda:.0f} wavelengths, "
+                "beyond the uv grid's edge 1/(2 cell) (aliased baselines leave stripes CLEAN "
+                "cannot remove); use at most "
+                f"{largest_cell:.2f}\"", file=store, block=block.block_id, stage="image",
+                key="imaging.cell_arcsec")
         if cfg.channels_per_subband is not None and any(
                 n % cfg.channels_per_subband for n in self.geometry.subband_chunks
                 if n > cfg.channels_per_subband):
@@ -198,18 +216,20 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
         work.mkdir(parents=True)
         t_export = time.perf_counter()
         ms = write_ms(block.store, work / f"{stem}.ms", data_group=cfg.data_group,
-                      spw_layout="per_subband", telescope_casa_name=config.telescope.casa_name)
+                      spw_layout="per_subband", telescope_casa_name=config.telescope.casa_name,
+                      average_width=summary.average_width,
+                      visibility_scale=None if summary.tracked is None
+                      else summary.tracked.scale(summary.geometry.freq_hz))
         export_s = time.perf_counter() - t_export
         column = "corrected" if summary.calibrated else "data"
         t_engine = time.perf_counter()
         if cfg.engine == "tclean":
             result = engines.run_tclean(config, ms, work, deconvolver,
-                                        summary.reference_frequency_hz, column,
-                                        summary.average_width, block.block_id)
+                                        summary.reference_frequency_hz, column)
         else:
             result = engines.run_wsclean(config, ms, work, deconvolver == "mtmfs",
                                          "CORRECTED_DATA" if summary.calibrated else "DATA",
-                                         summary.average_width, block.block_id)
+                                         block.block_id)
         engine_s = time.perf_counter() - t_engine
         t_products = time.perf_counter()
         figures = _write_products(tmp, stem, block, config, summary, result, deconvolver,
@@ -252,6 +272,15 @@ def airy_radius_at(level: float, freq_hz: float, diameter_m: float) -> float:
                         1e-9, null))
 
 
+def _tracking_figures(tracked: TrackedSource | None) -> dict[str, Any]:
+    """The beam-tracked source in the figures (None: no source tracked)."""
+    if tracked is None:
+        return {"beam_tracked_source": None}
+    return {"beam_tracked_source": tracked.name,
+            "beam_tracked_mean_apparent_jy": tracked.mean_apparent_flux_jy,
+            "beam_tracked_ra_deg": tracked.ra_deg, "beam_tracked_dec_deg": tracked.dec_deg}
+
+
 def _flat(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in figures.items() if isinstance(v, float | int | str | bool)
             or v is None}
@@ -265,9 +294,12 @@ def _write_products(tmp: Path, stem: str, block: BlockRef, config: PipelineConfi
     image, image_header = read_plane(result["fits"]["image"])
     residual, residual_header = read_plane(result["fits"]["residual"])
     model, model_header = read_plane(result["fits"]["model"])
+    tracked = summary.tracked
     pb = primary_beam_plane(image_header, summary.track_ra_rad, summary.track_dec_rad,
                             summary.subband_freq_hz, summary.subband_weight,
-                            summary.geometry.dish_diameter_m, cfg.pb_grid_step_deg)
+                            summary.geometry.dish_diameter_m, cfg.pb_grid_step_deg,
+                            None if tracked is None else tracked_beam_coefficients(
+                                tracked.scale(summary.subband_freq_hz)))
     pbcor = np.where(pb >= cfg.pb_cutoff, image / np.maximum(pb, 1e-12), np.nan)
     figures: dict[str, Any] = {
         "engine": cfg.engine, "engine_version": result["engine_version"],
@@ -281,6 +313,7 @@ def _write_products(tmp: Path, stem: str, block: BlockRef, config: PipelineConfi
         "beam_pa_deg": float(image_header.get("BPA", np.nan)),
         "threshold_sigma": cfg.threshold_sigma,
         "model_pixels": int(np.count_nonzero(model)),
+        **_tracking_figures(tracked),
         **image_figures(image, residual, pb, cfg.pb_cutoff),
     }
     figures["pb_cutoff_radius_deg"] = float(np.degrees(airy_radius_at(

@@ -190,3 +190,32 @@ def casa_apparent_hadec(mjd_s: list[float], ra_rad: float, dec_rad: float,
         pa.append(math.atan2(east, d1 - d0))
     me.done()
     return {"ha": ha, "dec": dec, "pa": pa}
+
+
+def mstransform_average(vis: str, outputvis: str, width: int) -> str:
+    """CASA ``mstransform`` channel average of DATA by ``width`` within each spectral window
+    (flagged samples excluded, ``keepflags``) into ``outputvis``."""
+    import casatasks
+
+    casatasks.mstransform(vis=vis, outputvis=outputvis, datacolumn="data", chanaverage=True,
+                          chanbin=width, keepflags=True)
+    return outputvis
+
+
+def mstransform_channel_average(vis: str, outputvis: str, width: int) -> dict[str, Any]:
+    """:func:`mstransform_average`, and the averaged MS's DATA, FLAG, WEIGHT_SPECTRUM (or
+    WEIGHT) and channel frequencies and widths as CASA wrote them."""
+    import casatools
+
+    mstransform_average(vis, outputvis, width)
+    tb = casatools.table()
+    tb.open(outputvis)
+    out = {name: tb.getcol(name) for name in ("DATA", "FLAG", "DATA_DESC_ID", "TIME",
+                                              "ANTENNA1", "ANTENNA2")}
+    out["WEIGHT"] = tb.getcol("WEIGHT_SPECTRUM" if "WEIGHT_SPECTRUM" in tb.colnames()
+                              else "WEIGHT")
+    tb.close()
+    tb.open(f"{outputvis}/SPECTRAL_WINDOW")
+    out["CHAN_FREQ"], out["CHAN_WIDTH"] = tb.getcol("CHAN_FREQ"), tb.getcol("CHAN_WIDTH")
+    tb.close()
+    return out

@@ -123,8 +123,11 @@ def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
     ms = sorted((tmp_path / "demo" / "products").glob("*.ms"))
     assert len(ms) == 2
     # One PB-corrected image per block, printed, each with its restoring beam and a
-    # dynamic range (peak / off-source noise) above 10: measured 25 and 27 with the small
-    # preset's 12 antennas; a broken calibration or imaging leaves noise.
+    # dynamic range (peak / off-source noise) above 10: measured 1,529 (the calibrator's
+    # block) and 15 (the next: the calibrator 1.3 deg away, outside the 1.4 deg image, its
+    # sidelobes uncleaned) with the small preset's 12 antennas on 512 x 10" (25 and 27 on
+    # the former 256 x 60" grid, whose cells put the longest baselines off the uv grid); a
+    # broken calibration or imaging leaves noise.
     import numpy as np
     from astropy.io import fits
 

@@ -17,7 +17,8 @@ from contimg_dask.stages.contract import BlockRef
 from contimg_dask.stages.image import ImageStage
 from tests.helpers import make_config
 
-SMALL = {"imaging.imsize": 256, "imaging.cell_arcsec": 60.0, "imaging.niter": 10,
+# 10": the small preset's longest baselines reach |v| ~9,500 wavelengths (< 1/(2 cell)).
+SMALL = {"imaging.imsize": 256, "imaging.cell_arcsec": 10.0, "imaging.niter": 10,
          "imaging.quicklook": False}
 
 
@@ -57,6 +58,29 @@ def test_all_flagged_block_is_refused(small_block: BlockRef, tmp_path: Path) -> 
     with pytest.raises(InputError, match="every visibility of the block is flagged") as info:
         ImageStage(tmp_path / "out").run(BlockRef(small_block.block_id, store), config)
     assert info.value.block == small_block.block_id
+    _nothing_left(tmp_path / "out")
+
+
+def test_cell_too_coarse_for_the_longest_baselines_is_refused(small_block: BlockRef,
+                                                               tmp_path: Path) -> None:
+    """60" cells put the uv grid's edge at 1,719 wavelengths, inside the small preset's
+    baselines (up to ~9,500 wavelengths): refused before anything is written, with the
+    largest cell that would do (the baselines' own |u|, |v| recomputed here)."""
+    from contimg_dask.io.store.block_store import block_node, open_block
+
+    config = make_config(tmp_path, **{**SMALL, "imaging.cell_arcsec": 60.0,
+                                      "imaging.require_calibration": False})
+    with pytest.raises(InputError, match="too coarse") as info:
+        ImageStage(tmp_path / "out").run(small_block, config)
+    assert info.value.key == "imaging.cell_arcsec"
+    assert info.value.block == small_block.block_id
+    assert not info.value.transient
+    ds = block_node(open_block(small_block.store)).to_dataset(inherit=False)
+    uvw = np.abs(ds["UVW_REPHASED"].values)  # the rephased group's UVWs (ICRS centre)
+    largest = 1 / (2 * max(uvw[..., 0].max(), uvw[..., 1].max()) * ds.frequency.values.max()
+                   / 299792458.0) * 180 / np.pi * 3600
+    assert 8 < largest < 60
+    assert f"use at most {largest:.2f}" in str(info.value)
     _nothing_left(tmp_path / "out")
 
 

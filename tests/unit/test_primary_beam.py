@@ -14,6 +14,8 @@ from contimg_dask.ops.primary_beam import (
     angular_separation,
     drift_averaged_beam,
     drift_averaged_beam_on_grid,
+    tracked_beam_coefficients,
+    tracking_scale,
 )
 from contimg_dask.telescope import airy_fwhm_rad, airy_power_beam
 
@@ -115,6 +117,38 @@ def test_grid_interpolation_matches_exact_evaluation() -> None:
     gridded = drift_averaged_beam_on_grid(ra, dec, *track, freqs, D, step=4)
     assert np.max(np.abs(gridded - exact)) < 2e-4
     assert gridded[328, 328] == pytest.approx(exact[328, 328], abs=1e-12)  # a grid node
+
+
+def test_beam_tracking_holds_the_source_constant_and_the_image_beam_follows() -> None:
+    """Data of each integration times g = mean B(s0) / B(s0, t): the tracked source s0 has
+    its drift-averaged flux in every integration, and the image's beam (the coefficients
+    applied to the per-integration beam) is that mean at s0. Elsewhere the beam is the
+    inverse-variance weighted mean of the rescaled data, computed here directly from
+    visibilities of a source at s (noise-free): sum_t (w/g^2) (g B S) / sum_t (w/g^2)."""
+    dec0 = np.radians(16.0)
+    track = drift_track(dec0)
+    freqs = np.array([1.32e9, 1.49e9])
+    s0 = (np.radians(0.4), dec0 + np.radians(0.3))
+    beam_s0 = np.stack([airy_power_beam(angular_separation(*s0, ra, de), freqs, D)
+                        for ra, de in zip(*track, strict=True)])  # (time, freq)
+    scale = tracking_scale(beam_s0)
+    np.testing.assert_allclose(scale * beam_s0, beam_s0.mean(axis=0)[None, :].repeat(24, 0),
+                               rtol=1e-12)
+    assert np.ptp(scale) > 0.2  # the source does drift through the beam
+    weights = np.linspace(0.5, 1.5, 24)  # e.g. flags differing between integrations
+    coefficients = tracked_beam_coefficients(scale, weights)
+    image_beam_s0 = drift_averaged_beam(*s0, *track, freqs, D, coefficients,
+                                        normalise=False)
+    np.testing.assert_allclose(image_beam_s0, beam_s0.mean(axis=0), rtol=1e-12)
+    s = (np.radians(-1.2), dec0 - np.radians(0.5))
+    beam_s = np.stack([airy_power_beam(angular_separation(*s, ra, de), freqs, D)
+                       for ra, de in zip(*track, strict=True)])
+    inverse_variance = weights[:, None] / scale ** 2
+    direct = (inverse_variance * scale * beam_s).sum(axis=0) / inverse_variance.sum(axis=0)
+    np.testing.assert_allclose(drift_averaged_beam(*s, *track, freqs, D, coefficients,
+                                                   normalise=False), direct, rtol=1e-12)
+    np.testing.assert_allclose(tracked_beam_coefficients(np.ones((24, 2))),
+                               np.full((24, 2), 1 / 24), rtol=1e-12)
 
 
 def test_bandwidth_smearing_against_numerical_average() -> None:

@@ -16,6 +16,10 @@ Conventions (checked by tests against CASA itself):
   node) is computed here, chunk by chunk, into the same columns.
 - WEIGHT is the channel average of the store's weights; WEIGHT_SPECTRUM is added only when
   weights differ across the channels of a row.
+- For imaging, two optional transforms of each window on its way out (ops/channel_average.py):
+  a per-integration, per-channel rescaling of the data (weights divided by its square), and
+  a weighted average of ``average_width`` adjacent channels (flagged samples excluded, the
+  weights summed), so the engine reads an averaged MS without a second pass over it.
 
 The writer streams one frequency chunk at a time (all times), reading the next while a child
 process writes the current one with casacore, so memory stays at a few subbands. The MS is
@@ -46,6 +50,11 @@ from contimg_dask.io.system.page_cache import ReadAhead, extend_file
 from contimg_dask.io.system.scratch import scratch
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.calibration import apply_gains
+from contimg_dask.ops.channel_average import (
+    average_channels,
+    rescale_visibilities,
+    scale_visibilities,
+)
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
 log = get_logger(__name__)
@@ -257,8 +266,13 @@ def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np
 
 def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
              spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA",
-             overwrite: bool = False) -> Path:
+             overwrite: bool = False, average_width: int = 1,
+             visibility_scale: np.ndarray | None = None) -> Path:
     """Write the block store's ``data_group`` as a Measurement Set at ``out`` (replaced).
+
+    ``visibility_scale`` (time, store channel): DATA and CORRECTED_DATA are multiplied by it
+    and the weights divided by its square. ``average_width``: that many adjacent channels of
+    each window are averaged (weighted, flagged samples excluded) into one.
 
     One spectral window at a time: this process reads the next window (rotated, for a group
     derived on the fly; calibrated, for a calibration applied on the fly) into a
@@ -309,10 +323,15 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     if len(n_chans) != 1:
         raise InputError("subband chunks differ in size; use --spw-layout single",
                          file=store, stage="export")
-    n_chan = n_chans.pop()
+    n_in = n_chans.pop()
+    if average_width < 1 or n_in % average_width:
+        raise InputError(f"channel average {average_width} does not divide the windows' "
+                         f"{n_in} channels", file=store, stage="export")
+    n_chan = n_in // average_width
     n_spw = len(spw_slices)
     freq = ds.frequency.values
-    channel_width = float(ds.frequency.attrs["channel_width"]["data"])
+    channel_width = float(ds.frequency.attrs["channel_width"]["data"]) * average_width
+    out_freqs = [freq[s].reshape(n_chan, average_width).mean(axis=1) for s in spw_slices]
     geometry = block.geometry
     ant1, ant2 = geometry.ant1.astype(np.int32), geometry.ant2.astype(np.int32)
     interval = float(ds.time.attrs["integration_time"]["data"])
@@ -329,7 +348,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
     # channels of a row: correlator weights (nsamples) rarely do, and the column is 1/3 of
     # the MS. Calibration applied on the fly makes them differ.
-    per_channel = calibration is not None
+    # Averaged weights differ across channels wherever flags differ within the averages.
+    direct = average_width == 1  # read straight into the writer's slots
+    per_channel = calibration is not None or visibility_scale is not None or not direct
     with_corrected = corrected is not None or calibration is not None
     rows_shape = (block_rows, n_chan, n_pol)
     # Each slot also carries one window's row columns (the same for every window).
@@ -348,21 +369,42 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         rows of WEIGHT and FLAG_ROW; returns the slot's column writes and whether its
         weights vary across channels."""
         sl, shape = spw_slices[s], (n_t, n_bl, n_chan, n_pol)
-        data, f = slot["data"].reshape(shape), slot["flag"].reshape(shape)
+        full = (n_t, n_bl, n_in, n_pol)
+
+        def buffer(name: str, dtype: type) -> np.ndarray:
+            return (slot[name].reshape(shape) if direct
+                    else scratch(f"ms_{name}_in", full, dtype))
+
+        data, f = buffer("data", np.complex64), buffer("flag", np.bool_)
         reader.read(sl, conjugate=calibration is None, out=data)
         read_channels(block.group_path / flag.name, sl, out=f)
         w = read_channels(block.group_path / weight.name, sl,
-                          out=scratch("ms_weight", shape, np.float32))
+                          out=scratch("ms_weight", full, np.float32))
+        cdata = None
         if corrected is not None:
             cdata = read_channels(block.group_path / corrected.name, sl,
-                                  out=slot["corrected"].reshape(shape))
+                                  out=buffer("corrected", np.complex64))
             np.conj(cdata, out=cdata)
         elif calibration is not None:
-            cdata, w, f_cal = apply_gains(data, w, f, calibration.gain_t,
-                                          calibration.bandpass[sl], ant1, ant2)
+            calibrated, w, f_cal = apply_gains(data, w, f, calibration.gain_t,
+                                               calibration.bandpass[sl], ant1, ant2)
             np.conj(data, out=data)
-            np.conj(cdata, out=slot["corrected"].reshape(shape))
+            cdata = np.conj(calibrated, out=buffer("corrected", np.complex64))
             f[...] = f_cal
+        if visibility_scale is not None:
+            rescale_visibilities(data, w, visibility_scale[:, sl])
+            if cdata is not None:
+                scale_visibilities(cdata, visibility_scale[:, sl])
+        if not direct:
+            f_in, w_in = f, w
+            data, f, w = average_channels(data, f_in, w_in, average_width, out=(
+                slot["data"].reshape(shape), slot["flag"].reshape(shape),
+                scratch("ms_weight_out", shape, np.float32)))
+            if cdata is not None:  # the same weights and flags as DATA
+                average_channels(cdata, f_in, w_in, average_width, out=(
+                    slot["corrected"].reshape(shape),
+                    scratch("ms_flag_unused", shape, np.bool_),
+                    scratch("ms_weight_unused", shape, np.float32)))
         if per_channel:
             slot["weight"].reshape(shape)[...] = w
         start = s * block_rows
@@ -396,7 +438,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             telescope_itrf = geodetic_to_ecef(site["longitude_rad"], site["latitude_rad"],
                                               site["height_m"])
             _fill_subtables(str(tmp), ds, antenna, field_ra, field_dec, field_name,
-                            [freq[s] for s in spw_slices], channel_width, telescope_casa_name,
+                            out_freqs, channel_width, telescope_casa_name,
                             time_range, telescope_itrf)
             # Rows: spectral window, then time, then baseline, so that each subband chunk
             # is one contiguous block written with one call per column (the row columns,
