@@ -361,7 +361,86 @@ class PipelineConfig(_Section):
     imaging: ImagingConfig
     simulation: SimulationConfig
     state: StateConfig
+    pipeline: OrchestratorConfig
     watcher: WatcherConfig
+
+
+# -- the orchestrator (contimg_dask/pipeline, docs/operations.md) ------------------------------
+
+Dependency = Literal["casa", "state", "disk"]
+
+
+class RecipeStep(_Section):
+    """One stage of a recipe. ``set``: configuration overrides for this stage only (dotted
+    keys, e.g. ``imaging.niter: 500``); ``options``: keyword arguments of the stage's
+    constructor (e.g. ``fmt: uvfits`` for ``export``)."""
+
+    stage: str
+    set: dict[str, object] = Field(default_factory=dict)
+    options: dict[str, object] = Field(default_factory=dict)
+
+
+class RecipesConfig(_Section):
+    """Which stages, in order, a block goes through: ``calibrator`` for a block a calibrator
+    of the catalogue transits, ``target`` for every other block. The kind is decided once
+    the first stage (common to both, ``ingest``) has made the block store."""
+
+    calibrator: list[RecipeStep]
+    target: list[RecipeStep]
+
+    @model_validator(mode="after")
+    def _same_first_stage(self) -> RecipesConfig:
+        if not self.calibrator or not self.target:
+            raise ValueError("calibrator: both recipes need at least one stage")
+        if self.calibrator[0].stage != self.target[0].stage:
+            raise ValueError("target: both recipes must start with the same stage (the one "
+                             "that makes the block store, ingest)")
+        return self
+
+
+class RetryConfig(_Section):
+    """In-process retries of a transient failure: exponential backoff from ``initial_s`` up
+    to ``max_s`` plus up to ``jitter_s`` of random jitter, at most ``attempts`` tries per
+    lease (the state store requeues the stage after that, up to ``state.max_attempts``)."""
+
+    attempts: PositiveInt
+    initial_s: PositiveFloat
+    max_s: PositiveFloat
+    jitter_s: NonNegativeFloat
+
+
+class BreakerConfig(_Section):
+    """A circuit breaker per dependency: open after ``fail_max`` consecutive transient
+    failures of that dependency; after ``reset_timeout_s`` one trial call (half-open)."""
+
+    fail_max: PositiveInt
+    reset_timeout_s: PositiveFloat
+
+
+class OrchestratorConfig(_Section):
+    """The orchestrator: recipes, calibration waits, recovery, disk guard, monitor points.
+
+    ``solutions_wait_s``: how long a target block waits for a solve in flight on its strip
+    before applying the latest valid solutions; ``poll_interval_s``: how often an idle worker
+    looks for work; ``heartbeat_interval_s``: how often a running stage renews its lease
+    (well below ``state.lease_s``); ``min_free_fraction``: the products and stores file
+    systems' free fraction below which a writing stage is refused (and an alert raised);
+    ``latency_budget_s``: the time one block may take (the telescope's block cadence);
+    ``dependencies``: which external dependencies (``casa``, ``state``, ``disk``) each stage
+    uses, so that an open breaker pauses only the stages behind it;
+    ``max_nonfinite_fraction``: a subband with more non-finite visibilities than this is
+    recorded as a bad-input failure (the block goes on without it)."""
+
+    recipes: RecipesConfig
+    solutions_wait_s: NonNegativeFloat
+    poll_interval_s: PositiveFloat
+    heartbeat_interval_s: PositiveFloat
+    min_free_fraction: Fraction
+    latency_budget_s: PositiveFloat
+    max_nonfinite_fraction: Fraction
+    retry: RetryConfig
+    breaker: BreakerConfig
+    dependencies: dict[str, list[Dependency]]
 
 
 class WatcherConfig(_Section):
@@ -381,3 +460,6 @@ class WatcherConfig(_Section):
     #: How long the state store may stay unreachable before the watcher gives up (it retries
     #: every ``rescan_interval_s`` meanwhile; null: never gives up).
     state_outage_limit_s: PositiveFloat | None
+
+
+PipelineConfig.model_rebuild()

@@ -1,0 +1,110 @@
+"""The calibration workflow between blocks: which blocks are calibrator transits, the
+solutions registry in the state store, and the wait of a target for a solve in flight.
+
+A solve on a calibrator block registers its solutions as valid for the block's declination
+strip (``calibration.dec_tolerance_deg``) from ``calibration.validity_days`` before to as long
+after the block's mid-time. A target applies the newest valid solutions of its strip
+(:meth:`StateStore.solutions_for`); while a calibrator block of its strip within that window
+still has its solve to do, it waits, up to ``pipeline.solutions_wait_s``, rather than apply
+older solutions.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.io.store.block_view import read_geometry
+from contimg_dask.processing.calibrate_solve import find_calibrators
+from contimg_dask.stages.contract import StageResult
+from contimg_dask.state.protocol import StateStore
+from contimg_dask.state.records import DONE, FAILED, Solutions
+
+SOLVE, APPLY = "calibrate_solve", "calibrate_apply"
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Pointing:
+    """A block's pointing declination (degrees) and mid-time (Unix s)."""
+
+    dec_deg: float
+    mid_unix: float
+
+
+class CalibrationWorkflow:
+    """Block kinds, pointings (cached: a block store's geometry does not change) and the
+    solutions registry of ``store``."""
+
+    def __init__(self, config: PipelineConfig, store: StateStore) -> None:
+        self.config, self.store = config, store
+        self._pointings: dict[str, Pointing] = {}
+        self._kinds: dict[str, bool] = {}
+
+    def pointing(self, block_id: str, block_store: Path) -> Pointing:
+        if block_id not in self._pointings:
+            geometry = read_geometry(block_store)
+            self._pointings[block_id] = Pointing(
+                math.degrees(geometry.pointing_dec_rad),
+                float(geometry.mid_unix))
+        return self._pointings[block_id]
+
+    def is_calibrator(self, block_id: str, block_store: Path) -> bool:
+        """Whether a catalogue calibrator transits the block (its store must exist)."""
+        if block_id not in self._kinds:
+            _, _, best = find_calibrators(block_store, self.config)
+            self._kinds[block_id] = best is not None
+        return self._kinds[block_id]
+
+    def known_calibrators(self) -> list[str]:
+        return [block_id for block_id, cal in self._kinds.items() if cal]
+
+    def _same_strip(self, a: Pointing, b: Pointing) -> bool:
+        cal = self.config.calibration
+        return (abs(a.dec_deg - b.dec_deg) <= cal.dec_tolerance_deg
+                and abs(a.mid_unix - b.mid_unix) <= cal.validity_days * DAY_S)
+
+    def solve_in_flight(self, block_id: str, block_store: Path) -> str | None:
+        """A calibrator block of this block's strip whose solve is still to do (not done,
+        not failed), or None."""
+        here = self.pointing(block_id, block_store)
+        for other in self.known_calibrators():
+            if other == block_id or other not in self._pointings:
+                continue
+            status = self.store.stage_status(other, SOLVE)
+            if status is not None and status.status in (DONE, FAILED):
+                continue
+            if self._same_strip(here, self._pointings[other]):
+                return other
+        return None
+
+    def ready_to_apply(self, block_id: str, block_store: Path, ready_since: float,
+                       now: float | None = None) -> tuple[bool, str | None]:
+        """Whether the target may apply now, and the solve it waits for (None: none)."""
+        waiting_for = self.solve_in_flight(block_id, block_store)
+        if waiting_for is None:
+            return True, None
+        waited = (time.time() if now is None else now) - ready_since
+        return waited >= self.config.pipeline.solutions_wait_s, waiting_for
+
+    def register(self, result: StageResult, block_store: Path) -> Solutions:
+        """Register the solutions a solve wrote (idempotent: the id is the block's)."""
+        here = self.pointing(result.block_id, block_store)
+        validity = self.config.calibration.validity_days * DAY_S
+        solutions = Solutions(
+            solutions_id=result.block_id, path=str(result.product("solutions").path),
+            strip_dec_deg=here.dec_deg, valid_from=here.mid_unix - validity,
+            valid_until=here.mid_unix + validity,
+            calibrator=str(result.figures.get("calibrator")), block_id=result.block_id,
+            status="valid", registered_at=time.time())
+        self.store.register_solutions(solutions)
+        return solutions
+
+    def solutions_for(self, block_id: str, block_store: Path) -> Solutions | None:
+        """The newest valid solutions of the block's strip whose window holds it."""
+        here = self.pointing(block_id, block_store)
+        return self.store.solutions_for(here.dec_deg, here.mid_unix,
+                                        self.config.calibration.dec_tolerance_deg)

@@ -1,0 +1,447 @@
+"""The orchestrator: ``Pipeline`` runs blocks through their recipe's stages under the state
+store's leases, from ``contimg run``, ``contimg watch`` or an interactive session.
+
+The state store holds everything that must survive a restart; the next stage of a block is
+derived from its stages' statuses (:meth:`Pipeline.advance`), so a crash between finishing
+one stage and queueing the next loses nothing. A worker loop (:meth:`Pipeline.work`):
+
+1. advance every sealed block: queue the first stage of its recipe not yet queued (a target's
+   ``calibrate_apply`` waits for a solve in flight on its strip, see
+   :mod:`contimg_dask.pipeline.calibration`);
+2. claim the oldest pending stage whose dependencies' circuit breakers let work through;
+3. run it through the stage registry (``get_stage(name).run(block, config, client=...)``)
+   with its lease renewed by a heartbeat, transient failures retried with backoff and jitter
+   and counted by the dependency's breaker, free space checked first;
+4. record the result (``complete``: products renamed into place by the stage, then recorded)
+   or the classified failure (``fail``: requeued while transient and attempts remain, else
+   dead-lettered); emit ``product``, ``breaker`` and ``alert_raised`` events and the monitor
+   points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pybreaker
+import tenacity
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.config.schema import RecipeStep
+from contimg_dask.errors import ContimgError, LeaseLostError, StateUnavailableError
+from contimg_dask.io.uvh5.discovery import SUBBAND_NAME
+from contimg_dask.logs import get_logger
+from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
+from contimg_dask.pipeline.heartbeat import Heartbeat
+from contimg_dask.pipeline.monitor import block_samples, stage_samples
+from contimg_dask.pipeline.outcome import BlockOutcome
+from contimg_dask.pipeline.recipes import (
+    CALIBRATOR,
+    TARGET,
+    log_skipped_stages,
+    make_stage,
+    recipe,
+    with_overrides,
+)
+from contimg_dask.pipeline.recovery import (
+    Breakers,
+    DiskSpaceError,
+    check_free_space,
+    retrying,
+    wait_for,
+)
+from contimg_dask.stages.contract import BlockRef, StageResult
+from contimg_dask.stages.layout import block_slug
+from contimg_dask.state import open_state_store
+from contimg_dask.state.protocol import StateStore
+from contimg_dask.state.reaper import Reaper
+from contimg_dask.state.records import (
+    DONE,
+    FAILED,
+    OPEN,
+    PENDING,
+    RUNNING,
+    Lease,
+    MetricSample,
+)
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+
+def default_worker_name() -> str:
+    """``host:pid``: names this process in leases and failures."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Pipeline:
+    """Runs blocks through the configured recipes (see the module docstring).
+
+    Parameters
+    ----------
+    config:
+        The pipeline configuration (``pipeline`` section: recipes, recovery, guards).
+    client:
+        The Dask client stages compute on (None: Dask's current default scheduler).
+    state:
+        The state store (None: the configured one, opened here and closed by :meth:`close`).
+    worker:
+        This worker's name in leases (default ``host:pid``).
+    """
+
+    def __init__(self, config: PipelineConfig, client: Client | None = None,
+                 state: StateStore | None = None, *, worker: str | None = None) -> None:
+        self.config = config
+        self.client = client
+        self._owns_state = state is None
+        self.state = state if state is not None else open_state_store(config)
+        self.worker = worker or default_worker_name()
+        self.breakers = Breakers(config.pipeline.breaker, self._breaker_changed)
+        self.calibration = CalibrationWorkflow(config, self.state)
+        self.skipped_stages = log_skipped_stages(config)
+        self._refs: dict[str, BlockRef] = {}
+        self._finished: set[str] = set()
+        self._gated = 0
+        self._backlog: int | None = None
+        self._stop = threading.Event()
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the state store if this pipeline opened it."""
+        if self._owns_state:
+            self.state.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`work` to return after the stage in hand (from another thread)."""
+        self._stop.set()
+
+    # -- blocks -------------------------------------------------------------------------------
+
+    def block_ref(self, block_id: str) -> BlockRef:
+        """The block as stages see it: its store under ``paths.stores`` (or where it was
+        submitted) and its registered files."""
+        if block_id in self._refs:
+            return self._refs[block_id]
+        files = tuple(Path(f.path) for f in self._state(self.state.files, block_id))
+        store = self.config.paths.resolved().stores / f"{block_slug(block_id)}.zarr"
+        return BlockRef(block_id, store, files)
+
+    def submit(self, block: BlockRef) -> bool:
+        """Register a block's files, seal it (a block the watcher sealed stays as sealed)
+        and queue the first stage of its recipe. Idempotent; True if queued now."""
+        self._refs[block.block_id] = block
+        for path in block.files:
+            match = SUBBAND_NAME.match(path.name)
+            self._state(self.state.register_file, block.block_id, str(path),
+                        int(match.group(2)) if match else None)
+        self._state(self.state.seal_block, block.block_id, len(block.files), 0.0)
+        self._finished.discard(block.block_id)
+        first = recipe(self.config, TARGET)[0].stage
+        return self._state(self.state.enqueue, block.block_id, first)
+
+    def kind(self, block_id: str) -> str | None:
+        """``calibrator`` or ``target`` once the block store exists (its first stage done),
+        else None."""
+        first = recipe(self.config, TARGET)[0].stage
+        status = self._state(self.state.stage_status, block_id, first)
+        if status is None or status.status != DONE:
+            return None
+        store = self.block_ref(block_id).store
+        try:
+            calibrator = self.calibration.is_calibrator(block_id, store)
+        except ContimgError as exc:
+            log.warning("block %s: cannot look for calibrators (%s): treated as a target",
+                        block_id, exc)
+            calibrator = False
+        return CALIBRATOR if calibrator else TARGET
+
+    def steps(self, block_id: str) -> list[RecipeStep]:
+        """The block's recipe (only its first stage while its kind is unknown)."""
+        kind = self.kind(block_id)
+        steps = recipe(self.config, kind or TARGET)
+        return steps if kind is not None else steps[:1]
+
+    def _step(self, block_id: str, stage: str) -> RecipeStep:
+        for step in self.steps(block_id):
+            if step.stage == stage:
+                return step
+        return RecipeStep(stage=stage)
+
+    # -- advancing blocks ---------------------------------------------------------------------
+
+    def advance(self) -> int:
+        """Queue the next stage of every sealed, unfinished block (oldest block first).
+        Returns the number of blocks waiting for a solve in flight."""
+        gated, backlog = 0, 0
+        for record in sorted(self._state(self.state.blocks), key=lambda b: b.block_id):
+            if record.status == OPEN or record.block_id in self._finished:
+                continue
+            state = self._advance_block(record.block_id, record.first_seen)
+            gated += state == "gated"
+            backlog += state in ("gated", "working")
+        self._gated = gated
+        if backlog != self._backlog:
+            self._backlog = backlog
+            self._record_metrics([_sample("backlog_blocks", backlog)])
+        return gated
+
+    def _advance_block(self, block_id: str, first_seen: float) -> str:
+        statuses = {s.stage: s for s in self._state(self.state.stages, block_id)}
+        steps = self.steps(block_id)
+        previous = None
+        for step in steps:
+            status = statuses.get(step.stage)
+            if status is None:
+                if not self._may_start(block_id, step.stage, previous):
+                    return "gated"
+                self._state(self.state.enqueue, block_id, step.stage)
+                return "working"
+            if status.status == FAILED:
+                return "failed"
+            if status.status != DONE:
+                return "working"
+            previous = status
+        if self.kind(block_id) is None:
+            return "working"
+        self._finished.add(block_id)
+        self._block_done(block_id, first_seen, previous.updated_at if previous else None)
+        return "done"
+
+    def _may_start(self, block_id: str, stage: str, previous: Any) -> bool:
+        if stage != APPLY or self.kind(block_id) == CALIBRATOR or previous is None:
+            return True
+        ready, waiting_for = self.calibration.ready_to_apply(
+            block_id, self.block_ref(block_id).store, previous.updated_at)
+        if waiting_for is not None:
+            log.log(20 if ready else 10, "block %s %s for the solve on calibrator block %s",
+                    block_id, "stopped waiting" if ready else "waits", waiting_for)
+        return ready
+
+    def _block_done(self, block_id: str, first_seen: float, done_at: float | None) -> None:
+        if done_at is None:
+            return
+        latency = done_at - first_seen
+        budget = self.config.pipeline.latency_budget_s
+        (log.warning if latency > budget else log.info)(
+            "block %s done: latency %.0f s (budget %.0f s)", block_id, latency, budget)
+        self._record_metrics(block_samples(block_id, latency, time.time()))
+
+    # -- working ------------------------------------------------------------------------------
+
+    def _claimable(self) -> list[str]:
+        names = set(self.config.pipeline.dependencies) | {
+            s.stage for kind in (CALIBRATOR, TARGET) for s in recipe(self.config, kind)}
+        return sorted(n for n in names if self.breakers.available(self._deps(n)))
+
+    def _deps(self, stage: str) -> list[str]:
+        return [d for d in self.config.pipeline.dependencies.get(stage, ["disk"])
+                if d != "state"]
+
+    def idle(self) -> bool:
+        """Nothing pending, running or waiting for a solve."""
+        return (self._gated == 0 and not self._state(self.state.stages, status=PENDING)
+                and not self._state(self.state.stages, status=RUNNING))
+
+    def work(self, worker: str | None = None, *, until_idle: bool = True,
+             until: Callable[[], bool] | None = None, max_stages: int | None = None) -> int:
+        """Claim and run stages until idle (``until_idle``), ``until()`` holds,
+        ``max_stages`` have run or :meth:`stop` is called. Returns the stages run.
+
+        Expired leases (a worker that died) are returned to the queue meanwhile."""
+        if worker is not None:
+            self.worker = worker
+        ran = 0
+        reaper = Reaper(self.state, self.config.state.reaper_interval_s).start()
+        try:
+            while not self._stop.is_set():
+                self.advance()
+                if until is not None and until():
+                    break
+                if max_stages is not None and ran >= max_stages:
+                    break
+                lease = self._state(self.state.claim, self.worker, self.config.state.lease_s,
+                                    self._claimable())
+                if lease is None:
+                    if until is None and until_idle and self.idle():
+                        break
+                    self._stop.wait(self.config.pipeline.poll_interval_s)
+                    continue
+                self.run_lease(lease)
+                ran += 1
+        finally:
+            reaper.stop()
+        return ran
+
+    def run_lease(self, lease: Lease) -> str:
+        """Run the leased stage and record how it ended; the stage's new status (``done``,
+        ``pending`` to retry, ``failed``, or ``lost`` when the lease went elsewhere)."""
+        block = self.block_ref(lease.block_id)
+        step = self._step(lease.block_id, lease.stage)
+        config = with_overrides(self.config, step.set)
+        extra: dict[str, object] = {}
+        solutions = None
+        if lease.stage == APPLY:
+            solutions = self.calibration.solutions_for(block.block_id, block.store)
+            if solutions is not None:
+                extra["solutions"] = Path(solutions.path)
+        deps = self._deps(lease.stage)
+        cfg = self.config
+        with Heartbeat(self.state, lease, cfg.state.lease_s,
+                       cfg.pipeline.heartbeat_interval_s) as beat:
+            try:
+                stage = make_stage(step, **extra)
+                result = self._attempts(deps, f"{lease.stage} of block {block.block_id}",
+                                        lambda: self._run_stage(stage, block, config, deps))
+                if lease.stage == SOLVE:
+                    self.calibration.register(result, block.store)
+                if solutions is not None:
+                    self._state(self.state.record_solutions_use, block.block_id,
+                                solutions.solutions_id)
+            except Exception as exc:
+                return self._failed(beat, exc)
+            return self._completed(beat, result)
+
+    def _attempts(self, deps: list[str], describe: str, func: Callable[[], T]) -> T:
+        for attempt in retrying(self.config.pipeline.retry, describe):
+            with attempt:
+                wait_for(self.breakers.seconds_until_trial(deps), self._stop.is_set)
+                return self.breakers.call(deps, func)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    def _run_stage(self, stage: Any, block: BlockRef, config: PipelineConfig,
+                   deps: list[str]) -> StageResult:
+        if "disk" in deps:
+            paths = config.paths.resolved()
+            try:
+                free = check_free_space([paths.stores, paths.products],
+                                        config.pipeline.min_free_fraction)
+            except DiskSpaceError as exc:
+                self._emit("alert_raised", {"rule": "disk_free", "severity": "critical",
+                                            "message": str(exc)})
+                raise
+            self._record_metrics([_sample("disk_free_fraction", free)])
+        log.info("block %s: %s", block.block_id, stage.name)
+        return stage.run(block, config, client=self.client)
+
+    def _completed(self, beat: Heartbeat, result: StageResult) -> str:
+        lease = beat.lease
+        try:
+            self._state(self.state.complete, beat.lease, result)
+        except LeaseLostError:
+            log.error("%s of block %s finished after its lease was lost: result discarded "
+                      "(its products are replaced atomically by the holder's run)",
+                      lease.stage, lease.block_id)
+            return "lost"
+        for product in result.products:
+            self._emit("product", {"block_id": lease.block_id, "kind": product.kind,
+                                   "path": str(product.path)})
+        self._record_metrics(stage_samples(result, time.time()))
+        log.info("block %s: %s done in %.1f s", lease.block_id, lease.stage, result.seconds)
+        return DONE
+
+    def _failed(self, beat: Heartbeat, exc: BaseException) -> str:
+        lease = beat.lease
+        if beat.lost is not None:
+            return "lost"
+        try:
+            status = self._state(self.state.fail, beat.lease, exc)
+        except LeaseLostError:
+            return "lost"
+        (log.error if status == FAILED else log.warning)(
+            "block %s: %s %s: %s", lease.block_id, lease.stage,
+            "failed (dead-lettered)" if status == FAILED else "failed, requeued", exc)
+        return status
+
+    # -- single blocks ------------------------------------------------------------------------
+
+    def settled(self, block_id: str) -> bool:
+        """Whether the block is done or dead-lettered."""
+        return self.outcome(block_id).outcome != PENDING
+
+    def process_block(self, block: BlockRef) -> BlockOutcome:
+        """Submit ``block`` and work until it is done or failed (stages of other queued
+        blocks may run meanwhile, oldest first). Returns its outcome."""
+        self.submit(block)
+        self.work(until=lambda: self.settled(block.block_id))
+        return self.outcome(block.block_id)
+
+    async def aprocess_block(self, block: BlockRef) -> BlockOutcome:
+        """:meth:`process_block` in a thread, for asyncio code (Jupyter, an asynchronous
+        Dask client's event loop stays free)."""
+        return await asyncio.to_thread(self.process_block, block)
+
+    def outcome(self, block_id: str) -> BlockOutcome:
+        """What became of ``block_id`` so far."""
+        statuses = {s.stage: s for s in self._state(self.state.stages, block_id)}
+        steps = self.steps(block_id)
+        kind = self.kind(block_id)
+        stages = {s.stage: statuses[s.stage].status if s.stage in statuses else "waiting"
+                  for s in steps}
+        failed = [s for s in statuses.values() if s.status == FAILED]
+        if failed:
+            result = "failed"
+        elif kind is not None and all(v == DONE for v in stages.values()):
+            result = DONE
+        else:
+            result = PENDING
+        latest: dict[str, dict[str, str]] = {}
+        for product in self._state(self.state.products, block_id):
+            latest[product.path] = {"stage": product.stage, "kind": product.kind,
+                                    "path": product.path}
+        latency = within = None
+        record = self._state(self.state.block, block_id)
+        if result == DONE and record is not None:
+            latency = max(s.updated_at for s in statuses.values()) - record.first_seen
+            within = latency <= self.config.pipeline.latency_budget_s
+        return BlockOutcome(block_id, result, kind, stages, list(latest.values()),
+                            [s.error for s in failed if s.error], latency, within)
+
+    # -- state store access ---------------------------------------------------------------------
+
+    def _state(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A state store call through the ``state`` breaker, retried while the store is
+        unreachable (up to ``state.lease_s``: longer, and leases held are lost anyway)."""
+        for attempt in tenacity.Retrying(
+                stop=tenacity.stop_after_delay(self.config.state.lease_s),
+                wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.5),
+                retry=tenacity.retry_if_exception_type(
+                    (StateUnavailableError, pybreaker.CircuitBreakerError)),
+                reraise=True):
+            with attempt:
+                return self.breakers.call(["state"], lambda: func(*args, **kwargs))
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        try:
+            self.state.emit(kind, data)
+        except StateUnavailableError as exc:
+            log.warning("event %s not recorded (state store unavailable): %s", kind, exc)
+
+    def _record_metrics(self, samples: list[MetricSample]) -> None:
+        try:
+            self.state.record_metrics(samples)
+        except StateUnavailableError as exc:
+            log.warning("monitor points not recorded (state store unavailable): %s", exc)
+
+    def _breaker_changed(self, name: str, state: str) -> None:
+        self._emit("breaker", {"name": name, "state": state})
+
+
+def _sample(name: str, value: float) -> MetricSample:
+    return MetricSample(name, float(value), time.time())

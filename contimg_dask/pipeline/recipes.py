@@ -1,0 +1,94 @@
+"""Recipes: which stages a block goes through, with what configuration (``pipeline.recipes``).
+
+A recipe is a list of steps; each names a stage of the registry
+(:mod:`contimg_dask.stages.registry`), configuration overrides for that stage alone and
+options for the stage's constructor. A step whose stage is not in the registry (a stage not
+built yet) is skipped with a log line, so adding a stage to the pipeline is one recipe line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from contimg_dask.config import PipelineConfig
+from contimg_dask.config.schema import RecipeStep
+from contimg_dask.errors import ConfigError
+from contimg_dask.logs import get_logger
+from contimg_dask.stages.contract import Stage
+from contimg_dask.stages.registry import STAGES, get_stage
+
+log = get_logger(__name__)
+
+CALIBRATOR, TARGET = "calibrator", "target"
+
+
+def _nest(updates: Mapping[str, object]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _merged(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in layer.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, Mapping)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def with_overrides(config: PipelineConfig, updates: Mapping[str, object]) -> PipelineConfig:
+    """``config`` with dotted-key ``updates`` applied and validated again.
+
+    Raises
+    ------
+    ConfigError
+        An override names an unknown key or gives an invalid value.
+    """
+    if not updates:
+        return config
+    try:
+        return PipelineConfig.model_validate(_merged(config.model_dump(), _nest(updates)))
+    except ValueError as exc:
+        raise ConfigError(f"invalid recipe override {dict(updates)}: {exc}",
+                          key="pipeline.recipes") from None
+
+
+@dataclass(frozen=True)
+class Step:
+    """A recipe step ready to run: the stage object and the configuration it runs with."""
+
+    name: str
+    stage: Stage
+    config: PipelineConfig
+
+
+def make_stage(step: RecipeStep, **extra: object) -> Stage:
+    """The stage of ``step``: the registry's instance, or a new one of the same class with
+    the step's options (plus ``extra``, e.g. the solutions a target applies)."""
+    registered = get_stage(step.stage)
+    options = {**step.options, **extra}
+    return type(registered)(**options) if options else registered
+
+
+def recipe(config: PipelineConfig, kind: str) -> list[RecipeStep]:
+    """The steps of recipe ``kind`` (``calibrator`` or ``target``) whose stages exist."""
+    steps = getattr(config.pipeline.recipes, kind)
+    return [step for step in steps if step.stage in STAGES]
+
+
+def log_skipped_stages(config: PipelineConfig) -> list[str]:
+    """Log (once per call) the recipe stages that are not in the registry; returns them."""
+    missing = sorted({step.stage for kind in (CALIBRATOR, TARGET)
+                      for step in getattr(config.pipeline.recipes, kind)
+                      if step.stage not in STAGES})
+    for name in missing:
+        log.info("recipe stage %r is not in the stage registry (not built yet): skipped; "
+                 "stages: %s", name, ", ".join(STAGES))
+    return missing

@@ -1,0 +1,163 @@
+"""Drivers for the streaming trials (tests/e2e/test_watch_reliability.py,
+benchmarks/streaming.py): a feeder that lands simulated blocks on an incoming directory as
+the correlator does, a ``contimg watch`` child process, and the checks that a run lost,
+duplicated and half-wrote nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contimg_dask.io.uvh5.discovery import parse_subband_name
+from contimg_dask.state import StateStore
+
+#: Leftovers of an interrupted atomic write (io/system/atomic.py names them so).
+LEFTOVER_MARKERS = (".tmp.", ".old.")
+
+
+@dataclass
+class Feeder:
+    """Copies the subband files of ``staging`` (simulated blocks) into ``incoming`` in a
+    thread: block after block, ``block_interval_s`` apart, each block's subbands in a random
+    order ``subband_gap_s`` apart, each written as ``*_incomplete.hdf5`` and renamed, as
+    the correlator does. ``arrivals`` maps a block's first file name timestamp to the wall
+    time (Unix s) its last subband was renamed into place."""
+
+    staging: Path
+    incoming: Path
+    block_interval_s: float
+    subband_gap_s: float = 0.05
+    seed: int = 0
+    arrivals: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._feed, name="feeder", daemon=True)
+
+    def blocks(self) -> dict[str, list[Path]]:
+        """The staged blocks' files by the timestamp of their earliest file."""
+        by_stamp: dict[str, list[Path]] = {}
+        for path in sorted(self.staging.glob("*_sb??.hdf5")):
+            named = parse_subband_name(path.name)
+            if named:
+                by_stamp.setdefault(named[0], []).append(path)
+        blocks: dict[str, list[Path]] = {}
+        for stamp in sorted(by_stamp):  # subbands of one block carry stamps seconds apart
+            near = [b for b in blocks if abs(_seconds(stamp) - _seconds(b)) < 120]
+            blocks.setdefault(near[0] if near else stamp, []).extend(by_stamp[stamp])
+        return blocks
+
+    def start(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _feed(self) -> None:
+        rng = random.Random(self.seed)
+        for i, (block_id, files) in enumerate(self.blocks().items()):
+            if i:
+                time.sleep(self.block_interval_s)
+            for path in rng.sample(files, len(files)):
+                final = self.incoming / path.name
+                partial = final.with_name(final.stem + "_incomplete.hdf5")
+                shutil.copyfile(path, partial)
+                partial.rename(final)
+                time.sleep(self.subband_gap_s)
+            self.arrivals[block_id] = time.time()
+
+
+def _seconds(stamp: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(stamp).timestamp()
+
+
+def start_watch(incoming: Path, root: Path, overrides: dict[str, object], log: Path
+                ) -> subprocess.Popen:
+    """``contimg --env testing watch INCOMING`` in a child process, paths under ``root``,
+    its output appended to ``log``."""
+    sets = [arg for key, value in {"paths.root": str(root), **overrides}.items()
+            for arg in ("--set", f"{key}={value}")]
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "contimg_dask.cli.main", "--env", "testing", *sets,
+             "watch", str(incoming)], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def stop_watch(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
+    """Stop the watch process; return its exit code. SIGKILL goes to its whole session
+    (its Dask workers, CASA and MS-writer children die with it, as when a service manager
+    kills the service); any other signal to the watch process alone, as an operator sends
+    it, and whatever it leaves behind is then killed."""
+    with contextlib.suppress(ProcessLookupError):
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
+    code = proc.wait(timeout=180)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return code
+
+
+def block_outcomes(state: StateStore) -> dict[str, str]:
+    """Each block's outcome: ``done`` (every stage queued for it done), ``failed`` (some
+    stage failed, with its error recorded), ``waiting`` (sealed, nothing queued yet) or
+    ``busy`` (stages pending or running)."""
+    out = {}
+    for block in state.blocks():
+        stages = state.stages(block.block_id)
+        statuses = {s.status for s in stages}
+        if not stages:
+            out[block.block_id] = "waiting" if block.status != "open" else "open"
+        elif statuses <= {"done"}:
+            out[block.block_id] = "done"
+        elif "failed" in statuses and not statuses & {"pending", "running"}:
+            out[block.block_id] = "failed"
+        else:
+            out[block.block_id] = "busy"
+    return out
+
+
+def integrity_problems(state: StateStore, roots: list[Path]) -> list[str]:
+    """What is wrong with the products: a product recorded twice, recorded but absent,
+    a leftover of an interrupted write under ``roots``, a failed stage without a recorded
+    error. Empty when all is well."""
+    problems = []
+    records = state.products()
+    for key, n in Counter((p.block_id, p.kind, p.path) for p in records).items():
+        if n > 1:
+            problems.append(f"product recorded {n} times: {key}")
+    for p in records:
+        if not Path(p.path).exists():
+            problems.append(f"product recorded but absent: {p.path}")
+    recorded = {Path(p.path) for p in records}
+    for root in roots:
+        for path in root.rglob("*"):
+            if any(marker in path.name for marker in LEFTOVER_MARKERS):
+                problems.append(f"leftover of an interrupted write: {path}")
+            elif not _accounted_for(path, recorded):
+                problems.append(f"on disk but not recorded (an orphan): {path}")
+    for stage in state.stages(status="failed"):
+        if not stage.error or not stage.error.get("message"):
+            problems.append(f"{stage.block_id} {stage.stage} failed without a cause")
+    return problems
+
+
+def _accounted_for(path: Path, recorded: set[Path]) -> bool:
+    """``path`` is a recorded product, inside one, or a directory holding one."""
+    if path in recorded or any(parent in recorded for parent in path.parents):
+        return True
+    return path.is_dir() and any(path in r.parents for r in recorded)
