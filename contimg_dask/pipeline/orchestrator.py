@@ -41,6 +41,7 @@ from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
 from contimg_dask.pipeline.heartbeat import Heartbeat
 from contimg_dask.pipeline.monitor import block_samples, stage_samples
 from contimg_dask.pipeline.outcome import BlockOutcome
+from contimg_dask.pipeline.quality import nonfinite_failures
 from contimg_dask.pipeline.recipes import (
     CALIBRATOR,
     TARGET,
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 T = TypeVar("T")
+INGEST = "ingest"
 
 
 def default_worker_name() -> str:
@@ -113,6 +115,8 @@ class Pipeline:
         self._gated = 0
         self._backlog: int | None = None
         self._stop = threading.Event()
+        #: Called with each lease before its stage runs (progress displays).
+        self.on_stage: Callable[[Lease], None] | None = None
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -146,12 +150,12 @@ class Pipeline:
         """Register a block's files, seal it (a block the watcher sealed stays as sealed)
         and queue the first stage of its recipe. Idempotent; True if queued now."""
         self._refs[block.block_id] = block
+        self._finished.discard(block.block_id)
         for path in block.files:
             match = SUBBAND_NAME.match(path.name)
             self._state(self.state.register_file, block.block_id, str(path),
                         int(match.group(2)) if match else None)
         self._state(self.state.seal_block, block.block_id, len(block.files), 0.0)
-        self._finished.discard(block.block_id)
         first = recipe(self.config, TARGET)[0].stage
         return self._state(self.state.enqueue, block.block_id, first)
 
@@ -291,6 +295,8 @@ class Pipeline:
     def run_lease(self, lease: Lease) -> str:
         """Run the leased stage and record how it ended; the stage's new status (``done``,
         ``pending`` to retry, ``failed``, or ``lost`` when the lease went elsewhere)."""
+        if self.on_stage is not None:
+            self.on_stage(lease)
         block = self.block_ref(lease.block_id)
         step = self._step(lease.block_id, lease.stage)
         config = with_overrides(self.config, step.set)
@@ -352,6 +358,13 @@ class Pipeline:
             self._emit("product", {"block_id": lease.block_id, "kind": product.kind,
                                    "path": str(product.path)})
         self._record_metrics(stage_samples(result, time.time()))
+        if lease.stage == INGEST:
+            block = self.block_ref(lease.block_id)
+            for failure in nonfinite_failures(block.block_id, block.store, block.files,
+                                              self.config.pipeline.max_nonfinite_fraction,
+                                              self.worker):
+                log.warning("block %s: %s", block.block_id, failure.message)
+                self._state(self.state.record_failure, failure)
         log.info("block %s: %s done in %.1f s", lease.block_id, lease.stage, result.seconds)
         return DONE
 
@@ -372,7 +385,14 @@ class Pipeline:
 
     def settled(self, block_id: str) -> bool:
         """Whether the block is done or dead-lettered."""
-        return self.outcome(block_id).outcome != PENDING
+        if block_id in self._finished:
+            return True
+        statuses = {s.stage: s.status for s in self._state(self.state.stages, block_id)}
+        if FAILED in statuses.values():
+            return True
+        kind = self.kind(block_id)
+        return kind is not None and all(statuses.get(s.stage) == DONE
+                                        for s in recipe(self.config, kind))
 
     def process_block(self, block: BlockRef) -> BlockOutcome:
         """Submit ``block`` and work until it is done or failed (stages of other queued
