@@ -132,12 +132,12 @@ def block_outcomes(state: StateStore) -> dict[str, str]:
 
 
 def integrity_problems(state: StateStore, roots: list[Path]) -> list[str]:
-    """What is wrong with the products: a product recorded twice, recorded but absent,
-    a leftover of an interrupted write under ``roots``, a failed stage without a recorded
-    error. Empty when all is well."""
+    """What is wrong with the products: a stage's product recorded twice, recorded but
+    absent, a leftover of an interrupted write or an unrecorded file (an orphan) under
+    ``roots``, a failed stage without a recorded error. Empty when all is well."""
     problems = []
     records = state.products()
-    for key, n in Counter((p.block_id, p.kind, p.path) for p in records).items():
+    for key, n in Counter((p.block_id, p.stage, p.kind, p.path) for p in records).items():
         if n > 1:
             problems.append(f"product recorded {n} times: {key}")
     for p in records:
@@ -157,7 +157,10 @@ def integrity_problems(state: StateStore, roots: list[Path]) -> list[str]:
 
 
 def _accounted_for(path: Path, recorded: set[Path]) -> bool:
-    """``path`` is a recorded product, inside one, or a directory holding one."""
+    """``path`` is a recorded product, inside one, the lock file beside one (filelock's
+    ``<product>.lock``), or a directory holding one."""
     if path in recorded or any(parent in recorded for parent in path.parents):
+        return True
+    if path.suffix == ".lock" and path.with_suffix("") in recorded:
         return True
     return path.is_dir() and any(path in r.parents for r in recorded)
