@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contimg_dask.io.uvh5.discovery import parse_subband_name
+from contimg_dask.pipeline import Pipeline
 from contimg_dask.state import StateStore
 
 #: Leftovers of an interrupted atomic write (io/system/atomic.py names them so).
@@ -112,23 +113,11 @@ def stop_watch(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
     return code
 
 
-def block_outcomes(state: StateStore) -> dict[str, str]:
-    """Each block's outcome: ``done`` (every stage queued for it done), ``failed`` (some
-    stage failed, with its error recorded), ``waiting`` (sealed, nothing queued yet) or
-    ``busy`` (stages pending or running)."""
-    out = {}
-    for block in state.blocks():
-        stages = state.stages(block.block_id)
-        statuses = {s.status for s in stages}
-        if not stages:
-            out[block.block_id] = "waiting" if block.status != "open" else "open"
-        elif statuses <= {"done"}:
-            out[block.block_id] = "done"
-        elif "failed" in statuses and not statuses & {"pending", "running"}:
-            out[block.block_id] = "failed"
-        else:
-            out[block.block_id] = "busy"
-    return out
+def block_outcomes(pipeline: Pipeline) -> dict[str, str]:
+    """Each block's outcome as the pipeline judges it against its recipe: ``done``,
+    ``failed`` (dead-lettered) or ``pending``."""
+    return {b.block_id: pipeline.outcome(b.block_id).outcome
+            for b in pipeline.state.blocks()}
 
 
 def integrity_problems(state: StateStore, roots: list[Path]) -> list[str]:
