@@ -98,9 +98,11 @@ class Streaming:
                 if isinstance(exc, ContimgError) and not exc.transient:
                     raise
                 now = time.monotonic()
-                if outage_since is None or now - started > 2 * pause:
-                    outage_since = now  # a new outage: work went on for a while meanwhile
+                new_outage = outage_since is None or now - started > 2 * pause
+                if new_outage:  # work went on for a while since the last one
+                    outage_since = now
+                    log.warning("work paused, retrying every %.0f s (%s): %s", pause,
+                                type(exc).__name__, exc)
                 if limit is not None and now - outage_since > limit:
                     raise
-                log.warning("work paused %.0f s (%s): %s", pause, type(exc).__name__, exc)
                 self._stop.wait(pause)
