@@ -457,8 +457,9 @@ class WatcherConfig(_Section):
     settle_s: PositiveFloat
     #: A block whose first file was registered this long ago is sealed ``partial``.
     seal_deadline_s: PositiveFloat
-    #: How long the state store may stay unreachable before the watcher gives up (it retries
-    #: every ``rescan_interval_s`` meanwhile; null: never gives up).
+    #: How long the state store or the incoming directory may stay unreachable before
+    #: ``contimg watch`` exits (it retries every ``rescan_interval_s`` meanwhile; null:
+    #: never).
     state_outage_limit_s: PositiveFloat | None
 
 

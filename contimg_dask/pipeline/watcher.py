@@ -133,18 +133,19 @@ class Watcher:
 
     def run(self, stop: threading.Event) -> None:
         """Pass after pass until ``stop`` is set. A state store that is unreachable
-        (a transient error) is retried at the next pass; past
-        ``watcher.state_outage_limit_s`` the error is raised."""
+        (a transient error) or an unreadable incoming directory (OSError) is retried at the
+        next pass; past ``watcher.state_outage_limit_s`` the error is raised."""
         settings = self.config.watcher
         while not stop.is_set():
             try:
                 self.step()
                 if self._outage_since is not None:
-                    log.warning("state store %s reachable again after %.0f s: watching",
-                                self.state.location, time.monotonic() - self._outage_since)
+                    log.warning("state store and incoming directory reachable again after "
+                                "%.0f s: watching", time.monotonic() - self._outage_since)
                     self._outage_since = None
-            except ContimgError as exc:
-                if not exc.transient:
+            except (ContimgError, OSError) as exc:
+                # OSError: the incoming directory unreadable for now (an NFS server away).
+                if isinstance(exc, ContimgError) and not exc.transient:
                     raise
                 self._note_outage(exc)
                 wait = settings.rescan_interval_s
@@ -157,12 +158,12 @@ class Watcher:
         """Wake :meth:`run` now (after its ``stop`` event was set)."""
         self._wake.set()
 
-    def _note_outage(self, exc: ContimgError) -> None:
+    def _note_outage(self, exc: ContimgError | OSError) -> None:
         now = time.monotonic()
         if self._outage_since is None:
             self._outage_since = now
-            log.warning("state store unreachable, retrying every %.0f s: %s",
-                        self.config.watcher.rescan_interval_s, exc)
+            log.warning("state store or incoming directory unreachable, retrying every "
+                        "%.0f s: %s", self.config.watcher.rescan_interval_s, exc)
         limit = self.config.watcher.state_outage_limit_s
         if limit is not None and now - self._outage_since > limit:
             raise exc
