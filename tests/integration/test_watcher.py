@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -209,32 +210,42 @@ def test_a_permanent_hand_over_error_is_recorded_and_not_retried(incoming: Path,
     assert settle_passes(w) == [] and recorder.blocks == []
 
 
-def test_file_events_take_a_file_before_the_next_rescan(incoming: Path,
-                                                        state: StateStore) -> None:
-    """inotify (watchdog): with rescans a minute apart, a block renamed into place is
-    handed over within seconds."""
-    config = make_config(incoming.parent, **{"watcher.rescan_interval_s": 60.0})
-    recorder = Recorder()
-    w = Watcher(incoming, config, open_state_store(config), recorder, consumer="events")
+@contextmanager
+def running(w: Watcher) -> Iterator[None]:
+    """``w.run`` in a thread (events on if configured) for the ``with`` block."""
     stop = threading.Event()
     w.start()
     thread = threading.Thread(target=w.run, args=(stop,))
     thread.start()
     try:
-        time.sleep(0.5)  # the first pass (a rescan of the empty directory) is done
-        for sb in range(16):
-            write_subband(incoming, 0, sb)
-        deadline = time.monotonic() + 20
-        while not recorder.blocks and time.monotonic() < deadline:
-            time.sleep(0.1)
+        yield
     finally:
         stop.set()
         w.stop_waiting()
         thread.join(timeout=30)
         w.close()
-        w.state.close()
-    assert [b.block_id for b in recorder.blocks] == [stamp(0)]
     assert not thread.is_alive()
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_file_events_take_a_file_before_the_next_rescan(incoming: Path) -> None:
+    """inotify (watchdog): with rescans a minute apart, a block renamed into place is
+    handed over within seconds."""
+    config = make_config(incoming.parent, **{"watcher.rescan_interval_s": 60.0})
+    recorder = Recorder()
+    store = open_state_store(config)
+    with running(Watcher(incoming, config, store, recorder, consumer="events")):
+        time.sleep(0.5)  # the first pass (a rescan of the empty directory) is done
+        for sb in range(16):
+            write_subband(incoming, 0, sb)
+        wait_until(lambda: recorder.blocks, 20)
+    store.close()
+    assert [b.block_id for b in recorder.blocks] == [stamp(0)]
 
 
 def test_watcher_rides_out_a_redis_outage(incoming: Path, request: pytest.FixtureRequest
@@ -246,26 +257,18 @@ def test_watcher_rides_out_a_redis_outage(incoming: Path, request: pytest.Fixtur
     config = make_config(incoming.parent, **overrides, **{"watcher.file_events": False})
     store = open_state_store(config)
     recorder = Recorder()
-    w = Watcher(incoming, config, store, recorder, consumer="outage")
-    stop = threading.Event()
-    thread = threading.Thread(target=w.run, args=(stop,))
-    thread.start()
     try:
-        time.sleep(0.5)
-        server.stop()
-        for sb in range(16):
-            write_subband(incoming, 0, sb)
-        time.sleep(3)
-        assert recorder.blocks == [] and thread.is_alive()
-        server.start()
-        deadline = time.monotonic() + 30
-        while not recorder.blocks and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with running(Watcher(incoming, config, store, recorder, consumer="outage")):
+            time.sleep(0.5)
+            server.stop()
+            for sb in range(16):
+                write_subband(incoming, 0, sb)
+            time.sleep(3)
+            assert recorder.blocks == []
+            server.start()
+            wait_until(lambda: recorder.blocks, 30)
     finally:
         if server.process is None:
             server.start()
-        stop.set()
-        w.stop_waiting()
-        thread.join(timeout=30)
         store.close()
     assert [(b.block_id, len(b.files)) for b in recorder.blocks] == [(stamp(0), 16)]
