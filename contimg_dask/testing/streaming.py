@@ -94,7 +94,14 @@ def start_watch(incoming: Path, root: Path, overrides: dict[str, object], log: P
         return subprocess.Popen(
             [sys.executable, "-m", "contimg_dask.cli.main", "--env", "testing", *sets,
              "watch", str(incoming)], stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            start_new_session=True, env=_child_environment())
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment without the trials' own ``CONTIMG_KILL_*`` settings (the
+    configuration loader refuses ``CONTIMG_*`` variables it does not know)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTIMG_KILL_")}
+    return {**env, "PYTHONUNBUFFERED": "1"}
 
 
 def stop_watch(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
