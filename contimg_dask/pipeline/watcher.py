@@ -198,7 +198,11 @@ class Watcher:
         if now >= self._next_rescan:
             self._next_rescan = now + self.config.watcher.rescan_interval_s
             with os.scandir(self.directory) as entries:
-                paths.update(Path(e.path) for e in entries if e.is_file(follow_symlinks=False))
+                listed = {Path(e.path) for e in entries if e.is_file(follow_symlinks=False)}
+            # Files cleaned off the directory are forgotten: memory follows the directory.
+            self._known &= listed
+            self._reported &= listed
+            paths.update(listed)
         paths.update(self.tracker.pending())
         wanted = set()
         for path in paths - self._known:
