@@ -6,6 +6,7 @@ duplicated and half-wrote nothing."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import random
 import shutil
@@ -18,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contimg_dask.io.uvh5.discovery import parse_subband_name
+from contimg_dask.io.uvh5.discovery import TIMESTAMP_FORMAT, parse_subband_name
 from contimg_dask.pipeline import Pipeline
 from contimg_dask.state import StateStore
 
@@ -31,14 +32,17 @@ class Feeder:
     """Copies the subband files of ``staging`` (simulated blocks) into ``incoming`` in a
     thread: block after block, ``block_interval_s`` apart, each block's subbands in a random
     order ``subband_gap_s`` apart, each written as ``*_incomplete.hdf5`` and renamed, as
-    the correlator does. ``arrivals`` maps a block's first file name timestamp to the wall
-    time (Unix s) its last subband was renamed into place."""
+    the correlator does. ``cycles`` > 1 feeds the staged blocks again, their names moved
+    on by the staged blocks' span each time (the contents keep their own times: for soak
+    runs of recipes without calibration). ``arrivals`` maps a block's first file name
+    timestamp to the wall time (Unix s) its last subband was renamed into place."""
 
     staging: Path
     incoming: Path
     block_interval_s: float
     subband_gap_s: float = 0.05
     seed: int = 0
+    cycles: int = 1
     arrivals: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,21 +70,35 @@ class Feeder:
 
     def _feed(self) -> None:
         rng = random.Random(self.seed)
-        for i, (block_id, files) in enumerate(self.blocks().items()):
+        blocks = self.blocks()
+        span = dt.timedelta(seconds=BLOCK_CADENCE_S * len(blocks))
+        for i in range(self.cycles * len(blocks)):
+            block_id, files = list(blocks.items())[i % len(blocks)]
+            shift = span * (i // len(blocks))
             if i:
                 time.sleep(self.block_interval_s)
             for path in rng.sample(files, len(files)):
-                final = self.incoming / path.name
+                final = self.incoming / _moved(path.name, shift)
                 partial = final.with_name(final.stem + "_incomplete.hdf5")
                 shutil.copyfile(path, partial)
                 partial.rename(final)
                 time.sleep(self.subband_gap_s)
-            self.arrivals[block_id] = time.time()
+            self.arrivals[_moved(block_id, shift)] = time.time()
+
+
+#: The simulator's (and the telescope's) block cadence, seconds.
+BLOCK_CADENCE_S = 309
+
+
+def _moved(name: str, shift: dt.timedelta) -> str:
+    """``name`` (starting with a timestamp) with its timestamp moved on by ``shift``."""
+    if not shift:
+        return name
+    stamp = dt.datetime.strptime(name[:19], TIMESTAMP_FORMAT) + shift
+    return stamp.strftime(TIMESTAMP_FORMAT) + name[19:]
 
 
 def _seconds(stamp: str) -> float:
-    import datetime as dt
-
     return dt.datetime.fromisoformat(stamp).timestamp()
 
 
