@@ -6,7 +6,7 @@ a feeder lands on the incoming directory as the correlator does.
   are processed, then a restart: no block lost, no product recorded twice, absent,
   half-written (``*.tmp.*``/``*.old.*`` left) or orphaned, every block done or dead-lettered
   with its cause. ``CONTIMG_KILL_TRIALS`` trials (1 by default, ~90 s, for CI time; the issue's 20
-  were run by hand, see benchmarks/results/streaming.md).
+  were run by hand, see benchmarks/results/watch_reliability.md).
 - Redis stopped for 30 s while a block is in work and restarted: the same checks, and the
   watch process never exited.
 
