@@ -135,32 +135,43 @@ def trials(tmp_path: Path) -> Iterator[list[Trial]]:
         trial.cleanup()
 
 
+def kill_moment(state: StateStore, proc, stages_done: int, delay_s: float,
+                timeout_s: float = SETTLE_TIMEOUT_S) -> list[str]:
+    """Wait until ``stages_done`` stages are done, then ``delay_s`` more; the stages running
+    then (what the kill interrupts)."""
+    deadline = time.monotonic() + timeout_s
+    while len(state.stages(status="done")) < stages_done:
+        assert proc.poll() is None and time.monotonic() < deadline, "no progress to kill"
+        time.sleep(0.1)
+    time.sleep(delay_s)
+    return [f"{s.stage}" for s in state.stages(status="running")]
+
+
 def test_kill_trials(staged_blocks: Path, tmp_path: Path, trials: list[Trial]) -> None:
+    """The kill comes after a random number of stages done (0 to all but the last: a kill
+    during start-up, in any stage, or between stages) plus a random 0-3 s."""
     n_trials = int(os.environ.get("CONTIMG_KILL_TRIALS", "1"))
     rng = random.Random(int(os.environ.get("CONTIMG_KILL_SEED", "16")))
-    summary = []
+    n_stages = 9  # calibrator block: 5 stages, target block: 4
     for i in range(n_trials):
         trial = Trial(tmp_path / f"trial{i:02d}", staged_blocks)
         trials.append(trial)
-        kill_after = rng.uniform(1.0, 45.0)
         first = trial.start()
         trial.feeder.start()
-        time.sleep(kill_after)
         state = open_state_store(trial.config)
-        before = block_outcomes(Pipeline(trial.config, state=state))
-        code = stop_watch(first, signal.SIGKILL)
-        assert code == -signal.SIGKILL
+        stages_done, delay = rng.randrange(n_stages), rng.uniform(0.0, 3.0)
+        interrupted = kill_moment(state, first, stages_done, delay)
+        assert stop_watch(first, signal.SIGKILL) == -signal.SIGKILL
         second = trial.start()
         outcomes = trial.wait_settled(state, second)
         trial.feeder.join()
         trial.check(state, outcomes)
         assert stop_watch(second, signal.SIGTERM) == 0
-        summary.append((round(kill_after, 1), before, outcomes,
-                        sum(s.attempts for s in state.stages())))
+        attempts = sum(s.attempts for s in state.stages())
+        print(f"\nkill trial {i}: after {stages_done} stages + {delay:.1f} s, running "
+              f"{interrupted or 'none'}; outcomes {sorted(outcomes.values())}; "
+              f"{attempts} attempts for {len(state.stages())} stages", flush=True)
         state.close()
-    print("\nkill trials (kill after s, outcomes at the kill, outcomes, attempts):")
-    for row in summary:
-        print("  ", row)
 
 
 def test_redis_outage_of_30_s(staged_blocks: Path, tmp_path: Path, trials: list[Trial]
