@@ -84,8 +84,13 @@ def run_streaming(staging: Path, work: Path, interval_s: float, n_blocks: int) -
         feeder.join()
         stop_watch(proc, signal.SIGTERM)
         state.close()
-    latencies = {b: imaged[b] - feeder.arrivals[b] for b in sorted(imaged)}
-    first_arrival = min(feeder.arrivals.values())
+    # The watcher names a block after its first file to settle, which need not be the
+    # earliest-stamped one the feeder names it after: match blocks by their files.
+    state = open_state_store(config)
+    latencies = {b: imaged[b] - max(feeder.landed[Path(f.path).name] for f in state.files(b))
+                 for b in sorted(imaged)}
+    state.close()
+    first_arrival = min(feeder.landed.values())
     span = max(imaged.values()) - first_arrival
     return {"latency_s": latencies, "span_s": span, "blocks_per_hour": n_blocks / span * 3600,
             "memory_mb_at_each_image": memory_mb, "started_at": t0}

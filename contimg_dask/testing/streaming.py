@@ -35,7 +35,8 @@ class Feeder:
     the correlator does. ``cycles`` > 1 feeds the staged blocks again, their names moved
     on by the staged blocks' span each time (the contents keep their own times: for soak
     runs of recipes without calibration). ``arrivals`` maps a block's first file name
-    timestamp to the wall time (Unix s) its last subband was renamed into place."""
+    timestamp to the wall time (Unix s) its last subband was renamed into place, ``landed``
+    each file name to the wall time it was."""
 
     staging: Path
     incoming: Path
@@ -44,6 +45,7 @@ class Feeder:
     seed: int = 0
     cycles: int = 1
     arrivals: dict[str, float] = field(default_factory=dict)
+    landed: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._thread = threading.Thread(target=self._feed, name="feeder", daemon=True)
@@ -82,6 +84,7 @@ class Feeder:
                 partial = final.with_name(final.stem + "_incomplete.hdf5")
                 shutil.copyfile(path, partial)
                 partial.rename(final)
+                self.landed[final.name] = time.time()
                 time.sleep(self.subband_gap_s)
             self.arrivals[_moved(block_id, shift)] = time.time()
 
