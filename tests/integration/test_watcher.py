@@ -45,6 +45,11 @@ def write_subband(incoming: Path, block: int, sb: int, *, jitter_s: int | None =
     return final
 
 
+def write_block(incoming: Path, block: int, subbands: range = range(16)) -> None:
+    for sb in subbands:
+        write_subband(incoming, block, sb)
+
+
 class Recorder:
     """The hand-over target: remembers what it was given (``fail_next`` raises once)."""
 
@@ -91,8 +96,7 @@ def settle_passes(w: Watcher, n: int = 2) -> list[SealedBlock]:
 
 def test_backlog_handed_over_once_oldest_first(incoming: Path, state: StateStore) -> None:
     for block in (2, 0, 1):  # written out of order: the hand-over must still be in order
-        for sb in range(16):
-            write_subband(incoming, block, sb)
+        write_block(incoming, block)
     (incoming / f"{stamp(3)}_sb00_incomplete.hdf5").write_bytes(b"partial")
     (incoming / f".{stamp(3)}_sb01.hdf5.XYZ123").write_bytes(b"rsync temporary")
     (incoming / f"{stamp(0)}_truth.h5").write_bytes(b"not ours")
@@ -130,8 +134,7 @@ def test_backlog_handed_over_once_oldest_first(incoming: Path, state: StateStore
 
 
 def test_growing_file_waits_until_its_size_holds(incoming: Path, state: StateStore) -> None:
-    for sb in range(15):
-        write_subband(incoming, 0, sb)
+    write_block(incoming, 0, range(15))
     growing = write_subband(incoming, 0, 15, via_incomplete=False)
     recorder = Recorder()
     w = watcher(incoming, state, recorder, **{"watcher.settle_s": 0.5})
@@ -149,8 +152,7 @@ def test_growing_file_waits_until_its_size_holds(incoming: Path, state: StateSto
 
 
 def test_partial_block_sealed_at_the_deadline(incoming: Path, state: StateStore) -> None:
-    for sb in range(10):
-        write_subband(incoming, 0, sb)
+    write_block(incoming, 0, range(10))
     recorder = Recorder()
     w = watcher(incoming, state, recorder, **{"watcher.seal_deadline_s": 1.5})
     assert settle_passes(w) == []
@@ -184,8 +186,7 @@ def test_subband_stamped_before_the_first_seen_joins_its_block(incoming: Path,
 
 def test_interrupted_hand_over_is_done_again_after_a_restart(incoming: Path,
                                                              state: StateStore) -> None:
-    for sb in range(16):
-        write_subband(incoming, 0, sb)
+    write_block(incoming, 0)
     crashing = Recorder()
     crashing.fail_next = StateUnavailableError("state backend went away mid-submit")
     with pytest.raises(StateUnavailableError):
@@ -199,8 +200,7 @@ def test_interrupted_hand_over_is_done_again_after_a_restart(incoming: Path,
 
 def test_a_permanent_hand_over_error_is_recorded_and_not_retried(incoming: Path,
                                                                  state: StateStore) -> None:
-    for sb in range(16):
-        write_subband(incoming, 0, sb)
+    write_block(incoming, 0)
     recorder = Recorder()
     recorder.fail_next = ValueError("recipe has no stage 'imaeg'")
     w = watcher(incoming, state, recorder)
@@ -241,8 +241,7 @@ def test_file_events_take_a_file_before_the_next_rescan(incoming: Path) -> None:
     store = open_state_store(config)
     with running(Watcher(incoming, config, store, recorder, consumer="events")):
         time.sleep(0.5)  # the first pass (a rescan of the empty directory) is done
-        for sb in range(16):
-            write_subband(incoming, 0, sb)
+        write_block(incoming, 0)
         wait_until(lambda: recorder.blocks, 20)
     store.close()
     assert [b.block_id for b in recorder.blocks] == [stamp(0)]
@@ -261,8 +260,7 @@ def test_watcher_rides_out_a_redis_outage(incoming: Path, request: pytest.Fixtur
         with running(Watcher(incoming, config, store, recorder, consumer="outage")):
             time.sleep(0.5)
             server.stop()
-            for sb in range(16):
-                write_subband(incoming, 0, sb)
+            write_block(incoming, 0)
             time.sleep(3)
             assert recorder.blocks == []
             server.start()
