@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -27,27 +28,34 @@ def _cmd_watch(args: argparse.Namespace, config: PipelineConfig) -> int:
     incoming = Path(args.incoming) if args.incoming else config.paths.resolved().incoming
     if not incoming.is_dir():
         raise InputError("the incoming directory does not exist", file=incoming)
-    with dask_client(config.dask) as client, Pipeline(config, client=client) as pipeline:
-        streaming = Streaming(pipeline, incoming)
+    stop_requested = threading.Event()
+    running: list[Streaming] = []
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if streaming.stopping:
-                raise KeyboardInterrupt(f"second {name}")
-            log.warning("%s: finishing the stage in hand, then stopping", name)
-            print(f"contimg watch: {name}: finishing the stage in hand, then stopping "
-                  "(again to stop at once)", flush=True)
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop_requested.is_set():
+            raise KeyboardInterrupt(f"second {name}")
+        stop_requested.set()
+        log.warning("%s: finishing the stage in hand, then stopping", name)
+        print(f"contimg watch: {name}: finishing the stage in hand, then stopping "
+              "(again to stop at once)", flush=True)
+        for streaming in running:
             streaming.stop()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
-        try:
-            print(f"contimg watch: watching {incoming} (state: {pipeline.state.backend} "
-                  f"{pipeline.state.location}; Dask dashboard {client.dashboard_link})",
-                  flush=True)
-            streaming.run()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    # Installed before the cluster starts: a service stopped while starting exits 0 too.
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    try:
+        with dask_client(config.dask) as client, Pipeline(config, client=client) as pipeline:
+            streaming = Streaming(pipeline, incoming)
+            running.append(streaming)
+            if not stop_requested.is_set():
+                print(f"contimg watch: watching {incoming} (state: {pipeline.state.backend} "
+                      f"{pipeline.state.location}; Dask dashboard {client.dashboard_link})",
+                      flush=True)
+                streaming.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print("contimg watch: stopped", flush=True)
     return 0
 
