@@ -88,6 +88,14 @@ class Trial:
         self.procs.append(proc)
         return proc
 
+    def wait_ready(self, proc, starts: int, timeout: float = 120.0) -> None:
+        """Until the ``starts``-th start of ``contimg watch`` says it is watching (a SIGTERM
+        before that, while Python is still importing, ends it as interrupted: 130)."""
+        deadline = time.monotonic() + timeout
+        while self.log.read_text().count("contimg watch: watching") < starts:
+            assert proc.poll() is None and time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.2)
+
     def wait_settled(self, state: StateStore, proc, timeout: float = SETTLE_TIMEOUT_S
                      ) -> dict[str, str]:
         """Poll the state store (as the pipeline judges outcomes) until every fed block is
@@ -173,6 +181,7 @@ def test_kill_trials(staged_blocks: Path, tmp_path: Path, trials: list[Trial]) -
         outcomes = trial.wait_settled(state, second)
         trial.feeder.join()
         trial.check(state, outcomes)
+        trial.wait_ready(second, 2)
         assert stop_watch(second, signal.SIGTERM) == 0
         attempts = sum(s.attempts for s in state.stages())
         print(f"\nkill trial {i}: after {stages_done} stages + {delay:.1f} s, running "
