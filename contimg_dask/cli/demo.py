@@ -1,13 +1,14 @@
 """``contimg demo``: the main job on simulated DSA-110 data, on a local Dask cluster.
 
-Today: simulate blocks of the declination strip of 3C138 (which transits the first block;
-one Dask task per subband file), discover and check them as the watcher will, ingest every
-usable block into a block store (rephased to its centre in the same pass), flag it, solve
-bandpass and gains on the block where a calibrator transits, apply them to every block and
-export each as a Measurement Set with CORRECTED_DATA and image it (CASA tclean in its own
-process: FITS images, the drift-averaged primary beam, PB-corrected image, quick-look PNGs),
-every stage through the stage contract (:mod:`contimg_dask.stages`).
-Later stages (mosaic, photometry, variability) join as they land.
+Simulate blocks of the declination strip of 3C138 (which transits the first block; one Dask
+task per subband file), discover and check them as the watcher will, then run them through
+the orchestrator (:class:`contimg_dask.pipeline.Pipeline`, state in ``OUT/state.sqlite``):
+ingest every usable block into a block store (rephased to its centre in the same pass), flag
+it, solve bandpass and gains on the block where a calibrator transits (registered in the
+state store), apply them to every block, export each as a Measurement Set with
+CORRECTED_DATA and image it (CASA tclean in its own process: FITS images, the
+drift-averaged primary beam, PB-corrected image, quick-look PNGs). Later stages (mosaic,
+photometry) join as they are registered: the recipes name them already.
 """
 
 from __future__ import annotations
@@ -16,82 +17,82 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.io.uvh5.discovery import discover_blocks
+from contimg_dask.pipeline import Pipeline
+from contimg_dask.pipeline.batch import run_directory
 from contimg_dask.pipeline.cluster import dask_client
-from contimg_dask.processing.calibrate_solve import find_calibrators
+from contimg_dask.pipeline.recipes import with_overrides
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
-from contimg_dask.stages import BlockRef, StageResult
-from contimg_dask.stages.layout import block_slug
-from contimg_dask.stages.registry import get_stage
-
-if TYPE_CHECKING:
-    from dask.distributed import Client
 
 DEMO_CALIBRATOR = "3C138"  # Perley-Butler standard, dec +16.6: the default strip's
 #: Image grid per simulation preset. The configured grid (1800 x 8") samples the full array's
 #: ~68" x 37" beam; the `small` preset's 12 antennas make a beam of several arcminutes, which
 #: 256 pixels of 60" sample over the same ~4 deg field at a fraction of the cost.
-DEMO_IMAGE_GRID = {"small": {"imsize": 256, "cell_arcsec": 60.0}}
+DEMO_IMAGE_GRID = {"small": {"imaging.imsize": 256, "imaging.cell_arcsec": 60.0}}
+#: The demo's recipes: the configured ones with the Measurement Set export after apply.
+DEMO_RECIPES = {
+    "calibrator": ["ingest", "flag", "calibrate_solve", "calibrate_apply", "export", "image",
+                   "mosaic", "photometry"],
+    "target": ["ingest", "flag", "calibrate_apply", "export", "image", "mosaic",
+               "photometry"],
+}
 
 
-def _ingest_and_flag(config: PipelineConfig, incoming: Path, stores: Path,
-                     client: Client) -> list[BlockRef]:
+def _demo_config(config: PipelineConfig, out: Path, preset: str) -> PipelineConfig:
+    return with_overrides(config, {
+        "paths.stores": str((out / "stores").absolute()),
+        "paths.products": str((out / "products").absolute()),
+        "state.backend": "sqlite", "state.url": f"sqlite:///{(out / 'state.sqlite').absolute()}",
+        **{f"pipeline.recipes.{kind}": [{"stage": s} for s in stages]
+           for kind, stages in DEMO_RECIPES.items()},
+        **DEMO_IMAGE_GRID.get(preset, {})})
+
+
+def _print_discovery(incoming: Path, config: PipelineConfig) -> None:
     discovery = discover_blocks(incoming, config.blocks)
     (incoming.parent / "blocks.json").write_text(json.dumps(discovery.to_dict(), indent=2))
-    out = []
     for block in discovery.blocks:
-        files = tuple(Path(f.path) for _, f in sorted(block.files.items()))
         first = block.files[min(block.files)]
-        print(f"  block {block.block_id}: {block.status}, {len(files)} subbands, "
+        print(f"  block {block.block_id}: {block.status}, {len(block.files)} subbands, "
               f"{first.n_times} integrations x {first.n_baselines} baselines x "
               f"{first.n_freqs} channels x {first.n_pols} pols")
-        if not block.usable:
-            continue
-        ref = BlockRef(block.block_id, stores / f"{block_slug(block.block_id)}.zarr", files)
-        ingest = get_stage("ingest").run(ref, config, client=client)
-        flag = get_stage("flag").run(ref, config, client=client)
-        print(f"    ingest + rephase {ingest.seconds:.1f} s -> {ref.store}\n"
-              f"    flag {flag.seconds:.1f} s: {100 * flag.figures['flagged_fraction']:.1f} % "
-              "flagged")
-        out.append(ref)
-    return out
 
 
-def _solve(config: PipelineConfig, blocks: list[BlockRef], client: Client
-           ) -> StageResult | None:
-    """Solve on the first block a calibrator transits; None if none does."""
-    for block in blocks:
-        _, _, best = find_calibrators(block.store, config)
-        if best is None:
-            continue
-        result = get_stage("calibrate_solve").run(block, config, client=client)
-        figures = result.figures
-        print(f"  calibrator {figures['calibrator']} "
-              f"({figures['calibrator_apparent_flux_jy']:.1f} Jy apparent) transits "
-              f"{block.store.name}: solved in {result.seconds:.1f} s, bandpass median "
-              f"SNR {figures['bandpass_median_snr']:.0f}, refant {figures['refant']}")
-        return result
-    print("  no calibrator transits any block: exporting uncalibrated data")
-    return None
+def _print_block(pipeline: Pipeline, block_id: str) -> None:
+    results = {s.stage: s.result for s in pipeline.state.stages(block_id) if s.result}
+    if "flag" in results:
+        ingest, flag = results["ingest"], results["flag"]
+        print(f"  {block_id}: ingest + rephase {ingest['seconds']:.1f} s -> "
+              f"{ingest['products'][0]['path']}\n    flag {flag['seconds']:.1f} s: "
+              f"{100 * flag['figures']['flagged_fraction']:.1f} % flagged")
+    if "calibrate_solve" in results:
+        solve = results["calibrate_solve"]
+        f = solve["figures"]
+        print(f"    calibrator {f['calibrator']} ({f['calibrator_apparent_flux_jy']:.1f} Jy "
+              f"apparent) transits this block: solved in {solve['seconds']:.1f} s, "
+              f"bandpass median SNR {f['bandpass_median_snr']:.0f}, refant {f['refant']}")
+    if "export" in results:
+        apply = results.get("calibrate_apply", {"seconds": 0.0})
+        export = results["export"]
+        print(f"    calibrated {apply['seconds']:.1f} s, MS export {export['seconds']:.1f} s "
+              f"-> {export['products'][0]['path']}")
+    if "image" in results:
+        image = results["image"]
+        pbcor = next(p["path"] for p in image["products"] if p["kind"] == "image_pbcor")
+        print(f"    image {image['seconds']:.1f} s: noise "
+              f"{1e3 * image['figures']['noise_jy']:.1f} mJy/beam -> {pbcor}")
 
 
 def run_demo(config: PipelineConfig, out: Path, preset: str = "small", n_blocks: int = 2) -> int:
-    """Run the demo into ``out`` (recreated). Returns the process exit code.
-
-    Every stage runs through the stage contract (:mod:`contimg_dask.stages`), with the
-    products (solutions, Measurement Sets) under ``out/products``."""
+    """Run the demo into ``out`` (recreated). Returns the process exit code: 0 when every
+    block is done and a calibrator was solved."""
     if out.exists():
         shutil.rmtree(out)
-    incoming, stores, products = out / "incoming", out / "stores", out / "products"
-    products.mkdir(parents=True)
-    config = config.model_copy(update={"paths": config.paths.model_copy(
-        update={"products": products.absolute()})})
-    if preset in DEMO_IMAGE_GRID:
-        config = config.model_copy(update={"imaging": config.imaging.model_copy(
-            update=DEMO_IMAGE_GRID[preset])})
+    incoming = out / "incoming"
+    (out / "products").mkdir(parents=True)
+    config = _demo_config(config, out, preset)
     with dask_client(config.dask) as client:
         print(f"Dask dashboard: {client.dashboard_link}")
         t0 = time.perf_counter()
@@ -100,19 +101,14 @@ def run_demo(config: PipelineConfig, out: Path, preset: str = "small", n_blocks:
             SimulationOptions(preset=preset, n_blocks=n_blocks, transit=DEMO_CALIBRATOR))
         print(f"simulated {len(summaries)} {preset} block(s) in "
               f"{time.perf_counter() - t0:.1f} s into {incoming}")
-        ready = _ingest_and_flag(config, incoming, stores, client)
-        solved = _solve(config, ready, client)
-        for block in ready:
-            calibrated = 0.0
-            if solved is not None:
-                calibrated = get_stage("calibrate_apply").run(block, config,
-                                                              client=client).seconds
-            export = get_stage("export").run(block, config, client=client)
-            print(f"  {block.store.name}: calibrated {calibrated:.1f} s, MS export "
-                  f"{export.seconds:.1f} s -> {export.product('ms').path}")
-            image = get_stage("image").run(block, config, client=client)
-            print(f"    image {image.seconds:.1f} s: noise "
-                  f"{1e3 * image.figures['noise_jy']:.1f} mJy/beam -> "
-                  f"{image.product('image_pbcor').path}")
+        _print_discovery(incoming, config)
+        with Pipeline(config, client=client) as pipeline:
+            outcomes = run_directory(pipeline, incoming)
+            for outcome in outcomes:
+                _print_block(pipeline, outcome.block_id)
+            solved = [o for o in outcomes if o.kind == "calibrator"]
+    if not solved:
+        print("  no calibrator transits any block: nothing could be calibrated")
     print(f"block report: {out / 'blocks.json'}")
-    return 0 if len(ready) == len(summaries) and solved is not None else 1
+    done = all(o.outcome == "done" for o in outcomes)
+    return 0 if done and len(outcomes) == len(summaries) and solved else 1

@@ -24,11 +24,6 @@ from contimg_dask.stages.layout import block_slug
 Progress = Callable[[int, int, str | None], None]
 
 
-def parse_time(text: str) -> dt.datetime:
-    """An ISO time (``2026-01-15T12:00:00`` or a date ``2026-01-15``), UTC."""
-    return dt.datetime.fromisoformat(text)
-
-
 def _in_range(block: Block, start: dt.datetime | None, end: dt.datetime | None) -> bool:
     when = dt.datetime.strptime(block.block_id, TIMESTAMP_FORMAT)
     return (start is None or when >= start) and (end is None or when < end)

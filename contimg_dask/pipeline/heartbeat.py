@@ -48,7 +48,13 @@ class Heartbeat:
         self._thread.start()
         return self
 
+    def stop(self) -> Lease:
+        """Stop renewing (before the lease is completed or failed); the latest lease."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        return self.lease
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.stop()

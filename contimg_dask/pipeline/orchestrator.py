@@ -21,6 +21,7 @@ one stage and queueing the next loses nothing. A worker loop (:meth:`Pipeline.wo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import threading
@@ -45,11 +46,13 @@ from contimg_dask.pipeline.quality import nonfinite_failures
 from contimg_dask.pipeline.recipes import (
     CALIBRATOR,
     TARGET,
+    config_key,
     log_skipped_stages,
     make_stage,
     recipe,
     with_overrides,
 )
+from contimg_dask.pipeline.reconcile import Reconciliation, reconcile
 from contimg_dask.pipeline.recovery import (
     Breakers,
     DiskSpaceError,
@@ -59,6 +62,7 @@ from contimg_dask.pipeline.recovery import (
 )
 from contimg_dask.stages.contract import BlockRef, StageResult
 from contimg_dask.stages.layout import block_slug
+from contimg_dask.stages.registry import STAGES
 from contimg_dask.state import open_state_store
 from contimg_dask.state.protocol import StateStore
 from contimg_dask.state.reaper import Reaper
@@ -68,6 +72,7 @@ from contimg_dask.state.records import (
     OPEN,
     PENDING,
     RUNNING,
+    FailureRecord,
     Lease,
     MetricSample,
 )
@@ -78,6 +83,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 T = TypeVar("T")
 INGEST = "ingest"
+#: The figure under which each result records its configuration key.
+CONFIG_KEY = "config_key"
 
 
 def default_worker_name() -> str:
@@ -115,6 +122,7 @@ class Pipeline:
         self._gated = 0
         self._backlog: int | None = None
         self._stop = threading.Event()
+        self._reconciled = False
         #: Called with each lease before its stage runs (progress displays).
         self.on_stage: Callable[[Lease], None] | None = None
 
@@ -157,7 +165,30 @@ class Pipeline:
                         int(match.group(2)) if match else None)
         self._state(self.state.seal_block, block.block_id, len(block.files), 0.0)
         first = recipe(self.config, TARGET)[0].stage
-        return self._state(self.state.enqueue, block.block_id, first)
+        queued = self._state(self.state.enqueue, block.block_id, first)
+        return self._redo_if_configuration_changed(block.block_id) or queued
+
+    def _redo_if_configuration_changed(self, block_id: str) -> bool:
+        """Queue again the first done stage whose configuration key differs from the
+        current one, and every later done stage; True if any."""
+        statuses = {s.stage: s for s in self._state(self.state.stages, block_id)}
+        steps = self.steps(block_id)
+        for index, step in enumerate(steps):
+            status = statuses.get(step.stage)
+            if status is None or status.status != DONE:
+                continue
+            recorded = ((status.result or {}).get("figures") or {}).get(CONFIG_KEY)
+            if recorded is None or recorded == config_key(with_overrides(self.config,
+                                                                         step.set)):
+                continue
+            log.warning("block %s: configuration of %s changed since it ran: it and the "
+                        "later stages run again", block_id, step.stage)
+            for later in steps[index:]:
+                if later.stage in statuses and statuses[later.stage].status == DONE:
+                    self._state(self.state.enqueue, block_id, later.stage, redo=True)
+            self._finished.discard(block_id)
+            return True
+        return False
 
     def kind(self, block_id: str) -> str | None:
         """``calibrator`` or ``target`` once the block store exists (its first stage done),
@@ -193,9 +224,11 @@ class Pipeline:
         """Queue the next stage of every sealed, unfinished block (oldest block first).
         Returns the number of blocks waiting for a solve in flight."""
         gated, backlog = 0, 0
-        for record in sorted(self._state(self.state.blocks), key=lambda b: b.block_id):
-            if record.status == OPEN or record.block_id in self._finished:
-                continue
+        records = [r for r in sorted(self._state(self.state.blocks), key=lambda b: b.block_id)
+                   if r.status != OPEN and r.block_id not in self._finished]
+        for record in records:  # every kind first: a target's wait looks at calibrators
+            self.kind(record.block_id)
+        for record in records:
             state = self._advance_block(record.block_id, record.first_seen)
             gated += state == "gated"
             backlog += state in ("gated", "working")
@@ -249,17 +282,26 @@ class Pipeline:
     # -- working ------------------------------------------------------------------------------
 
     def _claimable(self) -> list[str]:
-        names = set(self.config.pipeline.dependencies) | {
-            s.stage for kind in (CALIBRATOR, TARGET) for s in recipe(self.config, kind)}
-        return sorted(n for n in names if self.breakers.available(self._deps(n)))
+        return sorted(n for n in STAGES if self.breakers.available(self._deps(n)))
 
     def _deps(self, stage: str) -> list[str]:
         return [d for d in self.config.pipeline.dependencies.get(stage, ["disk"])
                 if d != "state"]
 
+    def reconcile(self) -> Reconciliation:
+        """Make the products on disk and the state store agree (done once, before the
+        first :meth:`work`; see :mod:`contimg_dask.pipeline.reconcile`)."""
+        order = [s.stage for s in recipe(self.config, CALIBRATOR)]
+        order += [s.stage for s in recipe(self.config, TARGET) if s.stage not in order]
+        self._reconciled = True
+        return self._state(reconcile, self.state, self.config, order, self.worker)
+
     def idle(self) -> bool:
-        """Nothing pending, running or waiting for a solve."""
-        return (self._gated == 0 and not self._state(self.state.stages, status=PENDING)
+        """Nothing pending (of the stages this program has), running or waiting for a
+        solve."""
+        pending = [s for s in self._state(self.state.stages, status=PENDING)
+                   if s.stage in STAGES]
+        return (self._gated == 0 and not pending
                 and not self._state(self.state.stages, status=RUNNING))
 
     def work(self, worker: str | None = None, *, until_idle: bool = True,
@@ -271,6 +313,8 @@ class Pipeline:
         if worker is not None:
             self.worker = worker
         ran = 0
+        if not self._reconciled:
+            self.reconcile()
         reaper = Reaper(self.state, self.config.state.reaper_interval_s).start()
         try:
             while not self._stop.is_set():
@@ -312,8 +356,10 @@ class Pipeline:
                        cfg.pipeline.heartbeat_interval_s) as beat:
             try:
                 stage = make_stage(step, **extra)
-                result = self._attempts(deps, f"{lease.stage} of block {block.block_id}",
+                result = self._attempts(lease, deps,
                                         lambda: self._run_stage(stage, block, config, deps))
+                result = dataclasses.replace(result, figures={
+                    **result.figures, CONFIG_KEY: config_key(config)})
                 if lease.stage == SOLVE:
                     self.calibration.register(result, block.store)
                 if solutions is not None:
@@ -323,8 +369,14 @@ class Pipeline:
                 return self._failed(beat, exc)
             return self._completed(beat, result)
 
-    def _attempts(self, deps: list[str], describe: str, func: Callable[[], T]) -> T:
-        for attempt in retrying(self.config.pipeline.retry, describe):
+    def _attempts(self, lease: Lease, deps: list[str], func: Callable[[], T]) -> T:
+        def record(exc: BaseException) -> None:
+            self._state(self.state.record_failure, FailureRecord.from_exception(
+                exc, block_id=lease.block_id, stage=lease.stage, worker=self.worker,
+                at=time.time()))
+
+        describe = f"{lease.stage} of block {lease.block_id}"
+        for attempt in retrying(self.config.pipeline.retry, describe, record):
             with attempt:
                 wait_for(self.breakers.seconds_until_trial(deps), self._stop.is_set)
                 return self.breakers.call(deps, func)
@@ -346,9 +398,9 @@ class Pipeline:
         return stage.run(block, config, client=self.client)
 
     def _completed(self, beat: Heartbeat, result: StageResult) -> str:
-        lease = beat.lease
+        lease = beat.stop()
         try:
-            self._state(self.state.complete, beat.lease, result)
+            self._state(self.state.complete, lease, result)
         except LeaseLostError:
             log.error("%s of block %s finished after its lease was lost: result discarded "
                       "(its products are replaced atomically by the holder's run)",
@@ -369,11 +421,11 @@ class Pipeline:
         return DONE
 
     def _failed(self, beat: Heartbeat, exc: BaseException) -> str:
-        lease = beat.lease
+        lease = beat.stop()
         if beat.lost is not None:
             return "lost"
         try:
-            status = self._state(self.state.fail, beat.lease, exc)
+            status = self._state(self.state.fail, lease, exc)
         except LeaseLostError:
             return "lost"
         (log.error if status == FAILED else log.warning)(
@@ -439,7 +491,7 @@ class Pipeline:
         unreachable (up to ``state.lease_s``: longer, and leases held are lost anyway)."""
         for attempt in tenacity.Retrying(
                 stop=tenacity.stop_after_delay(self.config.state.lease_s),
-                wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.5),
+                wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
                 retry=tenacity.retry_if_exception_type(
                     (StateUnavailableError, pybreaker.CircuitBreakerError)),
                 reraise=True):

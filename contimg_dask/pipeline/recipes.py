@@ -8,8 +8,9 @@ built yet) is skipped with a log line, so adding a stage to the pipeline is one 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from contimg_dask.config import PipelineConfig
@@ -60,13 +61,18 @@ def with_overrides(config: PipelineConfig, updates: Mapping[str, object]) -> Pip
                           key="pipeline.recipes") from None
 
 
-@dataclass(frozen=True)
-class Step:
-    """A recipe step ready to run: the stage object and the configuration it runs with."""
+#: Sections that say how and where the pipeline runs, not what it computes: they do not
+#: enter a product's configuration key.
+OPERATIONAL_SECTIONS = {"environment", "paths", "logging", "dask", "state", "pipeline", "casa",
+                        "simulation"}
 
-    name: str
-    stage: Stage
-    config: PipelineConfig
+
+def config_key(config: PipelineConfig) -> str:
+    """The configuration key of a stage's run: a hash of the sections that decide what it
+    computes (with the recipe step's overrides applied). A block submitted again with a
+    different key has that stage, and the later ones, run again."""
+    data = config.model_dump(mode="json", exclude=OPERATIONAL_SECTIONS)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def make_stage(step: RecipeStep, **extra: object) -> Stage:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,7 +79,12 @@ class _Listener(pybreaker.CircuitBreakerListener):
 
 class Breakers:
     """One pybreaker ``CircuitBreaker`` per dependency; ``on_change(name, state)`` is called
-    on every state change (the orchestrator emits a ``breaker`` event)."""
+    on every state change (the orchestrator emits a ``breaker`` event).
+
+    A call through several breakers counts, for each, as a failure when it failed because
+    of that dependency, as a success when it succeeded, and not at all when it failed for
+    another reason (a full disk says nothing about CASA, bad input nothing about either).
+    """
 
     def __init__(self, config: BreakerConfig,
                  on_change: Callable[[str, str], None] = lambda name, state: None) -> None:
@@ -88,7 +92,6 @@ class Breakers:
         self.breakers = {
             name: pybreaker.CircuitBreaker(
                 fail_max=config.fail_max, reset_timeout=config.reset_timeout_s, name=name,
-                exclude=[lambda exc, d=name: not _belongs_to(d)(exc)],
                 listeners=[listener], throw_new_error_on_trip=False)
             for name in DEPENDENCIES}
 
@@ -113,26 +116,57 @@ class Breakers:
         with its reset timeout elapsed: the next call is the trial)."""
         return self.seconds_until_trial(names) <= 0
 
+    def _record(self, name: str, exc: BaseException | None) -> None:
+        def outcome() -> None:
+            if exc is not None:
+                raise exc
+
+        try:
+            self.breakers[name].call(outcome)
+        except BaseException as raised:  # the recorded failure itself, or a refusal
+            if raised is not exc and not isinstance(raised, pybreaker.CircuitBreakerError):
+                raise
+
     def call(self, names: Iterable[str], func: Callable[[], T]) -> T:
-        """``func()`` through the breakers of ``names``: a failure counts against the
-        dependency it belongs to, a success closes a half-open breaker."""
-        with ExitStack() as stack:
+        """``func()`` behind the breakers of ``names`` (see the class docstring).
+
+        Raises
+        ------
+        pybreaker.CircuitBreakerError
+            One of the breakers is open and its reset timeout has not elapsed.
+        """
+        names = list(names)
+        if not self.available(names):
+            blocked = [n for n in names if not self.available([n])]
+            raise pybreaker.CircuitBreakerError(f"circuit breaker {blocked[0]} is open")
+        try:
+            result = func()
+        except BaseException as exc:
             for name in names:
-                stack.enter_context(self.breakers[name].calling())
-            return func()
+                if _belongs_to(name)(exc):
+                    self._record(name, exc)
+            raise
+        for name in names:
+            self._record(name, None)
+        return result
 
 
-def retrying(config: RetryConfig, describe: str) -> tenacity.Retrying:
+def retrying(config: RetryConfig, describe: str,
+             on_retry: Callable[[BaseException], None] = lambda exc: None
+             ) -> tenacity.Retrying:
     """Retry transient failures with exponential backoff and jitter (``pipeline.retry``);
-    the last failure is re-raised as it was."""
+    ``on_retry(exc)`` is called with each failure that will be retried (the orchestrator
+    records it); the last failure is re-raised as it was."""
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning("%s: attempt %d failed (%s); retrying in %.1f s", describe,
                     state.attempt_number, exc, state.upcoming_sleep)
+        if exc is not None:
+            on_retry(exc)
 
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(config.attempts),
-        wait=tenacity.wait_exponential_jitter(initial=config.initial_s, max=config.max_s,
+        wait=tenacity.wait_exponential_jitter(multiplier=config.initial_s, max=config.max_s,
                                               jitter=config.jitter_s),
         retry=tenacity.retry_if_exception(is_transient), reraise=True,
         before_sleep=before_sleep)

@@ -68,9 +68,12 @@ class StateStore(Protocol):
     def files(self, block_id: str) -> list[FileRecord]: ...
 
     # stages and leases
-    def enqueue(self, block_id: str, stage: str, *, retry_failed: bool = False) -> bool:
+    def enqueue(self, block_id: str, stage: str, *, retry_failed: bool = False,
+                redo: bool = False) -> bool:
         """Queue ``stage`` of ``block_id`` (``pending``); True if queued now. A stage
-        already known is left alone, except a ``failed`` one with ``retry_failed``."""
+        already known is left alone, except a ``failed`` one with ``retry_failed`` and a
+        ``done`` or ``failed`` one with ``redo`` (its product went missing: run it again;
+        the products recorded before stay recorded)."""
 
     def claim(self, worker: str, lease_s: float,
               stages: Iterable[str] | None = None) -> Lease | None:

@@ -85,11 +85,14 @@ return status
 """
 
 ENQUEUE = _COMMON + """
--- ARGV: P, block_id, stage, retry_failed (0/1), now
+-- ARGV: P, block_id, stage, retry_failed (0/1), now, redo (0/1)
 local task = ARGV[2] .. '|' .. ARGV[3]
 local key = P .. 'stage:' .. task
 local status = redis.call('HGET', key, 'status')
-if status and not (ARGV[4] == '1' and status == 'failed') then return 0 end
+if status and not ((ARGV[4] == '1' and status == 'failed')
+                   or (ARGV[6] == '1' and (status == 'done' or status == 'failed'))) then
+  return 0
+end
 if not status then
   redis.call('ZADD', P .. 'stages', redis.call('INCR', P .. 'stage_ids'), task)
   redis.call('SADD', P .. 'block_stages:' .. ARGV[2], task)

@@ -205,8 +205,10 @@ class RedisStateStore:
 
     # -- stages and leases ------------------------------------------------------------------
 
-    def enqueue(self, block_id: str, stage: str, *, retry_failed: bool = False) -> bool:
-        return bool(self._run("ENQUEUE", block_id, stage, int(retry_failed), time.time()))
+    def enqueue(self, block_id: str, stage: str, *, retry_failed: bool = False,
+                redo: bool = False) -> bool:
+        return bool(self._run("ENQUEUE", block_id, stage, int(retry_failed), time.time(),
+                              int(redo)))
 
     def claim(self, worker: str, lease_s: float,
               stages: Iterable[str] | None = None) -> Lease | None:

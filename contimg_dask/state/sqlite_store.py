@@ -227,12 +227,14 @@ class SqliteStateStore:
 
     # -- stages and leases ------------------------------------------------------------------
 
-    def enqueue(self, block_id: str, stage: str, *, retry_failed: bool = False) -> bool:
+    def enqueue(self, block_id: str, stage: str, *, retry_failed: bool = False,
+                redo: bool = False) -> bool:
         now = time.time()
         with self._write() as conn:
             row = conn.execute("SELECT status FROM stages WHERE block_id = ? AND stage = ?",
                                (block_id, stage)).fetchone()
-            if row is not None and not (retry_failed and row[0] == FAILED):
+            if row is not None and not ((retry_failed and row[0] == FAILED)
+                                        or (redo and row[0] in (DONE, FAILED))):
                 return False
             seq = self._next(conn, "queue")
             if row is None:

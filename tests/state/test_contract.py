@@ -137,6 +137,22 @@ def test_transient_failures_retry_until_max_attempts(store_config: Callable[...,
     store.close()
 
 
+def test_redo_requeues_a_done_stage_whose_product_went_missing(store: StateStore) -> None:
+    store.enqueue(BLOCK, "ingest")
+    first = store.claim("w", 60)
+    store.complete(first, result_for(first))
+    assert store.enqueue(BLOCK, "ingest") is False
+    assert store.enqueue(BLOCK, "ingest", retry_failed=True) is False  # not failed
+    assert store.enqueue(BLOCK, "ingest", redo=True) is True
+    assert store.stage_status(BLOCK, "ingest").status == "pending"
+    again = store.claim("w", 60)
+    assert (again.block_id, again.stage) == (BLOCK, "ingest") and again.token > first.token
+    assert store.enqueue(BLOCK, "ingest", redo=True) is False  # running: left alone
+    store.complete(again, result_for(again))
+    tokens = sorted(p.token for p in store.products(BLOCK, kind="block_store"))
+    assert tokens == [first.token, again.token]  # the earlier record stays
+
+
 def test_permanent_failure_fails_at_once_and_bugs_are_permanent(store: StateStore) -> None:
     store.enqueue(BLOCK, "ingest")
     store.enqueue(BLOCK2, "ingest")

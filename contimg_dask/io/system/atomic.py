@@ -316,3 +316,19 @@ def atomic_file(path: str | Path, kind: str, overwrite: bool = False
     write a one-file product of ``kind`` to (UVFITS, UVH5, FITS). Same rules as
     :func:`atomic_directory`."""
     return _atomic(path, kind, overwrite)
+
+
+def process_alive_since(pid: int, since: float) -> bool:
+    """Whether process ``pid`` of this host is alive and is the one that existed at
+    ``since`` (Unix s): False once it has exited or its pid was reused."""
+    return _pid_alive_since(pid, since)
+
+
+def recover_directory(directory: Path) -> list[Path]:
+    """:func:`recover` for every product of ``directory`` that dead writers left
+    temporaries or set-aside old versions of. Returns what was removed or restored."""
+    if not directory.is_dir():
+        return []
+    finals = {directory / match["name"] for entry in directory.iterdir()
+              if (match := _LEFTOVER.match(entry.name))}
+    return [done for final in sorted(finals) for done in recover(final)]
