@@ -88,7 +88,7 @@ class Trial:
         self.procs.append(proc)
         return proc
 
-    def wait_ready(self, proc, starts: int, timeout: float = 120.0) -> None:
+    def wait_ready(self, proc, starts: int, timeout: float = 300.0) -> None:
         """Until the ``starts``-th start of ``contimg watch`` says it is watching (a SIGTERM
         before that, while Python is still importing, ends it as interrupted: 130)."""
         deadline = time.monotonic() + timeout
