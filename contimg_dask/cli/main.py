@@ -27,6 +27,7 @@ from contimg_dask.cli.outcome import EXIT_INTERRUPTED, run, user_path
 from contimg_dask.cli.photometry import add_photometry_commands
 from contimg_dask.cli.pipeline import add_pipeline_commands
 from contimg_dask.cli.state import add_state_commands
+from contimg_dask.cli.watch import add_watch_commands
 from contimg_dask.config import PipelineConfig, load_config
 from contimg_dask.errors import ContimgError
 from contimg_dask.logs import configure_logging, get_logger
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_archive_commands(sub)
     add_photometry_commands(sub)
     add_mosaic_commands(sub)
+    add_watch_commands(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on simulated data, on a local "
                           "Dask cluster")

@@ -367,6 +367,7 @@ class PipelineConfig(_Section):
     archive: ArchiveConfig
     photometry: PhotometryConfig
     mosaic: MosaicConfig
+    watcher: WatcherConfig
 
 
 class DashboardConfig(_Section):
@@ -641,6 +642,24 @@ class MosaicConfig(_Section):
     regrid_step_px: NonNegativeInt
     beam_tolerance: Annotated[float, Field(ge=0)]
     quicklook: bool
+class WatcherConfig(_Section):
+    """The streaming watcher (``contimg watch``): how it finds new subband files on the
+    incoming directory, when it takes a file as complete and when it seals a block. Times in
+    seconds."""
+
+    #: Listen for file-system events (inotify, through watchdog) besides rescanning.
+    file_events: bool
+    #: Full listing of the incoming directory this often (events are missed on network file
+    #: systems and when the watcher was down).
+    rescan_interval_s: PositiveFloat
+    #: A file is complete once two looks this far apart find the same size and mtime.
+    settle_s: PositiveFloat
+    #: A block whose first file was registered this long ago is sealed ``partial``.
+    seal_deadline_s: PositiveFloat
+    #: How long the state store or the incoming directory may stay unreachable before
+    #: ``contimg watch`` exits (it retries every ``rescan_interval_s`` meanwhile; null:
+    #: never).
+    state_outage_limit_s: PositiveFloat | None
 
 
 PipelineConfig.model_rebuild()

@@ -11,6 +11,7 @@ older solutions.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from dataclasses import dataclass
@@ -18,12 +19,13 @@ from pathlib import Path
 
 from contimg_dask.config import PipelineConfig
 from contimg_dask.io.store.block_view import read_geometry
+from contimg_dask.io.uvh5.discovery import TIMESTAMP_FORMAT
 from contimg_dask.science.calibrators import find_calibrators
 from contimg_dask.stages.contract import StageResult
 from contimg_dask.state.protocol import StateStore
-from contimg_dask.state.records import DONE, FAILED, Solutions
+from contimg_dask.state.records import DONE, FAILED, OPEN, Solutions
 
-SOLVE, APPLY = "calibrate_solve", "calibrate_apply"
+INGEST, SOLVE, APPLY = "ingest", "calibrate_solve", "calibrate_apply"
 DAY_S = 86400.0
 
 
@@ -56,6 +58,9 @@ class CalibrationWorkflow:
         """Whether a catalogue calibrator transits the block (its store must exist)."""
         if block_id not in self._kinds:
             _, _, best = find_calibrators(block_store, self.config)
+            if best is not None:
+                # solve_in_flight compares strips by pointing: known from here on.
+                self.pointing(block_id, block_store)
             self._kinds[block_id] = best is not None
         return self._kinds[block_id]
 
@@ -81,10 +86,32 @@ class CalibrationWorkflow:
                 return other
         return None
 
+    def unclassified_before(self, block_id: str) -> str | None:
+        """A sealed block observed before this one, within ``calibration.validity_days``,
+        whose kind is not known yet (its ingest neither done nor failed), or None. It may
+        be a calibrator transit of this strip: its ingest was held up by a worker that died
+        with the lease (the lease expires after ``state.lease_s``), so the target waits for
+        it as for a solve in flight."""
+        here = dt.datetime.strptime(block_id, TIMESTAMP_FORMAT)
+        window = dt.timedelta(days=self.config.calibration.validity_days)
+        for block in self.store.blocks():
+            other = block.block_id
+            if other >= block_id or other in self._kinds or block.status == OPEN:
+                continue
+            if here - dt.datetime.strptime(other, TIMESTAMP_FORMAT) > window:
+                continue
+            status = self.store.stage_status(other, INGEST)
+            if status is None or status.status not in (DONE, FAILED):
+                return other
+        return None
+
     def ready_to_apply(self, block_id: str, block_store: Path, ready_since: float,
                        now: float | None = None) -> tuple[bool, str | None]:
-        """Whether the target may apply now, and the solve it waits for (None: none)."""
-        waiting_for = self.solve_in_flight(block_id, block_store)
+        """Whether the target may apply now, and the block it waits for (None: none):
+        a calibrator of its strip whose solve is still to do, or an earlier block not yet
+        classified."""
+        waiting_for = (self.solve_in_flight(block_id, block_store)
+                       or self.unclassified_before(block_id))
         if waiting_for is None:
             return True, None
         waited = (time.time() if now is None else now) - ready_since

@@ -9,6 +9,7 @@ reported per file and never stop the discovery of other blocks.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -127,6 +128,31 @@ def _parse_timestamp(stamp: str) -> dt.datetime:
     return dt.datetime.strptime(stamp, TIMESTAMP_FORMAT)
 
 
+class TimestampGrouper:
+    """Groups file timestamps into blocks: a timestamp joins the block whose first
+    timestamp (the block id) is nearest, if that is within ``tolerance_s`` seconds either
+    side, else it starts a block of its own. Given timestamps in ascending order (as
+    :func:`discover_blocks` does) a file joins the current block while it is within the
+    tolerance of the block's first file; given them as files arrive (the watcher), a subband
+    stamped a few seconds before the block's first-seen file still joins it.
+    """
+
+    def __init__(self, tolerance_s: float, block_ids: list[str] | None = None) -> None:
+        self.tolerance = dt.timedelta(seconds=tolerance_s)
+        self._starts = sorted(_parse_timestamp(b) for b in block_ids or [])
+
+    def block_for(self, timestamp: str) -> str:
+        """The id of the block ``timestamp`` belongs to (starting a new block if none)."""
+        stamp = _parse_timestamp(timestamp)
+        i = bisect.bisect_left(self._starts, stamp)
+        near = [s for s in self._starts[max(i - 1, 0):i + 1]
+                if abs(s - stamp) <= self.tolerance]
+        if near:
+            return min(near, key=lambda s: abs(s - stamp)).strftime(TIMESTAMP_FORMAT)
+        self._starts.insert(i, stamp)
+        return timestamp
+
+
 def _time_axis(f: SubbandFile) -> tuple[int, float, float]:
     # Times compared to ~0.1 ms (JD float64 resolves ~40 µs).
     return (f.n_times, round(f.time_first_jd * 86400 * 1e4), round(f.time_last_jd * 86400 * 1e4))
@@ -208,12 +234,11 @@ def discover_blocks(directory: str | Path, config: BlocksConfig) -> Discovery:
 
     blocks: list[Block] = []
     per_subband: list[dict[int, list[SubbandFile]]] = []
-    tolerance = dt.timedelta(seconds=config.timestamp_tolerance_s)
-    group_start: dt.datetime | None = None
+    grouper = TimestampGrouper(config.timestamp_tolerance_s)
     for stamp, path in sorted(candidates):
-        if group_start is None or stamp - group_start > tolerance:
-            group_start = stamp
-            blocks.append(Block(block_id=stamp.strftime(TIMESTAMP_FORMAT)))
+        block_id = grouper.block_for(stamp.strftime(TIMESTAMP_FORMAT))
+        if not blocks or blocks[-1].block_id != block_id:
+            blocks.append(Block(block_id=block_id))
             per_subband.append({})
         block = blocks[-1]
         try:

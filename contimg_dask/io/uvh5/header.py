@@ -29,7 +29,7 @@ REQUIRED_HEADER = ("Nblts", "Nfreqs", "Npols", "Ntimes", "time_array", "freq_arr
                    "ant_1_array", "ant_2_array", "polarization_array")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class SubbandName:
     """The identity a DSA-110 subband file's name gives it."""
 
