@@ -21,6 +21,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 def _cmd_watch(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.errors import InputError
+    from contimg_dask.monitoring.server import DashboardThread
     from contimg_dask.pipeline import Pipeline
     from contimg_dask.pipeline.cluster import dask_client
     from contimg_dask.pipeline.streaming import Streaming
@@ -44,7 +45,13 @@ def _cmd_watch(args: argparse.Namespace, config: PipelineConfig) -> int:
 
     # Installed before the cluster starts: a service stopped while starting exits 0 too.
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    dashboard = None
     try:
+        if args.dashboard:
+            settings = config.monitoring.dashboard
+            dashboard = DashboardThread(config, settings.host, settings.port).start()
+            print(f"contimg watch: pipeline dashboard on http://{settings.host}:{settings.port}/",
+                  flush=True)
         with dask_client(config.dask) as client, Pipeline(config, client=client) as pipeline:
             streaming = Streaming(pipeline, incoming)
             running.append(streaming)
@@ -54,6 +61,8 @@ def _cmd_watch(args: argparse.Namespace, config: PipelineConfig) -> int:
                       flush=True)
                 streaming.run()
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print("contimg watch: stopped", flush=True)
@@ -67,4 +76,7 @@ def add_watch_commands(sub: argparse._SubParsersAction) -> None:
         "arrive and process them (until SIGTERM/SIGINT)")
     watch.add_argument("incoming", nargs="?", type=user_path,
                        help="incoming directory (default: paths.incoming)")
+    watch.add_argument("--dashboard", action="store_true",
+                       help="also serve the pipeline dashboard (monitoring.dashboard host and "
+                       "port) from this process")
     watch.set_defaults(func=_cmd_watch)

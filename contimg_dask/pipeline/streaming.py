@@ -22,13 +22,14 @@ from pathlib import Path
 
 import pybreaker
 
-from contimg_dask.errors import ContimgError
+from contimg_dask.errors import ContimgError, StateError
 from contimg_dask.logs import get_logger
+from contimg_dask.monitoring.alerts import AlertEvaluator
 from contimg_dask.pipeline.orchestrator import Pipeline
 from contimg_dask.pipeline.watcher import SealedBlock, Watcher
 from contimg_dask.stages.contract import BlockRef
 from contimg_dask.stages.layout import block_slug
-from contimg_dask.state import open_state_store
+from contimg_dask.state import MetricSample, open_state_store
 
 log = get_logger(__name__)
 
@@ -45,6 +46,8 @@ class Streaming:
         self.watcher = Watcher(incoming, self.config, self._watcher_state, self._submit)
         self._watcher_error: BaseException | None = None
         self._thread = threading.Thread(target=self._watch, name="watcher", daemon=True)
+        self._monitor_thread = threading.Thread(target=self._monitor, name="monitor",
+                                                daemon=True)
 
     def _submit(self, sealed: SealedBlock) -> None:
         store = self.config.paths.resolved().stores / f"{block_slug(sealed.block_id)}.zarr"
@@ -58,6 +61,27 @@ class Streaming:
         except BaseException as exc:  # handed to the main thread, which raises it
             self._watcher_error = exc
             self.stop()
+
+    def _monitor(self) -> None:
+        """Every ``monitoring.evaluate_interval_s``: a ``heartbeat.watcher`` sample while the
+        watcher thread lives, a ``heartbeat.pipeline`` sample, and the alert rules evaluated
+        (the dashboard's health lines and alerts read them). A state store that is down is
+        logged and retried at the next interval."""
+        store = open_state_store(self.config)
+        evaluator = AlertEvaluator(store, self.config)
+        try:
+            while not self._stop.is_set():
+                now = time.time()
+                alive = ["pipeline"] + (["watcher"] if self._thread.is_alive() else [])
+                try:
+                    store.record_metrics(MetricSample(f"heartbeat.{name}", 1.0, now)
+                                         for name in alive)
+                    evaluator.evaluate(now)
+                except StateError as exc:
+                    log.warning("heartbeats and alert evaluation skipped: %s", exc)
+                self._stop.wait(self.config.monitoring.evaluate_interval_s)
+        finally:
+            store.close()
 
     @property
     def stopping(self) -> bool:
@@ -75,11 +99,13 @@ class Streaming:
         did (a permanent error, or a state store unreachable past the outage limit)."""
         self.watcher.start()
         self._thread.start()
+        self._monitor_thread.start()
         try:
             self._work()
         finally:
             self.stop()
             self._thread.join(timeout=60)
+            self._monitor_thread.join(timeout=60)
             self.watcher.close()
             self._watcher_state.close()
         if self._watcher_error is not None:

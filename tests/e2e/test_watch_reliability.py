@@ -210,11 +210,16 @@ def test_redis_outage_of_30_s(staged_blocks: Path, tmp_path: Path, trials: list[
         time.sleep(30)
         assert proc.poll() is None, trial.log.read_text()[-3000:]
         server.start()
+        restarted = time.time()
         state = open_state_store(trial.config)
         outcomes = trial.wait_settled(state, proc)
         trial.feeder.join()
         trial.check(state, outcomes)
         assert set(outcomes.values()) == {"done"}
+        # The dashboard's liveness lines: both heartbeats resumed after the outage.
+        for process in ("pipeline", "watcher"):
+            beats = state.metric_series(f"heartbeat.{process}", "raw")
+            assert beats and float(beats[-1].key) > restarted, process
         assert stop_watch(proc, signal.SIGTERM) == 0
         log = trial.log.read_text()
         assert "work paused" in log or "state store unreachable" in log
