@@ -35,7 +35,7 @@ RECIPE = ["ingest", "flag", "calibrate_solve", "calibrate_apply", "image", "mosa
 
 #: Image grid per preset where the configured one (1800 x 8", for the full array's beam) does
 #: not fit: the `small` preset's 12 antennas make a beam of several arcminutes (cli/demo.py).
-GRIDS = {"small": {"imaging.imsize": 256, "imaging.cell_arcsec": 60.0}}
+GRIDS = {"small": {"imaging.imsize": 512, "imaging.cell_arcsec": 10.0}}
 
 
 def _config(work: Path):

@@ -56,7 +56,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="multiday-"))
     overrides = {"paths.root": str(work), "simulation.presets.small.n_antennas": 48,
                  "imaging.require_calibration": False, "imaging.imsize": 1024,
-                 "imaging.cell_arcsec": 12.0, "imaging.niter": 500,
+                 "imaging.cell_arcsec": 10.0, "imaging.niter": 500,
                  "imaging.deconvolver": "hogbom", "imaging.quicklook": False,
                  "casa.task_timeout_s": 3600.0, "photometry.catalog": str(work / "ref.csv")}
     config = load_config(environment="testing", overrides=overrides, environ={})

@@ -34,7 +34,7 @@ from contimg_dask.testing.streaming import Feeder, start_watch, stop_watch
 from tests.helpers import make_config
 
 TELESCOPE_BLOCKS_PER_HOUR = 3600 / 309.0
-SMALL_IMAGE_GRID = {"imaging.imsize": 256, "imaging.cell_arcsec": 60.0}
+SMALL_IMAGE_GRID = {"imaging.imsize": 512, "imaging.cell_arcsec": 10.0}
 IMAGE_STAGE = "image"
 
 

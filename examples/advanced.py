@@ -25,11 +25,11 @@ from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.stages import BlockRef
 from contimg_dask.stages.layout import block_slug
 
-#: A quick look: the block store and an uncalibrated image on a coarse grid (the `small`
-#: preset's 12 antennas make a beam of several arcminutes).
+#: A quick look: the block store and an uncalibrated image on a small grid (the `small`
+#: preset's 12 antennas still reach ~9,000 wavelengths, so the cell must stay under ~11").
 QUICK_LOOK = [{"stage": "ingest"},
               {"stage": "image", "set": {"imaging.require_calibration": False,
-                                         "imaging.imsize": 256, "imaging.cell_arcsec": 60.0}}]
+                                         "imaging.imsize": 384, "imaging.cell_arcsec": 10.0}}]
 
 
 def main() -> None:

@@ -178,8 +178,9 @@ def test_reproduce_export_and_solutions_bit_for_bit(run: dict) -> None:
         assert Path(report["reproduced"]) != Path(entry.path)
 
 
-#: A quick image: 256 x 60" pixels (4.3 deg), hogbom, 200 iterations, all channels.
-QUICK_IMAGE = {"imaging.imsize": 256, "imaging.cell_arcsec": 60.0, "imaging.niter": 200,
+#: A quick image: 384 x 10" pixels (1.1 deg; the cell keeps the longest baselines on the uv
+#: grid), hogbom, 200 iterations, all channels.
+QUICK_IMAGE = {"imaging.imsize": 384, "imaging.cell_arcsec": 10.0, "imaging.niter": 200,
                "imaging.deconvolver": "hogbom", "imaging.channels_per_subband": None}
 
 

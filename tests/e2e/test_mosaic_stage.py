@@ -37,7 +37,7 @@ def test_mosaic_of_two_imaged_blocks(tmp_path: Path) -> None:
     config = make_config(tmp_path, **{
         "simulation.presets.small.n_antennas": 48, "calibration.catalog": str(
             tmp_path / "sky.csv"), "imaging.require_calibration": False,
-        "imaging.imsize": 720, "imaging.cell_arcsec": 20.0, "imaging.niter": 500,
+        "imaging.imsize": 1024, "imaging.cell_arcsec": 10.0, "imaging.niter": 500,
         "imaging.deconvolver": "hogbom", "casa.task_timeout_s": 3600.0,
         "mosaic.tile_pixels": 512})
     plans = plan_blocks(config, options)
