@@ -72,4 +72,4 @@ def test_advanced_example_client_session(tmp_path: Path) -> None:
     data = fits.getdata(image).squeeze()
     peak = re.search(r"peak ([-\d.]+) Jy/beam", run.stdout)
     assert peak and float(peak.group(1)) == pytest.approx(np.nanmax(data), abs=1e-3)
-    assert "256 x 256 pixels of 60 arcsec" in run.stdout
+    assert "384 x 384 pixels of 10 arcsec" in run.stdout
