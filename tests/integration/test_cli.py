@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 
-def contimg(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def contimg(*args: str, cwd: Path, env: dict | None = None,
+            timeout_s: float = 600) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("contimg")
     full_env = {**os.environ, "CONTIMG_ENV": "testing", **(env or {})}
     return subprocess.run([str(exe), *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=600, check=False)
+                          text=True, timeout=timeout_s, check=False)
 
 
 @pytest.mark.slow
@@ -105,8 +106,10 @@ def test_blocks_on_missing_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
-    run = contimg("demo", "--out", "demo", cwd=tmp_path)
+    # The whole pipeline on two blocks, 512 x 10" images included: ~5-10 min on 2 cores.
+    run = contimg("demo", "--out", "demo", cwd=tmp_path, timeout_s=1800)
     assert run.returncode == 0, run.stderr
     # No warnings on the user's terminal: zarr's, pyuvdata's and astropy's notes are
     # silenced where they arise, and the demo raises none of its own. Python prints a
