@@ -18,12 +18,16 @@ import shutil
 import time
 from pathlib import Path
 
+import h5py
+import pandas as pd
+
 from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.io.uvh5.discovery import discover_blocks
 from contimg_dask.pipeline import Pipeline
 from contimg_dask.pipeline.batch import run_directory
 from contimg_dask.pipeline.cluster import dask_client
 from contimg_dask.pipeline.recipes import with_overrides
+from contimg_dask.science.photometry_catalog import write_photometry_catalog
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 
 DEMO_CALIBRATOR = "3C138"  # a Perley-Butler standard at dec +16.6, on the default strip
@@ -51,6 +55,20 @@ def _demo_config(config: PipelineConfig, out: Path, preset: str) -> PipelineConf
         **{f"pipeline.recipes.{kind}": [{"stage": s} for s in stages]
            for kind, stages in DEMO_RECIPES.items()},
         **DEMO_IMAGE_GRID.get(preset, {})})
+
+
+def _reference_catalogue(summaries: list[dict], path: Path) -> Path:
+    """The simulated sky (every block's truth sources, flux density at their reference
+    frequency) as the photometry reference catalogue: what an NVSS extract of the strip is for
+    real data."""
+    rows: dict[str, dict] = {}
+    for summary in summaries:
+        with h5py.File(summary["truth"], "r") as truth:
+            for source in json.loads(truth.attrs["truth_json"])["sources"]:
+                rows[source["name"]] = {key: source[key] for key in
+                                        ("name", "ra_deg", "dec_deg", "flux_jy")}
+    write_photometry_catalog(path, pd.DataFrame(sorted(rows.values(), key=lambda r: r["name"])))
+    return path
 
 
 def _print_discovery(incoming: Path, config: PipelineConfig) -> None:
@@ -86,6 +104,13 @@ def _print_block(pipeline: Pipeline, block_id: str) -> None:
         pbcor = next(p["path"] for p in image["products"] if p["kind"] == "image_pbcor")
         print(f"    image {image['seconds']:.1f} s: noise "
               f"{1e3 * image['figures']['noise_jy']:.1f} mJy/beam -> {pbcor}")
+    if "mosaic" in results:
+        mosaic = next(p["path"] for p in results["mosaic"]["products"] if p["kind"] == "mosaic")
+        print(f"    mosaic ({results['mosaic']['figures']['n_inputs']} block(s)) -> {mosaic}")
+    if "photometry" in results:
+        photometry = results["photometry"]
+        print(f"    photometry: {photometry['figures']['measured']} sources measured -> "
+              f"{photometry['products'][0]['path']}")
 
 
 def run_demo(config: PipelineConfig, out: Path, preset: str = "small", n_blocks: int = 2) -> int:
@@ -105,6 +130,8 @@ def run_demo(config: PipelineConfig, out: Path, preset: str = "small", n_blocks:
         print(f"simulated {len(summaries)} {preset} block(s) in "
               f"{time.perf_counter() - t0:.1f} s into {incoming}")
         _print_discovery(incoming, config)
+        catalogue = _reference_catalogue(summaries, out / "reference_catalogue.csv")
+        config = with_overrides(config, {"photometry.catalog": str(catalogue.absolute())})
         with Pipeline(config, client=client) as pipeline:
             outcomes = run_directory(pipeline, incoming)
             for outcome in outcomes:
@@ -113,5 +140,7 @@ def run_demo(config: PipelineConfig, out: Path, preset: str = "small", n_blocks:
     if not solved:
         print("  no calibrator transits any block: nothing could be calibrated")
     print(f"block report: {out / 'blocks.json'}")
+    print("light curves: contimg lightcurve NAME [--plot], names from "
+          f"{out / 'reference_catalogue.csv'}; candidates: contimg candidates")
     done = all(o.outcome == "done" for o in outcomes)
     return 0 if done and len(outcomes) == len(summaries) and solved else 1

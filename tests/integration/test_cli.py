@@ -141,6 +141,9 @@ def test_demo_runs_on_a_local_dask_cluster(tmp_path: Path) -> None:
         assert header["BMAJ"] > 0
         assert header["CT_DR"] > 10
     assert "calibrator 3C138" in run.stdout
+    # The hourly mosaic holds both blocks; each block's photometry table is written.
+    assert "mosaic (2 block(s))" in run.stdout
+    assert len(list((tmp_path / "demo" / "products" / "photometry").rglob("*.parquet"))) >= 2
     from casacore.tables import table
     from xradio.measurement_set import open_processing_set
     from xradio.measurement_set.schema import VisibilityXds
