@@ -22,7 +22,7 @@ HANG_TIMEOUT_S = 10.0  # the time limit while CASA hangs
 WORKING_TIMEOUT_S = 600.0  # once CASA works again: tclean of a small block takes 15-60 s
 # here depending on the machine's load, which must not decide the test
 IMAGE = {"stage": "image", "set": {"imaging.require_calibration": False,
-                                   "imaging.imsize": 384, "imaging.cell_arcsec": 10.0}}
+                                   "imaging.imsize": 512, "imaging.cell_arcsec": 10.0}}
 RECIPE = [{"stage": "ingest"}, IMAGE]
 
 

@@ -73,7 +73,9 @@ def test_latency_alert_raised_after_15_min_then_resolved(
         raised = evaluator.evaluate(t0 + 900.0)
     assert transitions_of(raised, "latency_over_budget") == ["alert_raised"]
     assert any("ALERT latency_over_budget" in r.getMessage() for r in caplog.records)
-    events = [e for e in store.events() if e.kind == "alert_raised"]
+    # disk_low follows this machine's free disk space, which the test does not control
+    events = [e for e in store.events()
+              if e.kind == "alert_raised" and e.data["rule"] != "disk_low"]
     assert [e.data["rule"] for e in events] == ["latency_over_budget"]
     assert events[0].data["since"] == pytest.approx(t0) and events[0].data["value"] == 400.0
     posted = [p for p in webhook[1] if p["rule"] == "latency_over_budget"]
