@@ -10,7 +10,6 @@ sidecar (or, for images without one, the header's ``CT_NOISE``). Every problem i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from astropy.io import fits
 
 from contimg_dask.errors import InputError
 from contimg_dask.imaging.products import celestial_wcs
+from contimg_dask.io.system.checksum import file_sha256
 from contimg_dask.ops.mosaic import GaussianBeam
 
 SIDECAR_SUFFIX = ".image.json"
@@ -66,15 +66,6 @@ def block_time_unix(block_id: str) -> float:
     text = block_id if ":" in block_id else (
         f"{block_id[:13]}:{block_id[13:15]}:{block_id[15:]}" if len(block_id) == 17 else block_id)
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _header(path: Path, what: str, image: Path) -> fits.Header:

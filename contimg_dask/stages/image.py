@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -47,6 +46,7 @@ from contimg_dask.io.store.block_geometry import geometry_of
 from contimg_dask.io.store.block_store import BASE_FIELD_NODE, block_node, open_block
 from contimg_dask.io.store.data_groups import data_group
 from contimg_dask.io.system.atomic import atomic_directory, register_product_kind
+from contimg_dask.io.system.checksum import file_sha256
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.primary_beam import tracked_beam_coefficients
 from contimg_dask.ops.smearing import bandwidth_smearing_peak_ratio
@@ -79,14 +79,6 @@ def publish_directory(final: Path) -> AbstractContextManager[Path]:
     """The one place products are made atomic: build in a temporary sibling of ``final``,
     rename into place when complete (io/system/atomic.py)."""
     return atomic_directory(final, IMAGE_PRODUCTS)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class BlockSummary:
@@ -244,7 +236,7 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
             "block": block.to_dict(), "provenance": provenance.to_dict(), "figures": figures,
             "engine": {k: v for k, v in result.items() if k != "fits"}})
     products = [Product(kind, final / f"{stem}.{suffix}.fits",
-                        _sha256(final / f"{stem}.{suffix}.fits"))
+                        file_sha256(final / f"{stem}.{suffix}.fits"))
                 for kind, suffix in FITS_KINDS.items()]
     if cfg.quicklook:
         products += [Product("png", final / f"{stem}.{FITS_KINDS[k]}.png") for k in

@@ -37,7 +37,6 @@ from contimg_dask.imaging.mosaic_build import (
 from contimg_dask.imaging.mosaic_inputs import (
     MosaicInput,
     block_time_unix,
-    file_sha256,
     read_input,
 )
 from contimg_dask.imaging.mosaic_writer import (
@@ -49,6 +48,7 @@ from contimg_dask.imaging.mosaic_writer import (
     new_mosaic,
 )
 from contimg_dask.io.system.atomic import atomic_directory, register_product_kind
+from contimg_dask.io.system.checksum import file_sha256
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.mosaic import MosaicGrid, grid_covering
 from contimg_dask.stages.contract import BlockRef, Product, Provenance, StageResult
