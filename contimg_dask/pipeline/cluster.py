@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from distributed import Client, LocalCluster
@@ -39,4 +40,21 @@ def dask_client(config: DaskConfig) -> Iterator[Client]:
         yield client
     finally:
         client.close()
+        _close_quietly(cluster)
+
+
+def _close_quietly(cluster: LocalCluster) -> None:
+    """Close a LocalCluster we started, without distributed's shutdown chatter.
+
+    On a loaded machine a worker process may take longer than the nanny's 4 s grace to
+    exit; the nanny then logs "Worker process still alive after 4.0 seconds, killing" at
+    WARNING, which means nothing to a user (the cluster is being torn down on purpose).
+    Only that logger, and only while closing, is raised to ERROR.
+    """
+    nanny_log = logging.getLogger("distributed.nanny")
+    level = nanny_log.level
+    nanny_log.setLevel(logging.ERROR)
+    try:
         cluster.close()
+    finally:
+        nanny_log.setLevel(level)
