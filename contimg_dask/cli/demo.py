@@ -140,7 +140,9 @@ def run_demo(config: PipelineConfig, out: Path, preset: str = "small", n_blocks:
     if not solved:
         print("  no calibrator transits any block: nothing could be calibrated")
     print(f"block report: {out / 'blocks.json'}")
-    print("light curves: contimg lightcurve NAME [--plot], names from "
-          f"{out / 'reference_catalogue.csv'}; candidates: contimg candidates")
+    tables = out / "products" / "photometry"
+    print(f"light curves: contimg lightcurve NAME --out {tables} --plot (NAME from "
+          f"{out / 'reference_catalogue.csv'}, e.g. 3C138); candidates: contimg candidates "
+          f"--out {tables}")
     done = all(o.outcome == "done" for o in outcomes)
     return 0 if done and len(outcomes) == len(summaries) and solved else 1
