@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 from astropy.io import fits
 
@@ -77,6 +78,7 @@ def _add_killed_at(root: Path, block_id: str, marker: Path) -> bool:
     return running and proc.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow  # three subprocesses of the stage (~60 s on a loaded machine)
 def test_a_killed_add_leaves_the_mosaic_before_or_after(tmp_path: Path) -> None:
     config = make_config(tmp_path / "root", **OVERRIDES)
     strip(images_dir(config), 3, 30.0, 16.1, seed=9, imsize=200, cell_deg=0.02,
