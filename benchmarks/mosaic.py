@@ -321,6 +321,8 @@ def main() -> None:
                                                          "naive"])
     parser.add_argument("--cluster-at", type=int, nargs="*", default=[12],
                         help="block counts at which ours_cluster runs too")
+    parser.add_argument("--results", default="mosaic",
+                        help="results file stem in benchmarks/results/ (STEM.json, STEM.md)")
     args = parser.parse_args()
     results: dict = {}
     for n in args.blocks:
@@ -334,8 +336,8 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
             print(n, name, json.dumps(results[n][name]), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mosaic.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "mosaic.md").write_text(
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{args.results}.md").write_text(
         "# Mosaic benchmark (benchmarks/mosaic.py)\n\n" + _table(results) + "\n")
     print(_table(results))
 
