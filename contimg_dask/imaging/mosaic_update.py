@@ -59,7 +59,7 @@ from contimg_dask.imaging.mosaic_writer import (
     mosaic_files,
     render_quicklook,
 )
-from contimg_dask.io.system.atomic import install, temporary_name
+from contimg_dask.io.system.atomic import install, recover_directory, temporary_name
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.mosaic import GaussianBeam, MosaicGrid
 
@@ -98,6 +98,9 @@ def recover(directory: Path, name: str, settings: MosaicSettings,
     """Finish or undo an add that was interrupted in ``directory`` (call under the mosaic's
     lock): ``"replayed"`` (it had committed: now applied), ``"discarded"`` (it had not: the
     mosaic is the one before it), or None (nothing was pending)."""
+    accumulators = mosaic_files(directory, name)["accumulators"]
+    for where in (directory, accumulators):  # temporaries of a killed writer
+        recover_directory(where)
     pending = directory / PENDING
     if not pending.exists():
         return None
@@ -140,7 +143,7 @@ def _apply(directory: Path, name: str, journal: dict[str, Any], settings: Mosaic
     document = journal["document"]
     document["figures"].update(coverage_summary(attrs["tile_summary"]))
     if files["png"].exists():
-        png = temporary_name(files["png"]).with_suffix(".png")
+        png = pending / files["png"].name
         render_quicklook(files["mosaic"], png, name, n_inputs,
                          document["figures"]["mean_weight_noise_jy"])
         install(png, files["png"])
