@@ -32,6 +32,7 @@ tiles of the two float32 FITS files, the PNG and the JSON (benchmarks/mosaic.py,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -85,6 +86,17 @@ def _stage_store(source: Path, staged: Path) -> None:
     for relative in ("zarr.json", *(f"{a}/zarr.json" for a in ARRAYS)):
         (staged / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / relative, staged / relative)
+
+
+def _flush(paths: list[Path]) -> None:
+    """Flush files to disk (before the journal that names them is committed: a power cut
+    must not leave a committed journal with staged chunks that never reached the disk)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _chunk_files(staged: Path) -> list[str]:
@@ -213,6 +225,8 @@ def _stage(accumulators: Path, pending: Path, attrs: dict[str, Any], grid: Mosai
                **beam_figures(grid, beam, len(inputs)), "generation": generation}
     new_attrs = {**attrs, "inputs": [i.to_dict() for i in inputs], "generation": generation}
     document = mosaic_document(name, grid, beam, inputs, settings, provenance, figures)
-    journal = {"generation": generation, "chunks": _chunk_files(staged),
+    chunks = _chunk_files(staged)
+    _flush([staged / c for c in chunks])
+    journal = {"generation": generation, "chunks": chunks,
                "tiles": [list(t) for t in tiles], "attrs": new_attrs, "document": document}
     return json.loads(json.dumps(journal, default=str)), figures
