@@ -1,9 +1,9 @@
 """An incremental add to a mosaic killed (SIGKILL, a real subprocess running the mosaic
-stage) while it stages the new tiles, and again once it has committed its journal: after
+stage) while it stages the new tiles, once it has committed its journal, and once it has
+renamed the new chunks in (while it rewrites the FITS tiles): after
 recovery (what the next add does first, under the lock) the mosaic is exactly the one before
 the add, or exactly the one an uninterrupted add gives, never a mixture
-(imaging/mosaic_update.py). The two kill points are found by watching the mosaic's
-directory for the staging directory and for the journal.
+(imaging/mosaic_update.py). The kill points are found by watching the mosaic's directory.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +64,31 @@ def _state(directory: Path) -> dict:
     }
 
 
-def _add_killed_at(root: Path, block_id: str, marker: Path) -> bool:
-    """Run the stage on ``block_id`` in a subprocess and SIGKILL it as soon as ``marker``
-    exists. True when it was killed (not finished before)."""
+def _staging(directory: Path) -> bool:
+    return (directory / PENDING).exists()
+
+
+def _committed(directory: Path) -> bool:
+    return (directory / PENDING / JOURNAL).exists()
+
+
+def _chunks_moved(directory: Path) -> bool:
+    """Committed, and every staged chunk already renamed into the accumulators (the add is
+    writing the FITS tiles, headers, PNG, JSON)."""
+    staged = directory / PENDING / "acc.zarr"
+    return _committed(directory) and not any(
+        p.is_file() and p.name != "zarr.json" for p in staged.rglob("*"))
+
+
+def _add_killed_at(root: Path, block_id: str, directory: Path,
+                   reached: Callable[[Path], bool]) -> bool:
+    """Run the stage on ``block_id`` in a subprocess and SIGKILL it as soon as
+    ``reached(directory)``. True when it was killed (not finished before)."""
     proc = subprocess.Popen([sys.executable, "-c", ADD, str(root), block_id,
                              json.dumps(OVERRIDES)], cwd=REPO)
     deadline = time.monotonic() + 300
-    while proc.poll() is None and not marker.exists():
-        assert time.monotonic() < deadline, "the add never reached " + str(marker)
+    while proc.poll() is None and not reached(directory):
+        assert time.monotonic() < deadline, f"the add never reached {reached.__name__}"
         time.sleep(0.0005)
     running = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
@@ -78,7 +96,7 @@ def _add_killed_at(root: Path, block_id: str, marker: Path) -> bool:
     return running and proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.slow  # three subprocesses of the stage (~60 s on a loaded machine)
+@pytest.mark.slow  # three subprocesses running the stage (42-70 s on a loaded machine)
 def test_a_killed_add_leaves_the_mosaic_before_or_after(tmp_path: Path) -> None:
     config = make_config(tmp_path / "root", **OVERRIDES)
     strip(images_dir(config), 3, 30.0, 16.1, seed=9, imsize=200, cell_deg=0.02,
@@ -100,17 +118,18 @@ def test_a_killed_add_leaves_the_mosaic_before_or_after(tmp_path: Path) -> None:
     assert after["inputs"] == ids and after["generation"] == (3, 3)
     assert before["inputs"] == ids[:2] and before["weight_sum"] != after["weight_sum"]
 
-    for marker, expected, how in ((PENDING, before, "discarded"),
-                                  (f"{PENDING}/{JOURNAL}", after, "replayed")):
+    for reached, expected, how in ((_staging, before, "discarded"),
+                                   (_committed, after, "replayed"),
+                                   (_chunks_moved, after, "replayed")):
         shutil.rmtree(directory)
         shutil.copytree(saved, directory)
-        assert _add_killed_at(config.paths.root, ids[2], directory / marker), marker
+        assert _add_killed_at(config.paths.root, ids[2], directory, reached), reached
         assert (directory / PENDING).exists()
         assert recover(directory, NAME, settings) == how
         assert not (directory / PENDING).exists()
         recovered = _state(directory)
-        assert recovered == expected, (marker, [k for k in expected
-                                                if recovered[k] != expected[k]])
+        assert recovered == expected, (reached, [k for k in expected
+                                                 if recovered[k] != expected[k]])
     # After the replay the stage finds the block in: nothing to do.
     again = MosaicStage().run(BlockRef(ids[2], Path("/nonexistent/block.zarr")), config)
     assert again.figures["unchanged"] is True
