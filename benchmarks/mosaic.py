@@ -18,6 +18,13 @@ Chains, each in its own process (peak memory of the process tree sampled every 5
   transforming every output pixel's coordinates (on the same tiles and cut-outs);
 - ``ours_cluster``: the same as ``ours`` on a LocalCluster of 2 worker processes (cluster
   start included);
+- ``incremental`` (run with ``--chains incremental``): the mosaic built as the stage builds
+  it, the first block then one add per further block; bytes written (``/proc/self/io``
+  ``write_bytes``: pages dirtied through write() or memory maps) and CPU seconds per add;
+- ``casa_linearmosaic``: CASA's ``linearmosaic`` tool on the same inputs and grid, in a
+  CASA worker process (contimg_dask/testing/casa_mosaic.py: its weights are PB² alone, ours
+  PB²/σ², the same here where every input has σ = 10 mJy/beam), with its pixels compared
+  to ours on its output grid;
 - ``naive``: every input image read, PB-corrected, its weight PB²/σ² (0 below the cutoff)
   computed, and one ``reproject_and_coadd(..., combine_function='mean')`` onto the grid of
   ``find_optimal_celestial_wcs``, its default (bilinear) interpolation; the mosaic and the
@@ -167,8 +174,122 @@ def naive(images: Path, work: Path) -> dict:
             "shape": list(mosaic.shape), "normalised_std": _normalised_std(mosaic, noise)}
 
 
+def casa_linearmosaic(images: Path, work: Path) -> dict:
+    """CASA's ``linearmosaic`` (in a CASA worker process; its CPU seconds are this chain's
+    children's) of the same inputs onto ours' grid, PBs set to 0 below our cutoff
+    (contimg_dask/testing/casa_mosaic.py). Then, untimed, ours on CASA's output grid for the
+    pixel comparison: |ours - CASA| / our noise map, and CASA's weight Σ PB² against ours
+    (σ²/noise², σ the inputs' mean noise: the benchmark's inputs all have 10 mJy/beam)."""
+    from astropy.io import fits
+
+    from contimg_dask.imaging.mosaic_build import MosaicSettings, grid_for, surveys
+    from contimg_dask.imaging.mosaic_inputs import Selection, select_inputs
+    from contimg_dask.imaging.mosaic_writer import new_mosaic
+    from contimg_dask.ops.mosaic import MosaicGrid
+    from contimg_dask.testing.casa_mosaic import casa_linear_mosaic
+
+    config = _config()
+    settings = MosaicSettings.from_config(config.mosaic, workers=config.dask.n_workers)
+    inputs = select_inputs([images], Selection())
+    grid = grid_for(surveys(inputs, settings, None), min(i.cell_deg for i in inputs),
+                    settings.projection)
+    t0, cpu0 = time.perf_counter(), _cpu_s()
+    casa = casa_linear_mosaic(config, [i.image for i in inputs], [i.pb for i in inputs],
+                              settings.pb_cutoff, grid.nx, grid.ny, grid.cell_deg * 3600,
+                              (grid.ra_deg, grid.dec_deg), work / "casa")
+    seconds, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+    header = fits.getheader(casa["mosaic"])
+    theirs = np.squeeze(fits.getdata(casa["mosaic"]))
+    weight = np.squeeze(fits.getdata(casa["weight"]))
+    sigma = float(np.mean([i.noise_jy for i in inputs]))
+    casa_noise = np.where(np.nan_to_num(weight) > 0, sigma / np.sqrt(np.abs(weight)), np.nan)
+    on_casa_grid = MosaicGrid(header["CRVAL1"], header["CRVAL2"], abs(header["CDELT2"]),
+                              header["NAXIS1"], header["NAXIS2"], header["CRPIX1"],
+                              header["CRPIX2"], settings.projection)
+    (work / "ours").mkdir()
+    ours = new_mosaic(inputs, settings, work / "ours", "m", provenance={}, grid=on_casa_grid,
+                      quicklook=False)
+    mosaic, noise = (fits.getdata(ours.files[k]) for k in ("mosaic", "noise"))
+    both = np.isfinite(mosaic) & np.isfinite(theirs) & (np.nan_to_num(weight) > 0)
+    difference = np.abs(mosaic - theirs)[both] / noise[both]
+    weight_ratio = weight[both] / (sigma ** 2 / noise[both].astype(np.float64) ** 2)
+    return {"seconds": seconds, "cpu_s": cpu, "casa_process_cpu_s": casa["cpu_s"],
+            "casa_version": casa["casa_version"], "pixels": int(theirs.size),
+            "shape": list(theirs.shape),
+            "normalised_std": _normalised_std(theirs[both], casa_noise[both]),
+            "vs_ours_median_abs_diff_over_noise": float(np.median(difference)),
+            "vs_ours_p99_abs_diff_over_noise": float(np.percentile(difference, 99)),
+            "weight_ratio_p1_p50_p99": [float(v) for v in
+                                        np.percentile(weight_ratio, [1, 50, 99])]}
+
+
+def _written_bytes() -> int:
+    """Bytes this process (all its threads) has dirtied for storage so far, through write()
+    or memory maps (/proc/self/io ``write_bytes``)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError("no write_bytes in /proc/self/io")
+
+
+def _add_one(directory: Path, item, settings) -> None:
+    """One block added to the mosaic in ``directory`` as the stage adds it: in place
+    (imaging/mosaic_update.py) or, run on the code before it, by updating a copy of the
+    accumulators and rewriting the mosaic into a directory swapped in atomically."""
+    try:
+        from contimg_dask.imaging.mosaic_update import add_in_place
+    except ImportError:
+        from contimg_dask.imaging.mosaic_writer import add_to_mosaic
+        from contimg_dask.io.system.atomic import atomic_directory
+        from contimg_dask.stages.mosaic import MOSAIC_PRODUCTS
+
+        with atomic_directory(directory, MOSAIC_PRODUCTS) as tmp:
+            tmp.mkdir()
+            add_to_mosaic(directory, [item], settings, tmp, "m", provenance={})
+        return
+    add_in_place(directory, [item], settings, "m", provenance={})
+
+
+def incremental(images: Path, work: Path) -> dict:
+    """The mosaic of the blocks built as the stage builds it: the first block makes it (on
+    the grid of all of them), each further block is added; bytes written and CPU s per add."""
+    from astropy.io import fits
+
+    from contimg_dask.imaging.mosaic_build import MosaicSettings, grid_for, surveys
+    from contimg_dask.imaging.mosaic_inputs import Selection, select_inputs
+    from contimg_dask.imaging.mosaic_writer import mosaic_files, new_mosaic
+
+    config = _config()
+    settings = MosaicSettings.from_config(config.mosaic, workers=config.dask.n_workers)
+    inputs = select_inputs([images], Selection())
+    grid = grid_for(surveys(inputs, settings, None), min(i.cell_deg for i in inputs),
+                    settings.projection)
+    directory = work / "m"
+    directory.mkdir(parents=True)
+    t0, cpu0 = time.perf_counter(), _cpu_s()
+    new_mosaic(inputs[:1], settings, directory, "m", provenance={}, grid=grid)
+    adds = []
+    for item in inputs[1:]:
+        written, cpu = _written_bytes(), _cpu_s()
+        _add_one(directory, item, settings)
+        adds.append({"block_id": item.block_id, "written_bytes": _written_bytes() - written,
+                     "cpu_s": _cpu_s() - cpu})
+    seconds, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+    files = mosaic_files(directory, "m")
+    mosaic, noise = fits.getdata(files["mosaic"]), fits.getdata(files["noise"])
+    sizes = {kind: sum(f.stat().st_size for f in ([path] if path.is_file() else
+                                                  path.rglob("*")) if f.is_file())
+             for kind, path in files.items() if path.exists()}
+    return {"seconds": seconds, "cpu_s": cpu, "pixels": int(mosaic.size),
+            "shape": list(mosaic.shape), "normalised_std": _normalised_std(mosaic, noise),
+            "adds": adds, "mosaic_bytes": sizes,
+            "mean_written_bytes_per_add": float(np.mean([a["written_bytes"] for a in adds])),
+            "mean_cpu_s_per_add": float(np.mean([a["cpu_s"] for a in adds]))}
+
+
 CHAINS = {"ours": ours, "ours_reproject_interp": ours_reproject_interp,
-          "ours_cluster": ours_cluster, "naive": naive}
+          "ours_cluster": ours_cluster, "naive": naive, "incremental": incremental,
+          "casa_linearmosaic": casa_linearmosaic}
 
 
 def _table(results: dict) -> str:
@@ -183,6 +304,13 @@ def _table(results: dict) -> str:
                          f"{r['process_wall_s']:.1f} | {r['peak_rss_gib']:.2f} | "
                          f"{r['shape'][1]} x {r['shape'][0]} | {r['normalised_std']:.3f} | "
                          f"{ratio} |")
+    for n, chains in results.items():
+        if "adds" in chains.get("incremental", {}):
+            r = chains["incremental"]
+            lines.append(f"\nincremental, {n} blocks: {len(r['adds'])} adds, "
+                         f"{r['mean_written_bytes_per_add'] / 2**20:.1f} MiB written and "
+                         f"{r['mean_cpu_s_per_add']:.1f} CPU s per add (mosaic directory "
+                         f"{sum(r['mosaic_bytes'].values()) / 2**20:.1f} MiB)")
     return "\n".join(lines)
 
 
@@ -193,6 +321,8 @@ def main() -> None:
                                                          "naive"])
     parser.add_argument("--cluster-at", type=int, nargs="*", default=[12],
                         help="block counts at which ours_cluster runs too")
+    parser.add_argument("--results", default="mosaic",
+                        help="results file stem in benchmarks/results/ (STEM.json, STEM.md)")
     args = parser.parse_args()
     results: dict = {}
     for n in args.blocks:
@@ -206,8 +336,8 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
             print(n, name, json.dumps(results[n][name]), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mosaic.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "mosaic.md").write_text(
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{args.results}.md").write_text(
         "# Mosaic benchmark (benchmarks/mosaic.py)\n\n" + _table(results) + "\n")
     print(_table(results))
 

@@ -33,7 +33,7 @@ import numpy as np
 import zarr
 from astropy.io import fits
 
-from contimg_dask.errors import InputError
+from contimg_dask.errors import InputError, OutputError
 from contimg_dask.imaging.mosaic_inputs import MosaicInput
 from contimg_dask.imaging.products import celestial_wcs, read_plane, robust_noise
 from contimg_dask.ops.mosaic import (
@@ -240,15 +240,15 @@ def regrid(stack: np.ndarray, input_wcs: Any, tile_wcs: Any, shape: tuple[int, i
 
 def accumulate_tile(accumulators: str, grid_dict: dict, tile: tuple[int, int, int, int],
                     contributions: list[Contribution], pb_cutoff: float,
-                    interpolation: str, regrid_step: int) -> int:
-    """Add ``contributions`` to the accumulators of one output tile (a Dask task). Returns
-    the number of (input, pixel) samples added."""
+                    interpolation: str, regrid_step: int, target: str | None = None) -> int:
+    """Add ``contributions`` to the accumulators of one output tile (a Dask task), writing
+    the sums into ``target`` (accumulators of the same grid and chunks; default: in place).
+    Returns the number of (input, pixel) samples added."""
     grid = MosaicGrid.from_dict(grid_dict)
     y0, y1, x0, x1 = tile
-    group = zarr.open_group(accumulators, mode="r+")
-    weighted, weights = group["weighted_sum"], group["weight_sum"]
-    s = np.asarray(weighted[y0:y1, x0:x1], np.float64)
-    w = np.asarray(weights[y0:y1, x0:x1], np.float64)
+    group = zarr.open_group(accumulators, mode="r")
+    s = np.asarray(group["weighted_sum"][y0:y1, x0:x1], np.float64)
+    w = np.asarray(group["weight_sum"][y0:y1, x0:x1], np.float64)
     tile_wcs = _tile_wcs(grid, tile)
     added = 0
     for c in contributions:
@@ -267,8 +267,9 @@ def accumulate_tile(accumulators: str, grid_dict: dict, tile: tuple[int, int, in
         added += accumulate(s, w, *regrid(stack, input_wcs[window], tile_wcs,
                                           (y1 - y0, x1 - x0), interpolation, regrid_step),
                             c.noise_jy, pb_cutoff)
-    weighted[y0:y1, x0:x1] = s
-    weights[y0:y1, x0:x1] = w
+    out = zarr.open_group(target or accumulators, mode="r+")
+    out["weighted_sum"][y0:y1, x0:x1] = s
+    out["weight_sum"][y0:y1, x0:x1] = w
     return added
 
 
@@ -302,35 +303,65 @@ def run_tasks(tasks: list[Any], settings: MosaicSettings, client: Client | None)
     return list(dask.compute(*tasks, scheduler="threads", num_workers=settings.workers))
 
 
-def accumulate_all(accumulators: Path, grid: MosaicGrid, contributions: list[Contribution],
-                   settings: MosaicSettings, tile_pixels: int, client: Client | None) -> int:
-    """Add ``contributions`` to the accumulators: one Dask task per tile they reach."""
-    import dask
-
-    tasks = []
+def tiles_reached(grid: MosaicGrid, contributions: list[Contribution], tile_pixels: int
+                  ) -> list[tuple[tuple[int, int, int, int], list[Contribution]]]:
+    """The output tiles (y0, y1, x0, x1) that ``contributions`` reach, each with those
+    reaching it."""
+    reached = []
     for tile in grid.tiles(tile_pixels):
         y0, y1, x0, x1 = tile
         reaching = [c for c in contributions if c.box[0] < y1 and c.box[1] > y0
                     and c.box[2] < x1 and c.box[3] > x0]
         if reaching:
-            tasks.append(dask.delayed(accumulate_tile, pure=False)(
-                str(accumulators), grid.to_dict(), tile, reaching, settings.pb_cutoff,
-                settings.interpolation, settings.regrid_step_px))
+            reached.append((tile, reaching))
+    return reached
+
+
+def accumulate_all(accumulators: Path, grid: MosaicGrid, contributions: list[Contribution],
+                   settings: MosaicSettings, tile_pixels: int, client: Client | None,
+                   target: Path | None = None) -> int:
+    """Add ``contributions`` to the accumulators (into ``target`` if given, which then
+    receives only the tiles they reach): one Dask task per tile they reach."""
+    import dask
+
+    tasks = [dask.delayed(accumulate_tile, pure=False)(
+        str(accumulators), grid.to_dict(), tile, reaching, settings.pb_cutoff,
+        settings.interpolation, settings.regrid_step_px,
+        None if target is None else str(target))
+        for tile, reaching in tiles_reached(grid, contributions, tile_pixels)]
     return int(sum(run_tasks(tasks, settings, client)))
+
+
+def _image_header(header: fits.Header) -> fits.Header:
+    """``header`` as the primary header of a 2-D float32 image."""
+    out = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2),
+                       ("NAXIS1", header["NAXIS1"]), ("NAXIS2", header["NAXIS2"])])
+    for card in header.cards:
+        if card.keyword not in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND"):
+            out.append(card)
+    return out
 
 
 def allocate_fits(path: Path, header: fits.Header) -> None:
     """An all-zero float32 FITS file of ``header``'s 2-D shape, to fill through a memmap."""
     nx, ny = header["NAXIS1"], header["NAXIS2"]
-    out = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", nx),
-                       ("NAXIS2", ny)])
-    for card in header.cards:
-        if card.keyword not in ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND"):
-            out.append(card)
+    out = _image_header(header)
     out.tofile(path, overwrite=True)
     with path.open("r+b") as f:
         f.seek(len(out.tostring()) + ((nx * ny * 4 + 2879) // 2880) * 2880 - 1)
         f.write(b"\0")
+
+
+def rewrite_fits_header(path: Path, header: fits.Header) -> None:
+    """Replace, in place, the header of a FITS file made by :func:`allocate_fits` with
+    ``header`` (same image shape, same header length: values change, not the cards)."""
+    new = _image_header(header).tostring().encode("ascii")
+    if len(new) != len(fits.getheader(path).tostring()):
+        raise OutputError(f"the new header of {path} does not fit in place", file=path)
+    with path.open("r+b") as f:
+        f.write(new)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _fits_memmap(path: Path) -> np.memmap:
@@ -357,21 +388,28 @@ def finalise_tile(accumulators: str, tile: tuple[int, int, int, int], mosaic: st
     return float(np.sum(1.0 / n[covered] ** 2)), int(covered.sum())
 
 
-def write_fits(accumulators: Path, grid: MosaicGrid, headers: dict[str, fits.Header],
-               paths: dict[str, Path], settings: MosaicSettings, tile_pixels: int,
-               client: Client | None) -> dict[str, float]:
-    """The mosaic and noise FITS from the accumulators (one task per tile). Returns the
-    covered area (pixels) and the noise of the median-weight pixel (Jy/beam)."""
+def write_fits(accumulators: Path, grid: MosaicGrid, paths: dict[str, Path],
+               settings: MosaicSettings, tile_pixels: int, client: Client | None,
+               tiles: list[tuple[int, int, int, int]] | None = None
+               ) -> dict[str, list[float]]:
+    """Write ``tiles`` (default: all) of the mosaic and noise FITS (already allocated) from
+    the accumulators, one task per tile. Returns per tile (key ``"y0,x0"``) Σ 1/noise²
+    (Jy/beam)⁻² and the covered pixel count."""
     import dask
 
-    for kind in ("mosaic", "noise"):
-        allocate_fits(paths[kind], headers[kind])
+    tiles = list(grid.tiles(tile_pixels)) if tiles is None else tiles
     tasks = [dask.delayed(finalise_tile, pure=False)(str(accumulators), tile,
                                                      str(paths["mosaic"]), str(paths["noise"]))
-             for tile in grid.tiles(tile_pixels)]
+             for tile in tiles]
     results = run_tasks(tasks, settings, client)
-    covered = sum(r[1] for r in results)
-    weight = sum(r[0] for r in results)
+    return {f"{t[0]},{t[2]}": [r[0], r[1]] for t, r in zip(tiles, results, strict=True)}
+
+
+def coverage_summary(tile_summary: dict[str, list[float]]) -> dict[str, float]:
+    """The covered area (pixels) and the noise at the mean weight (Jy/beam) of a mosaic,
+    from its per-tile summary (:func:`write_fits`)."""
+    covered = int(sum(v[1] for v in tile_summary.values()))
+    weight = sum(v[0] for v in tile_summary.values())
     return {"covered_pixels": covered,
             "mean_weight_noise_jy": float(1 / np.sqrt(weight / covered)) if covered else
             float("nan")}

@@ -1,7 +1,8 @@
 """A mosaic's files, new or updated: ``<name>.fits`` (the mosaic, Jy/beam, PB-corrected),
 ``<name>.noise.fits`` (1/√Σw, Jy/beam), ``<name>.png`` (quick-look), ``<name>.acc.zarr``
 (the accumulators Σ(w·I/PB) and Σw with the grid, beam and inputs) and ``<name>.mosaic.json``
-(inputs, provenance, figures), all written into a directory the caller makes atomic.
+(inputs, provenance, figures). A new mosaic is written into a directory the caller makes
+atomic; adding to an existing one is imaging/mosaic_update.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from astropy.io import fits
 from contimg_dask.imaging.mosaic_build import (
     MosaicSettings,
     accumulate_all,
-    beam_fits,
+    allocate_fits,
+    coverage_summary,
     create_accumulators,
     grid_for,
     mosaic_beam,
@@ -60,8 +62,11 @@ class MosaicOutcome:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def _headers(grid: MosaicGrid, beam: GaussianBeam, inputs: list[MosaicInput],
-             settings: MosaicSettings, name: str) -> dict[str, fits.Header]:
+def fits_headers(grid: MosaicGrid, beam: GaussianBeam, n_inputs: int, generation: int,
+                 settings: MosaicSettings, name: str) -> dict[str, fits.Header]:
+    """The headers of the mosaic and noise FITS (the inputs are listed in the mosaic's JSON;
+    the cards are the same from one generation to the next, so an incremental add rewrites
+    the header in place)."""
     headers = {}
     for kind, comment in (("mosaic", "PB-corrected linear mosaic"),
                           ("noise", "mosaic noise 1/sqrt(sum of PB^2/sigma^2)")):
@@ -71,13 +76,39 @@ def _headers(grid: MosaicGrid, beam: GaussianBeam, inputs: list[MosaicInput],
                                                          beam.pa_deg)
         header["CT_KIND"] = (kind, comment)
         header["CT_NAME"] = (name, "mosaic name")
-        header["CT_NIN"] = (len(inputs), "number of input block images")
+        header["CT_NIN"] = (n_inputs, "number of input block images")
+        header["CT_GEN"] = (generation, "mosaic generation (one more at every add)")
         header["CT_PBCUT"] = (settings.pb_cutoff, "inputs excluded where PB is below this")
         header["ORIGIN"] = "contimg-dask"
-        for item in inputs:
-            header.add_history(f"input {item.block_id} noise {item.noise_jy:.4g} Jy/beam")
         headers[kind] = header
     return headers
+
+
+def render_quicklook(mosaic: Path, png: Path, name: str, n_inputs: int,
+                     noise_jy: float) -> None:
+    """The mosaic's quick-look PNG."""
+    from contimg_dask.imaging.quicklook import quicklook_png
+
+    with warnings.catch_warnings():  # a mosaic's blank (NaN) corners are expected
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        quicklook_png(mosaic, png, f"mosaic {name}: {n_inputs} blocks, noise "
+                                   f"{1e3 * noise_jy:.2f} mJy/beam", noise_jy)
+
+
+def mosaic_document(name: str, grid: MosaicGrid, beam: GaussianBeam,
+                    inputs: list[MosaicInput], settings: MosaicSettings,
+                    provenance: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
+    """The mosaic's ``.mosaic.json``: grid, beam, inputs, provenance and figures."""
+    return {"type": "mosaic", "name": name, "grid": grid.to_dict(), "beam": beam.to_dict(),
+            "pb_cutoff": settings.pb_cutoff, "interpolation": settings.interpolation,
+            "inputs": [i.to_dict() for i in inputs], "provenance": provenance,
+            "figures": figures}
+
+
+def beam_figures(grid: MosaicGrid, beam: GaussianBeam, n_inputs: int) -> dict[str, Any]:
+    return {"n_inputs": n_inputs, "nx": grid.nx, "ny": grid.ny,
+            "beam_major_arcsec": beam.major_deg * 3600,
+            "beam_minor_arcsec": beam.minor_deg * 3600, "beam_pa_deg": beam.pa_deg}
 
 
 def _finish(work: Path, name: str, grid: MosaicGrid, beam: GaussianBeam,
@@ -86,29 +117,21 @@ def _finish(work: Path, name: str, grid: MosaicGrid, beam: GaussianBeam,
             ) -> MosaicOutcome:
     files = mosaic_files(work, name)
     t0 = time.perf_counter()
-    figures.update(write_fits(files["accumulators"], grid, _headers(grid, beam, inputs,
-                                                                    settings, name),
-                              files, settings, settings.tile_pixels, client))
+    for kind, header in fits_headers(grid, beam, len(inputs), 1, settings, name).items():
+        allocate_fits(files[kind], header)
+    summary = write_fits(files["accumulators"], grid, files, settings, settings.tile_pixels,
+                         client)
+    update_accumulator_attrs(files["accumulators"], tile_summary=summary, generation=1)
+    figures.update(coverage_summary(summary))
     figures["finalise_s"] = time.perf_counter() - t0
     if quicklook:
-        from contimg_dask.imaging.quicklook import quicklook_png
-
-        with warnings.catch_warnings():  # a mosaic's blank (NaN) corners are expected
-            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-            quicklook_png(files["mosaic"], files["png"],
-                          f"mosaic {name}: {len(inputs)} blocks, noise "
-                          f"{1e3 * figures['mean_weight_noise_jy']:.2f} mJy/beam",
-                          figures["mean_weight_noise_jy"])
+        render_quicklook(files["mosaic"], files["png"], name, len(inputs),
+                         figures["mean_weight_noise_jy"])
     else:
         files.pop("png")
-    figures.update(n_inputs=len(inputs), nx=grid.nx, ny=grid.ny,
-                   beam_major_arcsec=beam.major_deg * 3600,
-                   beam_minor_arcsec=beam.minor_deg * 3600, beam_pa_deg=beam.pa_deg)
-    write_json(files["provenance"], {
-        "type": "mosaic", "name": name, "grid": grid.to_dict(), "beam": beam.to_dict(),
-        "pb_cutoff": settings.pb_cutoff, "interpolation": settings.interpolation,
-        "inputs": [i.to_dict() for i in inputs], "provenance": provenance,
-        "figures": figures})
+    figures.update(beam_figures(grid, beam, len(inputs)), generation=1)
+    write_json(files["provenance"], mosaic_document(name, grid, beam, inputs, settings,
+                                                    provenance, figures))
     scratch = work / "scratch"
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -151,34 +174,3 @@ def existing_inputs(directory: Path, name: str) -> list[MosaicInput]:
     """The inputs recorded in an existing mosaic's accumulators."""
     attrs = read_accumulator_attrs(mosaic_files(directory, name)["accumulators"])
     return [MosaicInput.from_dict(d) for d in attrs["inputs"]]
-
-
-def add_to_mosaic(existing: Path, new: list[MosaicInput], settings: MosaicSettings,
-                  work: Path, name: str, *, provenance: dict[str, Any],
-                  client: Client | None = None, quicklook: bool = True,
-                  warn: Callable[[str], None] = log.warning) -> MosaicOutcome | None:
-    """Add ``new`` inputs to the mosaic ``name`` in ``existing`` by updating a copy of its
-    accumulators in ``work``; None when an input's beam does not fit the mosaic's beam (the
-    caller rebuilds from scratch with a new common beam)."""
-    t0 = time.perf_counter()
-    source = mosaic_files(existing, name)["accumulators"]
-    attrs = read_accumulator_attrs(source)
-    grid, beam = MosaicGrid.from_dict(attrs["grid"]), GaussianBeam(**attrs["beam"])
-    if not all(beam_fits(i.beam, beam, settings.beam_tolerance) for i in new):
-        return None
-    files = mosaic_files(work, name)
-    shutil.copytree(source, files["accumulators"])
-    footprints = surveys(new, settings, client)
-    scratch = work / "scratch"
-    scratch.mkdir()
-    contributions = prepare(new, footprints, grid, beam, settings, scratch, client, warn)
-    t1 = time.perf_counter()
-    samples = accumulate_all(files["accumulators"], grid, contributions, settings,
-                             int(attrs["tile_pixels"]), client)
-    inputs = [MosaicInput.from_dict(d) for d in attrs["inputs"]] + list(new)
-    update_accumulator_attrs(files["accumulators"], inputs=[i.to_dict() for i in inputs])
-    figures = {"survey_s": t1 - t0, "accumulate_s": time.perf_counter() - t1,
-               "samples_added": samples, "incremental": True,
-               "convolved_inputs": sum(1 for c in contributions if "beam-convolved" in c.image)}
-    return _finish(work, name, grid, beam, inputs, settings, client, provenance, quicklook,
-                   figures)

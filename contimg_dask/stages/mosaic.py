@@ -6,15 +6,15 @@ block of a period fixes the grid: its footprint swept in RA across the whole per
 sidereal rate (so every later block of the strip falls on it). Each run, under a file lock
 on the mosaic:
 
-- the block is new to the mosaic: its contribution is added to a copy of the accumulators
-  (incremental: nothing else is regridded) and the mosaic and noise FITS are rewritten from
-  them;
+- the block is new to the mosaic: its contribution is added in place, to the output tiles
+  it reaches only (accumulators and mosaic and noise FITS), through a journal: a killed add
+  is undone or finished by the next run (imaging/mosaic_update.py);
 - the block is already in with the same image (same SHA-256): nothing to do (idempotent);
 - its image changed, or its restoring beam does not fit the mosaic's beam: the mosaic is
   rebuilt from all its inputs on the same grid.
 
-The new directory replaces the old one in one atomic step (io/system/atomic.py): a reader
-sees the old mosaic or the new one, never a mixture.
+A rebuilt mosaic is a new directory that replaces the old one in one atomic step
+(io/system/atomic.py).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from contimg_dask.imaging.mosaic_inputs import (
     block_time_unix,
     read_input,
 )
+from contimg_dask.imaging.mosaic_update import add_in_place, recover
 from contimg_dask.imaging.mosaic_writer import (
     MOSAIC_JSON_SUFFIX,
     MosaicOutcome,
-    add_to_mosaic,
     existing_inputs,
     mosaic_files,
     new_mosaic,
@@ -136,16 +136,29 @@ class MosaicStage:
         root.mkdir(parents=True, exist_ok=True)
         final = root / name
         with FileLock(str(root / f".{name}.lock")):
+            if final.exists():
+                recover(final, name, settings, client)
             existing = existing_inputs(final, name) if final.exists() else []
             previous = {i.block_id: i for i in existing}
             if previous.get(item.block_id) and previous[item.block_id].checksum == item.checksum:
                 log.info("block %s is already in mosaic %s: nothing to do", block.block_id, name)
                 return self._result(block, config, mosaic_files(final, name), existing,
                                     {"unchanged": True, "n_inputs": len(existing)}, t0)
-            with atomic_directory(final, MOSAIC_PRODUCTS) as tmp:
-                tmp.mkdir()
-                outcome = self._update(item, existing, period, settings, tmp, final, name,
-                                       config_hash(config), client, config.mosaic.quicklook)
+            inputs = [i for i in existing if i.block_id != item.block_id]
+            provenance = Provenance(inputs=tuple(str(i.image) for i in [*inputs, item]),
+                                    config_hash=config_hash(config)).to_dict()
+            outcome = None
+            if existing and len(inputs) == len(existing):
+                outcome = add_in_place(final, [item], settings, name, provenance=provenance,
+                                       client=client, warn=log.warning)
+                if outcome is None:
+                    log.info("block %s's beam does not fit mosaic %s: rebuilding it",
+                             item.block_id, name)
+            if outcome is None:
+                with atomic_directory(final, MOSAIC_PRODUCTS) as tmp:
+                    tmp.mkdir()
+                    outcome = self._rebuild(item, inputs, period, settings, tmp, final, name,
+                                            provenance, client, config.mosaic.quicklook)
         files = {kind: final / path.name for kind, path in outcome.files.items()}
         log.info("mosaic %s: %d blocks (block %s added%s) -> %s", name, len(outcome.inputs),
                  block.block_id, ", incremental" if outcome.figures["incremental"] else "",
@@ -154,21 +167,13 @@ class MosaicStage:
                             {"unchanged": False, **outcome.figures}, t0)
 
     @staticmethod
-    def _update(item: MosaicInput, existing: list[MosaicInput], period: tuple[float, float],
-                settings: MosaicSettings, tmp: Path, final: Path, name: str,
-                config_digest: str, client: Client | None, quicklook: bool) -> MosaicOutcome:
-        inputs = [i for i in existing if i.block_id != item.block_id]
-        provenance = Provenance(inputs=tuple(str(i.image) for i in [*inputs, item]),
-                                config_hash=config_digest).to_dict()
-        if existing and len(inputs) == len(existing):
-            outcome = add_to_mosaic(final, [item], settings, tmp, name, provenance=provenance,
-                                    client=client, quicklook=quicklook, warn=log.warning)
-            if outcome is not None:
-                return outcome
-            log.info("block %s's beam does not fit mosaic %s: rebuilding it", item.block_id,
-                     name)
+    def _rebuild(item: MosaicInput, inputs: list[MosaicInput], period: tuple[float, float],
+                 settings: MosaicSettings, tmp: Path, final: Path, name: str,
+                 provenance: dict, client: Client | None, quicklook: bool) -> MosaicOutcome:
+        """The mosaic from scratch: on the existing grid if there is one, else on the
+        period's grid fixed by ``item``."""
         grid = None
-        if existing:
+        if final.exists():
             attrs = read_accumulator_attrs(mosaic_files(final, name)["accumulators"])
             grid = MosaicGrid.from_dict(attrs["grid"])
         refreshed = [read_input(i.image) for i in inputs] + [item]

@@ -86,6 +86,26 @@ def test_noise_is_normalised_in_every_region(tmp_path: Path) -> None:
     assert np.nanmin(noise) < outcome.inputs[0].noise_jy / 0.9
 
 
+def test_noise_is_normalised_where_four_blocks_overlap(tmp_path: Path) -> None:
+    """Four blocks at dec 70: consecutive blocks 1.29 deg apart in RA are 0.44 deg apart on
+    the sky, so the four overlap over a wide region (at dec 16 their common strip is 0.24 deg
+    wide, ~170 beams: ±5 % statistical). The standard deviation of a std measured on N
+    independent beams is 1/√(2N) (the noise is correlated over one beam area); the test
+    requires N large enough that this is ≤ 1 % (so ±0.03 is 3 statistical σ)."""
+    beam = GaussianBeam(0.04, 0.03, 20.0)
+    strip(tmp_path / "images", 4, 30.0, 70.0, beam=beam, seed=13)
+    outcome = _mosaic(tmp_path / "images", tmp_path / "out")
+    mosaic, noise = fits.getdata(outcome.files["mosaic"]), fits.getdata(outcome.files["noise"])
+    coverage = _coverage(outcome)
+    ratio = (mosaic / noise)[coverage == 4]
+    ratio = ratio[np.isfinite(ratio)]
+    cell_deg = abs(fits.getheader(outcome.files["mosaic"])["CDELT2"])
+    beams = ratio.size / (beam.area_deg2 / cell_deg ** 2)
+    statistical = 1 / np.sqrt(2 * beams)
+    assert statistical <= 0.01, (ratio.size, beams)
+    assert abs(float(np.std(ratio)) - 1.0) <= 0.03, (float(np.std(ratio)), beams, statistical)
+
+
 def _overlap_sources(ra0: float, n: int) -> tuple[Source, ...]:
     return tuple(Source((ra0 + (i + 0.5) * STEP_DEG) % 360, DEC + dy, flux)
                  for i in range(n - 1) for dy, flux in ((-0.8, 1.0), (0.5, 2.0)))
