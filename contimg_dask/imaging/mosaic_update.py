@@ -11,21 +11,23 @@ An add, by the holder of the mosaic's file lock (stages/mosaic.py):
    flushed and renamed into ``.pending/``. From that rename on, the add has happened.
 3. Apply, idempotent (replayed from the journal as often as needed): each staged chunk file
    renamed over the accumulators' own (one rename per chunk: a chunk is the old one or the
-   new one), the accumulators' ``zarr.json`` (attributes) renamed into place, the reached
-   tiles of the mosaic and noise FITS recomputed from the accumulators and written through
-   memory maps, their headers rewritten in place (same cards: ``CT_NIN``, ``CT_GEN`` change),
-   the PNG and ``.mosaic.json`` renamed into place.
+   new one); the mosaic and noise FITS each copied into ``.pending``, the reached tiles of
+   the copy recomputed from the accumulators and written through memory maps, its header
+   rewritten (same cards: ``CT_NIN``, ``CT_GEN`` change) and the copy renamed over the
+   product; the accumulators' ``zarr.json`` (attributes) renamed into place; the PNG and
+   ``.mosaic.json`` renamed into place.
 4. The journal removed, then ``.pending``.
 
 A writer killed before the commit leaves ``.pending`` without a journal: :func:`recover`
 (run by the next add, under the lock) removes it, and the mosaic is the old one. Killed
 after: :func:`recover` replays the journal, and the mosaic is the new one. So after recovery
-the mosaic is never a mixture of the two. A reader that does not take the lock may, during
-step 3 (seconds), find some tiles of the FITS updated and others not; the FITS ``CT_GEN``
-and the JSON's ``figures.generation`` name the generation each file holds complete.
+the mosaic is never a mixture of the two. A reader that does not take the lock sees each
+FITS file whole, of the old or the new generation (renamed into place); during step 3 the
+mosaic and noise files may be of different generations for a moment: the FITS ``CT_GEN``
+and the JSON's ``figures.generation`` name the generation each file holds.
 
-Bytes written per add: the reached chunks of both accumulators (float64, zstd), the reached
-tiles of the two float32 FITS files, the PNG and the JSON (benchmarks/mosaic.py,
+Bytes written per add: the reached chunks of both accumulators (float64, zstd), a copy of
+each of the two float32 FITS files, the PNG and the JSON (benchmarks/mosaic.py,
 ``incremental`` chain, measures them).
 """
 
@@ -140,18 +142,25 @@ def _apply(directory: Path, name: str, journal: dict[str, Any], settings: Mosaic
             (accumulators / relative).parent.mkdir(parents=True, exist_ok=True)
             install(source, accumulators / relative)
     grid = MosaicGrid.from_dict(journal["attrs"]["grid"])
-    summary = write_fits(accumulators, grid, files, settings,
+    # The FITS products are copied, updated in their reached tiles and renamed into place,
+    # so a reader sees the old or the new generation of each file, never a mixture.
+    copies = {kind: pending / f"{files[kind].name}.gen{journal['generation']}"
+              for kind in ("mosaic", "noise")}
+    for kind, copy in copies.items():
+        shutil.copyfile(files[kind], copy)
+    summary = write_fits(accumulators, grid, copies, settings,
                          int(journal["attrs"]["tile_pixels"]), client,
                          tiles=[tuple(t) for t in journal["tiles"]])
     attrs = dict(journal["attrs"], tile_summary={**journal["attrs"]["tile_summary"], **summary})
-    meta = json.loads((staged / "zarr.json").read_text())
-    meta["attributes"] = attrs
-    _write_atomically(accumulators / "zarr.json", json.dumps(meta, indent=2).encode())
     n_inputs = len(attrs["inputs"])
     headers = fits_headers(grid, GaussianBeam(**attrs["beam"]), n_inputs,
                            journal["generation"], settings, name)
-    for kind in ("mosaic", "noise"):
-        rewrite_fits_header(files[kind], headers[kind])
+    for kind, copy in copies.items():
+        rewrite_fits_header(copy, headers[kind])
+        install(copy, files[kind])
+    meta = json.loads((staged / "zarr.json").read_text())
+    meta["attributes"] = attrs
+    _write_atomically(accumulators / "zarr.json", json.dumps(meta, indent=2).encode())
     document = journal["document"]
     document["figures"].update(coverage_summary(attrs["tile_summary"]))
     if files["png"].exists():
