@@ -1,0 +1,197 @@
+"""Scaling: blocks per hour with 1 and 2 Dask workers on this machine, in the same run, and a
+capacity model for larger clusters fed with what the run measured.
+
+    python -m benchmarks.scaling [--blocks 4] [--preset small] [--workers 1 2]
+
+Each configuration: a real ``dask scheduler``, N ``dask worker --nthreads 1 --resources
+CASA=1`` processes, a ``redis-server`` (``appendfsync always``, as shipped) and N
+``contimg run`` processes on the same directory of simulated blocks and the same Redis
+instance (the leases share the work: one pipeline process per worker, as cluster/README.md
+advises). The recipe is ingest -> flag -> export. Blocks/hour is the number of blocks over
+the wall time from the first process started to the last one finished; CPU seconds and the
+largest peak RSS are those of every process started (``getrusage`` of the children).
+
+The model (:func:`capacity_model`) takes the measured seconds of each stage per block (at
+one worker), the bytes each block writes, the scheduler's tasks per block and the Redis
+rates of benchmarks/results/state.json, and gives blocks/hour for 4 to 64 workers as the
+least of: workers / (worker-seconds per block) (compute), shared file system bandwidth /
+bytes per block (disk), scheduler task rate / tasks per block (scheduler), Redis operation
+rate / operations per block (Redis); and where that bottleneck moves. Results:
+``benchmarks/results/scaling_<preset>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.run import RESULTS
+from contimg_dask.simulate import SimulationOptions, simulate_blocks
+from contimg_dask.state import open_state_store
+from contimg_dask.testing.cluster import DaskProcesses
+from tests.helpers import make_config
+from tests.state.redis_process import RedisProcess
+
+RECIPE = "[{stage: ingest}, {stage: flag}, {stage: export}]"
+STAGES = ("ingest", "flag", "export")
+#: The telescope's cadence: one block per 309 s.
+TELESCOPE_BLOCKS_PER_HOUR = 3600 / 309
+#: Assumed for the model (not measured here): a shared file system's aggregate write
+#: bandwidth (bytes/s), and a Dask scheduler's sustained task rate (tasks/s; distributed's
+#: documentation quotes ~200 µs of scheduler time per task).
+SHARED_FS_BYTES_PER_S = 1.0e9
+SCHEDULER_TASKS_PER_S = 5000.0
+#: Redis operations (claims, completes, events, metric samples) of one stage, as the
+#: orchestrator issues them: a claim, heartbeats, a complete, ~4 events, ~6 samples.
+#: A task's scheduler transitions (released, waiting, processing, memory, released,
+#: forgotten): the scheduler's transition counter over this is the number of tasks.
+TRANSITIONS_PER_TASK = 5
+REDIS_CALLS_PER_STAGE = {"claims": 1, "completes": 1, "events": 4, "metric_samples": 6}
+
+
+def _transitions(dask_scheduler) -> int:
+    return dask_scheduler.transition_counter
+
+
+def _children_usage() -> tuple[float, float]:
+    """CPU seconds (user + system) and the largest peak RSS (MiB) of the waited-for
+    children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def run_configuration(work: Path, staged: Path, n_workers: int, n_blocks: int) -> dict:
+    """One cluster of ``n_workers`` with as many ``contimg run`` processes; its measures."""
+    cpu0, _ = _children_usage()
+    redis = RedisProcess(work / "redis", make_config(work / "redis-settings").state.redis)
+    redis.start()
+    dask = DaskProcesses(work / "dask", n_workers, nthreads=1, memory_limit="2GiB",
+                         resources="CASA=1").start()
+    root = work / "root"
+    overrides = {"paths.root": str(root), "dask.scheduler_address": dask.address,
+                 "state.backend": "redis", "state.url": redis.url,
+                 "state.instance": f"scaling{n_workers}",
+                 "pipeline.recipes": f"{{calibrator: {RECIPE}, target: {RECIPE}}}"}
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+    try:
+        from distributed import Client
+
+        with Client(dask.address, timeout=60) as client:
+            dask.wait(client)
+            transitions0 = client.run_on_scheduler(_transitions)
+            started = time.monotonic()
+            runs = [subprocess.Popen(
+                [sys.executable, "-m", "contimg_dask.cli.main", "--env", "testing", *sets,
+                 "run", str(staged), "--json"], stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True) for _ in range(n_workers)]
+            outputs = [run.communicate(timeout=3600)[0] for run in runs]
+            wall = time.monotonic() - started
+            tasks = (client.run_on_scheduler(_transitions) - transitions0) / TRANSITIONS_PER_TASK
+        if any(run.returncode for run in runs):
+            raise RuntimeError("contimg run failed:\n" + "\n".join(outputs)[-4000:])
+        state = open_state_store(make_config(root, **{
+            k: v for k, v in overrides.items() if k.startswith("state.")}))
+        try:
+            done = state.stages(status="done")
+            seconds = {stage: [s.result["seconds"] for s in done if s.stage == stage]
+                       for stage in STAGES}
+            workers = sorted({s.worker for s in done})
+        finally:
+            state.close()
+    finally:
+        dask.stop()
+        redis.stop()
+    cpu1, peak = _children_usage()
+    written = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    return {"workers": n_workers, "pipelines": n_workers, "blocks": n_blocks,
+            "wall_s": wall, "blocks_per_hour": n_blocks / wall * 3600,
+            "cpu_s": cpu1 - cpu0, "largest_peak_rss_mib": peak,
+            "stage_seconds": {k: sum(v) / len(v) for k, v in seconds.items() if v},
+            "bytes_written_per_block": written / n_blocks,
+            "scheduler_tasks_per_block": tasks / n_blocks,
+            "pipeline_processes_that_ran_stages": len(workers)}
+
+
+def capacity_model(measured: dict, redis_rates: dict, workers: list[int]) -> list[dict]:
+    """Blocks/hour for each worker count as the least of four capacities (see the module
+    docstring), with the limiting one named."""
+    worker_s = sum(measured["stage_seconds"].values())
+    per_block_redis = {k: n * len(measured["stage_seconds"])
+                       for k, n in REDIS_CALLS_PER_STAGE.items()}
+    redis_s = sum(per_block_redis[k] / redis_rates[k] for k in per_block_redis)
+    rows = []
+    for n in workers:
+        limits = {
+            "compute": n * 3600 / worker_s,
+            "disk": SHARED_FS_BYTES_PER_S * 3600 / measured["bytes_written_per_block"],
+            "scheduler": SCHEDULER_TASKS_PER_S * 3600
+            / max(measured["scheduler_tasks_per_block"], 1.0),
+            "redis": 3600 / redis_s,
+        }
+        limit = min(limits, key=limits.get)
+        rows.append({"workers": n, "blocks_per_hour": limits[limit], "limit": limit,
+                     "linear_fraction": limits[limit] / limits["compute"], **{
+                         f"{k}_capacity": v for k, v in limits.items()}})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="contimg-scaling-"))
+    try:
+        staged = work / "staged"
+        simulate_blocks(make_config(work / "sim"), staged,
+                        SimulationOptions(preset=args.preset, n_blocks=args.blocks, seed=3))
+        runs = [run_configuration(work / f"w{n}", staged, n, args.blocks)
+                for n in args.workers]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    redis = next(r for r in json.loads((RESULTS / "state.json").read_text())["rows"]
+                 if r["backend"] == "redis" and r["durability"] == "always"
+                 and r["processes"] == 8)
+    model = capacity_model(runs[0], redis, [1, 2, 4, 8, 16, 32, 64])
+    base = runs[0]["blocks_per_hour"] / runs[0]["workers"]
+    result = {"preset": args.preset, "load_average": os.getloadavg(), "runs": runs,
+              "model": model, "assumed": {"shared_fs_bytes_per_s": SHARED_FS_BYTES_PER_S,
+                                          "scheduler_tasks_per_s": SCHEDULER_TASKS_PER_S}}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"scaling_{args.preset}.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# Scaling: {args.blocks} {args.preset} blocks, ingest -> flag -> export", "",
+             f"Load average at the end {result['load_average'][0]:.1f} (2-core VM).", "",
+             "| workers (= pipeline processes) | blocks/h | vs linear | CPU s | largest "
+             "peak RSS (MiB) | mean s per stage |", "| ---: | ---: | ---: | ---: | ---: | --- |"]
+    for run in runs:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in run["stage_seconds"].items())
+        lines.append(f"| {run['workers']} | {run['blocks_per_hour']:.0f} | "
+                     f"{run['blocks_per_hour'] / (base * run['workers']):.2f} | "
+                     f"{run['cpu_s']:.0f} | {run['largest_peak_rss_mib']:.0f} | {stages} |")
+    if len(runs) > 1:
+        lines += ["", f"Ratio {runs[1]['workers']} / {runs[0]['workers']} workers: "
+                  f"{runs[1]['blocks_per_hour'] / runs[0]['blocks_per_hour']:.2f}."]
+    lines += ["", "## Model (per-stage costs measured with 1 worker)", "",
+              "| workers | blocks/h | limit | vs linear | keeps up with the telescope | "
+              "30 days in one day |", "| ---: | ---: | --- | ---: | --- | --- |"]
+    day = 24 * TELESCOPE_BLOCKS_PER_HOUR * 30
+    for row in model:
+        lines.append(f"| {row['workers']} | {row['blocks_per_hour']:.0f} | {row['limit']} | "
+                     f"{row['linear_fraction']:.2f} | "
+                     f"{'yes' if row['blocks_per_hour'] >= TELESCOPE_BLOCKS_PER_HOUR else 'no'}"
+                     f" | {'yes' if row['blocks_per_hour'] * 24 >= day else 'no'} |")
+    (RESULTS / f"scaling_{args.preset}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
