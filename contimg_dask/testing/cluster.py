@@ -81,6 +81,19 @@ class DaskProcesses:
             args += ["--resources", self.resources]
         self.workers[name] = dask_command(args, self.directory / f"worker-{name}.log")
 
+    def restart_exited_workers(self, timeout_s: float = 60) -> list[str]:
+        """Start again the workers whose process has ended (a worker and its nanny exit
+        when they lose the scheduler: a service manager restarts them); their names."""
+        deadline = time.monotonic() + timeout_s
+        restarted = []
+        for name, proc in list(self.workers.items()):
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if proc.poll() is not None:
+                self.start_worker(name)
+                restarted.append(name)
+        return restarted
+
     def wait(self, client, n_workers: int | None = None, timeout_s: float = 120) -> None:
         """Until ``n_workers`` (all by default) workers are connected to the scheduler."""
         client.wait_for_workers(n_workers or self.n_workers, timeout=timeout_s)

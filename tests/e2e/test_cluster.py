@@ -274,16 +274,17 @@ def test_worker_killed_in_a_stage(staged: Path, cluster: DaskProcesses,
             Pipeline(config, client=client) as pipeline:
         pids = cluster.worker_pids(client)
         thread = _run_in_thread(pipeline, _blocks(staged, config))
-        victim: list[str] = []
-        wait_until(lambda: victim.append(_busy_worker(client, "ingest", pipeline.state) or "")
-                   or victim[-1], SETTLE_TIMEOUT_S, "tasks of ingest on a worker", 0.02)
-        os.kill(pids[victim[-1]], signal.SIGKILL)
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while (victim := _busy_worker(client, "ingest", pipeline.state)) is None:
+            assert time.monotonic() < deadline and thread.is_alive(), "no ingest tasks seen"
+            time.sleep(0.02)
+        os.kill(pids[victim], signal.SIGKILL)
         thread.join(SETTLE_TIMEOUT_S)
         assert not thread.is_alive()
         assert_clean(pipeline.state, config, N_BLOCKS)
         assert product_digests(pipeline.state) == clean_run
         cluster.wait(client)  # the nanny restarted the killed worker
-        assert cluster.worker_pids(client)[victim[-1]] != pids[victim[-1]]
+        assert cluster.worker_pids(client)[victim] != pids[victim]
 
 
 def test_scheduler_killed_and_restarted(staged: Path, cluster: DaskProcesses,
@@ -303,8 +304,11 @@ def test_scheduler_killed_and_restarted(staged: Path, cluster: DaskProcesses,
         cluster.kill_scheduler()
         time.sleep(3.0)
         cluster.start_scheduler()
+        # The workers exit on losing the scheduler; a service manager starts them again.
+        print(f"\nworkers restarted after the scheduler's loss: "
+              f"{cluster.restart_exited_workers()}")
         with Client(cluster.address, timeout=60) as watcher:
-            cluster.wait(watcher, timeout_s=120)  # the workers find the new scheduler
+            cluster.wait(watcher, timeout_s=120)
         thread.join(SETTLE_TIMEOUT_S)
         assert not thread.is_alive()
         assert_clean(pipeline.state, config, N_BLOCKS)
