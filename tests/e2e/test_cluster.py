@@ -113,12 +113,13 @@ def cluster_config(root: Path, overrides: dict[str, object]) -> PipelineConfig:
 
 
 def store_digest(store: Path) -> str:
-    """SHA-256 of a block store's visibilities, flags, weights and UVWs (values)."""
+    """SHA-256 of the values of every array of a block store's data (visibilities, each
+    flag version, weights, UVWs, ...), in the order of their names."""
     from contimg_dask.io.store.block_store import block_node, open_block
 
     ds = block_node(open_block(store)).to_dataset(inherit=False)
     digest = hashlib.sha256()
-    for name in ("VISIBILITY", "FLAG", "WEIGHT", "UVW"):
+    for name in sorted(ds.data_vars):
         digest.update(np.ascontiguousarray(ds[name].values).tobytes())
     return digest.hexdigest()
 
