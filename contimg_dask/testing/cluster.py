@@ -47,10 +47,11 @@ def end_session(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: fl
 class DaskProcesses:
     """A ``dask scheduler`` on a free port of 127.0.0.1 and ``n_workers`` ``dask worker``
     processes (each under its nanny, named ``w0``, ``w1``, ..., with ``resources`` such as
-    ``CASA=1``); logs under ``directory``."""
+    ``CASA=1``, or per worker from a list); logs under ``directory``."""
 
     def __init__(self, directory: Path, n_workers: int = 2, *, nthreads: int = 1,
-                 memory_limit: str = "2GiB", resources: str | None = "CASA=1") -> None:
+                 memory_limit: str = "2GiB", resources: str | list[str] | None = "CASA=1"
+                 ) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -77,8 +78,10 @@ class DaskProcesses:
     def start_worker(self, name: str) -> None:
         args = ["worker", self.address, "--name", name, "--nthreads", str(self.nthreads),
                 "--memory-limit", self.memory_limit, "--no-dashboard", "--host", "127.0.0.1"]
-        if self.resources:
-            args += ["--resources", self.resources]
+        resources = (self.resources[int(name[1:])] if isinstance(self.resources, list)
+                     else self.resources)
+        if resources:
+            args += ["--resources", resources]
         self.workers[name] = dask_command(args, self.directory / f"worker-{name}.log")
 
     def restart_exited_workers(self, timeout_s: float = 60) -> list[str]:

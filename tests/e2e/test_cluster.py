@@ -86,11 +86,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
-    """Two workers of 2 threads each, ``CASA=1`` each."""
+    """Two workers of 2 threads each, ``CASA=1`` each; ``w1`` also declares ``MEMORY=1``
+    (the big-memory node)."""
     from distributed import Client
 
     processes = DaskProcesses(tmp_path_factory.mktemp("dask"), n_workers=2, nthreads=2,
-                              resources="CASA=1").start()
+                              resources=["CASA=1", "CASA=1,MEMORY=1"]).start()
     try:
         with Client(processes.address, timeout=60) as client:
             processes.wait(client)
@@ -229,6 +230,27 @@ def test_batch_on_cluster_with_redis(clean_run: dict) -> None:
                      ("export", "ms"): N_BLOCKS}
     stores = [v for (_, stage, _), v in clean_run.items() if stage == "flag"]
     assert len(set(stores)) == N_BLOCKS  # two different blocks, not one twice
+
+
+def test_stage_resources_place_every_task(staged: Path, cluster: DaskProcesses,
+                                          redis_server: RedisProcess, clean_run: dict,
+                                          tmp_path: Path) -> None:
+    """``dask.stage_resources`` asking ``MEMORY`` for every stage: each of the block's Dask
+    tasks runs on ``w1``, the one worker declaring it; the products are the clean run's."""
+    from distributed import Client, get_task_stream
+
+    config = cluster_config(tmp_path, {
+        **cluster_overrides(cluster, redis_server, "placed"),
+        "dask.stage_resources": {stage: {"MEMORY": 1} for stage in STAGES}})
+    block = _blocks(staged, config)[0]
+    with Client(cluster.address, timeout=60) as client, \
+            Pipeline(config, client=client) as pipeline, get_task_stream(client) as stream:
+        assert pipeline.process_block(block).outcome == "done"
+        names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+        used = Counter(names.get(task["worker"], task["worker"]) for task in stream.data)
+        assert set(used) == {"w1"} and used["w1"] > 10, used
+        digests = product_digests(pipeline.state)
+    assert digests == {k: v for k, v in clean_run.items() if k[0] == block.block_id}
 
 
 def _run_in_thread(pipeline: Pipeline, blocks: list[BlockRef]) -> threading.Thread:
