@@ -30,13 +30,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from benchmarks.run import RESULTS
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.state import open_state_store
-from contimg_dask.testing.cluster import DaskProcesses
+from contimg_dask.testing.cluster import DaskProcesses, rss_mb
 from tests.helpers import make_config
 from tests.state.redis_process import RedisProcess
 
@@ -68,6 +69,35 @@ def _children_usage() -> tuple[float, float]:
     return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+class StageMemory(threading.Thread):
+    """Samples, every 0.2 s, the resident memory of the pipeline processes and the Dask
+    workers together (with their children: the MS writer, CASA) and which stages are
+    running; ``peaks`` maps each stage to the largest total seen while it ran (MiB; with
+    several stages running at once each is charged the total)."""
+
+    def __init__(self, runs: list[subprocess.Popen], dask: DaskProcesses,
+                 state_overrides: dict[str, object], root: Path) -> None:
+        super().__init__(name="stage-memory", daemon=True)
+        self.pids = [run.pid for run in runs] + [w.pid for w in dask.workers.values()]
+        self.config = make_config(root, **state_overrides)
+        self.peaks: dict[str, float] = {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        state = open_state_store(self.config)
+        try:
+            while not self._stop_event.wait(0.2):
+                total = sum(rss_mb(pid) for pid in self.pids)
+                for status in state.stages(status="running"):
+                    self.peaks[status.stage] = max(self.peaks.get(status.stage, 0.0), total)
+        finally:
+            state.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+
 def run_configuration(work: Path, staged: Path, n_workers: int, n_blocks: int) -> dict:
     """One cluster of ``n_workers`` with as many ``contimg run`` processes; its measures."""
     cpu0, _ = _children_usage()
@@ -92,8 +122,12 @@ def run_configuration(work: Path, staged: Path, n_workers: int, n_blocks: int) -
                 [sys.executable, "-m", "contimg_dask.cli.main", "--env", "testing", *sets,
                  "run", str(staged), "--json"], stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True) for _ in range(n_workers)]
+            sampler = StageMemory(runs, dask, {k: v for k, v in overrides.items()
+                                               if k.startswith("state.")}, root)
+            sampler.start()
             outputs = [run.communicate(timeout=3600)[0] for run in runs]
             wall = time.monotonic() - started
+            sampler.stop()
             tasks = (client.run_on_scheduler(_transitions) - transitions0) / TRANSITIONS_PER_TASK
         if any(run.returncode for run in runs):
             raise RuntimeError("contimg run failed:\n" + "\n".join(outputs)[-4000:])
@@ -115,6 +149,7 @@ def run_configuration(work: Path, staged: Path, n_workers: int, n_blocks: int) -
             "wall_s": wall, "blocks_per_hour": n_blocks / wall * 3600,
             "cpu_s": cpu1 - cpu0, "largest_peak_rss_mib": peak,
             "stage_seconds": {k: sum(v) / len(v) for k, v in seconds.items() if v},
+            "stage_peak_rss_mib": sampler.peaks,
             "bytes_written_per_block": written / n_blocks,
             "scheduler_tasks_per_block": tasks / n_blocks,
             "pipeline_processes_that_ran_stages": len(workers)}
@@ -171,12 +206,15 @@ def main() -> None:
     lines = [f"# Scaling: {args.blocks} {args.preset} blocks, ingest -> flag -> export", "",
              f"Load average at the end {result['load_average'][0]:.1f} (2-core VM).", "",
              "| workers (= pipeline processes) | blocks/h | vs linear | CPU s | largest "
-             "peak RSS (MiB) | mean s per stage |", "| ---: | ---: | ---: | ---: | ---: | --- |"]
+             "peak RSS of one process (MiB) | mean s per stage | peak RSS of all processes "
+             "while the stage ran (MiB) |", "| ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for run in runs:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in run["stage_seconds"].items())
+        memory = ", ".join(f"{k} {v:.0f}" for k, v in run["stage_peak_rss_mib"].items())
         lines.append(f"| {run['workers']} | {run['blocks_per_hour']:.0f} | "
                      f"{run['blocks_per_hour'] / (base * run['workers']):.2f} | "
-                     f"{run['cpu_s']:.0f} | {run['largest_peak_rss_mib']:.0f} | {stages} |")
+                     f"{run['cpu_s']:.0f} | {run['largest_peak_rss_mib']:.0f} | {stages} | "
+                     f"{memory} |")
     if len(runs) > 1:
         lines += ["", f"Ratio {runs[1]['workers']} / {runs[0]['workers']} workers: "
                   f"{runs[1]['blocks_per_hour'] / runs[0]['blocks_per_hour']:.2f}."]
