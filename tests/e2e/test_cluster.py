@@ -76,15 +76,6 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    root = tmp_path_factory.mktemp("redis")
-    settings = make_config(root, **{"state.redis.appendfsync": "everysec"}).state.redis
-    server = RedisProcess(root / "data", settings).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskProcesses]:
     """Two workers of 2 threads each, ``CASA=1`` each; ``w1`` also declares ``MEMORY=1``
     (the big-memory node)."""
