@@ -45,6 +45,7 @@ from contimg_dask.pipeline import Pipeline
 from contimg_dask.pipeline.cluster import dask_client
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.stages.contract import BlockRef
+from contimg_dask.stages.layout import block_slug
 from contimg_dask.state import StateStore, open_state_store
 from contimg_dask.testing.cluster import DaskProcesses, casa_process_span, wait_until
 from contimg_dask.testing.streaming import (
@@ -256,11 +257,10 @@ def _run_in_thread(pipeline: Pipeline, blocks: list[BlockRef]) -> threading.Thre
 
 
 def _blocks(staged: Path, config: PipelineConfig) -> list[BlockRef]:
+    """The staged blocks as ``contimg run`` submits them (pipeline/batch.py)."""
     stores = config.paths.resolved().stores
-    from contimg_dask.stages.layout import block_slug
-
     return [BlockRef(b.block_id, stores / f"{block_slug(b.block_id)}.zarr",
-                     tuple(f.path for f in b.files))
+                     tuple(Path(f.path) for _, f in sorted(b.files.items())))
             for b in discover_blocks(staged, config.blocks).blocks]
 
 
