@@ -236,11 +236,13 @@ def test_stage_resources_place_every_task(staged: Path, cluster: DaskProcesses,
         "dask.stage_resources": {stage: {"MEMORY": 1} for stage in STAGES}})
     block = _blocks(staged, config)[0]
     with Client(cluster.address, timeout=60) as client, \
-            Pipeline(config, client=client) as pipeline, get_task_stream(client) as stream:
-        assert pipeline.process_block(block).outcome == "done"
-        names = {a: w["name"] for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+            Pipeline(config, client=client) as pipeline:
+        with get_task_stream(client) as stream:  # read when the block leaves
+            assert pipeline.process_block(block).outcome == "done"
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        names = {address: worker["name"] for address, worker in workers.items()}
         used = Counter(names.get(task["worker"], task["worker"]) for task in stream.data)
-        assert set(used) == {"w1"} and used["w1"] > 10, used
+        assert set(used) == {"w1"} and used["w1"] > 10, (used, [t["key"] for t in stream.data if names.get(t["worker"]) != "w1"])
         digests = product_digests(pipeline.state)
     assert digests == {k: v for k, v in clean_run.items() if k[0] == block.block_id}
 
