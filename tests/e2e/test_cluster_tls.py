@@ -1,8 +1,8 @@
 """Dask over TLS, as cluster/README.md tells a cluster spanning networks to run: a real
 ``dask scheduler --protocol tls`` and ``dask worker`` with a self-signed certificate made
 here (``distributed.security.Security.temporary``, which needs ``cryptography``); the
-pipeline's client (``dask_client``) connects with the TLS settings of Dask's configuration,
-and a client without them is refused."""
+pipeline's client (``dask_client``) connects with the TLS settings of Dask's configuration;
+a client with a certificate of another authority, or over plain TCP, is refused."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ def test_pipeline_client_over_tls(tmp_path: Path) -> None:
             assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
             (worker,) = client.scheduler_info(n_workers=-1)["workers"]
             assert worker.startswith("tls://")
+        stranger = Security.temporary()  # a certificate our CA did not sign: refused
         with pytest.raises((OSError, TimeoutError)):
-            Client(address, timeout=5)  # no certificate: refused
+            Client(address, security=stranger, timeout=5)
         plain = f"tcp://127.0.0.1:{port}"
         with pytest.raises((OSError, TimeoutError)):
             Client(plain, timeout=5)
