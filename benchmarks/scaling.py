@@ -11,8 +11,9 @@ advises). The recipe is ingest -> flag -> export. Blocks/hour is the number of b
 the wall time from the first process started to the last one finished; CPU seconds and the
 largest peak RSS are those of every process started (``getrusage`` of the children).
 
-The model (:func:`capacity_model`) takes the measured seconds of each stage per block (at
-one worker), the bytes each block writes, the scheduler's tasks per block and the Redis
+The model (:func:`capacity_model`, a capacity model rather than a discrete-event
+simulation) takes the measured wall seconds per block at one worker, the bytes each block
+writes (and, in a second table, a full block's volume), the scheduler's tasks per block and the Redis
 rates of benchmarks/results/state.json, and gives blocks/hour for 4 to 64 workers as the
 least of: workers / (worker-seconds per block) (compute), shared file system bandwidth /
 bytes per block (disk), scheduler task rate / tasks per block (scheduler), Redis operation
@@ -50,6 +51,9 @@ TELESCOPE_BLOCKS_PER_HOUR = 3600 / 309
 #: documentation quotes ~200 µs of scheduler time per task).
 SHARED_FS_BYTES_PER_S = 1.0e9
 SCHEDULER_TASKS_PER_S = 5000.0
+#: What a full block writes while in work (docs: the store 1.4 GB, its Measurement Set
+#: ~2.8 GB, images ~0.1 GB; cluster/README.md): the model's second table.
+FULL_BLOCK_BYTES = 4.3e9
 #: Redis operations (claims, completes, events, metric samples) of one stage, as the
 #: orchestrator issues them: a claim, heartbeats, a complete, ~4 events, ~6 samples.
 #: A task's scheduler transitions (released, waiting, processing, memory, released,
@@ -155,10 +159,16 @@ def run_configuration(work: Path, staged: Path, n_workers: int, n_blocks: int) -
             "pipeline_processes_that_ran_stages": len(workers)}
 
 
-def capacity_model(measured: dict, redis_rates: dict, workers: list[int]) -> list[dict]:
+def capacity_model(measured: dict, redis_rates: dict, workers: list[int], *,
+                   bytes_per_block: float | None = None,
+                   shared_fs_bytes_per_s: float = SHARED_FS_BYTES_PER_S) -> list[dict]:
     """Blocks/hour for each worker count as the least of four capacities (see the module
-    docstring), with the limiting one named."""
-    worker_s = sum(measured["stage_seconds"].values())
+    docstring), with the limiting one named. Compute: each worker (with its pipeline
+    process) takes the measured wall seconds per block of the 1-worker run, which holds
+    the pipeline's own work between stages as well as the stages'. ``bytes_per_block``
+    replaces the measured volume (e.g. a full block's)."""
+    worker_s = measured["wall_s"] * measured["workers"] / measured["blocks"]
+    volume = bytes_per_block or measured["bytes_written_per_block"]
     per_block_redis = {k: n * len(measured["stage_seconds"])
                        for k, n in REDIS_CALLS_PER_STAGE.items()}
     redis_s = sum(per_block_redis[k] / redis_rates[k] for k in per_block_redis)
@@ -166,7 +176,7 @@ def capacity_model(measured: dict, redis_rates: dict, workers: list[int]) -> lis
     for n in workers:
         limits = {
             "compute": n * 3600 / worker_s,
-            "disk": SHARED_FS_BYTES_PER_S * 3600 / measured["bytes_written_per_block"],
+            "disk": shared_fs_bytes_per_s * 3600 / volume,
             "scheduler": SCHEDULER_TASKS_PER_S * 3600
             / max(measured["scheduler_tasks_per_block"], 1.0),
             "redis": 3600 / redis_s,
@@ -178,33 +188,56 @@ def capacity_model(measured: dict, redis_rates: dict, workers: list[int]) -> lis
     return rows
 
 
+def model_lines(title: str, rows: list[dict]) -> list[str]:
+    """A markdown table of :func:`capacity_model`'s rows."""
+    day = 24 * TELESCOPE_BLOCKS_PER_HOUR * 30
+    lines = ["", f"## {title}", "",
+             "| workers | blocks/h | limit | vs linear | compute / disk / scheduler / Redis "
+             "capacity | keeps up with the telescope | 30 days in one day |",
+             "| ---: | ---: | --- | ---: | --- | --- | --- |"]
+    for row in rows:
+        caps = " / ".join(f"{row[f'{k}_capacity']:.0f}"
+                          for k in ("compute", "disk", "scheduler", "redis"))
+        lines.append(f"| {row['workers']} | {row['blocks_per_hour']:.0f} | {row['limit']} | "
+                     f"{row['linear_fraction']:.2f} | {caps} | "
+                     f"{'yes' if row['blocks_per_hour'] >= TELESCOPE_BLOCKS_PER_HOUR else 'no'}"
+                     f" | {'yes' if row['blocks_per_hour'] * 24 >= day else 'no'} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--full-block-bytes", type=float, default=FULL_BLOCK_BYTES,
+                        help="bytes a full block writes, for the model's second table")
+    parser.add_argument("--model-only", action="store_true",
+                        help="re-render the model from the last results JSON (no run)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="contimg-scaling-"))
-    try:
-        staged = work / "staged"
-        simulate_blocks(make_config(work / "sim"), staged,
-                        SimulationOptions(preset=args.preset, n_blocks=args.blocks, seed=3))
-        runs = [run_configuration(work / f"w{n}", staged, n, args.blocks)
-                for n in args.workers]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    out = RESULTS / f"scaling_{args.preset}.json"
+    if args.model_only:
+        result = json.loads(out.read_text())
+    else:
+        result = {"preset": args.preset, "runs": measure(args.preset, args.blocks,
+                                                         args.workers),
+                  "load_average": os.getloadavg()}
+    runs = result["runs"]
     redis = next(r for r in json.loads((RESULTS / "state.json").read_text())["rows"]
                  if r["backend"] == "redis" and r["durability"] == "always"
                  and r["processes"] == 8)
-    model = capacity_model(runs[0], redis, [1, 2, 4, 8, 16, 32, 64])
-    base = runs[0]["blocks_per_hour"] / runs[0]["workers"]
-    result = {"preset": args.preset, "load_average": os.getloadavg(), "runs": runs,
-              "model": model, "assumed": {"shared_fs_bytes_per_s": SHARED_FS_BYTES_PER_S,
-                                          "scheduler_tasks_per_s": SCHEDULER_TASKS_PER_S}}
+    sizes = [1, 2, 4, 8, 16, 32, 64]
+    result["model"] = capacity_model(runs[0], redis, sizes)
+    result["model_full_volume"] = capacity_model(runs[0], redis, sizes,
+                                                 bytes_per_block=args.full_block_bytes)
+    result["assumed"] = {"shared_fs_bytes_per_s": SHARED_FS_BYTES_PER_S,
+                         "scheduler_tasks_per_s": SCHEDULER_TASKS_PER_S,
+                         "full_block_bytes": args.full_block_bytes}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"scaling_{args.preset}.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# Scaling: {args.blocks} {args.preset} blocks, ingest -> flag -> export", "",
-             f"Load average at the end {result['load_average'][0]:.1f} (2-core VM).", "",
+    out.write_text(json.dumps(result, indent=2))
+    base = runs[0]["blocks_per_hour"] / runs[0]["workers"]
+    lines = [f"# Scaling: {runs[0]['blocks']} {args.preset} blocks, ingest -> flag -> export",
+             "", f"Load average at the end {result['load_average'][0]:.1f} (2-core VM).", "",
              "| workers (= pipeline processes) | blocks/h | vs linear | CPU s | largest "
              "peak RSS of one process (MiB) | mean s per stage | peak RSS of all processes "
              "while the stage ran (MiB) |", "| ---: | ---: | ---: | ---: | ---: | --- | --- |"]
@@ -218,17 +251,25 @@ def main() -> None:
     if len(runs) > 1:
         lines += ["", f"Ratio {runs[1]['workers']} / {runs[0]['workers']} workers: "
                   f"{runs[1]['blocks_per_hour'] / runs[0]['blocks_per_hour']:.2f}."]
-    lines += ["", "## Model (per-stage costs measured with 1 worker)", "",
-              "| workers | blocks/h | limit | vs linear | keeps up with the telescope | "
-              "30 days in one day |", "| ---: | ---: | --- | ---: | --- | --- |"]
-    day = 24 * TELESCOPE_BLOCKS_PER_HOUR * 30
-    for row in model:
-        lines.append(f"| {row['workers']} | {row['blocks_per_hour']:.0f} | {row['limit']} | "
-                     f"{row['linear_fraction']:.2f} | "
-                     f"{'yes' if row['blocks_per_hour'] >= TELESCOPE_BLOCKS_PER_HOUR else 'no'}"
-                     f" | {'yes' if row['blocks_per_hour'] * 24 >= day else 'no'} |")
+    lines += model_lines("Model: the measured blocks (1-worker costs)", result["model"])
+    lines += model_lines(f"Model: the same costs per block, a full block's volume "
+                         f"({args.full_block_bytes / 1e9:.1f} GB written per block, shared "
+                         f"file system {SHARED_FS_BYTES_PER_S / 1e9:.0f} GB/s)",
+                         result["model_full_volume"])
     (RESULTS / f"scaling_{args.preset}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def measure(preset: str, n_blocks: int, workers: list[int]) -> list[dict]:
+    """Simulate ``n_blocks`` once and run each worker count on them."""
+    work = Path(tempfile.mkdtemp(prefix="contimg-scaling-"))
+    try:
+        staged = work / "staged"
+        simulate_blocks(make_config(work / "sim"), staged,
+                        SimulationOptions(preset=preset, n_blocks=n_blocks, seed=3))
+        return [run_configuration(work / f"w{n}", staged, n, n_blocks) for n in workers]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
