@@ -67,13 +67,18 @@ def on_cluster(client: Client | None, config: DaskConfig, stage: str) -> Iterato
     """Run a stage's work inside: ``client`` current, the stage's Dask tasks annotated with
     its ``stage_resources`` (when some worker declares them), a lost scheduler or killed
     workers raised as :class:`ClusterUnavailableError` after the client reconnected (or
-    gave up)."""
+    gave up). A stage does not start while the client is reconnecting (up to
+    ``reconnect_timeout_s``): an outage does not use up the stage's attempts."""
     if client is None:
         yield
         return
     import dask
     from distributed.scheduler import KilledWorker
 
+    if client.status != "running" and not _wait_connected(client, config.reconnect_timeout_s):
+        raise ClusterUnavailableError(
+            f"the Dask client is {client.status}: no scheduler to run {stage} on "
+            "(restart the pipeline once the scheduler is back)", stage=stage)
     wanted = config.stage_resources.get(stage)
     annotate = (dask.annotate(resources=wanted) if wanted and declared(client, wanted)
                 else contextlib.nullcontext())
