@@ -13,11 +13,12 @@ largest peak RSS are those of every process started (``getrusage`` of the childr
 
 The model (:func:`capacity_model`, a capacity model rather than a discrete-event
 simulation) takes the measured wall seconds per block at one worker, the bytes each block
-writes (and, in a second table, a full block's volume), the scheduler's tasks per block and the Redis
-rates of benchmarks/results/state.json, and gives blocks/hour for 4 to 64 workers as the
-least of: workers / (worker-seconds per block) (compute), shared file system bandwidth /
-bytes per block (disk), scheduler task rate / tasks per block (scheduler), Redis operation
-rate / operations per block (Redis); and where that bottleneck moves. Results:
+writes (and, in a second table, a full block's volume), the scheduler's tasks per block
+and the Redis rates of benchmarks/results/state.json, and gives blocks/hour for 4 to 64
+workers as the least of: workers / (worker-seconds per block) (compute), shared file
+system bandwidth / bytes per block (disk), scheduler task rate / tasks per block
+(scheduler), Redis operation rate / operations per block (Redis); and where that
+bottleneck moves. Results:
 ``benchmarks/results/scaling_<preset>.json`` and ``.md``.
 """
 

@@ -113,11 +113,6 @@ class DaskProcesses:
         self.scheduler.kill()
         self.scheduler.wait(timeout=30)
 
-    def log(self, name: str = "scheduler") -> str:
-        path = self.directory / (f"{name}.log" if name == "scheduler" else
-                                 f"worker-{name}.log")
-        return path.read_text() if path.exists() else ""
-
     def stop(self) -> None:
         for proc in [*self.workers.values(), self.scheduler]:
             if proc is not None and proc.poll() is None:
