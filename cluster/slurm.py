@@ -4,7 +4,7 @@ a service), workers as SLURM jobs that scale with the backlog (``adapt``) and re
 themselves before their walltime (``--lifetime`` with ``--lifetime-stagger``: the scheduler
 moves their work off first, so no block is lost when a job ends).
 
-    pip install 'contimg-dask[cluster]'        # dask-jobqueue
+    pip install '.[cluster]'              # dask-jobqueue
     python cluster/slurm.py --queue compute --account dsa --maximum-jobs 16
 
 Each job is one worker process of ``--cores`` threads and ``--memory``, declaring ``CASA=1``

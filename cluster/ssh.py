@@ -2,7 +2,7 @@
 on the first host, one worker (under its nanny) per further host, each declaring ``CASA=1``
 so that it runs one CASA process at a time (``dask.casa_resource``).
 
-    pip install 'contimg-dask[cluster]'        # asyncssh, on the host that runs this
+    pip install '.[cluster]'              # asyncssh, on the host that runs this
     python cluster/ssh.py head node1 node2 --nthreads 8 --memory-limit 48GiB
 
 Every host needs the same Python environment at the same path (``--remote-python``), the
