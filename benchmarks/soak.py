@@ -19,8 +19,6 @@ import contextlib
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +26,9 @@ from pathlib import Path
 from benchmarks.run import RESULTS
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.state import open_state_store
+from contimg_dask.testing.cluster import dask_command, free_port
 from contimg_dask.testing.streaming import Feeder, start_watch, stop_watch
 from tests.helpers import make_config
-from tests.state.redis_process import free_port
 
 RECIPE = "[{stage: ingest}, {stage: flag}, {stage: export}]"
 LAST_STAGE = "export"
@@ -51,13 +49,6 @@ def _rss_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def _start(args: list[str], log: Path) -> subprocess.Popen:
-    with log.open("a") as out:
-        return subprocess.Popen([str(Path(sys.executable).with_name("dask")), *args],
-                                stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
 def _flatness(series: list[float], n: int) -> float | None:
     """Mean of the last fifth over the mean of the second fifth, minus 1."""
     fifth = max(n // 5, 1)
@@ -75,9 +66,9 @@ def soak(work: Path, n_blocks: int, n_staged: int) -> dict:
                     SimulationOptions(preset="small", n_blocks=n_staged, seed=5))
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    scheduler = _start(["scheduler", "--host", "127.0.0.1", "--port", str(port),
+    scheduler = dask_command(["scheduler", "--host", "127.0.0.1", "--port", str(port),
                         "--no-dashboard"], work / "scheduler.log")
-    workers = _start(["worker", address, "--nworkers", "2", "--nthreads", "1",
+    workers = dask_command(["worker", address, "--nworkers", "2", "--nthreads", "1",
                       "--memory-limit", "2GiB", "--no-dashboard", "--host", "127.0.0.1"],
                      work / "workers.log")
     client = Client(address, timeout=60)

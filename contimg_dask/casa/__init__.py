@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from contimg_dask.casa.placement import run_with_resource
 from contimg_dask.casa.process import run_in_casa_process
 from contimg_dask.config.schema import PipelineConfig
 
 
 def run_casa(config: PipelineConfig, func: Any, *args: Any, stage: str | None = None,
              **kwargs: Any) -> Any:
-    """Run ``func`` in a CASA worker process with the configured directories and time limit."""
-    return run_in_casa_process(func, *args, log_dir=config.paths.logs / "casa",
-                               cache_dir=config.paths.cache / "casa",
-                               observatories=casa_observatories(config),
-                               timeout_s=config.casa.task_timeout_s, stage=stage, **kwargs)
+    """Run ``func`` in a CASA worker process with the configured directories and time limit:
+    on a Dask worker holding the ``dask.casa_resource`` when the cluster declares it, else
+    here (:mod:`contimg_dask.casa.placement`)."""
+    call = functools.partial(run_in_casa_process, func, *args,
+                             log_dir=config.paths.logs / "casa",
+                             cache_dir=config.paths.cache / "casa",
+                             observatories=casa_observatories(config),
+                             timeout_s=config.casa.task_timeout_s, stage=stage, **kwargs)
+    return run_with_resource(call, config.dask.casa_resource,
+                             getattr(func, "__name__", "call"))
 
 
 def casa_observatories(config: PipelineConfig) -> dict[str, list[float]]:

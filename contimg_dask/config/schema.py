@@ -242,13 +242,25 @@ class LoggingConfig(Section):
 
 
 class DaskConfig(Section):
-    """The Dask cluster: a LocalCluster of these dimensions, or an existing scheduler."""
+    """The Dask cluster: a LocalCluster of these dimensions, or an existing scheduler.
+
+    ``casa_resource``: the worker resource (``dask worker --resources CASA=1``) each CASA
+    process asks for, so a worker runs at most as many as it declares; None, or a cluster
+    whose workers declare none, runs CASA beside the pipeline process.
+    ``stage_resources``: resources the Dask tasks of a stage ask for (e.g. ``image:
+    {MEMORY: 1}`` to place a memory-hungry stage on the workers that declare it), used only
+    when some worker declares them. ``reconnect_timeout_s``: how long the client keeps
+    reconnecting to a lost scheduler (seconds) before giving up.
+    """
 
     scheduler_address: str | None = None
     n_workers: PositiveInt
     threads_per_worker: PositiveInt
     memory_limit: str
     dashboard_address: str
+    casa_resource: str | None
+    stage_resources: dict[str, dict[str, PositiveFloat]]
+    reconnect_timeout_s: PositiveFloat
 
 
 class CasaConfig(Section):

@@ -39,6 +39,7 @@ from contimg_dask.errors import ContimgError, LeaseLostError, StateUnavailableEr
 from contimg_dask.io.uvh5.header import subband_number
 from contimg_dask.logs import get_logger
 from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
+from contimg_dask.pipeline.cluster import on_cluster
 from contimg_dask.pipeline.heartbeat import Heartbeat
 from contimg_dask.pipeline.monitor import block_samples, stage_samples
 from contimg_dask.pipeline.outcome import BlockOutcome
@@ -394,7 +395,8 @@ class Pipeline:
                 raise
             self._record_metrics([_sample("disk_free_fraction", free)])
         log.info("block %s: %s", block.block_id, stage.name)
-        return stage.run(block, config, client=self.client)
+        with on_cluster(self.client, config.dask, stage.name):
+            return stage.run(block, config, client=self.client)
 
     def _completed(self, beat: Heartbeat, result: StageResult) -> str:
         lease = beat.stop()

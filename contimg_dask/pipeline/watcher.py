@@ -7,8 +7,10 @@ One pass (:meth:`Watcher.step`):
    ``watchdog``) and, every ``watcher.rescan_interval_s``, every file of the directory
    (events are missed on network file systems and while the watcher is down);
 2. register the files that have settled (``incoming.SettleTracker``) in the state store,
-   grouped into blocks by their names' timestamps (``discovery.TimestampGrouper``, within
-   ``blocks.timestamp_tolerance_s``), oldest first;
+   grouped into blocks by their names' timestamps (a file joins the block whose first
+   timestamp is nearest within ``blocks.timestamp_tolerance_s``, else starts one), oldest
+   first; the state store chooses the block and records the file in one atomic step
+   (``register_file_near``), so several watchers on one directory agree on the blocks;
 3. seal the open blocks that have all ``blocks.expected_subbands`` files (``complete``) or
    whose first file was registered ``watcher.seal_deadline_s`` ago (``partial``): the state
    store emits ``block_sealed`` in the same transaction;
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.errors import ContimgError, ForeignFileError, InputError
-from contimg_dask.io.uvh5.discovery import TimestampGrouper
+from contimg_dask.io.uvh5.discovery import nearby_block_ids
 from contimg_dask.io.uvh5.header import parse_subband_name
 from contimg_dask.logs import get_logger, log_context
 from contimg_dask.pipeline.incoming import FileKind, SettleTracker, classify
@@ -75,7 +77,7 @@ class Watcher:
         self.consumer = consumer or f"{socket.gethostname()}:{directory}"
         settings = config.watcher
         self.tracker = SettleTracker(settings.settle_s)
-        self._grouper: TimestampGrouper | None = None
+        self._recovered = False
         self._open: set[str] = set()
         self._known: set[Path] = set()        # registered in the state store
         self._settled: list[Path] = []        # settled, not registered yet
@@ -176,7 +178,7 @@ class Watcher:
 
     def step(self) -> list[SealedBlock]:
         """One pass (see the module docstring); returns the blocks handed over."""
-        if self._grouper is None:
+        if not self._recovered:
             self._recover()
         self._settled.extend(self.tracker.look(self._candidates()))
         self._register()
@@ -186,8 +188,7 @@ class Watcher:
     def _recover(self) -> None:
         """Rebuild the cache from the state store: the blocks known, those still open."""
         blocks = self.state.blocks()
-        self._grouper = TimestampGrouper(self.config.blocks.timestamp_tolerance_s,
-                                         [b.block_id for b in blocks])
+        self._recovered = True
         self._open = {b.block_id for b in blocks if b.status == OPEN}
         log.info("watching %s: %d blocks known, %d open", self.directory, len(blocks),
                  len(self._open))
@@ -225,11 +226,11 @@ class Watcher:
     def _register(self) -> None:
         """Register the settled files, oldest name first; each leaves the list only once
         the state store has it."""
-        assert self._grouper is not None
         named = sorted((parse_subband_name(p), p) for p in self._settled)
+        tolerance = self.config.blocks.timestamp_tolerance_s
         for name, path in named:
-            block_id = self._grouper.block_for(name.timestamp)
-            new = self.state.register_file(block_id, str(path), name.subband)
+            block_id, new = self.state.register_file_near(
+                nearby_block_ids(name.timestamp, tolerance), str(path), name.subband)
             self._settled.remove(path)
             self._known.add(path)
             if not new or block_id in self._open:

@@ -19,7 +19,7 @@ against both):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from contimg_dask.stages.contract import StageResult
@@ -53,7 +53,15 @@ class StateStore(Protocol):
 
     # files and blocks
     def register_file(self, block_id: str, path: str, subband: int | None) -> bool:
-        """Record a raw file of a block (creating the block, ``open``); True if new."""
+        """Record a raw file of a block (creating the block, ``open``); True if new. A file
+        recorded already stays in its block (False)."""
+
+    def register_file_near(self, block_ids: Sequence[str], path: str, subband: int | None
+                           ) -> tuple[str, bool]:
+        """Record a raw file in the first of ``block_ids`` that is a block already, else in
+        a new block ``block_ids[0]``, in one atomic step (several watchers on one incoming
+        directory agree on the block); the block and whether the file is new. A file
+        recorded already stays in its block: its block and False."""
 
     def seal_block(self, block_id: str, expected_files: int, deadline_s: float,
                    now: float | None = None) -> str:

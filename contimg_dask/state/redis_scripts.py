@@ -53,19 +53,46 @@ local function stale(key, token)
 end
 """
 
-REGISTER_FILE = _COMMON + """
--- ARGV: P, block_id, path, file_json, now
-local block, now = ARGV[2], tonumber(ARGV[5])
-if redis.call('HSETNX', P .. 'files:' .. block, ARGV[3], ARGV[4]) == 0 then return 0 end
-local key = P .. 'block:' .. block
-if redis.call('EXISTS', key) == 0 then
-  redis.call('HSET', key, 'block_id', block, 'status', 'open', 'n_files', 1,
-             'first_seen', fmt(now), 'sealed_at', '')
-  redis.call('SADD', P .. 'blocks', block)
-else
-  redis.call('HINCRBY', key, 'n_files', 1)
+_ADD_FILE = """
+-- A file in its block (creating the block, open); the index 'file_block' keeps each path in
+-- one block. 0 if the path is registered already.
+local function add_file(block, path, file_json, now)
+  if redis.call('HSETNX', P .. 'file_block', path, block) == 0 then return 0 end
+  if redis.call('HSETNX', P .. 'files:' .. block, path, file_json) == 0 then return 0 end
+  local key = P .. 'block:' .. block
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'block_id', block, 'status', 'open', 'n_files', 1,
+               'first_seen', fmt(now), 'sealed_at', '')
+    redis.call('SADD', P .. 'blocks', block)
+  else
+    redis.call('HINCRBY', key, 'n_files', 1)
+  end
+  return 1
 end
-return 1
+"""
+
+REGISTER_FILE = _COMMON + _ADD_FILE + """
+-- ARGV: P, block_id, path, file_json, now
+return add_file(ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+"""
+
+REGISTER_FILE_NEAR = _COMMON + _ADD_FILE + """
+-- ARGV: P, path, subband ('' for none), now, block_id candidates nearest first...
+local path, now = ARGV[2], tonumber(ARGV[4])
+local owner = redis.call('HGET', P .. 'file_block', path)
+if owner then return {owner, 0} end
+local block = ARGV[5]
+for i = 5, #ARGV do
+  if redis.call('EXISTS', P .. 'block:' .. ARGV[i]) == 1 then
+    block = ARGV[i]
+    break
+  end
+end
+local subband = cjson.null
+if ARGV[3] ~= '' then subband = tonumber(ARGV[3]) end
+local record = cjson.encode({path = path, block_id = block, subband = subband,
+                             registered_at = now})
+return {block, add_file(block, path, record, now)}
 """
 
 SEAL_BLOCK = _COMMON + """

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -99,8 +99,8 @@ class RedisStateStore:
         self.prefix = f"contimg:{{{settings.instance}}}:"
         self._redis = connect(settings)
         self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in (
-            "REGISTER_FILE", "SEAL_BLOCK", "ENQUEUE", "CLAIM", "HEARTBEAT", "COMPLETE",
-            "FAIL", "REAP", "RECORD_METRICS", "INIT_META")}
+            "REGISTER_FILE", "REGISTER_FILE_NEAR", "SEAL_BLOCK", "ENQUEUE", "CLAIM",
+            "HEARTBEAT", "COMPLETE", "FAIL", "REAP", "RECORD_METRICS", "INIT_META")}
         self._groups: set[str] = set()
         self.persistence = self._call(self._check_persistence)
         self._version = self._call(lambda: self._check_schema(migrate))
@@ -178,6 +178,12 @@ class RedisStateStore:
         record = FileRecord(path, block_id, subband, time.time())
         return bool(self._run("REGISTER_FILE", block_id, path, json.dumps(record.to_dict()),
                               record.registered_at))
+
+    def register_file_near(self, block_ids: Sequence[str], path: str, subband: int | None
+                           ) -> tuple[str, bool]:
+        block, new = self._run("REGISTER_FILE_NEAR", path,
+                               "" if subband is None else subband, time.time(), *block_ids)
+        return block, bool(new)
 
     def seal_block(self, block_id: str, expected_files: int, deadline_s: float,
                    now: float | None = None) -> str:
@@ -545,6 +551,7 @@ class RedisStateStore:
         pipe = self._redis.pipeline(transaction=True)
         for f in dump["files"]:
             pipe.hset(p + "files:" + f["block_id"], f["path"], json.dumps(f))
+            pipe.hset(p + "file_block", f["path"], f["block_id"])
         for b in dump["blocks"]:
             pipe.sadd(p + "blocks", b["block_id"])
             pipe.hset(p + "block:" + b["block_id"], mapping={

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -187,6 +187,23 @@ class SqliteStateStore:
                              "(block_id) DO UPDATE SET n_files = n_files + 1",
                              (block_id, OPEN, now))
         return new
+
+    def register_file_near(self, block_ids: Sequence[str], path: str, subband: int | None
+                           ) -> tuple[str, bool]:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute("SELECT block_id FROM files WHERE path = ?", (path,)).fetchone()
+            if row is not None:
+                return row[0], False
+            marks = ", ".join("?" * len(block_ids))
+            known = {r[0] for r in conn.execute(
+                f"SELECT block_id FROM blocks WHERE block_id IN ({marks})", list(block_ids))}
+            block_id = next((b for b in block_ids if b in known), block_ids[0])
+            conn.execute("INSERT INTO files VALUES (?, ?, ?, ?)", (path, block_id, subband, now))
+            conn.execute("INSERT INTO blocks VALUES (?, ?, 1, ?, NULL) ON CONFLICT "
+                         "(block_id) DO UPDATE SET n_files = n_files + 1",
+                         (block_id, OPEN, now))
+        return block_id, True
 
     def seal_block(self, block_id: str, expected_files: int, deadline_s: float,
                    now: float | None = None) -> str:

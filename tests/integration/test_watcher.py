@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,7 +45,7 @@ def write_subband(incoming: Path, block: int, sb: int, *, jitter_s: int | None =
     return final
 
 
-def write_block(incoming: Path, block: int, subbands: range = range(16)) -> None:
+def write_block(incoming: Path, block: int, subbands: Iterable[int] = range(16)) -> None:
     for sb in subbands:
         write_subband(incoming, block, sb)
 
@@ -270,3 +270,22 @@ def test_watcher_rides_out_a_redis_outage(incoming: Path, request: pytest.Fixtur
             server.start()
         store.close()
     assert [(b.block_id, len(b.files)) for b in recorder.blocks] == [(stamp(0), 16)]
+
+
+def test_two_watchers_on_one_directory_agree_on_the_block(incoming: Path,
+                                                          state: StateStore) -> None:
+    """Two watchers (two hosts) on one directory and one store. Watcher A sees sb01 (stamped
+    5 s after sb00) first and starts the block with it; watcher B, whose cache was built
+    before, sees sb00 and the rest: every file joins A's block, each once, one hand-over.
+    (Each watcher grouping by its own cache put sb00.. in a second block.)"""
+    a_got, b_got = Recorder(), Recorder()
+    a, b = watcher(incoming, state, a_got), watcher(incoming, state, b_got)
+    a.step(), b.step()  # both caches built on the empty store
+    write_subband(incoming, 0, 1)
+    settle_passes(a)
+    assert [x.block_id for x in state.blocks()] == [stamp(0, 5)]
+    write_block(incoming, 0, [sb for sb in range(16) if sb != 1])
+    handed = settle_passes(b) + settle_passes(a)
+    assert [(x.block_id, x.status, x.n_files) for x in state.blocks()] == [
+        (stamp(0, 5), "complete", 16)]
+    assert [(x.block_id, len(x.files)) for x in handed] == [(stamp(0, 5), 16)]

@@ -4,7 +4,6 @@ directory, configured by the same redis.conf the operators get (`contimg state r
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,12 +12,7 @@ import redis
 
 from contimg_dask.config.schema import RedisStateConfig
 from contimg_dask.state.redis_server import render_redis_conf
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from contimg_dask.testing.cluster import free_port
 
 
 class RedisProcess:

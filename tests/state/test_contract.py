@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 
 from contimg_dask.config import PipelineConfig
 from contimg_dask.errors import CasaError, InputError, LeaseLostError, StateError
+from contimg_dask.io.uvh5.discovery import nearby_block_ids
 from contimg_dask.stages.contract import Product, Provenance, StageResult
 from contimg_dask.state import MetricSample, Solutions, StateStore, open_state_store
 from contimg_dask.state.reaper import Reaper
@@ -36,6 +39,53 @@ def raise_and_catch(exc: Exception) -> Exception:
         raise exc
     except Exception as caught:
         return caught
+
+
+def test_a_file_joins_the_nearest_block_within_the_tolerance(store: StateStore) -> None:
+    def near(stamp: str) -> list[str]:
+        return nearby_block_ids(stamp, 90.0)
+
+    assert store.register_file_near(near(BLOCK), "/in/a03.hdf5", 3) == (BLOCK, True)
+    # 4 s earlier: joins BLOCK (the grouper's rule), whoever registers it
+    assert store.register_file_near(near("2026-03-01T11:59:56"), "/in/a00.hdf5", 0) == (
+        BLOCK, True)
+    assert store.register_file_near(near(BLOCK), "/in/a05.hdf5", None) == (BLOCK, True)
+    # registered already: it stays in its block, by either call
+    assert store.register_file_near(near(BLOCK2), "/in/a00.hdf5", 0) == (BLOCK, False)
+    assert store.register_file(BLOCK2, "/in/a00.hdf5", 0) is False
+    # 309 s later, beyond the tolerance: a block of its own; a file between joins the nearer
+    assert store.register_file_near(near(BLOCK2), "/in/b00.hdf5", 0) == (BLOCK2, True)
+    assert store.register_file_near(near("2026-03-01T12:04:00"), "/in/b01.hdf5", 1) == (
+        BLOCK2, True)
+    assert store.block(BLOCK).n_files == 3 and store.block(BLOCK2).n_files == 2
+    assert sorted((f.path, f.block_id, f.subband) for f in store.files(BLOCK)) == [
+        ("/in/a00.hdf5", BLOCK, 0), ("/in/a03.hdf5", BLOCK, 3), ("/in/a05.hdf5", BLOCK, None)]
+
+
+def test_watchers_racing_agree_on_the_blocks(store_config: Callable[..., PipelineConfig]
+                                             ) -> None:
+    """Two connections register one block's 16 files (names seconds apart) in opposite
+    orders at once: one block with all 16, each file once."""
+    stamps = [f"2026-03-01T12:00:{s:02d}" for s in range(0, 32, 2)]
+    files = [(stamp, f"/in/{stamp}_sb{sb:02d}.hdf5", sb) for sb, stamp in enumerate(stamps)]
+    stores = [open_state_store(store_config()) for _ in range(2)]
+    start = threading.Barrier(2)
+
+    def register(store: StateStore, order: list) -> list[tuple[str, bool]]:
+        start.wait()
+        return [store.register_file_near(nearby_block_ids(stamp, 90.0), path, sb)
+                for stamp, path, sb in order]
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(register, stores, [files, files[::-1]]))
+        blocks = stores[0].blocks()
+        assert len(blocks) == 1 and blocks[0].n_files == 16, blocks
+        assert {b for results in outcomes for b, _ in results} == {blocks[0].block_id}
+        assert sum(new for results in outcomes for _, new in results) == 16
+    finally:
+        for opened in stores:
+            opened.close()
 
 
 def test_files_register_once_and_blocks_count_them(store: StateStore) -> None:

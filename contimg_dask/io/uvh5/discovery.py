@@ -128,6 +128,20 @@ def _parse_timestamp(stamp: str) -> dt.datetime:
     return dt.datetime.strptime(stamp, TIMESTAMP_FORMAT)
 
 
+def nearby_block_ids(timestamp: str, tolerance_s: float) -> list[str]:
+    """The block ids (file-name timestamps, 1 s resolution) that ``timestamp`` may join,
+    nearest first (earlier before later at equal distance), ``timestamp`` itself first:
+    the state store registers a file in the first of these that is a block
+    (``StateStore.register_file_near``), as :class:`TimestampGrouper` would choose."""
+    stamp = _parse_timestamp(timestamp)
+    ids = [timestamp]
+    for seconds in range(1, int(tolerance_s) + 1):
+        for sign in (-1, 1):
+            ids.append((stamp + dt.timedelta(seconds=sign * seconds)).strftime(
+                TIMESTAMP_FORMAT))
+    return ids
+
+
 class TimestampGrouper:
     """Groups file timestamps into blocks: a timestamp joins the block whose first
     timestamp (the block id) is nearest, if that is within ``tolerance_s`` seconds either
