@@ -28,7 +28,7 @@ from contimg_dask.errors import (
     StateUnavailableError,
 )
 from contimg_dask.logs import get_logger
-from contimg_dask.stages.contract import StageResult
+from contimg_dask.stages.contract import StageResult, product_provenance
 from contimg_dask.state import redis_scripts as lua
 from contimg_dask.state.records import (
     MINUTE_S,
@@ -256,7 +256,13 @@ class RedisStateStore:
         record = result.to_dict()
         products = [json.dumps(ProductRecord(
             lease.block_id, lease.stage, p["kind"], p["path"], p["checksum"],
-            record["provenance"], lease.token, now).to_dict()) for p in record["products"]]
+            product_provenance(record["provenance"], p), lease.token, now,
+            p["collection"]).to_dict()) for p in record["products"]]
+        config = result.provenance.config
+        if config is not None:  # before the products that refer to it; kept once per hash
+            self._call(lambda: self._redis.hsetnx(self.prefix + "configurations",
+                                                  result.provenance.config_hash,
+                                                  json.dumps(config)))
         reply = self._run("COMPLETE", self._task(lease), lease.token, json.dumps(record), now,
                           record["seconds"], *products)
         if reply[0] != "ok":
@@ -316,6 +322,15 @@ class RedisStateStore:
         records = [ProductRecord.from_dict(json.loads(v))
                    for rows in self._call(pipe.execute) for v in rows]
         return [p for p in records if kind is None or p.kind == kind]
+
+    def configuration(self, config_hash: str) -> dict[str, Any] | None:
+        found = self._call(lambda: self._redis.hget(self.prefix + "configurations",
+                                                    config_hash))
+        return json.loads(found) if found else None
+
+    def configurations(self) -> dict[str, dict[str, Any]]:
+        found = self._call(lambda: self._redis.hgetall(self.prefix + "configurations"))
+        return {h: json.loads(c) for h, c in found.items()}
 
     # -- calibration registry ---------------------------------------------------------------
 
@@ -567,6 +582,8 @@ class RedisStateStore:
         for prod in dump["products"]:
             pipe.rpush(p + "products:" + prod["block_id"], json.dumps(prod))
             pipe.sadd(p + "product_blocks", prod["block_id"])
+        for config_hash, config in dump.get("configurations", {}).items():
+            pipe.hset(p + "configurations", config_hash, json.dumps(config))
         for s in dump["solutions"]:
             pipe.hset(p + "solutions", s["solutions_id"], json.dumps(s))
         for u in dump["solutions_uses"]:

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def populate(store: StateStore) -> None:
-    """A little of everything: sealed blocks, stages in every status, products,
-    calibration, failures, events and metrics."""
+    """A little of everything: sealed blocks, stages in every status, products (one of a
+    collection), a configuration, calibration, failures, events and metrics."""
     for sb in range(16):
         store.register_file(BLOCK, f"/in/a{sb:02d}.hdf5", sb)
     store.register_file(BLOCK2, "/in/b00.hdf5", 0)
@@ -35,7 +35,8 @@ def populate(store: StateStore) -> None:
         for stage in ("ingest", "flag", "image"):
             store.enqueue(block, stage)
     done = store.claim("w1", 600)
-    store.complete(done, result_for(done))
+    store.complete(done, result_for(done, collection="mosaic-h",
+                                    config={"imaging": {"niter": 5}}))
     failed = store.claim("w1", 600)
     store.fail(failed, InputError("truncated", file="/in/a03.hdf5"))
     retry = store.claim("w2", 600)
@@ -76,6 +77,8 @@ def test_export_to_redis_and_back_keeps_the_history(tmp_path: Path,
     populate(source)
     fence = source.fence()
     original = source.export()
+    assert original["configurations"] == {"c0ffee": {"imaging": {"niter": 5}}}
+    assert {p["collection"] for p in original["products"]} == {None, "mosaic-h"}
     source.close()
     dump = tmp_path / "state.json"
     assert main(cli(tmp_path / "one", "state", "export", str(dump))) == 0
