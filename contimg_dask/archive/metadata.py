@@ -102,8 +102,9 @@ def inputs_sky(record: ProductRecord, known: dict[str, ArchiveEntry]) -> dict[st
     Raises InputError naming the product when none of its inputs is in the archive."""
     found = [known[str(p)] for p in record.provenance.get("inputs", []) if str(p) in known]
     if not found:
-        raise InputError("none of the product's inputs is in the archive (their products "
-                         "are indexed first: `contimg archive sync`)", file=record.path,
+        raise InputError(f"no block store among the inputs of this {record.kind} product, "
+                         "and none of them is a product in the archive (those are indexed "
+                         "first: `contimg archive sync`)", file=record.path,
                          block=record.block_id)
     x, y, z = (sum(v) for v in zip(*(unit_vector(e.ra_deg, e.dec_deg) for e in found),
                                     strict=True))
