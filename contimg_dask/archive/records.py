@@ -154,8 +154,12 @@ class SearchResult(Sequence[ArchiveEntry]):
     def dicts(self) -> list[dict[str, Any]]:
         """The rows as JSON-ready dicts (``ArchiveEntry.to_dict()`` keys, ``provenance``
         empty)."""
-        return [{**dict(zip(SEARCH_FIELDS, row, strict=True)), "provenance": {}}
-                for row in self.rows]
+        out = []
+        for row in self.rows:
+            entry = dict(zip(SEARCH_FIELDS, row, strict=True))
+            entry["provenance"] = {}
+            out.append(entry)
+        return out
 
 
 @dataclass(frozen=True)
