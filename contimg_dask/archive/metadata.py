@@ -140,11 +140,12 @@ def entry_for(record: ProductRecord, state: StateStore, *, checksum: bool,
     """The archive entry of ``record``; ``checksum``: compute the content checksum when the
     stage recorded none; ``skies``: block metadata already read, by block store (filled in);
     ``known``: entries of other products by path, for products made from products rather
-    than from a block store (inputs_sky). Raises a ContimgError naming the product when its
-    block store, image or inputs cannot be read."""
-    skies = {} if skies is None else skies
+    than from a block store (inputs_sky), and for the content checksums of inputs that are
+    archived products (``provenance.input_checksums``). Raises a ContimgError naming the
+    product when its block store, image or inputs cannot be read."""
+    skies, known = ({} if skies is None else skies), ({} if known is None else known)
     try:
-        sky = _sky(record, skies, {} if known is None else known)
+        sky = _sky(record, skies, known)
     except (OSError, ValueError) as exc:  # unreadable or corrupt files
         raise InputError(f"cannot read the product's metadata: {exc}", file=record.path,
                          block=record.block_id) from exc
@@ -158,7 +159,10 @@ def entry_for(record: ProductRecord, state: StateStore, *, checksum: bool,
         noise = None
     provenance = {**record.provenance, "stage": record.stage, "token": record.token,
                   "recorded_at": record.recorded_at, "recorded_by_block": record.block_id,
-                  "input_fingerprints": input_fingerprints(record.provenance.get("inputs", []))}
+                  "input_fingerprints": input_fingerprints(record.provenance.get("inputs", [])),
+                  "input_checksums": {str(p): known[str(p)].checksum
+                                      for p in record.provenance.get("inputs", [])
+                                      if str(p) in known}}
     sum_ = record.checksum
     if sum_ is None and checksum:
         sum_ = content_checksum(record.path)  # InputError naming it if it is gone

@@ -48,6 +48,7 @@ def _image_entry(record, ra: float, dec: float) -> ArchiveEntry:
         block_id=record.block_id, collection=collection_of("image", DEC, start, record.block_id),
         ra_deg=ra, dec_deg=dec, strip_dec_deg=DEC, time_start=start,
         time_end=start + BLOCK_S, n_antennas=96, stage="image",
+        checksum=file_sha256(Path(record.path)),
         provenance={**record.provenance, "token": record.token,
                     "recorded_at": record.recorded_at})
 
@@ -83,6 +84,7 @@ def test_hourly_mosaic_is_one_product_of_its_collection(
     assert entry.block_id is None and entry.path == mosaic.path
     assert entry.collection == "products/mosaic/+16.1/2026-03-21"
     assert sorted(entry.provenance["inputs"]) == sorted(map(str, images))
+    assert entry.provenance["input_checksums"] == {str(i): file_sha256(i) for i in images}
     assert entry.provenance["recorded_by_block"] == ids[-1]
     # The span of its inputs; the centre of its header; the stage's checksum of its bytes.
     assert entry.time_start == block_time_unix(ids[0])
