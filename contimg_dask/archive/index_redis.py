@@ -5,8 +5,8 @@ Keys: ``entries`` (hash: product id -> the entry without its provenance as a JSO
 ``records.SEARCH_FIELDS`` order: what a search returns), ``provenance`` (hash: product id
 -> the provenance's JSON, added by ``get``),
 ``where`` (hash: product id -> the JSON list [cell, kind, collection] it is indexed under),
-``pos`` (hash: product id -> "x y z time_end", the unit vector and end time a cone search
-tests before fetching any entry),
+``pos`` (hash: product id -> the unit vector and end time as four packed doubles, what a
+cone search tests before fetching any entry),
 ``cell:<cell>``, ``time`` and ``kind:<kind>`` (sorted sets scored by start time), ``strip``
 (sorted set scored by strip declination), ``collections`` (hash: collection -> count),
 ``meta`` (hash: ``max_span_s``, ``layout``). Adds and removals are Lua scripts, atomic on
@@ -45,7 +45,7 @@ from contimg_dask.state.redis_store import connect, redacted
 T = TypeVar("T")
 FETCH_BATCH = 5000
 #: The layout of the keys (``meta.layout``); keys of another layout are deleted on opening.
-LAYOUT = "2"
+LAYOUT = "3"
 
 _UNINDEX = """
 local old = redis.call('HGET', A .. 'where', id)
@@ -72,7 +72,9 @@ local A, id = ARGV[1], ARGV[2]
 """ + _UNINDEX + """
 redis.call('HSET', A .. 'entries', id, ARGV[3])
 redis.call('HSET', A .. 'provenance', id, ARGV[10])
-redis.call('HSET', A .. 'pos', id, ARGV[11])
+local px, py, pz, pte = string.match(ARGV[11], '(%S+) (%S+) (%S+) (%S+)')
+redis.call('HSET', A .. 'pos', id, struct.pack('dddd', tonumber(px), tonumber(py), tonumber(pz),
+                                              tonumber(pte)))
 redis.call('HSET', A .. 'where', id, cjson.encode({ARGV[4], ARGV[5], ARGV[6]}))
 redis.call('ZADD', A .. 'cell:' .. ARGV[4], ARGV[7], id)
 redis.call('ZADD', A .. 'kind:' .. ARGV[5], ARGV[7], id)
@@ -93,25 +95,29 @@ return present
 """
 
 
-#: ARGV: archive prefix, lowest start, highest start, cone centre x, y, z, cos(radius), the
-#: earliest end ('' for none), then the cells. Returns one JSON array of the matching
-#: entries' rows: the cone and end-time test run on the server, on the compact ``pos``
-#: records, so that only matches travel and are decoded.
+#: ARGV: archive prefix, the time range's start and end ('' for none), cone centre x, y, z,
+#: cos(radius), then the cells. Returns one JSON array of the matching entries' rows: the
+#: cells' sorted sets give the products starting in the range widened by the longest span
+#: (``meta.max_span_s``), the cone and end-time test run on the compact ``pos`` records
+#: (packed doubles), so that only matches travel and are decoded. One round trip.
 SEARCH_CONE = """
 local A = ARGV[1]
+local tfrom, tto = tonumber(ARGV[2]), tonumber(ARGV[3])
+local span = tonumber(redis.call('HGET', A .. 'meta', 'max_span_s') or '0')
+local low, high = '-inf', '+inf'
+if tfrom then low = tfrom - span end
+if tto then high = tto end
 local cx, cy, cz, c = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local tfrom = tonumber(ARGV[8])
 local matched = {}
-for i = 9, #ARGV do
-  local ids = redis.call('ZRANGEBYSCORE', A .. 'cell:' .. ARGV[i], ARGV[2], ARGV[3])
+for i = 8, #ARGV do
+  local ids = redis.call('ZRANGEBYSCORE', A .. 'cell:' .. ARGV[i], low, high)
   for first = 1, #ids, 1000 do
     local part = {unpack(ids, first, math.min(first + 999, #ids))}
     local pos = redis.call('HMGET', A .. 'pos', unpack(part))
     for j = 1, #part do
       if pos[j] then
-        local x, y, z, te = string.match(pos[j], '(%S+) (%S+) (%S+) (%S+)')
-        if tonumber(x) * cx + tonumber(y) * cy + tonumber(z) * cz >= c
-            and (tfrom == nil or tonumber(te) >= tfrom) then
+        local x, y, z, te = struct.unpack('dddd', pos[j])
+        if x * cx + y * cy + z * cz >= c and (tfrom == nil or te >= tfrom) then
           matched[#matched + 1] = part[j]
         end
       end
@@ -260,14 +266,10 @@ class RedisArchiveIndex:
         (tested on the server: SEARCH_CONE)."""
         assert query.cone is not None
         ra, dec, radius = query.cone
-        span = float(self._call(lambda: self._redis.hget(self.prefix + "meta", "max_span_s"))
-                     or 0.0)
-        low = "-inf" if query.time_from is None else repr(query.time_from - span)
-        high = "+inf" if query.time_to is None else repr(query.time_to)
         reply = self._call(lambda: self._search_cone(args=[
-            self.prefix, low, high, *map(repr, unit_vector(ra, dec)),
-            repr(math.cos(math.radians(radius))),
-            "" if query.time_from is None else repr(query.time_from),
+            self.prefix, "" if query.time_from is None else repr(query.time_from),
+            "" if query.time_to is None else repr(query.time_to),
+            *map(repr, unit_vector(ra, dec)), repr(math.cos(math.radians(radius))),
             *cone_cells(ra, dec, radius)]))
         return json.loads(reply)
 
