@@ -41,7 +41,9 @@ def write_config_snapshot(values: dict[str, Any], directory: Path) -> Path:
     the Redis password is left out."""
     values = copy.deepcopy(values)
     environment = values.pop("environment")
-    values["state"]["redis"]["password"] = None
+    redis_settings = values.get("state", {}).get("redis")
+    if isinstance(redis_settings, dict):
+        redis_settings["password"] = None
     (directory / "environments").mkdir(parents=True, exist_ok=True)
     (directory / "pipeline.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     (directory / "environments" / f"{environment}.yaml").write_text("{}\n")
