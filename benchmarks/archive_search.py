@@ -111,22 +111,25 @@ def _p95(values: list[float]) -> float:
 def latency(run: Any, qs: list[SearchQuery], server_cpu: Any = None) -> dict[str, float]:
     """Per query: wall-clock latency (p50, p95, max) and this process's CPU time (p50, p95:
     what the load of a shared machine does not inflate); ``server_cpu``: a callable giving
-    the server's CPU seconds so far (Redis), whose increase over the set is reported."""
+    the server's CPU seconds so far (Redis), read before and after each query (its total
+    over the set and its p95 per query are reported; INFO's own cost included)."""
     run(qs[0])  # warm
-    times, cpus, counts = [], [], []
-    server0 = server_cpu() if server_cpu else 0.0
+    times, cpus, servers, counts = [], [], [], []
     for q in qs:
+        s0 = server_cpu() if server_cpu else 0.0  # outside the timed part
         t0, c0 = time.perf_counter(), time.process_time()
         counts.append(run(q))
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
+        servers.append(server_cpu() - s0 if server_cpu else 0.0)
     times_ms = sorted(1e3 * t for t in times)
     return {"p50_ms": statistics.median(times_ms), "p95_ms": _p95(times_ms),
             "max_ms": times_ms[-1], "mean_results": statistics.mean(counts),
             "p95_results": _p95(counts),
             "us_per_result": 1e6 * sum(times) / max(1, sum(counts)),
             "cpu_p50_ms": 1e3 * statistics.median(cpus), "cpu_p95_ms": 1e3 * _p95(cpus),
-            "server_cpu_s": server_cpu() - server0 if server_cpu else None,
+            "server_cpu_s": sum(servers) if server_cpu else None,
+            "server_cpu_p95_ms": 1e3 * _p95(servers) if server_cpu else None,
             "load_average": os.getloadavg()[0]}
 
 
@@ -259,7 +262,7 @@ def write_results(results: dict[str, Any]) -> None:
              "the set (wall-clock figures on a loaded machine are inflated, CPU figures are "
              "not).", "",
              "| index | query | p50 (ms) | p95 (ms) | max (ms) | CPU p50 / p95 (ms) | "
-             "server CPU (ms/query) | results: mean / p95 | us per result | load | "
+             "server CPU mean / p95 (ms) | results: mean / p95 | us per result | load | "
              "p50 vs scan | answers = scan |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, ref in results["reference"].items():
@@ -270,7 +273,9 @@ def write_results(results: dict[str, Any]) -> None:
     for row in results["indexes"]:
         for name, q in row["queries"].items():
             server = ("" if q.get("server_cpu_s") is None
-                      else f"{1e3 * q['server_cpu_s'] / results['queries']:.1f}")
+                      else f"{1e3 * q['server_cpu_s'] / results['queries']:.1f}"
+                      + (f" / {q['server_cpu_p95_ms']:.1f}" if q.get("server_cpu_p95_ms")
+                         is not None else ""))
             lines.append(f"| {row['backend']} | {name} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} "
                          f"| {q['max_ms']:.1f} | {_cpu(q)} | {server} | "
                          f"{q['mean_results']:.0f} / {q['p95_results']} "
