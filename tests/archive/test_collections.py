@@ -102,3 +102,10 @@ def test_hourly_mosaic_is_one_product_of_its_collection(
         entry.product_id]
     assert main([*cli_settings, "archive", "config", entry.product_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == resolved_config(config)
+    # Served as FITS (the product itself) and as a PNG quick-look.
+    for fmt in ("fits", "png"):
+        assert main([*cli_settings, "archive", "get", entry.product_id, "--format", fmt,
+                     "--json"]) == 0
+        served = json.loads(capsys.readouterr().out)
+        head = Path(served["path"]).read_bytes()[:8]
+        assert head == (b"SIMPLE  " if fmt == "fits" else b"\x89PNG\r\n\x1a\n"), served
