@@ -103,11 +103,16 @@ def plan(state: StateStore, index: ArchiveIndex, rules: list[ArchiveRetentionRul
          now: float | None = None) -> list[Decision]:
     """What each rule would delete and keep (nothing is touched)."""
     now = time.time() if now is None else now
-    records = latest_of(state.products())  # a product recorded again: its latest record
+    records = state.products()
+    # A product recorded again (a block store after each stage, an hourly mosaic after each
+    # block) is verified as its latest record says it is now.
+    latest = {r.path: r for r in latest_of(records)}
     made_from: dict[str, list[ProductRecord]] = defaultdict(list)
     for record in records:
         for source in record.provenance.get("inputs", []):
-            made_from[str(source)].append(record)
+            current = latest.get(record.path, record)
+            if current not in made_from[str(source)]:
+                made_from[str(source)].append(current)
     verifier = _Verifier(index)
     decisions = []
     for rule in rules:
