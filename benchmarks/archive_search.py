@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -103,20 +104,33 @@ def numpy_scan(rows: dict[str, np.ndarray], vectors: np.ndarray, query: SearchQu
     return int(keep.sum())
 
 
-def latency(run: Any, qs: list[SearchQuery]) -> dict[str, float]:
+def _p95(values: list[float]) -> float:
+    return sorted(values)[int(0.95 * (len(values) - 1))]
+
+
+def latency(run: Any, qs: list[SearchQuery], server_cpu: Any = None) -> dict[str, float]:
+    """Per query: wall-clock latency (p50, p95, max) and this process's CPU time (p50, p95:
+    what the load of a shared machine does not inflate); ``server_cpu``: a callable giving
+    the server's CPU seconds so far (Redis), read before and after each query (its total
+    over the set and its p95 per query are reported; INFO's own cost included)."""
     run(qs[0])  # warm
-    times, counts = [], []
+    times, cpus, servers, counts = [], [], [], []
     for q in qs:
-        t0 = time.perf_counter()
+        s0 = server_cpu() if server_cpu else 0.0  # outside the timed part
+        t0, c0 = time.perf_counter(), time.process_time()
         counts.append(run(q))
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        servers.append(server_cpu() - s0 if server_cpu else 0.0)
     times_ms = sorted(1e3 * t for t in times)
-    ordered = sorted(counts)
-    return {"p50_ms": statistics.median(times_ms),
-            "p95_ms": times_ms[int(0.95 * (len(times_ms) - 1))], "max_ms": times_ms[-1],
-            "mean_results": statistics.mean(counts),
-            "p95_results": ordered[int(0.95 * (len(ordered) - 1))],
-            "us_per_result": 1e6 * sum(times) / max(1, sum(counts))}
+    return {"p50_ms": statistics.median(times_ms), "p95_ms": _p95(times_ms),
+            "max_ms": times_ms[-1], "mean_results": statistics.mean(counts),
+            "p95_results": _p95(counts),
+            "us_per_result": 1e6 * sum(times) / max(1, sum(counts)),
+            "cpu_p50_ms": 1e3 * statistics.median(cpus), "cpu_p95_ms": 1e3 * _p95(cpus),
+            "server_cpu_s": sum(servers) if server_cpu else None,
+            "server_cpu_p95_ms": 1e3 * _p95(servers) if server_cpu else None,
+            "load_average": os.getloadavg()[0]}
 
 
 def bench_index(backend: str, rows: dict[str, np.ndarray],
@@ -142,8 +156,18 @@ def bench_index(backend: str, rows: dict[str, np.ndarray],
         insert_s = time.perf_counter() - t0
         out: dict[str, Any] = {"backend": backend, "rows": n, "insert_s": insert_s,
                                "inserts_per_s": n / insert_s, "queries": {}}
+        server_cpu = None
+        if server is not None:
+            import redis
+
+            client = redis.Redis.from_url(server.url)
+
+            def server_cpu() -> float:
+                info = client.info("cpu")
+                return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
         for name, qs in query_sets.items():
-            result = latency(lambda q: len(index.search(q)), qs)
+            # What the CLI and the dashboard get: every match as a JSON-ready dict.
+            result = latency(lambda q: len(index.search(q).dicts()), qs, server_cpu)
             # The answers agree with the reference scan.
             result["mismatches_first_20"] = sum(len(index.search(q)) != numpy_scan(
                 rows, vectors, q) for q in qs[:20])
@@ -220,24 +244,44 @@ def main() -> None:
     write_results(results)
 
 
+def _cpu(q: dict[str, Any]) -> str:
+    if "cpu_p50_ms" not in q:
+        return ""
+    return f"{q['cpu_p50_ms']:.1f} / {q['cpu_p95_ms']:.1f}"
+
+
 def write_results(results: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "archive_search.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Archive search: {results['rows']:,} products", "",
              f"{results['queries']} queries per set; reference: a NumPy full scan of the same "
-             "rows in memory (dot product + time overlap).", "",
-             "| index | query | p50 (ms) | p95 (ms) | max (ms) | results: mean / p95 | "
-             "us per result | p50 vs scan | answers = scan |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "rows in memory (dot product + time overlap). Latency per query, wall clock, "
+             "including every match turned into a JSON-ready dict (what `contimg archive "
+             "search` and the dashboard get). CPU: this process's per query; server CPU: "
+             "redis-server's over the set, per query; load: the 1-minute load average after "
+             "the set (wall-clock figures on a loaded machine are inflated, CPU figures are "
+             "not).", "",
+             "| index | query | p50 (ms) | p95 (ms) | max (ms) | CPU p50 / p95 (ms) | "
+             "server CPU mean / p95 (ms) | results: mean / p95 | us per result | load | "
+             "p50 vs scan | answers = scan |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for name, ref in results["reference"].items():
         lines.append(f"| NumPy scan | {name} | {ref['p50_ms']:.1f} | {ref['p95_ms']:.1f} | "
-                     f"{ref['max_ms']:.1f} | {ref['mean_results']:.0f} / "
-                     f"{ref['p95_results']} | | 1x | |")
+                     f"{ref['max_ms']:.1f} | {_cpu(ref)} | | {ref['mean_results']:.0f} / "
+                     f"{ref['p95_results']} | | {ref.get('load_average', float('nan')):.1f} | "
+                     "1x | |")
     for row in results["indexes"]:
         for name, q in row["queries"].items():
+            server = ("" if q.get("server_cpu_s") is None
+                      else f"{1e3 * q['server_cpu_s'] / results['queries']:.1f}"
+                      + (f" / {q['server_cpu_p95_ms']:.1f}" if q.get("server_cpu_p95_ms")
+                         is not None else ""))
             lines.append(f"| {row['backend']} | {name} | {q['p50_ms']:.1f} | {q['p95_ms']:.1f} "
-                         f"| {q['max_ms']:.1f} | {q['mean_results']:.0f} / {q['p95_results']} "
-                         f"| {q['us_per_result']:.0f} | {q['speedup_vs_scan']:.1f}x | "
+                         f"| {q['max_ms']:.1f} | {_cpu(q)} | {server} | "
+                         f"{q['mean_results']:.0f} / {q['p95_results']} "
+                         f"| {q['us_per_result']:.0f} | "
+                         f"{q.get('load_average', float('nan')):.1f} | "
+                         f"{q['speedup_vs_scan']:.1f}x | "
                          f"{'yes' if q['mismatches_first_20'] == 0 else 'NO'} |")
     lines += ["", "| index | insert (rows/s) |", "| --- | ---: |"]
     lines += [f"| {row['backend']} | {row['inserts_per_s']:,.0f} |"

@@ -11,8 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from contimg_dask.archive.index import ArchiveIndex, open_archive_index
-from contimg_dask.archive.metadata import entry_for, latest_records, skip_reason
-from contimg_dask.archive.records import ArchiveEntry, SearchQuery, product_id
+from contimg_dask.archive.metadata import (
+    entry_for,
+    latest_records,
+    record_product_id,
+    skip_reason,
+)
+from contimg_dask.archive.records import ArchiveEntry, SearchQuery
 from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.errors import ContimgError
 from contimg_dask.logs import get_logger
@@ -33,14 +38,18 @@ def sync_index(state: StateStore, index: ArchiveIndex, config: PipelineConfig
     sync."""
     entries, unchanged, skipped = [], 0, []
     skies: dict[str, dict[str, Any]] = {}
+    known: dict[str, ArchiveEntry] = {}  # entries by path: the inputs of later products
     for record in latest_records(state):
-        pid = product_id(record.block_id, record.kind)
-        if _unchanged(index.get(pid), record.token, record.recorded_at, record.path):
+        pid = record_product_id(record)
+        old = index.get(pid)
+        if _unchanged(old, record.token, record.recorded_at, record.path):
             unchanged += 1
+            known[record.path] = old
             continue
         try:
             entries.append(entry_for(record, state, checksum=config.archive.checksum_on_index,
-                                     skies=skies))
+                                     skies=skies, known=known))
+            known[record.path] = entries[-1]
         except ContimgError as exc:
             skipped.append({"product_id": pid, "reason": skip_reason(exc)})
             log.warning("not indexed: %s: %s", pid, skip_reason(exc))
@@ -49,21 +58,29 @@ def sync_index(state: StateStore, index: ArchiveIndex, config: PipelineConfig
             "total": index.count()}
 
 
-def search(config: PipelineConfig, *, cone: tuple[float, float, float] | None = None,
-           time_from: float | None = None, time_to: float | None = None,
-           strip_dec_deg: float | None = None, kind: str | None = None,
-           max_noise_jy: float | None = None, limit: int | None = None
-           ) -> list[dict[str, Any]]:
+def search_page(config: PipelineConfig, *,
+                cone: tuple[float, float, float] | None = None,
+                time_from: float | None = None, time_to: float | None = None,
+                strip_dec_deg: float | None = None, kind: str | None = None,
+                max_noise_jy: float | None = None, limit: int | None = None, offset: int = 0
+                ) -> dict[str, Any]:
     """Search the archive (see :class:`~contimg_dask.archive.records.SearchQuery`: cone
-    (RA, Dec, radius) in ICRS degrees, times Unix s, noise Jy/beam); the entries as
-    JSON-ready dicts, oldest first. For the dashboard's search page and ``contimg archive
+    (RA, Dec, radius) in ICRS degrees, times Unix s, noise Jy/beam): ``{"total": matches,
+    "offset": offset, "products": [...]}``, the page's entries as JSON-ready dicts (without
+    provenance), oldest first. For the dashboard's search page and ``contimg archive
     search``."""
     query = SearchQuery(cone=cone, time_from=time_from, time_to=time_to,
                         strip_dec_deg=strip_dec_deg,
                         strip_tolerance_deg=config.archive.strip_tolerance_deg, kind=kind,
-                        max_noise_jy=max_noise_jy, limit=limit)
+                        max_noise_jy=max_noise_jy, limit=limit, offset=offset)
     index = open_archive_index(config)
     try:
-        return [entry.to_dict() for entry in index.search(query)]
+        found = index.search(query)
     finally:
         index.close()
+    return {"total": found.total, "offset": offset, "products": found.dicts()}
+
+
+def search(config: PipelineConfig, **criteria: Any) -> list[dict[str, Any]]:
+    """The products of :func:`search_page` (same criteria), without the count."""
+    return search_page(config, **criteria)["products"]

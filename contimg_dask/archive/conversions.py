@@ -65,7 +65,8 @@ def block_store_for(entry: ArchiveEntry) -> Path:
 def _convert(entry: ArchiveEntry, fmt: str, config: PipelineConfig,
              cache: ConversionCache) -> tuple[Path, str]:
     """The product in ``fmt`` and how it was served (``hit``, ``miss``, ``original``)."""
-    name = f"{(entry.block_id or entry.product_id).replace(':', '-')}{SUFFIXES[fmt]}"
+    name = (f"{(entry.block_id or entry.product_id).replace(':', '-').replace('/', '_')}"
+            f"{SUFFIXES[fmt]}")
     if fmt in VISIBILITY_FORMATS:
         if entry.kind not in VISIBILITY_KINDS:
             raise InputError(f"a {entry.kind} product has no {fmt} format (visibility "

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from contimg_dask.archive.records import ArchiveEntry, SearchQuery
+from contimg_dask.archive.records import ArchiveEntry, SearchQuery, SearchResult
 from contimg_dask.config.schema import PipelineConfig
 
 
@@ -16,9 +16,11 @@ class ArchiveIndex(Protocol):
     """Products with their metadata, searchable by cone, time, strip, kind and noise.
 
     ``add`` replaces an entry with the same ``product_id`` (indexing is idempotent);
-    ``search`` returns entries oldest first (by ``time_start``, then ``product_id``) without
-    their provenance (``provenance == {}``: a result list stays light with hundreds of
-    products); ``get`` returns an entry whole."""
+    ``search`` returns the matches oldest first (by ``time_start``, then ``product_id``) as
+    rows of the entries' fields without their provenance (records.SearchResult: a result
+    of thousands of products stays cheap; its items are entries with ``provenance == {}``),
+    the page the query asks for and the number of all matches; ``get`` returns an entry
+    whole."""
 
     backend: str
     location: str
@@ -30,7 +32,7 @@ class ArchiveIndex(Protocol):
 
     def remove(self, product_id: str) -> bool: ...
 
-    def search(self, query: SearchQuery) -> list[ArchiveEntry]: ...
+    def search(self, query: SearchQuery) -> SearchResult: ...
 
     def collections(self) -> dict[str, int]:
         """Products per collection path (records.collection_of)."""

@@ -1,18 +1,21 @@
 """The archive index in the state store's Redis, under the instance prefix
 (``contimg:{<instance>}:archive:...``). Values are JSON, never pickle.
 
-Keys: ``entries`` (hash: product id -> the entry's JSON without its provenance: what a search
-returns), ``provenance`` (hash: product id -> the provenance's JSON, added by ``get``),
+Keys: ``entries`` (hash: product id -> the entry without its provenance as a JSON array in
+``records.SEARCH_FIELDS`` order: what a search returns), ``provenance`` (hash: product id
+-> the provenance's JSON, added by ``get``),
 ``where`` (hash: product id -> the JSON list [cell, kind, collection] it is indexed under),
-``pos`` (hash: product id -> "x y z time_end", the unit vector and end time a cone search
-tests before fetching any entry),
+``pos`` (hash: product id -> the unit vector and end time as four packed doubles, what a
+cone search tests before fetching any entry),
 ``cell:<cell>``, ``time`` and ``kind:<kind>`` (sorted sets scored by start time), ``strip``
 (sorted set scored by strip declination), ``collections`` (hash: collection -> count),
-``meta`` (hash: ``max_span_s``). Adds and removals are Lua scripts, atomic on the server. A
-cone search runs on the server too (SEARCH_CONE: the cone's cells, their time range, the
-dot product on the ``pos`` records), so that only matches travel; other searches take their
-candidates from the kind, time or strip sorted set. Every criterion is then tested exactly on
-the entries.
+``meta`` (hash: ``max_span_s``, ``layout``). Adds and removals are Lua scripts, atomic on
+the server. A cone search runs on the server too (SEARCH_CONE: the cone's cells, their time
+range, the dot product on the ``pos`` records) and answers with one JSON array of the
+matching rows, so that only matches travel and one ``json.loads`` decodes them all; other
+searches take their candidates from the kind, time or strip sorted set. The remaining
+criteria are tested on the rows. The index is derived data: keys of an older layout are
+deleted when it is opened, and ``contimg archive sync`` fills the new ones.
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from typing import Any, TypeVar
 
 import redis
 
-from contimg_dask.archive.records import ArchiveEntry, SearchQuery, unit_vector
+from contimg_dask.archive.records import (
+    ROW,
+    SEARCH_FIELDS,
+    ArchiveEntry,
+    SearchQuery,
+    SearchResult,
+    row_order,
+    search_row,
+    unit_vector,
+)
 from contimg_dask.archive.sky_cells import cell_of, cone_cells
 from contimg_dask.config.schema import StateConfig
 from contimg_dask.errors import StateError, StateUnavailableError
@@ -32,6 +44,8 @@ from contimg_dask.state.redis_store import connect, redacted
 
 T = TypeVar("T")
 FETCH_BATCH = 5000
+#: The layout of the keys (``meta.layout``); keys of another layout are deleted on opening.
+LAYOUT = "3"
 
 _UNINDEX = """
 local old = redis.call('HGET', A .. 'where', id)
@@ -58,7 +72,9 @@ local A, id = ARGV[1], ARGV[2]
 """ + _UNINDEX + """
 redis.call('HSET', A .. 'entries', id, ARGV[3])
 redis.call('HSET', A .. 'provenance', id, ARGV[10])
-redis.call('HSET', A .. 'pos', id, ARGV[11])
+local px, py, pz, pte = string.match(ARGV[11], '(%S+) (%S+) (%S+) (%S+)')
+redis.call('HSET', A .. 'pos', id, struct.pack('dddd', tonumber(px), tonumber(py), tonumber(pz),
+                                              tonumber(pte)))
 redis.call('HSET', A .. 'where', id, cjson.encode({ARGV[4], ARGV[5], ARGV[6]}))
 redis.call('ZADD', A .. 'cell:' .. ARGV[4], ARGV[7], id)
 redis.call('ZADD', A .. 'kind:' .. ARGV[5], ARGV[7], id)
@@ -79,64 +95,74 @@ return present
 """
 
 
-#: ARGV: archive prefix, lowest start, highest start, cone centre x, y, z, cos(radius), the
-#: earliest end ('' for none), then the cells. Returns the matching ids and their entries'
-#: JSON, alternately: the cone and end-time test run on the server, on the compact ``pos``
-#: records, so that only matches travel and are decoded.
+#: ARGV: archive prefix, the time range's start and end ('' for none), cone centre x, y, z,
+#: cos(radius), then the cells. Returns one JSON array of the matching entries' rows: the
+#: cells' sorted sets give the products starting in the range widened by the longest span
+#: (``meta.max_span_s``), the cone and end-time test run on the compact ``pos`` records
+#: (packed doubles), so that only matches travel and are decoded. One round trip.
 SEARCH_CONE = """
 local A = ARGV[1]
+local tfrom, tto = tonumber(ARGV[2]), tonumber(ARGV[3])
+local span = tonumber(redis.call('HGET', A .. 'meta', 'max_span_s') or '0')
+local low, high = '-inf', '+inf'
+if tfrom then low = tfrom - span end
+if tto then high = tto end
 local cx, cy, cz, c = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local tfrom = tonumber(ARGV[8])
 local matched = {}
-for i = 9, #ARGV do
-  local ids = redis.call('ZRANGEBYSCORE', A .. 'cell:' .. ARGV[i], ARGV[2], ARGV[3])
+for i = 8, #ARGV do
+  local ids = redis.call('ZRANGEBYSCORE', A .. 'cell:' .. ARGV[i], low, high)
   for first = 1, #ids, 1000 do
     local part = {unpack(ids, first, math.min(first + 999, #ids))}
     local pos = redis.call('HMGET', A .. 'pos', unpack(part))
     for j = 1, #part do
       if pos[j] then
-        local x, y, z, te = string.match(pos[j], '(%S+) (%S+) (%S+) (%S+)')
-        if tonumber(x) * cx + tonumber(y) * cy + tonumber(z) * cz >= c
-            and (tfrom == nil or tonumber(te) >= tfrom) then
+        local x, y, z, te = struct.unpack('dddd', pos[j])
+        if x * cx + y * cy + z * cz >= c and (tfrom == nil or te >= tfrom) then
           matched[#matched + 1] = part[j]
         end
       end
     end
   end
 end
-local reply = {}
+local rows = {}
 for first = 1, #matched, 1000 do
   local part = {unpack(matched, first, math.min(first + 999, #matched))}
   local docs = redis.call('HMGET', A .. 'entries', unpack(part))
   for j = 1, #part do
-    if docs[j] then
-      reply[#reply + 1] = part[j]
-      reply[#reply + 1] = docs[j]
-    end
+    if docs[j] then rows[#rows + 1] = docs[j] end
   end
 end
-return reply
+return '[' .. table.concat(rows, ',') .. ']'
 """
 
 
-def entry_matches(entry: ArchiveEntry, query: SearchQuery) -> bool:
-    """Whether ``entry`` meets every criterion of ``query`` (the exact test)."""
-    if query.cone is not None:
+def row_test(query: SearchQuery, *, cone_and_time: bool = True
+             ) -> Callable[[list[Any]], bool]:
+    """The exact test of ``query``'s criteria on a search row (``cone_and_time=False``: the
+    cone and time criteria were tested already, on the server)."""
+    tests: list[Callable[[list[Any]], bool]] = []
+    if cone_and_time and query.cone is not None:
         ra, dec, radius = query.cone
-        c, p = unit_vector(ra, dec), unit_vector(entry.ra_deg, entry.dec_deg)
-        if sum(a * b for a, b in zip(c, p, strict=True)) < math.cos(math.radians(radius)):
-            return False
-    if query.time_from is not None and entry.time_end < query.time_from:
-        return False
-    if query.time_to is not None and entry.time_start > query.time_to:
-        return False
-    if (query.strip_dec_deg is not None
-            and abs(entry.strip_dec_deg - query.strip_dec_deg) > query.strip_tolerance_deg):
-        return False
-    if query.kind is not None and entry.kind != query.kind:
-        return False
-    return query.max_noise_jy is None or (entry.noise_jy is not None
-                                          and entry.noise_jy <= query.max_noise_jy)
+        (cx, cy, cz), cos_r = unit_vector(ra, dec), math.cos(math.radians(radius))
+
+        def in_cone(row: list[Any]) -> bool:
+            x, y, z = unit_vector(row[ROW["ra_deg"]], row[ROW["dec_deg"]])
+            return x * cx + y * cy + z * cz >= cos_r
+
+        tests.append(in_cone)
+    if cone_and_time and query.time_from is not None:
+        tests.append(lambda row, t=query.time_from: row[ROW["time_end"]] >= t)
+    if cone_and_time and query.time_to is not None:
+        tests.append(lambda row, t=query.time_to: row[ROW["time_start"]] <= t)
+    if query.strip_dec_deg is not None:
+        tests.append(lambda row, s=query.strip_dec_deg, tol=query.strip_tolerance_deg:
+                     abs(row[ROW["strip_dec_deg"]] - s) <= tol)
+    if query.kind is not None:
+        tests.append(lambda row, k=query.kind: row[ROW["kind"]] == k)
+    if query.max_noise_jy is not None:
+        tests.append(lambda row, n=query.max_noise_jy: row[ROW["noise_jy"]] is not None
+                     and row[ROW["noise_jy"]] <= n)
+    return lambda row: all(test(row) for test in tests)
 
 
 class RedisArchiveIndex:
@@ -152,6 +178,16 @@ class RedisArchiveIndex:
         self._add = self._redis.register_script(ADD)
         self._remove = self._redis.register_script(REMOVE)
         self._search_cone = self._redis.register_script(SEARCH_CONE)
+        self._call(self._check_layout)
+
+    def _check_layout(self) -> None:
+        """Delete the keys of an older layout (the index is rebuilt by ``archive sync``)."""
+        meta = self.prefix + "meta"
+        if self._redis.hget(meta, "layout") == LAYOUT:
+            return
+        for key in self._redis.scan_iter(match=self.prefix + "*", count=1000):
+            self._redis.unlink(key)
+        self._redis.hset(meta, "layout", LAYOUT)
 
     def _call(self, action: Callable[[], T]) -> T:
         try:
@@ -169,13 +205,11 @@ class RedisArchiveIndex:
         n = 0
         pipe = self._redis.pipeline(transaction=False)
         for entry in entries:
-            doc = entry.to_dict()
-            provenance = doc.pop("provenance")
-            self._add(args=[self.prefix, entry.product_id, json.dumps(doc),
+            self._add(args=[self.prefix, entry.product_id, json.dumps(search_row(entry)),
                             cell_of(entry.ra_deg, entry.dec_deg), entry.kind,
                             entry.collection, repr(entry.time_start),
                             repr(entry.strip_dec_deg),
-                            repr(entry.time_end - entry.time_start), json.dumps(provenance),
+                            repr(entry.time_end - entry.time_start), json.dumps(entry.provenance),
                             " ".join(map(repr, (*unit_vector(entry.ra_deg, entry.dec_deg),
                                                 entry.time_end)))],
                       client=pipe)
@@ -192,8 +226,8 @@ class RedisArchiveIndex:
         doc, provenance = self._call(pipe.execute)
         if not doc:
             return None
-        return ArchiveEntry.from_dict({**json.loads(doc),
-                                       "provenance": json.loads(provenance or "{}")})
+        return ArchiveEntry(**dict(zip(SEARCH_FIELDS, json.loads(doc), strict=True)),
+                            provenance=json.loads(provenance or "{}"))
 
     def remove(self, product_id: str) -> bool:
         return bool(self._call(lambda: self._remove(args=[self.prefix, product_id])))
@@ -227,35 +261,31 @@ class RedisArchiveIndex:
             pipe.zrangebyscore(key, low, high)
         return {i for ids in self._call(pipe.execute) for i in ids}
 
-    def _cone_docs(self, query: SearchQuery) -> list[str]:
-        """Entries' JSON of the products in the query's cone whose span does not end before
-        its start (tested on the server: SEARCH_CONE)."""
+    def _cone_rows(self, query: SearchQuery) -> list[list[Any]]:
+        """Rows of the products in the query's cone whose span overlaps its time range
+        (tested on the server: SEARCH_CONE)."""
         assert query.cone is not None
         ra, dec, radius = query.cone
-        span = float(self._call(lambda: self._redis.hget(self.prefix + "meta", "max_span_s"))
-                     or 0.0)
-        low = "-inf" if query.time_from is None else repr(query.time_from - span)
-        high = "+inf" if query.time_to is None else repr(query.time_to)
         reply = self._call(lambda: self._search_cone(args=[
-            self.prefix, low, high, *map(repr, unit_vector(ra, dec)),
-            repr(math.cos(math.radians(radius))),
-            "" if query.time_from is None else repr(query.time_from),
+            self.prefix, "" if query.time_from is None else repr(query.time_from),
+            "" if query.time_to is None else repr(query.time_to),
+            *map(repr, unit_vector(ra, dec)), repr(math.cos(math.radians(radius))),
             *cone_cells(ra, dec, radius)]))
-        return reply[1::2]
+        return json.loads(reply)
 
-    def search(self, query: SearchQuery) -> list[ArchiveEntry]:
+    def search(self, query: SearchQuery) -> SearchResult:
         if query.cone is not None:
-            entries = (ArchiveEntry.from_dict(json.loads(d)) for d in self._cone_docs(query))
-            found = sorted((e for e in entries if entry_matches(e, query)),
-                           key=lambda e: (e.time_start, e.product_id))
-            return found if query.limit is None else found[:query.limit]
-        ids = list(self._candidates(query))
-        found: list[ArchiveEntry] = []
-        for start in range(0, len(ids), FETCH_BATCH):
-            part = ids[start:start + FETCH_BATCH]
-            docs: list[Any] = self._call(lambda p=part: self._redis.hmget(
-                self.prefix + "entries", p))
-            found += [e for e in (ArchiveEntry.from_dict(json.loads(d)) for d in docs if d)
-                      if entry_matches(e, query)]
-        found.sort(key=lambda e: (e.time_start, e.product_id))
-        return found if query.limit is None else found[:query.limit]
+            rows = self._cone_rows(query)
+            test = row_test(query, cone_and_time=False)
+        else:
+            ids = list(self._candidates(query))
+            rows = []
+            for start in range(0, len(ids), FETCH_BATCH):
+                part = ids[start:start + FETCH_BATCH]
+                docs: list[Any] = self._call(lambda p=part: self._redis.hmget(
+                    self.prefix + "entries", p))
+                rows += [json.loads(d) for d in docs if d]
+            test = row_test(query)
+        found = [row for row in rows if test(row)]
+        found.sort(key=row_order)
+        return query.page(found)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 #: Kinds that hold visibilities (the block store and its exports): their collection is the
 #: observation itself; every other kind is a processed product with a collection of its own.
@@ -104,6 +105,61 @@ class ArchiveEntry:
 
 _ENTRY_FIELD_ORDER = tuple(f.name for f in dataclasses.fields(ArchiveEntry))
 _ENTRY_FIELDS = frozenset(_ENTRY_FIELD_ORDER)
+#: The columns of a search result row, in order: every entry field but the provenance.
+SEARCH_FIELDS = tuple(name for name in _ENTRY_FIELD_ORDER if name != "provenance")
+#: Positions in a search row of the fields the sort and the exact tests use.
+ROW = {name: i for i, name in enumerate(SEARCH_FIELDS)}
+
+
+def search_row(entry: ArchiveEntry) -> tuple[Any, ...]:
+    """``entry``'s values in :data:`SEARCH_FIELDS` order."""
+    return tuple(getattr(entry, name) for name in SEARCH_FIELDS)
+
+
+def row_order(row: Sequence[Any]) -> tuple[float, str]:
+    """The order of search results: start time, then product id."""
+    return row[ROW["time_start"]], row[ROW["product_id"]]
+
+
+class SearchResult(Sequence[ArchiveEntry]):
+    """What a search found: ``rows`` (tuples in :data:`SEARCH_FIELDS` order, oldest
+    first; what the indexes return, cheap for thousands of products) and ``total``, the
+    number of matches before the query's ``offset``/``limit`` cut them. Indexing or iterating
+    gives :class:`ArchiveEntry` objects (built on access, without their provenance)."""
+
+    __slots__ = ("rows", "total")
+
+    def __init__(self, rows: list[Sequence[Any]], total: int | None = None) -> None:
+        self.rows = rows
+        self.total = len(rows) if total is None else total
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, i: int) -> ArchiveEntry: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[ArchiveEntry]: ...
+
+    def __getitem__(self, i: int | slice) -> ArchiveEntry | list[ArchiveEntry]:
+        if isinstance(i, slice):
+            return [self._entry(r) for r in self.rows[i]]
+        return self._entry(self.rows[i])
+
+    @staticmethod
+    def _entry(row: Sequence[Any]) -> ArchiveEntry:
+        return ArchiveEntry(**dict(zip(SEARCH_FIELDS, row, strict=True)))
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as JSON-ready dicts (``ArchiveEntry.to_dict()`` keys, ``provenance``
+        empty)."""
+        out = []
+        for row in self.rows:
+            entry = dict(zip(SEARCH_FIELDS, row, strict=True))
+            entry["provenance"] = {}
+            out.append(entry)
+        return out
 
 
 @dataclass(frozen=True)
@@ -125,6 +181,7 @@ class SearchQuery:
     kind: str | None = None
     max_noise_jy: float | None = None
     limit: int | None = None
+    offset: int = 0
 
     def __post_init__(self) -> None:
         if self.cone is not None:
@@ -132,7 +189,15 @@ class SearchQuery:
             if not (-90.0 <= dec <= 90.0 and 0.0 <= radius <= 180.0 and math.isfinite(ra)):
                 raise ValueError(f"cone ({ra}, {dec}, {radius}) deg: Dec in [-90, 90] and "
                                  "radius in [0, 180] needed")
+        if self.offset < 0 or (self.limit is not None and self.limit < 0):
+            raise ValueError(f"offset ({self.offset}) and limit ({self.limit}) must not be "
+                             "negative")
         if (self.time_from is not None and self.time_to is not None
                 and self.time_to < self.time_from):
             raise ValueError(f"time range ends ({self.time_to}) before it starts "
                              f"({self.time_from})")
+
+    def page(self, rows: list[Sequence[Any]]) -> SearchResult:
+        """The page of ``rows`` (every match, in result order) this query asks for."""
+        end = None if self.limit is None else self.offset + self.limit
+        return SearchResult(rows[self.offset:end], total=len(rows))

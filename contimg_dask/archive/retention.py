@@ -27,7 +27,7 @@ from typing import Any
 
 from contimg_dask.archive.fingerprint import content_checksum, fingerprint
 from contimg_dask.archive.index import ArchiveIndex
-from contimg_dask.archive.records import product_id
+from contimg_dask.archive.metadata import latest_of, record_product_id
 from contimg_dask.config.schema import ArchiveRetentionRule
 from contimg_dask.errors import InputError
 from contimg_dask.state.protocol import StateStore
@@ -60,7 +60,7 @@ class _Verifier:
         """None if ``record``'s product verifies, else what is wrong with it."""
         if record.path in self._seen:
             return self._seen[record.path]
-        entry = self.index.get(product_id(record.block_id, record.kind))
+        entry = self.index.get(record_product_id(record))
         expected = record.checksum or (entry.checksum if entry is not None
                                        and entry.path == record.path else None)
         if not Path(record.path).exists():
@@ -83,7 +83,7 @@ def _candidates(rule: ArchiveRetentionRule, state: StateStore) -> list[str]:
 
 def _sources_problem(path: str, index: ArchiveIndex, records: list[ProductRecord]) -> str | None:
     record = next((r for r in records if r.path == path), None)
-    entry = index.get(product_id(record.block_id, record.kind)) if record else None
+    entry = index.get(record_product_id(record)) if record else None
     if entry is None:
         return "not indexed (run `contimg archive sync`): its sources are unknown"
     recorded = entry.provenance.get("input_fingerprints", {})
@@ -104,10 +104,15 @@ def plan(state: StateStore, index: ArchiveIndex, rules: list[ArchiveRetentionRul
     """What each rule would delete and keep (nothing is touched)."""
     now = time.time() if now is None else now
     records = state.products()
+    # A product recorded again (a block store after each stage, an hourly mosaic after each
+    # block) is verified as its latest record says it is now.
+    latest = {r.path: r for r in latest_of(records)}
     made_from: dict[str, list[ProductRecord]] = defaultdict(list)
     for record in records:
         for source in record.provenance.get("inputs", []):
-            made_from[str(source)].append(record)
+            current = latest.get(record.path, record)
+            if current not in made_from[str(source)]:
+                made_from[str(source)].append(current)
     verifier = _Verifier(index)
     decisions = []
     for rule in rules:

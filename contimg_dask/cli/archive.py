@@ -1,4 +1,4 @@
-"""``contimg archive ...`` (sync, search, collections, get, monitor, retention) and
+"""``contimg archive ...`` (sync, search, collections, get, config, monitor, retention) and
 ``contimg reproduce``: the products archive (docs/archive.md)."""
 
 from __future__ import annotations
@@ -58,15 +58,16 @@ def _cmd_sync(args: argparse.Namespace, config: PipelineConfig) -> int:
 
 
 def _cmd_search(args: argparse.Namespace, config: PipelineConfig) -> int:
-    from contimg_dask.archive.catalogue import search
+    from contimg_dask.archive.catalogue import search_page
 
     try:
-        found = search(config, cone=tuple(args.cone) if args.cone else None,
-                       time_from=_unix(args.time_from), time_to=_unix(args.time_to),
-                       strip_dec_deg=args.strip, kind=args.kind, max_noise_jy=args.max_noise,
-                       limit=args.limit)
+        page = search_page(config, cone=tuple(args.cone) if args.cone else None,
+                           time_from=_unix(args.time_from), time_to=_unix(args.time_to),
+                           strip_dec_deg=args.strip, kind=args.kind,
+                           max_noise_jy=args.max_noise, limit=args.limit, offset=args.offset)
     except ValueError as exc:
         raise ContimgError(str(exc)) from None
+    found = page["products"]
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
@@ -77,7 +78,9 @@ def _cmd_search(args: argparse.Namespace, config: PipelineConfig) -> int:
         noise = "-" if e["noise_jy"] is None else f"{1e3 * e['noise_jy']:.3f}"
         print(f"{e['product_id']:<36}{e['kind']:<13}{e['ra_deg']:9.4f}{e['dec_deg']:9.4f}"
               f"{e['strip_dec_deg']:7.1f}  {start:<20}{noise:>10}")
-    print(f"{len(found)} products")
+    shown = (f"{page['offset'] + 1}-{page['offset'] + len(found)} of " if found
+             and len(found) < page["total"] else "")
+    print(f"{shown}{page['total']} products")
     return 0
 
 
@@ -150,6 +153,38 @@ def _cmd_retention(args: argparse.Namespace, config: PipelineConfig) -> int:
     return 0
 
 
+def _recorded_config(config: PipelineConfig, provenance: dict[str, Any]
+                     ) -> dict[str, Any] | None:
+    """The configuration recorded under the provenance's hash (None if none was)."""
+    from contimg_dask.state import open_state_store
+
+    if not provenance.get("config_hash"):
+        return None
+    state = open_state_store(config)
+    try:
+        return state.configuration(provenance["config_hash"])
+    finally:
+        state.close()
+
+
+def _cmd_config(args: argparse.Namespace, config: PipelineConfig) -> int:
+    """The configuration a product was made with (by product id or configuration hash)."""
+    import yaml
+
+    provenance = ({"config_hash": args.product} if "/" not in args.product
+                  else _entry(config, args.product).provenance)
+    recorded = _recorded_config(config, provenance)
+    if recorded is None:
+        raise ContimgError(f"no configuration recorded for {args.product!r} (hash "
+                           f"{provenance.get('config_hash') or 'none'}): products recorded "
+                           "before configurations were kept have only the hash")
+    if args.json:
+        print(json.dumps(recorded, indent=2))
+    else:
+        print(yaml.safe_dump(recorded, sort_keys=False), end="")
+    return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.archive.reproduce import reproduce
     from contimg_dask.stages.layout import block_slug, products_dir
@@ -157,7 +192,8 @@ def _cmd_reproduce(args: argparse.Namespace, config: PipelineConfig) -> int:
     entry = _entry(config, args.product)
     dest = args.out or (products_dir(config) / "reproduced" / block_slug(
         entry.product_id.replace("/", "_")) / time.strftime("%Y%m%dT%H%M%S"))
-    report = reproduce(entry, config, Path(dest))
+    report = reproduce(entry, config, Path(dest),
+                       recorded_config=_recorded_config(config, entry.provenance))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -165,6 +201,9 @@ def _cmd_reproduce(args: argparse.Namespace, config: PipelineConfig) -> int:
                f"within {report['tolerance']:.3g}" if report["agrees"] else "DIFFERENT")
         print(f"{report['product_id']}: {how} ({report['arrays_compared']} arrays) -> "
               f"{report['reproduced']}")
+        if report["config_used"] != "recorded":
+            print("  note: no configuration recorded with the product: ran with the current "
+                  "one")
         if not report["config_matches"]:
             print("  note: the configuration differs from the one recorded")
         for path, what in report["changed_inputs"].items():
@@ -198,6 +237,8 @@ def add_archive_commands(sub: argparse._SubParsersAction) -> None:
     srch.add_argument("--kind", help="product kind (block_store, ms, solutions, image, ...)")
     srch.add_argument("--max-noise", type=float, help="largest image noise, Jy/beam")
     srch.add_argument("--limit", type=int, help="at most this many, oldest first")
+    srch.add_argument("--offset", type=int, default=0,
+                      help="skip this many first (pages: --offset 100 --limit 100)")
     srch.add_argument("--json", action="store_true", help="JSON output")
     srch.set_defaults(func=_cmd_search)
 
@@ -214,6 +255,12 @@ def add_archive_commands(sub: argparse._SubParsersAction) -> None:
     add_overwrite_option(get)
     get.add_argument("--json", action="store_true", help="JSON output")
     get.set_defaults(func=_cmd_get)
+
+    cfg = arc.add_parser("config", help="the configuration a product was made with (as "
+                         "recorded with it)")
+    cfg.add_argument("product", help="product id, or a configuration hash")
+    cfg.add_argument("--json", action="store_true", help="JSON (default: YAML)")
+    cfg.set_defaults(func=_cmd_config)
 
     mon = arc.add_parser("monitor", help="export monitor data (metrics) as CSV or Parquet")
     _time_options(mon)

@@ -237,7 +237,13 @@ def load_config(
     return config.model_copy(update={"paths": config.paths.resolved()})
 
 
+def resolved_config(config: PipelineConfig) -> dict[str, Any]:
+    """The validated configuration as JSON (secrets masked, as pydantic dumps them): what
+    provenance records, and what :func:`config_hash` hashes."""
+    return config.model_dump(mode="json")
+
+
 def config_hash(config: PipelineConfig) -> str:
     """SHA-256 of the validated configuration (for provenance records)."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    canonical = json.dumps(resolved_config(config), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()

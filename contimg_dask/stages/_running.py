@@ -1,5 +1,5 @@
 """What every stage does around its work: time it, run it on the given Dask client, and
-assemble the :class:`StageResult` (provenance with the configuration hash)."""
+assemble the :class:`StageResult` (provenance with the configuration and its hash)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contimg_dask.config import PipelineConfig, config_hash
+from contimg_dask.config import PipelineConfig
 from contimg_dask.stages.contract import (
     BlockRef,
     Figure,
     Product,
-    Provenance,
     StageResult,
+    provenance_of,
 )
 
 if TYPE_CHECKING:
@@ -40,6 +40,5 @@ def stage_result(stage: str, block: BlockRef, config: PipelineConfig,
     return StageResult(
         stage=stage, block_id=block.block_id,
         products=tuple(Product(kind, Path(path)) for kind, path in products),
-        provenance=Provenance(inputs=tuple(str(i) for i in inputs),
-                              config_hash=config_hash(config), command=command),
+        provenance=provenance_of(config, inputs, command),
         figures=figures, seconds=time.perf_counter() - started)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -63,29 +64,63 @@ class BlockRef:
 class Product:
     """A product written by a stage: its ``kind`` (``block_store``, ``ms``, ``uvfits``,
     ``solutions``, ``image``, ``image_pbcor``, ``residual``, ``pb``, ``model``, ``mosaic``,
-    ``noise``, ``png``, ...) and final ``path`` (already renamed into place)."""
+    ``noise``, ``png``, ...) and final ``path`` (already renamed into place).
+
+    A product of many blocks (an hourly mosaic, the light-curve table of a catalogue) names
+    its ``collection`` (``mosaic-2026-01-15T010000``): the run of one block's stage records
+    it, but it is the collection's, one product however many blocks' runs record it again.
+    ``inputs``, when given, replace the run's provenance inputs for this product (every input
+    of a collection product, where the run's other products have their own)."""
 
     kind: str
     path: Path
     checksum: str | None = None
+    collection: str | None = None
+    inputs: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": str(self.path), "checksum": self.checksum}
+        return {"kind": self.kind, "path": str(self.path), "checksum": self.checksum,
+                "collection": self.collection,
+                "inputs": None if self.inputs is None else list(self.inputs)}
+
+
+def product_provenance(provenance: dict[str, Any], product: dict[str, Any]) -> dict[str, Any]:
+    """The provenance recorded with ``product`` (a ``Product.to_dict()``) of a run whose
+    provenance is ``provenance`` (a ``Provenance.to_dict()``): the run's, with the product's
+    own inputs when it names them."""
+    if product.get("inputs") is None:
+        return provenance
+    return {**provenance, "inputs": list(product["inputs"])}
 
 
 @dataclass(frozen=True)
 class Provenance:
     """What a product was made from: input paths, the configuration hash, package versions
-    and, where one exists, the command line that reproduces it."""
+    and, where one exists, the command line that reproduces it.
+
+    ``config`` is the configuration itself (``config.resolved_config``: the validated
+    configuration as JSON, secrets masked), carried to the state store, which keeps it once
+    per hash (``StateStore.configuration(config_hash)``); ``to_dict`` holds the hash only."""
 
     inputs: tuple[str, ...]
     config_hash: str
     versions: dict[str, str] = field(default_factory=package_versions)
     command: str | None = None
+    config: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"inputs": list(self.inputs), "config_hash": self.config_hash,
                 "versions": dict(self.versions), "command": self.command}
+
+
+def provenance_of(config: PipelineConfig, inputs: Iterable[str | Path],
+                  command: str | None = None) -> Provenance:
+    """The provenance of a product made from ``inputs`` with ``config`` (its hash and the
+    configuration itself) by ``command``."""
+    from contimg_dask.config import config_hash, resolved_config
+
+    return Provenance(inputs=tuple(str(i) for i in inputs), config_hash=config_hash(config),
+                      command=command, config=resolved_config(config))
 
 
 @dataclass(frozen=True)

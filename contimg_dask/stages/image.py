@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from contimg_dask.config import PipelineConfig, config_hash
+from contimg_dask.config import PipelineConfig
 from contimg_dask.constants import SPEED_OF_LIGHT
 from contimg_dask.errors import ContimgError, InputError
 from contimg_dask.imaging import engines
@@ -51,7 +51,13 @@ from contimg_dask.logs import get_logger
 from contimg_dask.ops.primary_beam import tracked_beam_coefficients
 from contimg_dask.ops.smearing import bandwidth_smearing_peak_ratio
 from contimg_dask.science.calibrators import find_calibrators
-from contimg_dask.stages.contract import BlockRef, Product, Provenance, StageResult
+from contimg_dask.stages.contract import (
+    BlockRef,
+    Product,
+    Provenance,
+    StageResult,
+    provenance_of,
+)
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -201,8 +207,8 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
     root.mkdir(parents=True, exist_ok=True)
     final = product_directory(root, block.block_id)
     stem = final.name
-    provenance = Provenance(inputs=(str(block.store),), config_hash=config_hash(config),
-                            command=command or reproducing_command(block, config, root))
+    provenance = provenance_of(config, [block.store],
+                               command or reproducing_command(block, config, root))
     with publish_directory(final) as tmp:
         work = tmp / "work"
         work.mkdir(parents=True)

@@ -51,7 +51,13 @@ from contimg_dask.io.system.atomic import atomic_directory, register_product_kin
 from contimg_dask.io.system.checksum import file_sha256
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.mosaic import MosaicGrid, grid_covering
-from contimg_dask.stages.contract import BlockRef, Product, Provenance, StageResult
+from contimg_dask.stages.contract import (
+    BlockRef,
+    Product,
+    Provenance,
+    StageResult,
+    provenance_of,
+)
 from contimg_dask.stages.image import product_directory
 from contimg_dask.stages.layout import images_dir, mosaics_dir
 
@@ -95,9 +101,12 @@ def period_grid(item: MosaicInput, footprint: Footprint, period: tuple[float, fl
     return grid_covering(ra, dec, cell, settings.projection, margin_px=FOOTPRINT_STEP + 2)
 
 
-def mosaic_products(files: dict[str, Path]) -> tuple[Product, ...]:
-    """The products of a mosaic's files (checksums of the FITS files)."""
-    return tuple(Product(kind, path, file_sha256(path) if kind in ("mosaic", "noise") else None)
+def mosaic_products(files: dict[str, Path], collection: str | None = None
+                    ) -> tuple[Product, ...]:
+    """The products of a mosaic's files (checksums of the FITS files), of ``collection``
+    (the mosaic's name) when given."""
+    return tuple(Product(kind, path, file_sha256(path) if kind in ("mosaic", "noise") else None,
+                         collection=collection)
                  for kind, path in files.items() if kind in PRODUCT_KINDS and path.exists())
 
 
@@ -142,7 +151,7 @@ class MosaicStage:
             previous = {i.block_id: i for i in existing}
             if previous.get(item.block_id) and previous[item.block_id].checksum == item.checksum:
                 log.info("block %s is already in mosaic %s: nothing to do", block.block_id, name)
-                return self._result(block, config, mosaic_files(final, name), existing,
+                return self._result(block, config, name, mosaic_files(final, name), existing,
                                     {"unchanged": True, "n_inputs": len(existing)}, t0)
             inputs = [i for i in existing if i.block_id != item.block_id]
             provenance = Provenance(inputs=tuple(str(i.image) for i in [*inputs, item]),
@@ -163,7 +172,7 @@ class MosaicStage:
         log.info("mosaic %s: %d blocks (block %s added%s) -> %s", name, len(outcome.inputs),
                  block.block_id, ", incremental" if outcome.figures["incremental"] else "",
                  final)
-        return self._result(block, config, files, outcome.inputs,
+        return self._result(block, config, name, files, outcome.inputs,
                             {"unchanged": False, **outcome.figures}, t0)
 
     @staticmethod
@@ -184,12 +193,13 @@ class MosaicStage:
                           client=client, quicklook=quicklook, warn=log.warning)
 
     @staticmethod
-    def _result(block: BlockRef, config: PipelineConfig, files: dict[str, Path],
+    def _result(block: BlockRef, config: PipelineConfig, name: str, files: dict[str, Path],
                 inputs: list[MosaicInput], figures: dict, t0: float) -> StageResult:
-        provenance = Provenance(inputs=tuple(str(i.image) for i in inputs),
-                                config_hash=config_hash(config))
+        """The run's result: the mosaic's products, of the collection ``name``, with every
+        image in the mosaic as their inputs."""
+        provenance = provenance_of(config, [i.image for i in inputs])
         flat = {k: v for k, v in figures.items()
                 if isinstance(v, float | int | str | bool) or v is None}
         return StageResult(stage="mosaic", block_id=block.block_id,
-                           products=mosaic_products(files), provenance=provenance,
+                           products=mosaic_products(files, name), provenance=provenance,
                            figures=flat, seconds=time.perf_counter() - t0)

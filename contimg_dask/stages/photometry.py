@@ -1,7 +1,9 @@
 """The ``photometry`` stage: forced photometry of a block's PB-corrected image at the
 configured catalogue (``photometry.catalog``), the epoch normalised with its reference
-sources, its measurement table recorded and the variability table updated; new candidates
-and the product are announced as state-store events (contimg_dask/photometry/run.py).
+sources, its measurement table recorded and the variability table updated (the light-curve
+table of the catalogue version: a product of the collection ``lightcurves-<version>``);
+new candidates and the product are announced as state-store events
+(contimg_dask/photometry/run.py).
 
 Reads the image stage's products under ``<paths.products>/images/<block>/`` (the
 ``photometry.image_kind`` file); writes under ``<paths.products>/photometry/``.
@@ -13,12 +15,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from contimg_dask.config import PipelineConfig, config_hash
+from contimg_dask.config import PipelineConfig
 from contimg_dask.errors import ConfigError, ContimgError, InputError
 from contimg_dask.photometry.run import photometer_image
 from contimg_dask.photometry.tables import PhotometryTables, photometry_root
 from contimg_dask.science.photometry_catalog import read_photometry_catalog
-from contimg_dask.stages.contract import BlockRef, Product, Provenance, StageResult
+from contimg_dask.stages.contract import BlockRef, Product, StageResult, provenance_of
 from contimg_dask.stages.image import FITS_KINDS, product_directory
 
 if TYPE_CHECKING:
@@ -31,6 +33,16 @@ def block_image(block: BlockRef, config: PipelineConfig, images_root: Path | Non
     root = images_root if images_root is not None else config.paths.products / "images"
     directory = product_directory(root, block.block_id)
     return directory / f"{directory.name}.{FITS_KINDS[config.photometry.image_kind]}.fits"
+
+
+def lightcurves_product(tables: PhotometryTables, version: str, catalog: Path) -> Product:
+    """The light-curve table of catalogue ``version`` (the variability table: every source's
+    light-curve sums, metrics and candidate flags) as a product of the collection
+    ``lightcurves-<version>``, made from the catalogue and every measurement table of the
+    version."""
+    return Product("lightcurves", tables.variability_path(version),
+                   collection=f"lightcurves-{version}",
+                   inputs=(str(catalog), *map(str, tables.measurement_files(version))))
 
 
 class PhotometryStage:
@@ -72,9 +84,9 @@ class PhotometryStage:
         figures = {k: v for k, v in outcome.to_dict().items()
                    if isinstance(v, int | float | str | bool) or v is None}
         figures["new_candidates"] = len(outcome.new_candidates)
-        provenance = Provenance(inputs=(str(image), str(catalog_path)),
-                                config_hash=config_hash(config))
         return StageResult(stage=self.name, block_id=block.block_id,
-                           products=(Product("photometry", Path(outcome.table)),),
-                           provenance=provenance, figures=figures,
-                           seconds=time.perf_counter() - t0)
+                           products=(Product("photometry", Path(outcome.table)),
+                                     lightcurves_product(tables, catalog.version,
+                                                         catalog_path)),
+                           provenance=provenance_of(config, [image, catalog_path]),
+                           figures=figures, seconds=time.perf_counter() - t0)

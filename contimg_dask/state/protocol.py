@@ -90,7 +90,9 @@ class StateStore(Protocol):
     def heartbeat(self, lease: Lease, lease_s: float) -> Lease: ...
 
     def complete(self, lease: Lease, result: StageResult) -> None:
-        """Record ``result`` (its ``to_dict()``) and its products; the stage is ``done``."""
+        """Record ``result`` (its ``to_dict()``) and its products (each with the run's
+        provenance, or its own inputs: ``contract.product_provenance``; its collection), and
+        the run's configuration once per hash; the stage is ``done``."""
 
     def fail(self, lease: Lease, exc: BaseException, input: str | None = None) -> str:
         """Record the classified failure; the stage goes back to ``pending`` if the error
@@ -106,6 +108,14 @@ class StateStore(Protocol):
 
     def products(self, block_id: str | None = None,
                  kind: str | None = None) -> list[ProductRecord]: ...
+
+    def configuration(self, config_hash: str) -> dict[str, Any] | None:
+        """The configuration (``config.resolved_config``) that products recorded with this
+        hash were made with, kept once per hash by ``complete`` from the result's
+        ``provenance.config``; None if none was recorded."""
+
+    def configurations(self) -> dict[str, dict[str, Any]]:
+        """Every recorded configuration by hash (for ``contimg state export``)."""
 
     # calibration registry
     def register_solutions(self, solutions: Solutions) -> bool: ...

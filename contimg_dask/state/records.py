@@ -86,7 +86,9 @@ class FileRecord(_Record):
 @dataclass(frozen=True)
 class ProductRecord(_Record):
     """A product as a stage reported it, with the stage's provenance and the fencing token
-    of the run that made it."""
+    of the run that made it. ``block_id`` is the block whose stage run recorded it;
+    ``collection`` names the product's collection when it is not that block's own (an
+    hourly mosaic, a light-curve table: ``stages.contract.Product``)."""
 
     block_id: str
     stage: str
@@ -96,6 +98,7 @@ class ProductRecord(_Record):
     provenance: dict[str, Any]
     token: int
     recorded_at: float
+    collection: str | None = None
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,10 @@ from contimg_dask.errors import (
     StateUnavailableError,
 )
 from contimg_dask.logs import get_logger
-from contimg_dask.stages.contract import StageResult
+from contimg_dask.stages.contract import StageResult, product_provenance
 from contimg_dask.state import redis_scripts as lua
 from contimg_dask.state.records import (
     MINUTE_S,
-    PENDING,
     BlockRecord,
     Event,
     FailureRecord,
@@ -47,7 +46,7 @@ from contimg_dask.state.records import (
 )
 from contimg_dask.state.sqlite_schema import APPLICATION
 from contimg_dask.state.summary import lease_rejected_failure, status_summary
-from contimg_dask.state.transfer import check_dump, stage_rows
+from contimg_dask.state.transfer import check_dump
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -262,7 +261,13 @@ class RedisStateStore:
         record = result.to_dict()
         products = [json.dumps(ProductRecord(
             lease.block_id, lease.stage, p["kind"], p["path"], p["checksum"],
-            record["provenance"], lease.token, now).to_dict()) for p in record["products"]]
+            product_provenance(record["provenance"], p), lease.token, now,
+            p["collection"]).to_dict()) for p in record["products"]]
+        config = result.provenance.config
+        if config is not None:  # before the products that refer to it; kept once per hash
+            self._call(lambda: self._redis.hsetnx(self.prefix + "configurations",
+                                                  result.provenance.config_hash,
+                                                  json.dumps(config)))
         reply = self._run("COMPLETE", self._task(lease), lease.token, json.dumps(record), now,
                           record["seconds"], *products)
         if reply[0] != "ok":
@@ -322,6 +327,15 @@ class RedisStateStore:
         records = [ProductRecord.from_dict(json.loads(v))
                    for rows in self._call(pipe.execute) for v in rows]
         return [p for p in records if kind is None or p.kind == kind]
+
+    def configuration(self, config_hash: str) -> dict[str, Any] | None:
+        found = self._call(lambda: self._redis.hget(self.prefix + "configurations",
+                                                    config_hash))
+        return json.loads(found) if found else None
+
+    def configurations(self) -> dict[str, dict[str, Any]]:
+        found = self._call(lambda: self._redis.hgetall(self.prefix + "configurations"))
+        return {h: json.loads(c) for h, c in found.items()}
 
     # -- calibration registry ---------------------------------------------------------------
 
@@ -544,53 +558,11 @@ class RedisStateStore:
         return sorted(samples, key=lambda s: s.at)
 
     def import_dump(self, dump: dict[str, Any]) -> None:
+        from contimg_dask.state.redis_transfer import load_dump
+
         check_dump(dump, self.location)
-        p = self.prefix
-        if self._call(lambda: self._redis.exists(p + "stages", p + "blocks")):
+        if self._call(lambda: self._redis.exists(self.prefix + "stages",
+                                                 self.prefix + "blocks")):
             raise StateError("import needs an empty state store", file=self.location)
-        pipe = self._redis.pipeline(transaction=True)
-        for f in dump["files"]:
-            pipe.hset(p + "files:" + f["block_id"], f["path"], json.dumps(f))
-            pipe.hset(p + "file_block", f["path"], f["block_id"])
-        for b in dump["blocks"]:
-            pipe.sadd(p + "blocks", b["block_id"])
-            pipe.hset(p + "block:" + b["block_id"], mapping={
-                k: "" if v is None else v for k, v in b.items()})
-        for seq, s in stage_rows(dump):
-            task = f"{s['block_id']}|{s['stage']}"
-            pipe.zadd(p + "stages", {task: seq})
-            pipe.sadd(p + "block_stages:" + s["block_id"], task)
-            pipe.hset(p + "stage:" + task, mapping={
-                **{k: "" if v is None else v for k, v in s.items()
-                   if k not in ("result", "error")},
-                "result": json.dumps(s["result"]) if s["result"] else "",
-                "error": json.dumps(s["error"]) if s["error"] else "", "failed_token": ""})
-            if s["status"] == PENDING:
-                pipe.zadd(p + "pending", {task: seq})
-                pipe.zadd(p + "pending:" + s["stage"], {task: seq})
-        pipe.set(p + "queue", len(dump["stages"]))
-        pipe.set(p + "stage_ids", len(dump["stages"]))
-        pipe.set(p + "fence", dump["fence"])
-        for prod in dump["products"]:
-            pipe.rpush(p + "products:" + prod["block_id"], json.dumps(prod))
-            pipe.sadd(p + "product_blocks", prod["block_id"])
-        for s in dump["solutions"]:
-            pipe.hset(p + "solutions", s["solutions_id"], json.dumps(s))
-        for u in dump["solutions_uses"]:
-            pipe.hset(p + "solutions_use", f"{u['block_id']}|{u['solutions_id']}",
-                      u["used_at"])
-        for failure in dump["failures"]:
-            pipe.rpush(p + "failures", json.dumps(failure))
-        for e in dump["events"]:
-            pipe.xadd(p + "events", {"kind": e["kind"], "data": json.dumps(e["data"]),
-                                     "at": repr(e["at"])})
-        for n, m in enumerate(dump["metrics"]["raw"]):
-            pipe.zadd(f"{p}m:raw:{m['name']}", {json.dumps(
-                {"v": m["value"], "b": m["block_id"], "n": f"import-{n}"}): m["at"]})
-        for rate, key in (("minute", "minute"), ("block", "block_id")):
-            for m in dump["metrics"][rate]:
-                pipe.sadd(p + "m:names", m["name"])
-                pipe.hset(f"{p}m:{rate}:{m['name']}", str(m[key]), json.dumps({
-                    "sum": m["sum"], "count": m["count"], "min": m["min"], "max": m["max"],
-                    "last_at": m.get("last_at", m.get("minute", 0))}))
-        self._call(pipe.execute)
+        self._call(load_dump(self._redis.pipeline(transaction=True), self.prefix,
+                             dump).execute)

@@ -74,6 +74,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX failures_block ON failures (block_id, at)",
         "CREATE INDEX events_age ON events (at)",
     ),
+    # 3: products of a collection (mosaics, light curves); configurations kept once per hash.
+    (
+        "ALTER TABLE products ADD COLUMN collection TEXT",
+        """CREATE TABLE configurations (config_hash TEXT PRIMARY KEY, config TEXT NOT NULL,
+            recorded_at REAL NOT NULL)""",
+    ),
 )
 LATEST_SCHEMA = len(MIGRATIONS)
 

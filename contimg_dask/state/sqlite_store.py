@@ -25,7 +25,7 @@ from contimg_dask.errors import (
     StateError,
     StateUnavailableError,
 )
-from contimg_dask.stages.contract import StageResult
+from contimg_dask.stages.contract import StageResult, product_provenance
 from contimg_dask.state import sqlite_schema as schema
 from contimg_dask.state.records import (
     COMPLETE,
@@ -328,16 +328,20 @@ class SqliteStateStore:
 
     def complete(self, lease: Lease, result: StageResult) -> None:
         record = result.to_dict()
-        provenance = json.dumps(record["provenance"])
+        config = result.provenance.config
         with self._holding(lease, "complete") as (conn, now):
             conn.execute("UPDATE stages SET status = ?, result = ?, expires_at = NULL, "
                          "updated_at = ? WHERE block_id = ? AND stage = ?",
                          (DONE, json.dumps(record), now, lease.block_id, lease.stage))
+            if config is not None:
+                conn.execute("INSERT OR IGNORE INTO configurations VALUES (?, ?, ?)",
+                             (result.provenance.config_hash, json.dumps(config), now))
             conn.executemany(
                 "INSERT INTO products (block_id, stage, kind, path, checksum, provenance, "
-                "token, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "token, recorded_at, collection) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(lease.block_id, lease.stage, p["kind"], p["path"], p["checksum"],
-                  provenance, lease.token, now) for p in record["products"]])
+                  json.dumps(product_provenance(record["provenance"], p)), lease.token, now,
+                  p["collection"]) for p in record["products"]])
             self._emit(conn, "stage_done", {"block_id": lease.block_id, "stage": lease.stage,
                                             "token": lease.token,
                                             "seconds": record["seconds"]}, now)
@@ -398,9 +402,18 @@ class SqliteStateStore:
                  kind: str | None = None) -> list[ProductRecord]:
         where, params = _where(block_id=block_id, kind=kind)
         rows = self._read("SELECT block_id, stage, kind, path, checksum, provenance, token, "
-                          f"recorded_at FROM products {where} ORDER BY id", params)
-        return [ProductRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+                          f"recorded_at, collection FROM products {where} ORDER BY id", params)
+        return [ProductRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8])
                 for r in rows]
+
+    def configuration(self, config_hash: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT config FROM configurations WHERE config_hash = ?",
+                          (config_hash,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def configurations(self) -> dict[str, dict[str, Any]]:
+        return {h: json.loads(c) for h, c in self._read(
+            "SELECT config_hash, config FROM configurations ORDER BY recorded_at")}
 
     # -- calibration registry ---------------------------------------------------------------
 

@@ -38,9 +38,13 @@ def load_dump(conn: sqlite3.Connection, dump: dict[str, Any], path: Path) -> Non
                  (dump["fence"],))
     conn.executemany(
         "INSERT INTO products (block_id, stage, kind, path, checksum, provenance, token, "
-        "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "recorded_at, collection) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(p["block_id"], p["stage"], p["kind"], p["path"], p["checksum"],
-          json.dumps(p["provenance"]), p["token"], p["recorded_at"]) for p in dump["products"]])
+          json.dumps(p["provenance"]), p["token"], p["recorded_at"], p.get("collection"))
+         for p in dump["products"]])
+    conn.executemany("INSERT INTO configurations VALUES (?, ?, ?)", [
+        (h, json.dumps(c), dump["exported_at"])
+        for h, c in dump.get("configurations", {}).items()])
     conn.executemany("INSERT INTO solutions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows(
         dump["solutions"], ("solutions_id", "path", "strip_dec_deg", "valid_from",
                             "valid_until", "calibrator", "block_id", "status",

@@ -37,6 +37,7 @@ def dump_store(store: Any) -> dict[str, Any]:
         "files": [f.to_dict() for b in blocks for f in store.files(b.block_id)],
         "stages": [s.to_dict() for s in store.stages()],
         "products": [p.to_dict() for p in store.products()],
+        "configurations": store.configurations(),
         "solutions": [s.to_dict() for s in store.all_solutions()],
         "solutions_uses": store.all_solutions_uses(),
         "failures": [f.to_dict() for f in store.failures(limit=10**9)],

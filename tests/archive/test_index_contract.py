@@ -4,16 +4,23 @@ with a brute-force search whose cone test is astropy's angular separation."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import sqlite3
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+import redis
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from contimg_dask.archive.index import ArchiveIndex
+from contimg_dask.archive.index import ArchiveIndex, open_archive_index
 from contimg_dask.archive.records import ArchiveEntry, SearchQuery, collection_of
 from contimg_dask.archive.sky_cells import cell_of, cone_cells
+from contimg_dask.config import PipelineConfig
+from contimg_dask.state import open_state_store, sqlite_path
 
 T0 = 1.78e9  # 2026-05-29, Unix s
 KINDS = ("block_store", "ms", "image", "solutions")
@@ -90,6 +97,14 @@ def test_search_agrees_with_brute_force(index: ArchiveIndex) -> None:
             expected = expected[:query.limit]
         got = [e.product_id for e in index.search(query)]
         assert got == expected, query
+    # Pages: the matches after ``offset``, at most ``limit``, and the count of them all.
+    for query in (QUERIES[0], QUERIES[4], QUERIES[6]):
+        expected = brute_force(entries, query)
+        assert len(expected) > 5
+        page = index.search(dataclasses.replace(query, offset=2, limit=3))
+        assert [e.product_id for e in page] == expected[2:5]
+        assert page.total == len(expected) == index.search(query).total
+        assert [d["product_id"] for d in page.dicts()] == expected[2:5]
     # The queries are not vacuous: every one selects something and none selects everything.
     sizes = [len(brute_force(entries, q)) for q in QUERIES]
     assert min(sizes) > 0 and max(sizes) < len(entries)
@@ -151,3 +166,36 @@ def test_cone_cells_hold_every_point_of_the_cone() -> None:
             assert cell_of(p_ra, p_dec) in cells, (ra, dec, radius, p_ra, p_dec)
         assert len(cells) < 200 or radius > 5 or abs(dec) > 80
     assert math.isclose(len(cone_cells(100.0, 0.0, 0.4)), 2, abs_tol=2)
+
+
+def test_an_older_layout_is_dropped_when_opened(store_config: Callable[..., PipelineConfig],
+                                                backend: str) -> None:
+    """The index is derived data: what an older layout left (SQLite's first table of JSON
+    entries, Redis keys of another layout) is removed on opening, and the index works."""
+    config = store_config()
+    open_state_store(config).close()
+    if backend == "sqlite":
+        with sqlite3.connect(sqlite_path(config)) as conn:
+            conn.execute("CREATE TABLE archive_products (product_id TEXT, doc TEXT)")
+            conn.execute("INSERT INTO archive_products VALUES ('b/ms', '{}')")
+    else:
+        old = redis.Redis.from_url(config.state.url, decode_responses=True)
+        prefix = f"contimg:{{{config.state.instance}}}:archive:"
+        old.hset(prefix + "entries", "b/ms", json.dumps({"product_id": "b/ms"}))
+        old.hset(prefix + "pos", "b/ms", "1 0 0 2e9")
+        old.hset(prefix + "meta", "layout", "1")
+    index = open_archive_index(config)
+    try:
+        assert index.count() == 0
+        if backend == "sqlite":
+            with sqlite3.connect(sqlite_path(config)) as conn:
+                assert not conn.execute("SELECT name FROM sqlite_master WHERE name = "
+                                        "'archive_products'").fetchall()
+        else:
+            assert old.hget(prefix + "pos", "b/ms") is None
+        entries = synthetic_entries(20)
+        index.add(entries)
+        assert [e.product_id for e in index.search(QUERIES[0])] == brute_force(entries,
+                                                                              QUERIES[0])
+    finally:
+        index.close()

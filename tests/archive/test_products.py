@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from contimg_dask.archive.conversions import get_product
 from contimg_dask.archive.index import open_archive_index
 from contimg_dask.archive.reproduce import reproduce
 from contimg_dask.cli.main import main
+from contimg_dask.config import load_config
 from contimg_dask.coords.time import unix_to_jd
 from contimg_dask.io.store.block_calibration import corrected_dataset
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
@@ -29,6 +31,7 @@ from contimg_dask.state import open_state_store
 from tests.helpers import make_config, read_truth
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
 ORDER = ("ingest", "rephase", "flag", "calibrate_solve", "calibrate_apply", "export")
 CALIBRATOR = "3C147"
 
@@ -176,6 +179,32 @@ def test_reproduce_export_and_solutions_bit_for_bit(run: dict) -> None:
         assert report["arrays_compared"] > 10
         assert Path(report["reproduced"]).exists()
         assert Path(report["reproduced"]) != Path(entry.path)
+
+
+def test_reproduce_uses_the_recorded_configuration(run: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """config/pipeline.yaml changed after the MS was made (the telescope name CASA reads,
+    written into the MS): ``contimg reproduce`` runs with the configuration recorded with
+    the product and gives it bit for bit; the same command run with the changed
+    configuration gives a different MS (the check can fail)."""
+    entry = run["index"].get(f"{run['block'].block_id}/ms")
+    assert run["state"].configuration(entry.provenance["config_hash"]) is not None
+    config_dir = tmp_path / "config"
+    shutil.copytree(REPO / "config", config_dir)
+    base = config_dir / "pipeline.yaml"
+    text = base.read_text()
+    assert "casa_name: OVRO_MMA " in text
+    base.write_text(text.replace("casa_name: OVRO_MMA ", "casa_name: VLA "))
+    changed = ["--config", str(config_dir), *_cli(run)]
+    assert main([*changed, "reproduce", entry.product_id, "--out", str(tmp_path / "recorded"),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config_used"] == "recorded" and report["config_matches"]
+    assert report["identical"] and report["agrees"], report
+    current = reproduce(entry, load_config("testing", config_dir, overrides={
+        "paths.root": str(run["root"])}, environ={}), tmp_path / "current")
+    assert current["config_used"] == "current" and not current["config_matches"]
+    assert not current["identical"]
 
 
 #: A quick image: 384 x 10" pixels (1.1 deg; the cell keeps the longest baselines on the uv

@@ -150,3 +150,24 @@ def test_command_is_a_dry_run_unless_applied(store: StateStore, index: ArchiveIn
     assert main([*base, "--apply", "--json"]) == 0
     assert sorted(json.loads(capsys.readouterr().out)["deleted"]) == expected
     assert not any(scene[n].exists() for n in ("a0", "a1", "d0", "msA"))
+
+
+def test_a_product_recorded_again_is_verified_as_it_is_now(store: StateStore,
+                                                           index: ArchiveIndex,
+                                                           tmp_path: Path) -> None:
+    """A block store recorded by ingest, then changed and recorded again by a later stage
+    (its new checksum): the raw files ingest made it from go once the store matches its
+    latest record; while it matches neither, they stay."""
+    raw = _file(tmp_path / "raw/F_sb00.hdf5", "F0", 40)
+    store.register_file("F", str(raw), 0)
+    block_store = _store(tmp_path / "stores/F.zarr", "F")
+    _record(store, "F", "ingest", "block_store", block_store, [raw],
+            content_checksum(block_store))
+    _file(block_store / "chunk", "F flagged", 0)
+    _record(store, "F", "flag", "block_store", block_store, [block_store],
+            content_checksum(block_store))
+    (decision,) = retention.plan(store, index, RULES[:1], now=NOW)
+    assert (decision.path, decision.action) == (str(raw), "delete"), decision
+    _file(block_store / "chunk", "F damaged", 0)
+    (decision,) = retention.plan(store, index, RULES[:1], now=NOW)
+    assert decision.action == "keep" and "does not match its checksum" in decision.reason

@@ -23,13 +23,20 @@ BLOCK = "2026-03-01T12:00:00"
 BLOCK2 = "2026-03-01T12:05:09"
 
 
-def result_for(lease: Lease, path: str = "/p/x.zarr") -> StageResult:
+def result_for(lease: Lease, path: str = "/p/x.zarr", collection: str | None = None,
+               config: dict | None = None) -> StageResult:
+    """A result with two products (three with ``collection``: a product of that collection
+    with its own inputs) and, if given, the configuration itself in its provenance."""
+    of_collection = () if collection is None else (Product(
+        "mosaic", Path(f"/m/{collection}.fits"), "sha256:cd", collection=collection,
+        inputs=("/i/a.fits", "/i/b.fits")),)
     return StageResult(
         stage=lease.stage, block_id=lease.block_id,
         products=(Product("block_store", Path(path), "sha256:ab"),
-                  Product("png", Path(path + ".png"))),
+                  Product("png", Path(path + ".png")), *of_collection),
         provenance=Provenance(inputs=("/in/a.hdf5",), config_hash="c0ffee",
-                              versions={"numpy": "2.0"}, command="contimg ingest"),
+                              versions={"numpy": "2.0"}, command="contimg ingest",
+                              config=config),
         figures={"flagged_fraction": 0.125, "n_rows": 10, "ok": True, "note": None},
         seconds=12.5, finished_at=1.77e9)
 
@@ -157,6 +164,31 @@ def test_complete_records_the_stage_result_as_it_is(store: StateStore) -> None:
     done = [e.data for e in store.events() if e.kind == "stage_done"]
     assert done == [{"block_id": BLOCK, "stage": "ingest", "token": lease.token,
                      "seconds": 12.5}]
+
+
+def test_collection_products_and_configurations(store: StateStore) -> None:
+    """A product of a collection (an hourly mosaic recorded by each block's run) keeps its
+    collection and its own inputs; the run's configuration is kept once per hash, apart
+    from the products and the stage result, which carry its hash."""
+    config = {"environment": "testing", "imaging": {"niter": 1000, "cell_arcsec": 10.0}}
+    for block in (BLOCK, BLOCK2):
+        store.enqueue(block, "mosaic")
+        lease = store.claim("w", 60)
+        store.complete(lease, result_for(lease, f"/p/{block}", collection="mosaic-h",
+                                         config=config))
+    mosaics = store.products(kind="mosaic")
+    assert [(p.block_id, p.collection, p.path) for p in mosaics] == [
+        (BLOCK, "mosaic-h", "/m/mosaic-h.fits"), (BLOCK2, "mosaic-h", "/m/mosaic-h.fits")]
+    assert mosaics[0].provenance["inputs"] == ["/i/a.fits", "/i/b.fits"]
+    (png,) = store.products(BLOCK, kind="png")
+    assert png.collection is None and png.provenance["inputs"] == ["/in/a.hdf5"]
+    for record in (*mosaics, png):
+        assert record.provenance["config_hash"] == "c0ffee"
+        assert "config" not in record.provenance
+    assert "config" not in store.stage_status(BLOCK, "mosaic").result["provenance"]
+    assert store.configuration("c0ffee") == config
+    assert store.configuration("0ther") is None
+    assert store.configurations() == {"c0ffee": config}
 
 
 def test_transient_failures_retry_until_max_attempts(store_config: Callable[..., PipelineConfig],

@@ -16,7 +16,7 @@ import pytest
 from contimg_dask.cli.main import main
 from contimg_dask.errors import CasaError, InputError
 from contimg_dask.state import MetricSample, Solutions, StateStore, open_state_store
-from contimg_dask.state.sqlite_schema import migrate
+from contimg_dask.state.sqlite_schema import LATEST_SCHEMA, migrate
 from tests.helpers import make_config
 from tests.state.redis_process import RedisProcess
 from tests.state.test_contract import BLOCK, BLOCK2, result_for
@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def populate(store: StateStore) -> None:
-    """A little of everything: sealed blocks, stages in every status, products,
-    calibration, failures, events and metrics."""
+    """A little of everything: sealed blocks, stages in every status, products (one of a
+    collection), a configuration, calibration, failures, events and metrics."""
     for sb in range(16):
         store.register_file(BLOCK, f"/in/a{sb:02d}.hdf5", sb)
     store.register_file(BLOCK2, "/in/b00.hdf5", 0)
@@ -35,7 +35,8 @@ def populate(store: StateStore) -> None:
         for stage in ("ingest", "flag", "image"):
             store.enqueue(block, stage)
     done = store.claim("w1", 600)
-    store.complete(done, result_for(done))
+    store.complete(done, result_for(done, collection="mosaic-h",
+                                    config={"imaging": {"niter": 5}}))
     failed = store.claim("w1", 600)
     store.fail(failed, InputError("truncated", file="/in/a03.hdf5"))
     retry = store.claim("w2", 600)
@@ -76,6 +77,8 @@ def test_export_to_redis_and_back_keeps_the_history(tmp_path: Path,
     populate(source)
     fence = source.fence()
     original = source.export()
+    assert original["configurations"] == {"c0ffee": {"imaging": {"niter": 5}}}
+    assert {p["collection"] for p in original["products"]} == {None, "mosaic-h"}
     source.close()
     dump = tmp_path / "state.json"
     assert main(cli(tmp_path / "one", "state", "export", str(dump))) == 0
@@ -137,17 +140,29 @@ def test_status_and_failures_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "removed 20 raw, 3 minute, 0 block, 0 events" in capsys.readouterr().out
 
 
-def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("old_schema", [1, 2])
+def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture,
+                         old_schema: int) -> None:
+    """An old database is refused until migrated; its products survive the migration (schema
+    3 adds their collection, empty for products recorded before, and the configurations)."""
     path = tmp_path / "state" / "state.sqlite"
     path.parent.mkdir(parents=True)
     conn = sqlite3.connect(path, isolation_level=None)
-    migrate(conn, 0, "contimg", target=1)
+    migrate(conn, 0, "contimg", target=old_schema)
+    conn.execute("INSERT INTO products (block_id, stage, kind, path, checksum, provenance, "
+                 "token, recorded_at) VALUES ('b', 'export', 'ms', '/p/b.ms', NULL, "
+                 "'{\"config_hash\": \"h\"}', 7, 1.77e9)")
     conn.close()
     assert main(cli(tmp_path, "state", "status")) == 2
     assert "contimg state migrate" in capsys.readouterr().err
     assert main(cli(tmp_path, "state", "migrate")) == 0
-    assert "schema 2" in capsys.readouterr().out
+    assert f"schema {LATEST_SCHEMA}" in capsys.readouterr().out
     assert main(cli(tmp_path, "state", "status")) == 0
+    store = open_state_store(make_config(tmp_path))
+    (record,) = store.products()
+    assert (record.path, record.token, record.collection) == ("/p/b.ms", 7, None)
+    assert store.configuration("h") is None
+    store.close()
 
 
 @pytest.mark.slow
