@@ -19,13 +19,41 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
+from contimg_dask.photometry.tables import PhotometryTables
+from contimg_dask.pipeline.monitor import antenna_events
+from contimg_dask.stages.antenna_figures import (
+    FLAGGED,
+    SOLUTION_AMP,
+    SOLUTION_PHASE,
+    SOLUTION_SNR,
+    antenna_figures,
+)
 from contimg_dask.stages.contract import Product, Provenance, StageResult
 from contimg_dask.state import MetricSample, StateStore
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE_SECONDS = {"ingest": 41.0, "rephase": 12.0, "flag": 18.0, "calibrate_apply": 9.0,
-                 "export": 30.0, "image": 120.0}
+STAGE_SECONDS = {"ingest": 41.0, "rephase": 12.0, "flag": 18.0, "calibrate_solve": 25.0,
+                 "calibrate_apply": 9.0, "export": 30.0, "image": 120.0}
+#: DSA-110's antenna names ("1".."117"; 96 in the array).
+ANTENNAS = [str(a) for a in range(1, 97)]
+
+
+def antenna_flag_fractions(block_flagged: float) -> list[float]:
+    """Per-antenna flagged fractions around ``block_flagged``: antenna k gets
+    block_flagged * (0.5 + k / 96), antenna "7" is fully flagged."""
+    return [1.0 if name == "7" else block_flagged * (0.5 + k / 96.0)
+            for k, name in enumerate(ANTENNAS)]
+
+
+def antenna_solutions(seed: float) -> tuple[list[float], list[float], list[float]]:
+    """Per-antenna amplitude, phase (deg) and SNR; antenna "7" without a solution (NaN)."""
+    k = np.arange(len(ANTENNAS))
+    amp, phase, snr = 1.0 + 0.002 * k + 0.01 * seed, (7.0 * k + seed) % 360 - 180, 40.0 + k
+    for values in (amp, phase, snr):
+        values[ANTENNAS.index("7")] = np.nan
+    return amp.tolist(), phase.tolist(), snr.tolist()
 
 
 def free_port() -> int:
@@ -68,13 +96,22 @@ def record_block(store: StateStore, block_id: str, finished_at: float, *,
         figures: dict = {"seconds": seconds}
         if stage == "flag":
             figures.update({"flagged_fraction": flagged,
-                            **{f"flagged_fraction_sb{sb}": flagged * (1 + sb) for sb in range(4)}})
+                            **{f"flagged_fraction_sb{sb}": flagged * (1 + sb) for sb in range(4)},
+                            **antenna_figures(FLAGGED, ANTENNAS, antenna_flag_fractions(flagged))})
+        if stage == "calibrate_solve":
+            amp, phase, snr = antenna_solutions(flagged)
+            figures.update({**antenna_figures(SOLUTION_AMP, ANTENNAS, amp),
+                            **antenna_figures(SOLUTION_PHASE, ANTENNAS, phase),
+                            **antenna_figures(SOLUTION_SNR, ANTENNAS, snr)})
         if stage == "image" and products_dir is not None:
             fits = products_dir / f"{block_id}.image.fits"
             quicklook(fits.with_suffix(".png"))
             products = (Product("image", fits),)
-        store.complete(lease, StageResult(stage, block_id, products, Provenance((), "test"),
-                                          figures, seconds, t))
+        result = StageResult(stage, block_id, products, Provenance((), "test"), figures,
+                             seconds, t)
+        store.complete(lease, result)
+        for kind, data in antenna_events(result):  # as the orchestrator does
+            store.emit(kind, data)
         store.emit("stage_done", {"block_id": block_id, "stage": stage, "seconds": seconds})
         store.record_metrics([MetricSample(f"stage_seconds.{stage}", seconds, t, block_id)])
     store.record_metrics([
@@ -87,9 +124,31 @@ def record_block(store: StateStore, block_id: str, finished_at: float, *,
         MetricSample("backlog_blocks", 1.0, finished_at)])
 
 
-def heartbeats(store: StateStore, at: float) -> None:
+def heartbeats(store: StateStore, at: float, dask_workers: int = 2,
+               dask_memory: float = 0.3) -> None:
+    """The samples ``contimg watch``'s monitor thread records (processes and Dask cluster)."""
     store.record_metrics([MetricSample("heartbeat.watcher", 1.0, at),
-                          MetricSample("heartbeat.pipeline", 1.0, at)])
+                          MetricSample("heartbeat.pipeline", 1.0, at),
+                          MetricSample("heartbeat.dask_workers", float(dask_workers), at),
+                          MetricSample("dask_worker_memory_fraction", dask_memory, at)])
+
+
+def write_light_curve(root: Path, name: str, mjd: list[float], flux_jy: list[float],
+                      err_jy: list[float], upper_limit_jy: list[float | None]) -> None:
+    """Measurement tables (one per epoch) of source ``name`` under the photometry ``root``
+    as the photometry stage writes them (the columns the light curves read), and a
+    variability table naming the catalogue version ``v1``. An epoch with an upper limit
+    (not None) is flagged as one (flag 1); its flux is kept as given."""
+    tables = PhotometryTables(root)
+    for i, t in enumerate(mjd):
+        upper = upper_limit_jy[i] is not None
+        tables.write(tables.measurement_path(f"epoch{i:03d}", "v1"), pd.DataFrame({
+            "name": [name], "epoch": [f"epoch{i:03d}"], "mjd": [t], "image": [f"e{i}.fits"],
+            "flux_jy": [flux_jy[i]], "flux_err_jy": [err_jy[i]],
+            "norm_flux_jy": [flux_jy[i]], "norm_err_jy": [err_jy[i]],
+            "upper_limit": [upper], "upper_limit_jy": [upper_limit_jy[i] if upper else np.nan],
+            "flags": [1 if upper else 0]}))
+    tables.write(tables.variability_path("v1"), pd.DataFrame({"name": [name]}))
 
 
 class DashboardProcess:
