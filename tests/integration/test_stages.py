@@ -9,6 +9,7 @@ import hashlib
 import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import zarr
@@ -22,6 +23,13 @@ from contimg_dask.io.store.solutions import read_solutions
 from contimg_dask.processing.flag import restore_flags
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.stages import BlockRef, Stage, StageResult
+from contimg_dask.stages.antenna_figures import (
+    FLAGGED,
+    SOLUTION_AMP,
+    SOLUTION_PHASE,
+    SOLUTION_SNR,
+    antenna_values,
+)
 from contimg_dask.stages.export import ExportStage
 from contimg_dask.stages.layout import ms_path, solutions_path
 from contimg_dask.stages.registry import STAGES, get_stage
@@ -50,7 +58,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     config = make_config(root, **{"simulation.presets.small.n_antennas": 48})
     summary = simulate_blocks(config, root / "incoming", SimulationOptions(
         preset="small", n_blocks=1, seed=11, transit=CALIBRATOR, random_sources=False))[0]
-    truth = read_truth(Path(summary["truth"]))
+    truth = {**read_truth(Path(summary["truth"])), "path": Path(summary["truth"])}
     block = BlockRef(truth["block_id"], root / "block.zarr",
                      tuple(Path(f) for f in summary["files"]))
     first = _run_all(block, config)
@@ -123,6 +131,31 @@ def test_flag_figures_are_the_stored_fractions(runs: dict) -> None:
         assert figures[f"flagged_fraction_sb{sb}"] == value
     # Autocorrelations are flagged but not counted; RFI is injected: some data flagged.
     assert 0.0 < figures["flagged_fraction"] < 0.5
+    assert antenna_values(figures, FLAGGED) == (list(stored["per_antenna"]),
+                                                list(stored["per_antenna"].values()))
+    assert len(stored["per_antenna"]) == 48
+
+
+def test_solve_figures_per_antenna_match_the_injected_gains(runs: dict) -> None:
+    """The per-antenna amplitude and phase the dashboard plots, against the simulator's
+    gain x bandpass averaged over the block (its time gains drift slowly), referenced to
+    the reference antenna: within 2 % and 2 deg."""
+    solve = runs["first"]["calibrate_solve"].figures
+    names, amp = antenna_values(solve, SOLUTION_AMP)
+    _, phase = antenna_values(solve, SOLUTION_PHASE)
+    _, snr = antenna_values(solve, SOLUTION_SNR)
+    with h5py.File(runs["truth"]["path"], "r") as f:
+        time_gains, bandpass = f["time_gains"][()], f["bandpass"][()]
+    index = [int(n) - 1 for n in names]
+    g = time_gains[index].mean(axis=1)[:, None, :] * bandpass[index]  # (ant, freq, pol)
+    refant = names.index(solve["refant"])
+    g = g * np.conj(g[refant]) / np.abs(g[refant])
+    true_amp = np.median(np.abs(g), axis=(1, 2))
+    true_phase = np.degrees(np.angle(np.sum(g / np.abs(g), axis=(1, 2))))
+    np.testing.assert_allclose(amp, true_amp, rtol=0.02)
+    wrapped = (np.asarray(phase) - true_phase + 180.0) % 360.0 - 180.0
+    assert np.abs(wrapped).max() < 2.0
+    assert min(snr) > 10
 
 
 def test_solve_and_apply_figures_are_the_stored_ones(runs: dict) -> None:
