@@ -30,8 +30,8 @@ def test_summary_recovers_known_gains() -> None:
     bp_amp = 1.0 + 0.05 * rng.standard_normal((n_ant, n_chan, n_pol))
     bandpass = bp_amp * np.exp(1j * np.radians(ripple))[None, :, None]
     bp_flag = np.zeros((n_ant, n_chan, n_pol), bool)
-    bp_flag[1, :10] = True
-    bandpass[1, :10] = 50.0 * np.exp(1j * 2.0)  # flagged: must not count
+    bp_flag[1, :5] = bp_flag[1, -5:] = True  # symmetric: the ripple's mean stays 0
+    bandpass[1, :5] = bandpass[1, -5:] = 50.0 * np.exp(1j * 2.0)  # flagged: must not count
     gain_flag = np.zeros((n_ant, n_pol), bool)
     gain_flag[3] = True
     snr = np.array([[50.0, 52.0], [30.0, 34.0], [20.0, np.nan], [1.0, 1.0]])
