@@ -133,22 +133,22 @@ def heartbeats(store: StateStore, at: float, dask_workers: int = 2,
                           MetricSample("dask_worker_memory_fraction", dask_memory, at)])
 
 
-def write_light_curve(root: Path, name: str, mjd: list[float], flux_jy: list[float],
-                      err_jy: list[float], upper_limit_jy: list[float | None]) -> None:
-    """Measurement tables (one per epoch) of source ``name`` under the photometry ``root``
-    as the photometry stage writes them (the columns the light curves read), and a
-    variability table naming the catalogue version ``v1``. An epoch with an upper limit
-    (not None) is flagged as one (flag 1); its flux is kept as given."""
+def write_light_curves(root: Path, curves: dict[str, tuple[list, list, list, list]]) -> None:
+    """Measurement tables under the photometry ``root`` as the photometry stage writes them
+    (one per image, i.e. per distinct MJD, the columns the light curves read) of ``curves``
+    (name -> MJDs, fluxes Jy, errors Jy, upper limits Jy or None), and a variability table
+    naming the catalogue version ``v1``. An epoch with an upper limit is flagged as one
+    (flag 1); its flux is kept as given."""
+    rows = [{"name": name, "mjd": t, "flux_jy": f, "flux_err_jy": e, "norm_flux_jy": f,
+             "norm_err_jy": e, "upper_limit": u is not None,
+             "upper_limit_jy": np.nan if u is None else u, "flags": int(u is not None)}
+            for name, curve in curves.items() for t, f, e, u in zip(*curve, strict=True)]
     tables = PhotometryTables(root)
-    for i, t in enumerate(mjd):
-        upper = upper_limit_jy[i] is not None
-        tables.write(tables.measurement_path(f"epoch{i:03d}", "v1"), pd.DataFrame({
-            "name": [name], "epoch": [f"epoch{i:03d}"], "mjd": [t], "image": [f"e{i}.fits"],
-            "flux_jy": [flux_jy[i]], "flux_err_jy": [err_jy[i]],
-            "norm_flux_jy": [flux_jy[i]], "norm_err_jy": [err_jy[i]],
-            "upper_limit": [upper], "upper_limit_jy": [upper_limit_jy[i] if upper else np.nan],
-            "flags": [1 if upper else 0]}))
-    tables.write(tables.variability_path("v1"), pd.DataFrame({"name": [name]}))
+    for i, (mjd, epoch) in enumerate(pd.DataFrame(rows).groupby("mjd")):
+        stem = f"epoch{i:03d}"
+        tables.write(tables.measurement_path(stem, "v1"),
+                     epoch.assign(epoch=stem, image=f"{stem}.fits", mjd=mjd))
+    tables.write(tables.variability_path("v1"), pd.DataFrame({"name": list(curves)}))
 
 
 class DashboardProcess:

@@ -34,7 +34,7 @@ from tests.dashboard_support import (
     antenna_solutions,
     heartbeats,
     record_block,
-    write_light_curve,
+    write_light_curves,
 )
 from tests.helpers import make_config
 
@@ -126,8 +126,7 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: object) -> None:
                              "metrics": {"v": 0.6, "eta": 30.0}})
     store.emit("candidate", {"name": "J1234+4321", "kind": "variable",
                              "metrics": {"v": 0.31, "eta": 12.0}})
-    for name, curve in CURVES.items():
-        write_light_curve(photometry_root(config), name, *curve)
+    write_light_curves(photometry_root(config), CURVES)
     dashboard = DashboardProcess(tmp_path, {}).start()
     try:
         browser.get(dashboard.url + "/")

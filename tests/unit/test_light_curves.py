@@ -11,12 +11,14 @@ import pandas as pd
 
 from contimg_dask.photometry.light_curves import read_light_curves
 from contimg_dask.photometry.tables import PhotometryTables
-from tests.dashboard_support import write_light_curve
+from tests.dashboard_support import write_light_curves
 
 
 def test_light_curves_as_written(tmp_path: Path) -> None:
-    write_light_curve(tmp_path, "J1234+4321", [60640.2, 60640.1, 60640.3],
-                      [0.010, 0.012, 0.002], [0.001, 0.001, 0.001], [None, None, 0.005])
+    write_light_curves(tmp_path, {
+        "J1234+4321": ([60640.2, 60640.1, 60640.3], [0.010, 0.012, 0.002],
+                       [0.001, 0.001, 0.001], [None, None, 0.005]),
+        "J2222+2222": ([60640.1], [0.5], [0.01], [None])})
     tables = PhotometryTables(tmp_path)
     unnormalised = pd.read_parquet(tables.measurement_path("epoch000", "v1"))
     unnormalised["name"], unnormalised["mjd"], unnormalised["flags"] = "J0000+0000", 60640.0, 2
@@ -24,7 +26,7 @@ def test_light_curves_as_written(tmp_path: Path) -> None:
 
     curves = read_light_curves(tables, ["J1234+4321", "J0000+0000", "J9999+9999"])
 
-    assert set(curves) == {"J1234+4321", "J0000+0000"}
+    assert set(curves) == {"J1234+4321", "J0000+0000"}  # J2222 not asked, J9999 unmeasured
     curve = curves["J1234+4321"]
     assert curve["mjd"] == [60640.1, 60640.2, 60640.3]
     assert curve["flux_jy"] == [0.012, 0.010, 0.002]
