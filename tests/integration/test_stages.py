@@ -138,24 +138,35 @@ def test_flag_figures_are_the_stored_fractions(runs: dict) -> None:
 
 def test_solve_figures_per_antenna_match_the_injected_gains(runs: dict) -> None:
     """The per-antenna amplitude and phase the dashboard plots, against the simulator's
-    gain x bandpass averaged over the block (its time gains drift slowly), referenced to
-    the reference antenna: within 2 % and 2 deg."""
+    gain x bandpass (time gains averaged over the block) over the same unflagged samples,
+    referenced to the reference antenna: phases within 1 deg; amplitudes within 2 % for 90 %
+    of the antennas (the few with RFI injected solve a few % off; median within 0.5 %); an
+    antenna without any solution is None."""
+    block, config = runs["block"], runs["config"]
     solve = runs["first"]["calibrate_solve"].figures
     names, amp = antenna_values(solve, SOLUTION_AMP)
     _, phase = antenna_values(solve, SOLUTION_PHASE)
     _, snr = antenna_values(solve, SOLUTION_SNR)
+    solutions = read_solutions(solutions_path(block.block_id, config))
+    unsolved = solutions.GAIN_BLOCK_FLAG.values.all(axis=1)
+    assert [a is None for a in amp] == unsolved.tolist() and unsolved.sum() < 3
     with h5py.File(runs["truth"]["path"], "r") as f:
-        time_gains, bandpass = f["time_gains"][()], f["bandpass"][()]
+        time_gains, bandpass, freq = f["time_gains"][()], f["bandpass"][()], f["freq_hz"][()]
     index = [int(n) - 1 for n in names]
-    g = time_gains[index].mean(axis=1)[:, None, :] * bandpass[index]  # (ant, freq, pol)
+    g = time_gains[index].mean(axis=1)[:, None, :] * bandpass[index][:, np.argsort(freq)]
     refant = names.index(solve["refant"])
     g = g * np.conj(g[refant]) / np.abs(g[refant])
-    true_amp = np.median(np.abs(g), axis=(1, 2))
-    true_phase = np.degrees(np.angle(np.sum(g / np.abs(g), axis=(1, 2))))
-    np.testing.assert_allclose(amp, true_amp, rtol=0.02)
-    wrapped = (np.asarray(phase) - true_phase + 180.0) % 360.0 - 180.0
-    assert np.abs(wrapped).max() < 2.0
-    assert min(snr) > 10
+    usable = ~(solutions.BANDPASS_FLAG.values | solutions.GAIN_BLOCK_FLAG.values[:, None, :])
+    amp_error, phase_error = [], []
+    for a in np.flatnonzero(~unsolved):
+        true = g[a][usable[a]]
+        amp_error.append(amp[a] / np.median(np.abs(true)) - 1.0)
+        true_phase = np.degrees(np.angle(np.sum(true / np.abs(true))))
+        phase_error.append((phase[a] - true_phase + 180.0) % 360.0 - 180.0)
+    amp_error, phase_error = np.abs(amp_error), np.abs(phase_error)
+    assert np.median(amp_error) < 0.005 and np.mean(amp_error < 0.02) >= 0.9
+    assert phase_error.max() < 1.0
+    assert min(s for s in snr if s is not None) > 50  # 3C147 transiting: bright
 
 
 def test_solve_and_apply_figures_are_the_stored_ones(runs: dict) -> None:
