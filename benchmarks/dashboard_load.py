@@ -4,8 +4,9 @@
     python -m benchmarks.dashboard_load [--preset small] [--seconds 60]
                                         [--sweep 0,5,20] [--sessions 20] [--rate 100]
 
-- The state store (SQLite) is seeded with a day of history (280 blocks through seven
-  stages, with per-antenna flag and solution figures, their metrics and events), as the
+- The state store (SQLite) is seeded with a day of history (280 blocks through six or
+  seven stages, per-antenna flag figures, solutions every 24th block, their metrics and
+  events; 12 candidates with a light curve of 280 epochs in the photometry tables), as the
   dashboard would find it.
 - Dashboard cost: the dashboard process's CPU seconds per minute with N open page sessions
   (each ``--sweep`` value; real websocket sessions through bokeh.client, receiving every
@@ -41,6 +42,10 @@ from benchmarks.run import CACHE, RESULTS, simulated_block
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY_BLOCKS = 280
+#: A calibrator transits every this many blocks (solutions heatmap columns).
+CALIBRATOR_EVERY = 24
+#: Candidates with a light curve of a day's epochs (one per block).
+CANDIDATES = 12
 BLOCK_INTERVAL_S = 309.0
 #: The dashboard's stated memory bound (docs/operations.md), resident, MiB.
 MEMORY_BOUND_MIB = 300.0
@@ -174,7 +179,7 @@ def seed_history(root: Path) -> None:
     """A day of blocks in the SQLite store under ``root``."""
     from contimg_dask.config import load_config
     from contimg_dask.state import open_state_store
-    from tests.dashboard_support import heartbeats, record_block
+    from tests.dashboard_support import heartbeats, record_block, write_light_curves
 
     config = load_config(environment="testing", environ={}, overrides={"paths.root": str(root)})
     store = open_state_store(config)
@@ -185,7 +190,16 @@ def seed_history(root: Path) -> None:
         block_id = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
         record_block(store, block_id, at, latency_s=200.0 + (i % 17) * 8,
                      products_dir=root / "products" if i == DAY_BLOCKS - 1 else None,
-                     fail_stage="image" if i % 40 == 39 else None)
+                     fail_stage="image" if i % 40 == 39 else None,
+                     calibrator=i % CALIBRATOR_EVERY == 0)
+    epochs = [60640.0 + i * BLOCK_INTERVAL_S / 86400.0 for i in range(DAY_BLOCKS)]
+    curves = {}
+    for k in range(CANDIDATES):
+        name = f"J{k:04d}+4000"
+        store.emit("candidate", {"name": name, "kind": "variable", "metrics": {"v": 0.3}})
+        curves[name] = (epochs, [0.01 + 0.001 * k] * DAY_BLOCKS, [0.001] * DAY_BLOCKS,
+                        [None] * DAY_BLOCKS)
+    write_light_curves(root / "products" / "photometry", curves)
     heartbeats(store, now)
     store.close()
 

@@ -74,15 +74,19 @@ def quicklook(path: Path) -> Path:
 
 def record_block(store: StateStore, block_id: str, finished_at: float, *,
                  latency_s: float = 250.0, flagged: float = 0.05,
-                 products_dir: Path | None = None, fail_stage: str | None = None) -> None:
+                 products_dir: Path | None = None, fail_stage: str | None = None,
+                 calibrator: bool = True) -> None:
     """One block through the stages of STAGE_SECONDS (the last ``fail_stage`` failing
-    permanently), with the metrics and events the orchestrator records."""
+    permanently; ``calibrate_solve`` only on a ``calibrator`` block), with the metrics and
+    events the orchestrator records."""
     for sb in range(2):
         store.register_file(block_id, f"/incoming/{block_id}_sb{sb:02d}.hdf5", sb)
     store.seal_block(block_id, expected_files=2, deadline_s=600.0)
     store.emit("block_sealed", {"block_id": block_id, "status": "complete"})
     t = finished_at - sum(STAGE_SECONDS.values())
     for stage, seconds in STAGE_SECONDS.items():
+        if stage == "calibrate_solve" and not calibrator:
+            continue
         t += seconds
         store.enqueue(block_id, stage)
         lease = store.claim("test-worker", 60.0, stages=[stage])

@@ -6,23 +6,31 @@ version, in time order: ``mjd`` (MJD, UTC), ``flux_jy``/``err_jy`` the normalise
 density and its 1σ error (Jy; NaN where the epoch is not normalised or the source not
 measured, as the variability metrics use them) and ``upper_limit_jy`` (Jy, NaN unless the
 source was below the detection limit).
+
+The photometry modules (pandas, pyarrow, numba: ~160 MB resident) are imported on the
+first read, so a dashboard with no candidate does not carry them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from contimg_dask.config.schema import PipelineConfig
-from contimg_dask.photometry.record import usable_flux
-from contimg_dask.photometry.tables import PhotometryTables, photometry_root
+
+if TYPE_CHECKING:
+    from contimg_dask.photometry.tables import PhotometryTables
 
 LightCurves = dict[str, dict[str, list[float]]]
 
 
 def read_light_curves(tables: PhotometryTables, names: list[str]) -> LightCurves:
     """The light curves of ``names`` that have measurements (the others are left out)."""
+    from contimg_dask.photometry.record import usable_flux
+
     versions = tables.versions()
     if not versions or not names:
         return {}
@@ -42,6 +50,15 @@ def read_light_curves(tables: PhotometryTables, names: list[str]) -> LightCurves
 
 
 def light_curve_reader(config: PipelineConfig) -> Callable[[list[str]], LightCurves]:
-    """:func:`read_light_curves` over the configured photometry tables."""
-    tables = PhotometryTables(photometry_root(config))
-    return lambda names: read_light_curves(tables, names)
+    """:func:`read_light_curves` over the photometry tables under
+    ``<paths.products>/photometry`` (nothing read, nor imported, for no names)."""
+    root = Path(config.paths.products) / "photometry"
+
+    def read(names: list[str]) -> LightCurves:
+        if not names:
+            return {}
+        from contimg_dask.photometry.tables import PhotometryTables
+
+        return read_light_curves(PhotometryTables(root), names)
+
+    return read
