@@ -19,13 +19,41 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
+from contimg_dask.photometry.tables import PhotometryTables
+from contimg_dask.pipeline.monitor import antenna_events
+from contimg_dask.stages.antenna_figures import (
+    FLAGGED,
+    SOLUTION_AMP,
+    SOLUTION_PHASE,
+    SOLUTION_SNR,
+    antenna_figures,
+)
 from contimg_dask.stages.contract import Product, Provenance, StageResult
 from contimg_dask.state import MetricSample, StateStore
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE_SECONDS = {"ingest": 41.0, "rephase": 12.0, "flag": 18.0, "calibrate_apply": 9.0,
-                 "export": 30.0, "image": 120.0}
+STAGE_SECONDS = {"ingest": 41.0, "rephase": 12.0, "flag": 18.0, "calibrate_solve": 25.0,
+                 "calibrate_apply": 9.0, "export": 30.0, "image": 120.0}
+#: DSA-110's antenna names ("1".."117"; 96 in the array).
+ANTENNAS = [str(a) for a in range(1, 97)]
+
+
+def antenna_flag_fractions(block_flagged: float) -> list[float]:
+    """Per-antenna flagged fractions around ``block_flagged``: antenna k gets
+    block_flagged * (0.5 + k / 96), antenna "7" is fully flagged."""
+    return [1.0 if name == "7" else block_flagged * (0.5 + k / 96.0)
+            for k, name in enumerate(ANTENNAS)]
+
+
+def antenna_solutions(seed: float) -> tuple[list[float], list[float], list[float]]:
+    """Per-antenna amplitude, phase (deg) and SNR; antenna "7" without a solution (NaN)."""
+    k = np.arange(len(ANTENNAS))
+    amp, phase, snr = 1.0 + 0.002 * k + 0.01 * seed, (7.0 * k + seed) % 360 - 180, 40.0 + k
+    for values in (amp, phase, snr):
+        values[ANTENNAS.index("7")] = np.nan
+    return amp.tolist(), phase.tolist(), snr.tolist()
 
 
 def free_port() -> int:
@@ -46,15 +74,19 @@ def quicklook(path: Path) -> Path:
 
 def record_block(store: StateStore, block_id: str, finished_at: float, *,
                  latency_s: float = 250.0, flagged: float = 0.05,
-                 products_dir: Path | None = None, fail_stage: str | None = None) -> None:
+                 products_dir: Path | None = None, fail_stage: str | None = None,
+                 calibrator: bool = True) -> None:
     """One block through the stages of STAGE_SECONDS (the last ``fail_stage`` failing
-    permanently), with the metrics and events the orchestrator records."""
+    permanently; ``calibrate_solve`` only on a ``calibrator`` block), with the metrics and
+    events the orchestrator records."""
     for sb in range(2):
         store.register_file(block_id, f"/incoming/{block_id}_sb{sb:02d}.hdf5", sb)
     store.seal_block(block_id, expected_files=2, deadline_s=600.0)
     store.emit("block_sealed", {"block_id": block_id, "status": "complete"})
     t = finished_at - sum(STAGE_SECONDS.values())
     for stage, seconds in STAGE_SECONDS.items():
+        if stage == "calibrate_solve" and not calibrator:
+            continue
         t += seconds
         store.enqueue(block_id, stage)
         lease = store.claim("test-worker", 60.0, stages=[stage])
@@ -68,13 +100,22 @@ def record_block(store: StateStore, block_id: str, finished_at: float, *,
         figures: dict = {"seconds": seconds}
         if stage == "flag":
             figures.update({"flagged_fraction": flagged,
-                            **{f"flagged_fraction_sb{sb}": flagged * (1 + sb) for sb in range(4)}})
+                            **{f"flagged_fraction_sb{sb}": flagged * (1 + sb) for sb in range(4)},
+                            **antenna_figures(FLAGGED, ANTENNAS, antenna_flag_fractions(flagged))})
+        if stage == "calibrate_solve":
+            amp, phase, snr = antenna_solutions(flagged)
+            figures.update({**antenna_figures(SOLUTION_AMP, ANTENNAS, amp),
+                            **antenna_figures(SOLUTION_PHASE, ANTENNAS, phase),
+                            **antenna_figures(SOLUTION_SNR, ANTENNAS, snr)})
         if stage == "image" and products_dir is not None:
             fits = products_dir / f"{block_id}.image.fits"
             quicklook(fits.with_suffix(".png"))
             products = (Product("image", fits),)
-        store.complete(lease, StageResult(stage, block_id, products, Provenance((), "test"),
-                                          figures, seconds, t))
+        result = StageResult(stage, block_id, products, Provenance((), "test"), figures,
+                             seconds, t)
+        store.complete(lease, result)
+        for kind, data in antenna_events(result):  # as the orchestrator does
+            store.emit(kind, data)
         store.emit("stage_done", {"block_id": block_id, "stage": stage, "seconds": seconds})
         store.record_metrics([MetricSample(f"stage_seconds.{stage}", seconds, t, block_id)])
     store.record_metrics([
@@ -87,9 +128,31 @@ def record_block(store: StateStore, block_id: str, finished_at: float, *,
         MetricSample("backlog_blocks", 1.0, finished_at)])
 
 
-def heartbeats(store: StateStore, at: float) -> None:
+def heartbeats(store: StateStore, at: float, dask_workers: int = 2,
+               dask_memory: float = 0.3) -> None:
+    """The samples ``contimg watch``'s monitor thread records (processes and Dask cluster)."""
     store.record_metrics([MetricSample("heartbeat.watcher", 1.0, at),
-                          MetricSample("heartbeat.pipeline", 1.0, at)])
+                          MetricSample("heartbeat.pipeline", 1.0, at),
+                          MetricSample("heartbeat.dask_workers", float(dask_workers), at),
+                          MetricSample("dask_worker_memory_fraction", dask_memory, at)])
+
+
+def write_light_curves(root: Path, curves: dict[str, tuple[list, list, list, list]]) -> None:
+    """Measurement tables under the photometry ``root`` as the photometry stage writes them
+    (one per image, i.e. per distinct MJD, the columns the light curves read) of ``curves``
+    (name -> MJDs, fluxes Jy, errors Jy, upper limits Jy or None), and a variability table
+    naming the catalogue version ``v1``. An epoch with an upper limit is flagged as one
+    (flag 1); its flux is kept as given."""
+    rows = [{"name": name, "mjd": t, "flux_jy": f, "flux_err_jy": e, "norm_flux_jy": f,
+             "norm_err_jy": e, "upper_limit": u is not None,
+             "upper_limit_jy": np.nan if u is None else u, "flags": int(u is not None)}
+            for name, curve in curves.items() for t, f, e, u in zip(*curve, strict=True)]
+    tables = PhotometryTables(root)
+    for i, (mjd, epoch) in enumerate(pd.DataFrame(rows).groupby("mjd")):
+        stem = f"epoch{i:03d}"
+        tables.write(tables.measurement_path(stem, "v1"),
+                     epoch.assign(epoch=stem, image=f"{stem}.fits", mjd=mjd))
+    tables.write(tables.variability_path("v1"), pd.DataFrame({"name": list(curves)}))
 
 
 class DashboardProcess:

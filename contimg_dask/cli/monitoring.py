@@ -17,9 +17,11 @@ def _port(value: str) -> int:
 
 def _cmd_dashboard(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.monitoring.server import run_dashboard
+    from contimg_dask.photometry.light_curves import light_curve_reader
 
     dash = config.monitoring.dashboard
-    run_dashboard(config, args.host or dash.host, args.port or dash.port)
+    run_dashboard(config, args.host or dash.host, args.port or dash.port,
+                  light_curve_reader(config))
     return 0
 
 

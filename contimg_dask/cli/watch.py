@@ -22,6 +22,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def _cmd_watch(args: argparse.Namespace, config: PipelineConfig) -> int:
     from contimg_dask.errors import InputError
     from contimg_dask.monitoring.server import DashboardThread
+    from contimg_dask.photometry.light_curves import light_curve_reader
     from contimg_dask.pipeline import Pipeline
     from contimg_dask.pipeline.cluster import dask_client
     from contimg_dask.pipeline.streaming import Streaming
@@ -49,7 +50,8 @@ def _cmd_watch(args: argparse.Namespace, config: PipelineConfig) -> int:
     try:
         if args.dashboard:
             settings = config.monitoring.dashboard
-            dashboard = DashboardThread(config, settings.host, settings.port).start()
+            dashboard = DashboardThread(config, settings.host, settings.port,
+                                        light_curve_reader(config)).start()
             print(f"contimg watch: pipeline dashboard on http://{settings.host}:{settings.port}/",
                   flush=True)
         with dask_client(config.dask) as client, Pipeline(config, client=client) as pipeline:

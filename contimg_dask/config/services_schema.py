@@ -49,6 +49,7 @@ class HealthConfig(Section):
     disk_free_red: Fraction
     scheduler_timeout_s: PositiveFloat
     casa_breaker: str                 # the breaker name CASA's ``breaker`` events carry
+    dask_memory_amber: Fraction       # a Dask worker's memory over its limit: amber above
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthConfig:

@@ -1,12 +1,15 @@
 """Follow the state store's event log incrementally and keep what monitoring needs from it:
 the latest state of each circuit breaker, the alerts raised and not yet resolved, recent
-resolved alerts, stage outcomes, candidates and the last calibration solved.
+resolved alerts, stage outcomes, candidates, the last calibration solved and the per-antenna
+figures of recent blocks.
 
 Event kinds and fields are the pipeline's shared vocabulary: ``breaker`` {name, state},
 ``alert_raised``/``alert_resolved`` {rule, severity, message, ...}, ``stage_done``
 {block_id, stage, seconds}, ``stage_failed`` {block_id, stage, error, transient},
-``candidate`` {name, kind, metrics}, ``product`` {block_id, kind, path}. Times are the
-events' own ``at`` (Unix s).
+``candidate`` {name, kind, metrics}, ``product`` {block_id, kind, path}; per antenna
+``antenna_flags`` {block_id, antennas, flagged_fraction} and ``solutions`` {block_id,
+antennas, amp, phase_deg, snr} (contimg_dask/pipeline/monitor.py). Times are the events' own
+``at`` (Unix s).
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ class EventTail:
         self.outcomes: deque[tuple[float, str, bool]] = deque(maxlen=max_events)
         self.candidates: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.last_calibration_at: float | None = None
+        self.max_events = max_events
+        #: Per-antenna events by kind, then block id (a rerun replaces), oldest first.
+        self.antenna: dict[str, dict[str, dict[str, Any]]] = {
+            "antenna_flags": {}, "solutions": {}}
+        #: ``product`` events of kind ``photometry`` seen (new light curves to read).
+        self.photometry_products = 0
 
     def update(self) -> int:
         """Read the events since the last call; the number read."""
@@ -64,6 +73,14 @@ class EventTail:
             self.candidates.append({**data, "at": at})
         elif event.kind == "product" and data.get("kind") == "solutions":
             self.last_calibration_at = at
+        elif event.kind == "product" and data.get("kind") == "photometry":
+            self.photometry_products += 1
+        elif event.kind in self.antenna:
+            by_block = self.antenna[event.kind]
+            by_block.pop(str(data.get("block_id")), None)
+            by_block[str(data.get("block_id"))] = {**data, "at": at}
+            if len(by_block) > self.max_events:
+                del by_block[next(iter(by_block))]
 
     def failure_fraction(self, now: float, window_s: float) -> float | None:
         """Failed stage runs over all stage runs that ended in the last ``window_s``

@@ -8,7 +8,12 @@
 - ``casa``: the latest ``breaker`` event of ``monitoring.health.casa_breaker`` (closed green,
   half_open amber, open red);
 - one line per ``monitoring.health.processes`` (watcher, pipeline): the age of its newest
-  ``heartbeat.<name>`` sample against ``heartbeat_amber_s``/``heartbeat_red_s``.
+  ``heartbeat.<name>`` sample against ``heartbeat_amber_s``/``heartbeat_red_s``;
+- ``dask_workers``: the newest ``heartbeat.dask_workers`` sample (the number of workers the
+  scheduler reported to ``contimg watch``) and ``dask_worker_memory_fraction`` (the fullest
+  worker): red with no report within ``heartbeat_red_s`` or no worker, amber when the report
+  is older than ``heartbeat_amber_s`` or a worker is above ``dask_memory_amber`` of its
+  memory limit.
 
 The whole is red if any check is red (``/health`` answers 503), else amber if any is amber.
 """
@@ -89,16 +94,40 @@ def check_breaker(tail: EventTail, name: str) -> Check:
     return Check(name, status, f"breaker {state} since {breaker['at']:.0f} (Unix s)")
 
 
+def _latest(store: StateStore, name: str, since: float) -> tuple[float, float] | None:
+    """(time, value) of the newest sample of ``name`` since ``since``, if any."""
+    points = store.metric_series(name, "raw", since=since)
+    return (float(points[-1].key), points[-1].mean) if points else None
+
+
 def check_heartbeat(store: StateStore, process: str, config: PipelineConfig,
                     now: float) -> Check:
     limits = config.monitoring.health
-    points = store.metric_series(f"heartbeat.{process}", "raw",
-                                 since=now - limits.heartbeat_red_s)
-    if not points:
+    beat = _latest(store, f"heartbeat.{process}", now - limits.heartbeat_red_s)
+    if beat is None:
         return Check(process, RED, f"no heartbeat in the last {limits.heartbeat_red_s:.0f} s")
-    age = now - float(points[-1].key)
+    age = now - beat[0]
     status = GREEN if age <= limits.heartbeat_amber_s else AMBER
     return Check(process, status, f"last heartbeat {age:.0f} s ago")
+
+
+def check_dask_workers(store: StateStore, config: PipelineConfig, now: float) -> Check:
+    limits = config.monitoring.health
+    report = _latest(store, "heartbeat.dask_workers", now - limits.heartbeat_red_s)
+    if report is None:
+        return Check("dask_workers", RED, "no report from the Dask scheduler in the last "
+                     f"{limits.heartbeat_red_s:.0f} s")
+    at, n_workers = report
+    age = now - at
+    memory = _latest(store, "dask_worker_memory_fraction", at - 1.0)
+    memory_text = "" if memory is None else f", fullest at {100 * memory[1]:.0f} % of its memory"
+    reason = f"{n_workers:.0f} workers{memory_text}, reported {age:.0f} s ago"
+    if n_workers < 1:
+        return Check("dask_workers", RED, reason)
+    if age > limits.heartbeat_amber_s or (memory is not None
+                                          and memory[1] > limits.dask_memory_amber):
+        return Check("dask_workers", AMBER, reason)
+    return Check("dask_workers", GREEN, reason)
 
 
 def run_checks(store: StateStore, tail: EventTail | None, config: PipelineConfig,
@@ -111,7 +140,9 @@ def run_checks(store: StateStore, tail: EventTail | None, config: PipelineConfig
         why = "unknown: the state store is down"
         checks += [Check(config.monitoring.health.casa_breaker, AMBER, why)]
         checks += [Check(p, AMBER, why) for p in config.monitoring.health.processes]
+        checks.append(Check("dask_workers", AMBER, why))
         return checks, None
     checks.append(check_breaker(tail, config.monitoring.health.casa_breaker))
     checks += [check_heartbeat(store, p, config, now) for p in config.monitoring.health.processes]
+    checks.append(check_dask_workers(store, config, now))
     return checks, status

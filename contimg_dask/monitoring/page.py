@@ -12,6 +12,7 @@ block shown in detail; anything else is reported on the page and ignored.
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,13 +25,13 @@ from bokeh.models import (
     DataTable,
     Div,
     HoverTool,
-    LinearColorMapper,
     Span,
     TableColumn,
 )
 from bokeh.plotting import figure
 
 from contimg_dask.config import PipelineConfig
+from contimg_dask.monitoring.antenna_views import AntennaHeatmap
 from contimg_dask.monitoring.health import AMBER, GREEN, RED
 from contimg_dask.monitoring.snapshot import STAGES, Snapshot
 
@@ -43,6 +44,9 @@ STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 SECONDS_PER_HOUR = 3600.0
 #: Series plotted in other units than recorded: image noise Jy/beam -> mJy/beam.
 PLOT_SCALE = {"image_noise_jy": 1e3}
+#: MJD of the Unix epoch, and milliseconds per day (Bokeh's datetime axis is Unix ms).
+MJD_UNIX_EPOCH = 40587.0
+MS_PER_DAY = 86_400_000.0
 
 
 def _utc(at: float | None) -> str:
@@ -106,6 +110,7 @@ class DashboardPage:
         self.latest = latest
         self.shown: Snapshot | None = None
         self.block, problems = block_parameter(arguments)
+        self.candidate: str | None = None
         self.sources: dict[str, ColumnDataSource] = {}
         self._sent: dict[str, dict[str, list[Any]]] = {}
         self.notice = Div(name="notice", text="<br>".join(problems),
@@ -169,22 +174,21 @@ class DashboardPage:
         self._line(noise, "image_noise_jy")
         dynamic = _time_figure("dynamic_range", "Image dynamic range", "peak / noise")
         self._line(dynamic, "image_dynamic_range")
+        self.flag_heatmap = AntennaHeatmap(
+            "flag_heatmap", "Flagged fraction per antenna and block", "Viridis256", "0.000",
+            low=0.0, high=1.0)
+        self.amp_heatmap = AntennaHeatmap(
+            "solution_amp", "Calibration: gain amplitude per antenna and calibrator block",
+            "Viridis256", "0.000")
+        self.phase_heatmap = AntennaHeatmap(
+            "solution_phase", "Calibration: gain phase (deg, vs refant) per antenna and "
+            "calibrator block", "RdBu11", "0.0", low=-180.0, high=180.0)
         return [Div(text="<h2>Metrics</h2>"), row(latency, rate, sizing_mode="stretch_width"),
                 row(backlog, stages, sizing_mode="stretch_width"),
-                row(flags, self._heatmap(), sizing_mode="stretch_width"),
-                row(snr, noise, dynamic, sizing_mode="stretch_width")]
-
-    def _heatmap(self) -> Any:
-        self.sources["flag_heatmap"] = ColumnDataSource({"block": [], "part": [], "value": []})
-        self.heatmap = figure(name="flag_heatmap", title="Flagged fraction per antenna "
-                              "(or subband) and block", height=230, sizing_mode="stretch_width",
-                              x_range=[], y_range=[], tools="hover,save",
-                              tooltips="@block @part: @value{0.000}")
-        self.heatmap.xaxis.visible = False
-        mapper = LinearColorMapper(palette="Viridis256", low=0.0, high=1.0)
-        self.heatmap.rect("block", "part", 1, 1, source=self.sources["flag_heatmap"],
-                          fill_color={"field": "value", "transform": mapper}, line_color=None)
-        return self.heatmap
+                row(flags, snr, sizing_mode="stretch_width"),
+                row(self.flag_heatmap.figure, self.amp_heatmap.figure,
+                    self.phase_heatmap.figure, sizing_mode="stretch_width"),
+                row(noise, dynamic, sizing_mode="stretch_width")]
 
     def _processing(self) -> list[Any]:
         blocks, self.sources["blocks"] = _table("blocks", [
@@ -213,8 +217,22 @@ class DashboardPage:
         candidates, self.sources["candidates"] = _table("candidates", [
             ("at", "at (UTC)"), ("name", "source"), ("kind", "kind"), ("metrics", "metrics")],
             height=150)
+        self.sources["candidates"].selected.on_change("indices", self._candidate_selected)
+        self.sources["light_curve"] = ColumnDataSource(
+            {"t": [], "flux": [], "low": [], "high": []})
+        self.sources["upper_limits"] = ColumnDataSource({"t": [], "limit": []})
+        self.curve = _time_figure("light_curve", "Light curve", "flux density (mJy)")
+        self.curve.segment("t", "low", "t", "high", source=self.sources["light_curve"],
+                           color="#1f77b4")
+        self.curve.scatter("t", "flux", source=self.sources["light_curve"], size=6,
+                           color="#1f77b4", legend_label="normalised, 1σ")
+        self.curve.scatter("t", "limit", source=self.sources["upper_limits"], size=8,
+                           marker="inverted_triangle", color=COLOURS[RED],
+                           legend_label="upper limit")
         return [Div(text="<h2>Science</h2>"), self.science,
-                Div(text="<h3>Candidates</h3>"), candidates]
+                Div(text="<h3>Candidates</h3><p>Select one for its light curve (default: "
+                    "the newest).</p>"),
+                row(candidates, self.curve, sizing_mode="stretch_width")]
 
     # -- updates ----------------------------------------------------------------------------
 
@@ -224,6 +242,11 @@ class DashboardPage:
         if self._sent.get(name) != data:
             self.sources[name].data = data
             self._sent[name] = data
+
+    def _candidate_selected(self, attr: str, old: list[int], new: list[int]) -> None:
+        if new and self.shown is not None:
+            self.candidate = self.sources["candidates"].data["name"][new[0]]
+            self._show_light_curve(self.shown)
 
     def _selected(self, attr: str, old: list[int], new: list[int]) -> None:
         if new and self.shown is not None:
@@ -268,15 +291,9 @@ class DashboardPage:
             start = t - t % SECONDS_PER_HOUR + SECONDS_PER_HOUR / 2
             hours[start] = hours.get(start, 0) + 1
         self._set("blocks_per_hour", {"t": _ms(list(hours)), "n": list(hours.values())})
-        cells = snap.flag_heatmap
-        self._set("flag_heatmap", {"block": [c[0] for c in cells],
-                                   "part": [c[1] for c in cells],
-                                   "value": [c[2] for c in cells]})
-        blocks, parts = sorted({c[0] for c in cells}), sorted({c[1] for c in cells})
-        if blocks != list(self.heatmap.x_range.factors):
-            self.heatmap.x_range.factors = blocks
-        if parts != list(self.heatmap.y_range.factors):
-            self.heatmap.y_range.factors = parts
+        self.flag_heatmap.show(snap.flag_heatmap, 2)
+        self.amp_heatmap.show(snap.solution_cells, 2)
+        self.phase_heatmap.show(snap.solution_cells, 3)
 
     def _show_blocks(self, snap: Snapshot) -> None:
         def cell(stages: dict[str, Any], stage: str) -> str:
@@ -334,6 +351,30 @@ class DashboardPage:
             "name": [str(c.get("name")) for c in snap.candidates],
             "kind": [str(c.get("kind")) for c in snap.candidates],
             "metrics": [str(c.get("metrics")) for c in snap.candidates]})
+        self._show_light_curve(snap)
+
+    def _show_light_curve(self, snap: Snapshot) -> None:
+        """The selected candidate's light curve, else the newest candidate's that has one
+        (MJD -> the time axis; Jy -> mJy)."""
+        name = self.candidate or next((str(c.get("name")) for c in snap.candidates
+                                       if c.get("name") in snap.light_curves), None)
+        curve = snap.light_curves.get(name) if name else None
+        if curve is None:
+            self.curve.title.text = (f"Light curve: no measurements of {name}" if name else
+                                     "Light curve: no candidate with measurements yet")
+            self._set("light_curve", {"t": [], "flux": [], "low": [], "high": []})
+            self._set("upper_limits", {"t": [], "limit": []})
+            return
+        t = [MS_PER_DAY * (mjd - MJD_UNIX_EPOCH) for mjd in curve["mjd"]]
+        flux = [1e3 * f for f in curve["flux_jy"]]
+        err = [1e3 * e for e in curve["err_jy"]]
+        self.curve.title.text = f"Light curve of {name} ({len(t)} epochs)"
+        self._set("light_curve", {"t": t, "flux": flux,
+                                  "low": [f - e for f, e in zip(flux, err, strict=True)],
+                                  "high": [f + e for f, e in zip(flux, err, strict=True)]})
+        limits = [(x, 1e3 * u) for x, u in zip(t, curve["upper_limit_jy"], strict=True)
+                  if math.isfinite(u)]
+        self._set("upper_limits", {"t": [x for x, _ in limits], "limit": [u for _, u in limits]})
 
 
 def make_document(doc: Document, config: PipelineConfig,

@@ -32,7 +32,7 @@ from contimg_dask.logs import get_logger
 from contimg_dask.monitoring.exposition import SnapshotCollector, metrics_text
 from contimg_dask.monitoring.health import RED
 from contimg_dask.monitoring.page import make_document
-from contimg_dask.monitoring.snapshot import SnapshotService
+from contimg_dask.monitoring.snapshot import LightCurveReader, SnapshotService
 
 log = get_logger(__name__)
 
@@ -173,10 +173,13 @@ def build_server(config: PipelineConfig, host: str, port: int,
 
 class DashboardThread:
     """The dashboard served from a daemon thread of the calling process, on an event loop of
-    its own (for ``contimg watch --dashboard``): :meth:`start` returns once it listens."""
+    its own (for ``contimg watch --dashboard``): :meth:`start` returns once it listens.
+    ``light_curves``: the candidates' light-curve reader (see SnapshotBuilder)."""
 
-    def __init__(self, config: PipelineConfig, host: str, port: int) -> None:
+    def __init__(self, config: PipelineConfig, host: str, port: int,
+                 light_curves: LightCurveReader | None = None) -> None:
         self.config, self.host, self.port = config, host, port
+        self.light_curves = light_curves
         self.server: Server | None = None
         self.service: SnapshotService | None = None
         self._error: BaseException | None = None
@@ -195,7 +198,7 @@ class DashboardThread:
     def _serve(self) -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())
         try:
-            self.service = SnapshotService(self.config).start()
+            self.service = SnapshotService(self.config, self.light_curves).start()
             self.server = build_server(self.config, self.host, self.port, self.service)
             self.server.start()
         except BaseException as exc:  # handed to start()'s caller
@@ -215,10 +218,12 @@ class DashboardThread:
             self.service.stop()
 
 
-def run_dashboard(config: PipelineConfig, host: str, port: int) -> None:
-    """Serve the dashboard until interrupted (``contimg dashboard``)."""
+def run_dashboard(config: PipelineConfig, host: str, port: int,
+                  light_curves: LightCurveReader | None = None) -> None:
+    """Serve the dashboard until interrupted (``contimg dashboard``); ``light_curves`` reads
+    the candidates' light curves (see SnapshotBuilder)."""
     token = access_token(config, host)
-    service = SnapshotService(config).start()
+    service = SnapshotService(config, light_curves).start()
     server = build_server(config, host, port, service)
     server.start()
     protection = ("access token required on every request" if token

@@ -3,7 +3,10 @@ rebuilt every ``monitoring.dashboard.snapshot_s`` by one background thread
 (:class:`SnapshotService`) and shared by every page session, ``/health`` and ``/metrics``,
 so that the number of open pages and scrapes does not multiply the load on the store.
 
-Nothing here writes to the store.
+Nothing here writes to the store. Light curves come from a reader the caller injects
+(``contimg dashboard`` gives :func:`contimg_dask.photometry.light_curves.light_curve_reader`:
+monitoring sits below photometry): those of the newest candidates, read again when a
+``product`` event of kind ``photometry`` arrives or a minute has passed.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from contimg_dask.config import PipelineConfig
-from contimg_dask.errors import StateError
+from contimg_dask.errors import ContimgError, StateError
 from contimg_dask.logs import get_logger
 from contimg_dask.monitoring.event_tail import EventTail
 from contimg_dask.monitoring.health import RED, Check, run_checks, worst
@@ -35,12 +39,22 @@ SERIES = ("block_latency_s", "backlog_blocks", "blocks_done", "flag_fraction",
 MAX_QUICKLOOK_BYTES = 4_000_000
 #: Product kinds whose FITS files have a quick-look PNG beside them.
 QUICKLOOK_KINDS = ("image", "mosaic")
+#: Light curves kept: those of this many newest candidates (distinct sources).
+LIGHT_CURVES = 10
+#: Light curves are read again at least this often, s.
+LIGHT_CURVE_MAX_AGE_S = 60.0
+
+#: Source names -> {name: {"mjd", "flux_jy", "err_jy", "upper_limit_jy": lists}} (MJD UTC,
+#: Jy; see contimg_dask/photometry/light_curves.py).
+LightCurveReader = Callable[[list[str]], dict[str, dict[str, list[float]]]]
 
 
 @dataclass
 class Snapshot:
     """The monitoring picture at ``at`` (Unix s). ``blocks``: the most recent blocks, newest
-    first, each with its stages; ``series``: metric name -> (times, values)."""
+    first, each with its stages; ``series``: metric name -> (times, values);
+    ``flag_heatmap``: (block, antenna, flagged fraction) of the recent blocks;
+    ``solution_cells``: (calibrator block, antenna, amplitude, phase in degrees, SNR)."""
 
     at: float
     health: list[Check]
@@ -50,8 +64,11 @@ class Snapshot:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
-    flag_heatmap: list[tuple[str, str, float]] = field(default_factory=list)
+    flag_heatmap: list[tuple[str, str, float | None]] = field(default_factory=list)
+    solution_cells: list[tuple[str, str, float | None, float | None, float | None]] = field(
+        default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    light_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     quicklooks: list[dict[str, str]] = field(default_factory=list)
 
     @property
@@ -77,26 +94,32 @@ def _outcome(stages: dict[str, dict[str, Any]]) -> str:
     return "done" if statuses else "waiting"
 
 
-def _flag_cells(block_id: str, figures: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """Per-antenna flag fractions (``flagged_fraction_ant<NAME>``) if the flag stage
-    reported them, else per subband (``flagged_fraction_sb<N>``)."""
-    for prefix in ("flagged_fraction_ant", "flagged_fraction_sb"):
-        cells = [(block_id, key.removeprefix("flagged_fraction_"), float(value))
-                 for key, value in figures.items()
-                 if key.startswith(prefix) and isinstance(value, int | float)]
-        if cells:
-            return cells
-    return []
+def antenna_cells(events: dict[str, dict[str, Any]], fields: tuple[str, ...], last: int
+                  ) -> list[tuple[Any, ...]]:
+    """(block id, antenna, *values of ``fields``) of the ``last`` blocks' per-antenna events
+    (EventTail.antenna[kind]); None where a value is missing."""
+    cells = []
+    for block_id, data in list(events.items())[-last:]:
+        columns = [data.get(f) or [] for f in fields]
+        for i, antenna in enumerate(data.get("antennas") or []):
+            cells.append((block_id, str(antenna),
+                          *(c[i] if i < len(c) else None for c in columns)))
+    return cells
 
 
 class SnapshotBuilder:
-    """Builds snapshots from one open store (reopened after a failure to open)."""
+    """Builds snapshots from one open store (reopened after a failure to open);
+    ``light_curves`` reads the candidates' light curves (none shown without it)."""
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig,
+                 light_curves: LightCurveReader | None = None) -> None:
         self.config = config
+        self.light_curves = light_curves
         self.store: StateStore | None = None
         self.tail: EventTail | None = None
         self._quicklooks: dict[str, str] = {}
+        self._curves: dict[str, dict[str, list[float]]] = {}
+        self._curves_key: tuple[Any, ...] | None = None
 
     def _open(self) -> StateStore:
         if self.store is None:
@@ -135,14 +158,32 @@ class SnapshotBuilder:
         for block in recent[::-1]:
             stages = {s.stage: _stage_row(s) for s in store.stages(block.block_id)}
             snap.blocks.append({**block.to_dict(), "stages": stages, "outcome": _outcome(stages)})
-            if "flag" in stages:
-                snap.flag_heatmap += _flag_cells(block.block_id, stages["flag"]["figures"])
+        snap.flag_heatmap = antenna_cells(tail.antenna["antenna_flags"], ("flagged_fraction",),
+                                          dash.recent_blocks)
+        snap.solution_cells = antenna_cells(tail.antenna["solutions"],
+                                            ("amp", "phase_deg", "snr"), dash.recent_blocks)
         snap.failures = [f.to_dict() for f in store.failures(limit=50)][::-1]
         since = now - 3600.0 * dash.history_h
         for name in SERIES:
             points = store.metric_series(name, "raw", since=since, until=now)
             snap.series[name] = ([float(p.key) for p in points], [p.mean for p in points])
         snap.quicklooks = self._latest_quicklooks(store)
+        snap.light_curves = self._candidate_light_curves(tail, snap.candidates, now)
+
+    def _candidate_light_curves(self, tail: EventTail, candidates: list[dict[str, Any]],
+                                now: float) -> dict[str, dict[str, list[float]]]:
+        if self.light_curves is None:
+            return {}
+        names = list(dict.fromkeys(str(c.get("name")) for c in candidates))[:LIGHT_CURVES]
+        key = (tail.photometry_products, tuple(names), now // LIGHT_CURVE_MAX_AGE_S)
+        if key != self._curves_key:
+            try:
+                self._curves = self.light_curves(names)
+            except (ContimgError, OSError, ValueError, KeyError) as exc:
+                log.warning("light curves of %s not read: %s", ", ".join(names), exc)
+                self._curves = {}
+            self._curves_key = key
+        return self._curves
 
     def _latest_quicklooks(self, store: StateStore) -> list[dict[str, str]]:
         """The newest quick-look of each kind, as data URIs (read once per file)."""
@@ -177,9 +218,10 @@ class SnapshotService:
     """A daemon thread keeping :attr:`latest` at most ``snapshot_s`` old (as long as the
     store answers: :meth:`age_s` tells how old it is)."""
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig,
+                 light_curves: LightCurveReader | None = None) -> None:
         self.config = config
-        self.builder = SnapshotBuilder(config)
+        self.builder = SnapshotBuilder(config, light_curves)
         self.latest = self.builder.build()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="snapshot", daemon=True)

@@ -41,7 +41,7 @@ from contimg_dask.logs import get_logger
 from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
 from contimg_dask.pipeline.cluster import on_cluster
 from contimg_dask.pipeline.heartbeat import Heartbeat
-from contimg_dask.pipeline.monitor import block_samples, stage_samples
+from contimg_dask.pipeline.monitor import antenna_events, block_samples, stage_samples
 from contimg_dask.pipeline.outcome import BlockOutcome
 from contimg_dask.pipeline.quality import nonfinite_failures
 from contimg_dask.pipeline.recipes import (
@@ -411,6 +411,8 @@ class Pipeline:
             self._emit("product", {"block_id": lease.block_id, "kind": product.kind,
                                    "path": str(product.path)})
         self._record_metrics(stage_samples(result, time.time()))
+        for kind, data in antenna_events(result):
+            self._emit(kind, data)
         if lease.stage == INGEST:
             block = self.block_ref(lease.block_id)
             for failure in nonfinite_failures(block.block_id, block.store, block.files,

@@ -25,6 +25,7 @@ import pybreaker
 from contimg_dask.errors import ContimgError, StateError
 from contimg_dask.logs import get_logger
 from contimg_dask.monitoring.alerts import AlertEvaluator
+from contimg_dask.pipeline.monitor import dask_samples
 from contimg_dask.pipeline.orchestrator import Pipeline
 from contimg_dask.pipeline.watcher import SealedBlock, Watcher
 from contimg_dask.stages.contract import BlockRef
@@ -64,7 +65,8 @@ class Streaming:
 
     def _monitor(self) -> None:
         """Every ``monitoring.evaluate_interval_s``: a ``heartbeat.watcher`` sample while the
-        watcher thread lives, a ``heartbeat.pipeline`` sample, and the alert rules evaluated
+        watcher thread lives, a ``heartbeat.pipeline`` sample, the Dask cluster's samples
+        (:func:`~contimg_dask.pipeline.monitor.dask_samples`), and the alert rules evaluated
         (the dashboard's health lines and alerts read them). A state store that is down is
         logged and retried at the next interval."""
         store = open_state_store(self.config)
@@ -74,14 +76,23 @@ class Streaming:
                 now = time.time()
                 alive = ["pipeline"] + (["watcher"] if self._thread.is_alive() else [])
                 try:
-                    store.record_metrics(MetricSample(f"heartbeat.{name}", 1.0, now)
-                                         for name in alive)
+                    store.record_metrics([*(MetricSample(f"heartbeat.{name}", 1.0, now)
+                                            for name in alive), *self._dask_samples(now)])
                     evaluator.evaluate(now)
                 except StateError as exc:
                     log.warning("heartbeats and alert evaluation skipped: %s", exc)
                 self._stop.wait(self.config.monitoring.evaluate_interval_s)
         finally:
             store.close()
+
+    def _dask_samples(self, now: float) -> list[MetricSample]:
+        if self.pipeline.client is None:
+            return []
+        try:
+            return dask_samples(self.pipeline.client, now)
+        except (OSError, TimeoutError) as exc:
+            log.warning("the Dask scheduler did not answer: %s", exc)
+            return []
 
     @property
     def stopping(self) -> bool:

@@ -6,6 +6,10 @@ that the test writes to as the pipeline would.
 - a block recorded during the test appears in the Processing table within 5 s;
 - an alert raised by a rule (the evaluator, as the pipeline runs it) appears in Active
   alerts, then leaves it for Recently resolved when the rule resolves;
+- the per-antenna heatmaps hold the fractions, amplitudes and phases the stages reported
+  (through the orchestrator's events), cell by cell; the Dask workers' health line shows
+  the recorded workers; the newest candidate's light curve has the points of the
+  measurement tables, and selecting another candidate in the browser shows its own;
 - screenshots: one as a test artifact (tmp), and docs/img/dashboard.png when
   UPDATE_DOCS_SCREENSHOT=1.
 """
@@ -21,8 +25,17 @@ from pathlib import Path
 import pytest
 
 from contimg_dask.monitoring import AlertEvaluator
+from contimg_dask.photometry.tables import photometry_root
 from contimg_dask.state import MetricSample, open_state_store
-from tests.dashboard_support import REPO, DashboardProcess, heartbeats, record_block
+from tests.dashboard_support import (
+    REPO,
+    DashboardProcess,
+    antenna_flag_fractions,
+    antenna_solutions,
+    heartbeats,
+    record_block,
+    write_light_curves,
+)
 from tests.helpers import make_config
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -36,7 +49,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 VIEWS = ("links", "health", "alerts_active", "alerts_resolved", "latency", "blocks_per_hour",
          "backlog", "stage_timings", "flag_fraction", "flag_heatmap", "calibration_snr",
          "image_noise", "dynamic_range", "blocks", "block_detail", "block_timeline",
-         "failures", "science", "candidates")
+         "failures", "science", "candidates", "solution_amp", "solution_phase",
+         "light_curve")
 
 
 @pytest.fixture
@@ -44,7 +58,7 @@ def browser() -> Iterator[object]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1600,3000"):
+                     "--disable-dev-shm-usage", "--window-size=1600,4200"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options,
@@ -74,6 +88,28 @@ def column_of(driver: object, table: str, field: str) -> list:
     return driver.execute_script(model_js(table, f"Array.from(m.source.data[{field!r}])"))
 
 
+def heatmap_cell(driver: object, name: str, block: str, antenna: str) -> float | None:
+    """The value of heatmap ``name``'s cell (block, antenna) in the page (None: NaN)."""
+    return driver.execute_script(model_js(name, (
+        "(() => { const d = m.renderers[0].data_source.data;"
+        f" for (let i = 0; i < d.block.length; i++) if (d.block[i] == {block!r} &&"
+        f" d.antenna[i] == {antenna!r}) return isNaN(d.value[i]) ? 'nan' : d.value[i];"
+        " return 'missing'; })()")))
+
+
+def curve_data(driver: object) -> dict:
+    return driver.execute_script(model_js("light_curve", (
+        "{title: m.title.text, t: Array.from(m.renderers[1].data_source.data.t),"
+        " flux: Array.from(m.renderers[1].data_source.data.flux),"
+        " limits: Array.from(m.renderers[2].data_source.data.limit)}")))
+
+
+#: Light curves written to the photometry tables: MJD, flux (Jy), error (Jy), upper limit.
+CURVES = {"J1234+4321": ([60640.10, 60640.20, 60640.30, 60640.40],
+                         [0.012, 0.011, 0.004, 0.0], [0.001] * 4, [None, None, None, 0.003]),
+          "J0101+0101": ([60640.15, 60640.25], [0.050, 0.020], [0.002, 0.002], [None, None])}
+
+
 def test_dashboard_in_chromium(tmp_path: Path, browser: object) -> None:
     config = make_config(tmp_path)
     products = tmp_path / "products"
@@ -86,8 +122,11 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: object) -> None:
     record_block(store, "2026-11-30T10:00:08", now - 400.0, latency_s=290.0, flagged=0.08,
                  products_dir=products)
     record_block(store, "2026-11-30T10:05:17", now - 100.0, fail_stage="image")
+    store.emit("candidate", {"name": "J0101+0101", "kind": "ese",
+                             "metrics": {"v": 0.6, "eta": 30.0}})
     store.emit("candidate", {"name": "J1234+4321", "kind": "variable",
                              "metrics": {"v": 0.31, "eta": 12.0}})
+    write_light_curves(photometry_root(config), CURVES)
     dashboard = DashboardProcess(tmp_path, {}).start()
     try:
         browser.get(dashboard.url + "/")
@@ -102,6 +141,36 @@ def test_dashboard_in_chromium(tmp_path: Path, browser: object) -> None:
         assert failures == ["image"]
         assert "J1234+4321" in column_of(browser, "candidates", "name")
         assert "data:image/png;base64," in browser.execute_script(model_js("science", "m.text"))
+        assert "dask_workers" in health and "2 workers, fullest at 30 %" in health
+
+        # heatmaps: the cells hold what the stages reported for that block and antenna
+        block = "2026-11-30T10:00:08"
+        fractions = antenna_flag_fractions(0.08)
+        wait_js(browser, model_js("flag_heatmap",
+                                  "m.renderers[0].data_source.data.block.length == 3 * 96"), 5.0)
+        for antenna in ("1", "7", "50", "96"):
+            assert heatmap_cell(browser, "flag_heatmap", block, antenna) == pytest.approx(
+                fractions[int(antenna) - 1], abs=1e-12)
+        amp, phase, _ = antenna_solutions(0.08)
+        for antenna in ("1", "12", "96"):
+            k = int(antenna) - 1
+            assert heatmap_cell(browser, "solution_amp", block, antenna) == pytest.approx(
+                amp[k], abs=1e-12)
+            assert heatmap_cell(browser, "solution_phase", block, antenna) == pytest.approx(
+                phase[k], abs=1e-12)
+        assert heatmap_cell(browser, "solution_amp", block, "7") == "nan"
+
+        # light curves: the newest candidate's by default, another one once selected
+        mjd, flux, _, upper = CURVES["J1234+4321"]
+        shown = curve_data(browser)
+        assert shown["title"].startswith("Light curve of J1234+4321 (4 epochs)")
+        assert shown["t"] == pytest.approx([86_400_000.0 * (t - 40587.0) for t in mjd])
+        assert shown["flux"] == pytest.approx([1e3 * f for f in flux])
+        assert shown["limits"] == pytest.approx([1e3 * u for u in upper if u is not None])
+        index = column_of(browser, "candidates", "name").index("J0101+0101")
+        browser.execute_script(model_js("candidates", f"m.source.selected.indices = [{index}]"))
+        wait_js(browser, model_js("light_curve", "m.title.text.includes('J0101+0101')"), 5.0)
+        assert curve_data(browser)["flux"] == pytest.approx([50.0, 20.0])
 
         # a block processed now appears within 5 s
         last = time.time()

@@ -220,6 +220,10 @@ def test_redis_outage_of_30_s(staged_blocks: Path, tmp_path: Path, trials: list[
         for process in ("pipeline", "watcher"):
             beats = state.metric_series(f"heartbeat.{process}", "raw")
             assert beats and float(beats[-1].key) > restarted, process
+        # ... and the Dask workers' line: the scheduler's worker count, as configured.
+        workers = state.metric_series("heartbeat.dask_workers", "raw")
+        assert workers and float(workers[-1].key) > restarted
+        assert workers[-1].mean == trial.config.dask.n_workers
         assert stop_watch(proc, signal.SIGTERM) == 0
         log = trial.log.read_text()
         assert "work paused" in log or "state store unreachable" in log
