@@ -124,11 +124,11 @@ def entry_for(record: ProductRecord, state: StateStore, *, checksum: bool,
         provenance=provenance, indexed_at=time.time())
 
 
-def latest_records(state: StateStore) -> list[ProductRecord]:
-    """The state store's products, the latest record of each (block, kind), indexed kinds
-    only."""
+def latest_records(state: StateStore, block_id: str | None = None) -> list[ProductRecord]:
+    """The state store's products (of ``block_id`` only, if given), the latest record of
+    each (block, kind), indexed kinds only."""
     latest: dict[tuple[str, str], ProductRecord] = {}
-    for record in state.products():
+    for record in state.products(block_id):
         if record.kind in NOT_INDEXED:
             continue
         key = (record.block_id, record.kind)
