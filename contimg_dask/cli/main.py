@@ -23,7 +23,7 @@ from contimg_dask.cli.options import (
     right_ascension_deg,
     utc_time,
 )
-from contimg_dask.cli.outcome import EXIT_INTERRUPTED, run, user_path
+from contimg_dask.cli.outcome import run, user_path
 from contimg_dask.cli.photometry import add_photometry_commands
 from contimg_dask.cli.pipeline import add_pipeline_commands
 from contimg_dask.cli.state import add_state_commands
@@ -373,13 +373,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``contimg`` command; returns its exit code (cli/outcome.py)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    return run(lambda: _run(args))
+    """Run the ``contimg`` command; returns its exit code (cli/outcome.py). Interrupts are
+    handled from here on (from before the imports when started as ``contimg``:
+    cli/entry.py)."""
+    return run(lambda: _run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -38,18 +38,47 @@ def error(message: str) -> int:
     return EXIT_ERROR
 
 
+#: The signals that end a command as an interrupt (exit 130).
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    # Ctrl-C says nothing more; other signals are named ("contimg: interrupted (SIGTERM)").
+    raise KeyboardInterrupt(*([] if signum == signal.SIGINT else [signal.Signals(signum).name]))
+
+
+def _redeliver_lost_interrupts(previous: Callable[[object], None]) -> Callable[[object], None]:
+    """An unraisable-exception hook: a KeyboardInterrupt raised by the signal handler while
+    Python ran a finaliser (``__del__``, a weakref callback, the garbage collector) cannot
+    propagate (Python prints "Exception ignored in ..." and goes on, so the command would
+    run to its end): the signal is raised again, to interrupt the next code that can."""
+    def hook(unraisable: object) -> None:
+        exc = getattr(unraisable, "exc_value", None)
+        if not isinstance(exc, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        name = exc.args[0] if exc.args else "SIGINT"
+        signal.raise_signal(signal.Signals[name] if name in signal.Signals.__members__
+                            else signal.SIGINT)
+
+    return hook
 
 
 @contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the command as Ctrl-C does (cleanup runs: temporaries removed)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+def interrupts_end_the_command() -> Iterator[None]:
+    """From here on SIGINT and SIGTERM end the command as Ctrl-C does: a KeyboardInterrupt,
+    so clean-up runs (temporaries removed), reported by :func:`run` as exit 130; none is
+    lost in a finaliser (see :func:`_redeliver_lost_interrupts`). Restored on exit (the
+    command may run inside a test process)."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in INTERRUPT_SIGNALS}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_lost_interrupts(previous_hook)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _quiet_stdout() -> None:
@@ -62,7 +91,7 @@ def _quiet_stdout() -> None:
 def run(command: Callable[[], int]) -> int:
     """Run ``command`` and map how it ends to an exit code and at most one line on stderr."""
     try:
-        with _terminate_as_interrupt():
+        with interrupts_end_the_command():
             return command()
     except KeyboardInterrupt as exc:
         print(f"contimg: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)

@@ -77,7 +77,9 @@ class StateStore(Protocol):
 
     def claim(self, worker: str, lease_s: float,
               stages: Iterable[str] | None = None) -> Lease | None:
-        """Lease the oldest pending stage (of ``stages`` if given) to ``worker``."""
+        """Lease a pending stage (of ``stages`` if given) to ``worker``: the oldest block's
+        (the least block id) first, in queue order within a block (a stage requeued after
+        a failure or an expired lease keeps its block's place ahead of later blocks)."""
 
     def heartbeat(self, lease: Lease, lease_s: float) -> Lease: ...
 

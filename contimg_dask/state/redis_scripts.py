@@ -109,11 +109,16 @@ CLAIM = _COMMON + """
 local queues = {}
 if #ARGV == 3 then queues[1] = P .. 'pending'
 else for i = 4, #ARGV do queues[#queues + 1] = P .. 'pending:' .. ARGV[i] end end
-local best, best_seq
+-- The oldest block's (the least block id) first, in queue order within a block: a stage
+-- requeued after a failure or an expired lease keeps its block's place.
+local best, best_block, best_seq
 for _, q in ipairs(queues) do
-  local r = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-  if r[1] and (best == nil or tonumber(r[2]) < best_seq) then
-    best, best_seq = r[1], tonumber(r[2])
+  local r = redis.call('ZRANGE', q, 0, -1, 'WITHSCORES')
+  for i = 1, #r, 2 do
+    local block, seq = string.match(r[i], '^(.*)|[^|]*$'), tonumber(r[i + 1])
+    if best == nil or block < best_block or (block == best_block and seq < best_seq) then
+      best, best_block, best_seq = r[i], block, seq
+    end
   end
 end
 if not best then return false end

@@ -260,7 +260,8 @@ class SqliteStateStore:
         with self._write() as conn:
             now = time.time()
             row = conn.execute(f"SELECT id, block_id, stage, attempts FROM stages WHERE "
-                               f"{where} ORDER BY queue_seq LIMIT 1", params).fetchone()
+                               f"{where} ORDER BY block_id, queue_seq LIMIT 1",
+                               params).fetchone()
             if row is None:
                 return None
             token = self._next(conn, "fence")

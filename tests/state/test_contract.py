@@ -117,10 +117,10 @@ def test_transient_failures_retry_until_max_attempts(store_config: Callable[...,
     first = store.claim("w", 60)
     error = raise_and_catch(CasaError("tclean timed out", file="/p/a.ms"))
     assert store.fail(first, error) == "pending"
-    # Requeued at the end: the other block's stage is claimed first.
-    assert store.claim("w", 60).block_id == BLOCK2
+    # Requeued in its block's place: the older block's stage is claimed first again.
     second = store.claim("w", 60)
     assert (second.block_id, second.attempt) == (BLOCK, 2)
+    assert store.claim("w", 60).block_id == BLOCK2
     assert second.token > first.token
     assert store.fail(second, raise_and_catch(CasaError("tclean timed out", file="/p/a.ms"))
                       ) == "failed"
@@ -220,6 +220,28 @@ def test_reaped_stage_fails_after_max_attempts(store: StateStore,
         store.reap(now=lease.expires_at + 1)
     assert store.stage_status(BLOCK, "ingest").status == "failed"
     assert store.claim("w", 60) is None
+
+
+def test_two_workers_claim_the_oldest_block_first_after_a_reaped_lease(
+        store: StateStore, store_config: Callable[..., PipelineConfig]) -> None:
+    """Two workers (each its own connection) share one queue of three blocks' ingests,
+    queued newest first. The oldest block's lease expires and is reaped: that stage is
+    claimed next, before the newest block's, whichever worker asks; then the newest."""
+    blocks = [f"2026-03-01T12:{minute:02d}:00" for minute in (10, 5, 0)]
+    for block in blocks:
+        store.enqueue(block, "ingest")
+    other = open_state_store(store_config())
+    try:
+        dying = store.claim("w1", 0.01)
+        running = other.claim("w2", 60)
+        assert (dying.block_id, running.block_id) == (blocks[2], blocks[1])
+        assert [lease.block_id for lease in store.reap(now=dying.expires_at + 1)] == [
+            blocks[2]]
+        again, last = other.claim("w2", 60), store.claim("w1", 60)
+        assert (again.block_id, again.attempt, last.block_id) == (blocks[2], 2, blocks[0])
+        assert store.claim("w1", 60) is None and other.claim("w2", 60) is None
+    finally:
+        other.close()
 
 
 def test_calibration_registry(store: StateStore) -> None:
