@@ -8,7 +8,9 @@ One pass (:meth:`Watcher.step`):
    (events are missed on network file systems and while the watcher is down);
 2. register the files that have settled (``incoming.SettleTracker``) in the state store,
    grouped into blocks by their names' timestamps (``discovery.TimestampGrouper``, within
-   ``blocks.timestamp_tolerance_s``), oldest first;
+   ``blocks.timestamp_tolerance_s``), oldest first; a block is named after its earliest
+   file, as ``contimg run``'s discovery names it: an open block is renamed when an earlier
+   file of it arrives (the ids do not depend on the order the files arrive in);
 3. seal the open blocks that have all ``blocks.expected_subbands`` files (``complete``) or
    whose first file was registered ``watcher.seal_deadline_s`` ago (``partial``): the state
    store emits ``block_sealed`` in the same transaction;
@@ -229,6 +231,8 @@ class Watcher:
         named = sorted((parse_subband_name(p), p) for p in self._settled)
         for name, path in named:
             block_id = self._grouper.block_for(name.timestamp)
+            if name.timestamp < block_id and block_id in self._open:
+                block_id = self._rename(block_id, name.timestamp)
             new = self.state.register_file(block_id, str(path), name.subband)
             self._settled.remove(path)
             self._known.add(path)
@@ -242,6 +246,18 @@ class Watcher:
                 log.warning("late file %s: block %s was already sealed %s; not processed",
                             path.name, block_id, record.status if record else "?")
                 self.state.emit("late_file", {"block_id": block_id, "path": str(path)})
+
+    def _rename(self, block_id: str, earliest: str) -> str:
+        """Name the open block ``block_id`` after its earlier file stamped ``earliest``; the
+        block's id after that (unchanged if the store refused: sealed meanwhile)."""
+        assert self._grouper is not None
+        if not self.state.rename_block(block_id, earliest):
+            return block_id
+        self._grouper.rename(block_id, earliest)
+        self._open.discard(block_id)
+        self._open.add(earliest)
+        log.info("block %s renamed %s after its earliest file", block_id, earliest)
+        return earliest
 
     def _seal(self) -> None:
         expected = self.config.blocks.expected_subbands

@@ -61,6 +61,12 @@ class StateStore(Protocol):
         once ``deadline_s`` have passed since its first file; return its status (``open``
         if neither). A sealed block stays sealed."""
 
+    def rename_block(self, block_id: str, new_id: str) -> bool:
+        """Give the open block ``block_id`` the id ``new_id`` (its files and record move;
+        the watcher names a block after its earliest file, which may arrive after others).
+        False, and nothing changed, once the block is sealed or has stages, or when
+        ``new_id`` is a block already; StateError when there is no block ``block_id``."""
+
     def block(self, block_id: str) -> BlockRecord | None: ...
 
     def blocks(self, status: str | None = None) -> list[BlockRecord]: ...

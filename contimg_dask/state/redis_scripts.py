@@ -68,6 +68,28 @@ end
 return 1
 """
 
+RENAME_BLOCK = _COMMON + """
+-- ARGV: P, block_id, new_id
+local old, new = ARGV[2], ARGV[3]
+local key, new_key = P .. 'block:' .. old, P .. 'block:' .. new
+local status = redis.call('HGET', key, 'status')
+if not status then return 'missing' end
+if status ~= 'open' or redis.call('SCARD', P .. 'block_stages:' .. old) > 0
+   or redis.call('EXISTS', new_key) == 1 then return 'refused' end
+redis.call('RENAME', key, new_key)
+redis.call('HSET', new_key, 'block_id', new)
+local files = redis.call('HGETALL', P .. 'files:' .. old)
+for i = 1, #files, 2 do
+  local record = cjson.decode(files[i + 1])
+  record['block_id'] = new
+  redis.call('HSET', P .. 'files:' .. new, files[i], cjson.encode(record))
+end
+redis.call('DEL', P .. 'files:' .. old)
+redis.call('SREM', P .. 'blocks', old)
+redis.call('SADD', P .. 'blocks', new)
+return 'ok'
+"""
+
 SEAL_BLOCK = _COMMON + """
 -- ARGV: P, block_id, expected_files, deadline_s, now
 local key = P .. 'block:' .. ARGV[2]

@@ -115,16 +115,15 @@ class Trial:
     def check(self, state: StateStore, outcomes: dict[str, str]) -> None:
         """No block lost, nothing duplicated, absent, half-written or orphaned; every block
         done or dead-lettered with its cause."""
-        # Each fed block is one block of the store with all its files. (The watcher names
-        # a block after its first file to settle, not always the earliest-stamped one the
-        # feeder names it after: blocks are matched by their files.)
+        # Each fed block is one block of the store with all its files, named after its
+        # earliest file as the feeder names it.
         fed = {path.name: block_id for block_id, files in self.feeder.blocks().items()
                for path in files}
         assert len(outcomes) == len(self.blocks)
         for block in state.blocks():
             assert (block.status, block.n_files) == ("complete", 16), block
             sources = {fed[Path(f.path).name] for f in state.files(block.block_id)}
-            assert len(sources) == 1, (block.block_id, sources)
+            assert sources == {block.block_id}, (block.block_id, sources)
         paths = self.config.paths.resolved()
         assert integrity_problems(state, [paths.products, paths.stores]) == []
         for block_id, outcome in outcomes.items():

@@ -69,6 +69,33 @@ def test_blocks_seal_complete_or_partial_at_the_deadline(store: StateStore) -> N
         store.seal_block("1999-01-01T00:00:00", 16, 600)
 
 
+def test_an_open_block_is_renamed_with_its_files(store: StateStore) -> None:
+    earlier = "2026-03-01T11:59:58"
+    store.register_file(BLOCK, "/in/sb03.hdf5", 3)
+    store.register_file(BLOCK, "/in/sb00.hdf5", 0)
+    first_seen = store.block(BLOCK).first_seen
+    assert store.rename_block(BLOCK, earlier) is True
+    assert store.block(BLOCK) is None and store.files(BLOCK) == []
+    block = store.block(earlier)
+    assert (block.block_id, block.status, block.n_files, block.first_seen) == (
+        earlier, "open", 2, first_seen)
+    assert [(f.block_id, f.path, f.subband) for f in store.files(earlier)] == [
+        (earlier, "/in/sb00.hdf5", 0), (earlier, "/in/sb03.hdf5", 3)]
+    assert [b.block_id for b in store.blocks()] == [earlier]
+    assert store.register_file(earlier, "/in/sb01.hdf5", 1) is True
+    assert store.block(earlier).n_files == 3
+    # Refused: onto an existing block, once sealed, once it has stages; no such block.
+    store.register_file(BLOCK2, "/in/b2.hdf5", 0)
+    assert store.rename_block(BLOCK2, earlier) is False
+    store.seal_block(earlier, 3, 600)
+    assert store.rename_block(earlier, BLOCK) is False
+    store.enqueue(BLOCK2, "ingest")
+    assert store.rename_block(BLOCK2, "2026-03-01T12:05:00") is False
+    assert [b.block_id for b in store.blocks()] == [earlier, BLOCK2]
+    with pytest.raises(StateError, match="no block"):
+        store.rename_block("1999-01-01T00:00:00", BLOCK)
+
+
 def test_claims_are_fifo_with_increasing_fencing_tokens(store: StateStore) -> None:
     assert store.claim("w", 60) is None
     for block in (BLOCK, BLOCK2):
