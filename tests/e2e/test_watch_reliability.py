@@ -35,6 +35,7 @@ from contimg_dask.state import StateStore, open_state_store
 from contimg_dask.testing.streaming import (
     Feeder,
     block_outcomes,
+    dump_stacks,
     integrity_problems,
     start_watch,
     stop_watch,
@@ -93,7 +94,10 @@ class Trial:
         before that, while Python is still importing, ends it as interrupted: 130)."""
         deadline = time.monotonic() + timeout
         while self.log.read_text().count("contimg watch: watching") < starts:
-            assert proc.poll() is None and time.monotonic() < deadline, self.log.read_text()
+            assert proc.poll() is None, self.log.read_text()[-5000:]
+            if time.monotonic() > deadline:
+                dump_stacks(proc)  # what it hangs in, into the log
+                raise AssertionError(f"not up in {timeout} s: {self.log.read_text()[-8000:]}")
             time.sleep(0.2)
 
     def wait_settled(self, state: StateStore, proc, timeout: float = SETTLE_TIMEOUT_S
@@ -177,10 +181,10 @@ def test_kill_trials(staged_blocks: Path, tmp_path: Path, trials: list[Trial]) -
         interrupted = kill_moment(state, first, stages_done, delay)
         assert stop_watch(first, signal.SIGKILL) == -signal.SIGKILL
         second = trial.start()
+        trial.wait_ready(second, 2)
         outcomes = trial.wait_settled(state, second)
         trial.feeder.join()
         trial.check(state, outcomes)
-        trial.wait_ready(second, 2)
         assert stop_watch(second, signal.SIGTERM) == 0
         attempts = sum(s.attempts for s in state.stages())
         print(f"\nkill trial {i}: after {stages_done} stages + {delay:.1f} s, running "
