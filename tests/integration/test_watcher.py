@@ -201,9 +201,10 @@ def test_watch_and_run_name_blocks_alike_whatever_the_arrival_order(
     assert order[0].name[:19] > files[0].name[:19]  # the first to land is not the earliest
     recorder = Recorder()
     w = watcher(incoming, state, recorder, **{"watcher.settle_s": 0.05})
-    for path in order:  # each file registered before the next lands
+    for path in order:  # files settle (and are registered) one by one
         shutil.copy(path, incoming / path.name)
         settle_passes(w, 1)
+    settle_passes(w)
     watched = {b.block_id: sorted(p.name for p in b.files) for b in recorder.blocks}
     found = discover_blocks(incoming, w.config.blocks).blocks
     assert watched == {b.block_id: sorted(Path(f.path).name for f in b.files.values())

@@ -96,7 +96,7 @@ def test_an_open_block_is_renamed_with_its_files(store: StateStore) -> None:
         store.rename_block("1999-01-01T00:00:00", BLOCK)
 
 
-def test_claims_are_fifo_with_increasing_fencing_tokens(store: StateStore) -> None:
+def test_claims_in_block_then_queue_order_with_increasing_fencing_tokens(store: StateStore) -> None:
     assert store.claim("w", 60) is None
     for block in (BLOCK, BLOCK2):
         for stage in ("ingest", "flag"):
