@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -364,10 +365,22 @@ def _check_output_apart(args: argparse.Namespace) -> None:
                                "another --out", file=out)
 
 
+def _quiet_zarr_notes() -> None:
+    """zarr's notes on fixed-length strings and consolidated metadata (not in the zarr v3
+    spec yet), silenced for the whole process: the block store's own scoped filters
+    (``io/store/block_store.quiet_zarr_strings`` in ``warnings.catch_warnings``) are undone
+    when an interrupt unwinds them while zarr's I/O thread is still writing, and its notes
+    would follow the command's one line on stderr."""
+    warnings.filterwarnings("ignore", message="The data type .* does not have a Zarr V3 "
+                            "specification", module="zarr")
+    warnings.filterwarnings("ignore", message="Consolidated metadata", module="zarr")
+
+
 def _run(args: argparse.Namespace) -> int:
     config = load_config(environment=args.env, path=args.config,
                          overrides=_parse_overrides(args.set))
     configure_logging(config.logging.level, config.logging.format, config.logging.file)
+    _quiet_zarr_notes()
     _check_output_apart(args)
     return args.func(args, config)
 

@@ -8,6 +8,7 @@ every error: bad options, bad input, unwritable output, a failed external tool),
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -51,15 +52,16 @@ def _redeliver_lost_interrupts(previous: Callable[[object], None]) -> Callable[[
     """An unraisable-exception hook: a KeyboardInterrupt raised by the signal handler while
     Python ran a finaliser (``__del__``, a weakref callback, the garbage collector) cannot
     propagate (Python prints "Exception ignored in ..." and goes on, so the command would
-    run to its end): the signal is raised again, to interrupt the next code that can."""
+    run to its end): the signal's handler is run again (``_thread.interrupt_main``: in the
+    main thread, at the next code that can raise; nothing once the handlers are restored)."""
     def hook(unraisable: object) -> None:
         exc = getattr(unraisable, "exc_value", None)
         if not isinstance(exc, KeyboardInterrupt):
             previous(unraisable)
             return
         name = exc.args[0] if exc.args else "SIGINT"
-        signal.raise_signal(signal.Signals[name] if name in signal.Signals.__members__
-                            else signal.SIGINT)
+        _thread.interrupt_main(signal.Signals[name] if name in signal.Signals.__members__
+                               else signal.SIGINT)
 
     return hook
 
