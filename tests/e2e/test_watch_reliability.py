@@ -83,17 +83,23 @@ class Trial:
         self.feeder = Feeder(staged, self.incoming, block_interval_s=3.0, seed=len(str(path)))
         self.blocks = list(self.feeder.blocks())
         self.procs: list = []
+        self.log_offsets: dict[int, int] = {}
 
     def start(self):
+        # Where this start's output begins in the shared log: a process killed before it
+        # said it was watching leaves no such line, so lines are not counted.
+        offset = self.log.stat().st_size if self.log.exists() else 0
         proc = start_watch(self.incoming, self.root, self.overrides, self.log)
         self.procs.append(proc)
+        self.log_offsets[proc.pid] = offset
         return proc
 
-    def wait_ready(self, proc, starts: int, timeout: float = 300.0) -> None:
-        """Until the ``starts``-th start of ``contimg watch`` says it is watching (a SIGTERM
-        before that, while Python is still importing, ends it as interrupted: 130)."""
+    def wait_ready(self, proc, timeout: float = 300.0) -> None:
+        """Until this start of ``contimg watch`` says it is watching (a SIGTERM before that,
+        while Python is still importing, ends it as interrupted: 130)."""
         deadline = time.monotonic() + timeout
-        while self.log.read_text().count("contimg watch: watching") < starts:
+        while b"contimg watch: watching" not in self.log.read_bytes()[
+                self.log_offsets[proc.pid]:]:
             assert proc.poll() is None, self.log.read_text()[-5000:]
             if time.monotonic() > deadline:
                 dump_stacks(proc)  # what it hangs in, into the log
@@ -181,7 +187,7 @@ def test_kill_trials(staged_blocks: Path, tmp_path: Path, trials: list[Trial]) -
         interrupted = kill_moment(state, first, stages_done, delay)
         assert stop_watch(first, signal.SIGKILL) == -signal.SIGKILL
         second = trial.start()
-        trial.wait_ready(second, 2)
+        trial.wait_ready(second)
         outcomes = trial.wait_settled(state, second)
         trial.feeder.join()
         trial.check(state, outcomes)
