@@ -12,6 +12,7 @@ import _thread
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,6 +84,18 @@ def interrupts_end_the_command() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _quiet_from_now_on() -> None:
+    """After an interrupt, for the rest of the process: library code cut short anywhere
+    (a coroutine created but never scheduled, zarr's I/O thread still writing, a finaliser
+    of a half-built object) says so in warnings and unraisable-exception reports as it is
+    freed, up to interpreter exit. They are logged at DEBUG, not printed: the command's
+    output stays its one line."""
+    warnings.simplefilter("ignore")
+    sys.unraisablehook = lambda unraisable: log.debug(
+        "after the interrupt: %s: %s", unraisable.err_msg or "unraisable",
+        unraisable.exc_value)
+
+
 def _quiet_stdout() -> None:
     """After a broken pipe: point stdout at /dev/null so that the interpreter's final flush
     does not fail again."""
@@ -96,6 +109,7 @@ def run(command: Callable[[], int]) -> int:
         with interrupts_end_the_command():
             return command()
     except KeyboardInterrupt as exc:
+        _quiet_from_now_on()
         print(f"contimg: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
