@@ -17,6 +17,7 @@ from contimg_dask.stages.contract import BlockRef
 from contimg_dask.state import open_state_store
 from tests.helpers import make_config
 from tests.integration.test_block_store import block_files
+from tests.state.conftest import backend_overrides, redis_server  # noqa: F401 (fixture)
 
 N_BLOCKS = 200
 
@@ -41,13 +42,15 @@ def _looked_at(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> list[str]
     return seen
 
 
-def test_a_pass_looks_only_at_blocks_that_changed(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_pass_looks_only_at_blocks_that_changed(backend: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  request: pytest.FixtureRequest) -> None:
     """200 sealed blocks, each with its first stage queued: the first pass looks at all of
     them, an idle pass at none; a stage that another process fails (a transient error:
     requeued) and a block sealed meanwhile are looked at in the next pass, and nothing
-    else."""
-    config = make_config(tmp_path)
+    else. Both state backends (the events are the backend's)."""
+    config = make_config(tmp_path, **backend_overrides(backend, request))
     state = open_state_store(config)
     for i in range(N_BLOCKS):
         state.register_file(_stamp(i), str(tmp_path / f"{_stamp(i)}_sb00.hdf5"), 0)
