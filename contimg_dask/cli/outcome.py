@@ -8,7 +8,6 @@ every error: bad options, bad input, unwritable output, a failed external tool),
 
 from __future__ import annotations
 
-import _thread
 import os
 import signal
 import sys
@@ -49,37 +48,15 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(*([] if signum == signal.SIGINT else [signal.Signals(signum).name]))
 
 
-def _redeliver_lost_interrupts(previous: Callable[[object], None]) -> Callable[[object], None]:
-    """An unraisable-exception hook: a KeyboardInterrupt raised by the signal handler while
-    Python ran a finaliser (``__del__``, a weakref callback, the garbage collector) cannot
-    propagate (Python prints "Exception ignored in ..." and goes on, so the command would
-    run to its end): the signal's handler is run again (``_thread.interrupt_main``: in the
-    main thread, at the next code that can raise; nothing once the handlers are restored)."""
-    def hook(unraisable: object) -> None:
-        exc = getattr(unraisable, "exc_value", None)
-        if not isinstance(exc, KeyboardInterrupt):
-            previous(unraisable)
-            return
-        name = exc.args[0] if exc.args else "SIGINT"
-        _thread.interrupt_main(signal.Signals[name] if name in signal.Signals.__members__
-                               else signal.SIGINT)
-
-    return hook
-
-
 @contextmanager
 def interrupts_end_the_command() -> Iterator[None]:
     """From here on SIGINT and SIGTERM end the command as Ctrl-C does: a KeyboardInterrupt,
-    so clean-up runs (temporaries removed), reported by :func:`run` as exit 130; none is
-    lost in a finaliser (see :func:`_redeliver_lost_interrupts`). Restored on exit (the
-    command may run inside a test process)."""
+    so clean-up runs (temporaries removed), reported by :func:`run` as exit 130. Restored
+    on exit (the command may run inside a test process)."""
     previous = {sig: signal.signal(sig, _interrupt) for sig in INTERRUPT_SIGNALS}
-    previous_hook = sys.unraisablehook
-    sys.unraisablehook = _redeliver_lost_interrupts(previous_hook)
     try:
         yield
     finally:
-        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
