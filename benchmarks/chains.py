@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -143,7 +144,6 @@ def reference(block_dir: Path, work: Path) -> dict:
 CHAINS = {"floor": floor, "ours": ours, "ours_threads": ours_threads, "reference": reference}
 
 
-
 def run_chain_here(chains: dict, argv: list[str]) -> None:
     """Child-process entry of a timed chain: ``argv`` is (name, block_dir, work). Runs
     ``chains[name]``, removes the Measurement Sets it wrote under ``work`` and prints its
@@ -154,6 +154,22 @@ def run_chain_here(chains: dict, argv: list[str]) -> None:
     for path in work.rglob("*.ms"):
         shutil.rmtree(path, ignore_errors=True)
     print("RESULT " + json.dumps(result, default=lambda x: float(np.asarray(x))))
+
+
+def chain_or_main(chains: dict, main: Callable[[], None]) -> None:
+    """A benchmark module's command line: ``NAME BLOCK_DIR WORK`` with NAME one of
+    ``chains`` runs that chain in this process (the parent starts one child per chain, see
+    :func:`benchmarks.run.run_chain`); anything else runs the whole benchmark (``main``)."""
+    if len(sys.argv) > 1 and sys.argv[1] in chains:
+        run_chain_here(chains, sys.argv[1:4])
+    else:
+        main()
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    """Write a benchmark's Markdown report (``lines``) to ``path`` and print it."""
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

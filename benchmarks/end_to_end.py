@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
+from benchmarks.chains import chain_or_main, write_report
 from benchmarks.run import RESULTS, prepare, run_chain
 
 CADENCE_S = 309.0
@@ -175,14 +175,8 @@ def main() -> None:
               f"{summary['blocks_per_hour']['telescope']:.1f} (one per {CADENCE_S:.0f} s)",
               f"- peak memory: ours {results['ours']['peak_rss_gib']:.2f} GiB, reference "
               f"{ref['peak_rss_gib']:.2f} GiB"]
-    (RESULTS / f"end_to_end_{args.preset}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(RESULTS / f"end_to_end_{args.preset}.md", lines)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in CHAINS:
-        from benchmarks.chains import run_chain_here
-
-        run_chain_here(CHAINS, sys.argv[1:4])
-    else:
-        main()
+    chain_or_main(CHAINS, main)

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
+from benchmarks.chains import chain_or_main, write_report
 from benchmarks.run import CACHE, RESULTS, run_chain
 
 
@@ -216,14 +216,8 @@ def main() -> None:
                          f"{r['deconvolver']}, noise {1e3 * r['noise_jy']:.2f} mJy/beam, "
                          f"DR {r['dynamic_range']:.0f}, beam {r['beam_major_arcsec']:.1f}\" x "
                          f"{r['beam_minor_arcsec']:.1f}\" |")
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(RESULTS / f"{name}.md", lines)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in CHAINS:
-        from benchmarks.chains import run_chain_here
-
-        run_chain_here(CHAINS, sys.argv[1:4])
-    else:
-        main()
+    chain_or_main(CHAINS, main)

@@ -40,7 +40,6 @@ import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -343,9 +342,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in CHAINS:
-        from benchmarks.chains import run_chain_here
+    from benchmarks.chains import chain_or_main
 
-        run_chain_here(CHAINS, sys.argv[1:4])
-    else:
-        main()
+    chain_or_main(CHAINS, main)

@@ -1,9 +1,10 @@
 """Keeping the archive index in step with the state store, and searching it.
 
 :func:`sync_index` indexes every product the state store has recorded that the index does
-not yet hold in that version (idempotent: run it after each block, or from
-``contimg archive sync``). :func:`search` is the plain function the CLI and the dashboard's
-search page call.
+not yet hold in that version (idempotent: the orchestrator runs it for each block whose
+products it records, see :mod:`contimg_dask.pipeline.indexing`; ``contimg archive sync``
+for everything). :func:`search` is the plain function the CLI and the dashboard's search
+page call.
 """
 
 from __future__ import annotations
@@ -31,15 +32,16 @@ def _unchanged(old: ArchiveEntry | None, token: int, recorded_at: float, path: s
             and old.provenance.get("recorded_at") == recorded_at)
 
 
-def sync_index(state: StateStore, index: ArchiveIndex, config: PipelineConfig
-               ) -> dict[str, Any]:
-    """Index the state store's products new to ``index``. Returns counts and the products
+def sync_index(state: StateStore, index: ArchiveIndex, config: PipelineConfig,
+               block_id: str | None = None) -> dict[str, Any]:
+    """Index the state store's products (of ``block_id`` only, if given: the orchestrator
+    after recording a block's products) new to ``index``. Returns counts and the products
     skipped (each with the file and the reason), which are logged and left for the next
     sync."""
     entries, unchanged, skipped = [], 0, []
     skies: dict[str, dict[str, Any]] = {}
     known: dict[str, ArchiveEntry] = {}  # entries by path: the inputs of later products
-    for record in latest_records(state):
+    for record in latest_records(state, block_id):
         pid = record_product_id(record)
         old = index.get(pid)
         if _unchanged(old, record.token, record.recorded_at, record.path):

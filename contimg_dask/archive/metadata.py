@@ -191,10 +191,11 @@ def latest_of(records: list[ProductRecord]) -> list[ProductRecord]:
     return sorted(latest.values(), key=lambda r: r.recorded_at)
 
 
-def latest_records(state: StateStore) -> list[ProductRecord]:
-    """The state store's products, the latest record of each, indexed kinds only, each after
-    the products it was made from (so that their entries are known when it is indexed)."""
-    records = [r for r in latest_of(state.products()) if r.kind not in NOT_INDEXED]
+def latest_records(state: StateStore, block_id: str | None = None) -> list[ProductRecord]:
+    """The state store's products (of ``block_id`` only, if given), the latest record of
+    each, indexed kinds only, each after the products it was made from (so that their
+    entries are known when it is indexed)."""
+    records = [r for r in latest_of(state.products(block_id)) if r.kind not in NOT_INDEXED]
     by_path = {r.path: r for r in records}
     depth: dict[str, int] = {}
 

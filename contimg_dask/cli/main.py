@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from contimg_dask.cli.options import (
     right_ascension_deg,
     utc_time,
 )
-from contimg_dask.cli.outcome import EXIT_INTERRUPTED, run, user_path
+from contimg_dask.cli.outcome import run, user_path
 from contimg_dask.cli.photometry import add_photometry_commands
 from contimg_dask.cli.pipeline import add_pipeline_commands
 from contimg_dask.cli.state import add_state_commands
@@ -364,22 +365,31 @@ def _check_output_apart(args: argparse.Namespace) -> None:
                                "another --out", file=out)
 
 
+def _quiet_zarr_notes() -> None:
+    """zarr's notes on fixed-length strings and consolidated metadata (not in the zarr v3
+    spec yet), silenced for the whole process: the block store's own scoped filters
+    (``io/store/block_store.quiet_zarr_strings`` in ``warnings.catch_warnings``) are undone
+    when an interrupt unwinds them while zarr's I/O thread is still writing, and its notes
+    would follow the command's one line on stderr."""
+    warnings.filterwarnings("ignore", message="The data type .* does not have a Zarr V3 "
+                            "specification", module="zarr")
+    warnings.filterwarnings("ignore", message="Consolidated metadata", module="zarr")
+
+
 def _run(args: argparse.Namespace) -> int:
     config = load_config(environment=args.env, path=args.config,
                          overrides=_parse_overrides(args.set))
     configure_logging(config.logging.level, config.logging.format, config.logging.file)
+    _quiet_zarr_notes()
     _check_output_apart(args)
     return args.func(args, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``contimg`` command; returns its exit code (cli/outcome.py)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    return run(lambda: _run(args))
+    """Run the ``contimg`` command; returns its exit code (cli/outcome.py). Interrupts are
+    handled from here on (from before the imports when started as ``contimg``:
+    cli/entry.py)."""
+    return run(lambda: _run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

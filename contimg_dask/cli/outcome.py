@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,18 +39,38 @@ def error(message: str) -> int:
     return EXIT_ERROR
 
 
+#: The signals that end a command as an interrupt (exit 130).
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    # Ctrl-C says nothing more; other signals are named ("contimg: interrupted (SIGTERM)").
+    raise KeyboardInterrupt(*([] if signum == signal.SIGINT else [signal.Signals(signum).name]))
 
 
 @contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the command as Ctrl-C does (cleanup runs: temporaries removed)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+def interrupts_end_the_command() -> Iterator[None]:
+    """From here on SIGINT and SIGTERM end the command as Ctrl-C does: a KeyboardInterrupt,
+    so clean-up runs (temporaries removed), reported by :func:`run` as exit 130. Restored
+    on exit (the command may run inside a test process)."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in INTERRUPT_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _quiet_from_now_on() -> None:
+    """After an interrupt, for the rest of the process: library code cut short anywhere
+    (a coroutine created but never scheduled, zarr's I/O thread still writing, a finaliser
+    of a half-built object) says so in warnings and unraisable-exception reports as it is
+    freed, up to interpreter exit. They are logged at DEBUG, not printed: the command's
+    output stays its one line."""
+    warnings.simplefilter("ignore")
+    sys.unraisablehook = lambda unraisable: log.debug(
+        "after the interrupt: %s: %s", unraisable.err_msg or "unraisable",
+        unraisable.exc_value)
 
 
 def _quiet_stdout() -> None:
@@ -62,9 +83,10 @@ def _quiet_stdout() -> None:
 def run(command: Callable[[], int]) -> int:
     """Run ``command`` and map how it ends to an exit code and at most one line on stderr."""
     try:
-        with _terminate_as_interrupt():
+        with interrupts_end_the_command():
             return command()
     except KeyboardInterrupt as exc:
+        _quiet_from_now_on()
         print(f"contimg: interrupted{f' ({exc})' if str(exc) else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:

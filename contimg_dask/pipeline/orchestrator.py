@@ -5,9 +5,10 @@ The state store holds everything that must survive a restart; the next stage of 
 derived from its stages' statuses (:meth:`Pipeline.advance`), so a crash between finishing
 one stage and queueing the next loses nothing. A worker loop (:meth:`Pipeline.work`):
 
-1. advance every sealed block: queue the first stage of its recipe not yet queued (a target's
-   ``calibrate_apply`` waits for a solve in flight on its strip, see
-   :mod:`contimg_dask.pipeline.calibration`);
+1. advance the sealed blocks whose stages changed since the last pass (every block at the
+   first pass, see :mod:`contimg_dask.pipeline.changes`) and those waiting for a solve:
+   queue the first stage of its recipe not yet queued (a target's ``calibrate_apply`` waits
+   for a solve in flight on its strip, see :mod:`contimg_dask.pipeline.calibration`);
 2. claim the oldest pending stage whose dependencies' circuit breakers let work through;
 3. run it through the stage registry (``get_stage(name).run(block, config, client=...)``)
    with its lease renewed by a heartbeat, transient failures retried with backoff and jitter
@@ -15,7 +16,8 @@ one stage and queueing the next loses nothing. A worker loop (:meth:`Pipeline.wo
 4. record the result (``complete``: products renamed into place by the stage, then recorded)
    or the classified failure (``fail``: requeued while transient and attempts remain, else
    dead-lettered); emit ``product``, ``breaker`` and ``alert_raised`` events and the monitor
-   points.
+   points; once a block's last stage is done, index its products in the archive
+   (:mod:`contimg_dask.pipeline.indexing`).
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ from contimg_dask.errors import ContimgError, LeaseLostError, StateUnavailableEr
 from contimg_dask.io.uvh5.header import subband_number
 from contimg_dask.logs import get_logger
 from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
+from contimg_dask.pipeline.changes import ChangedBlocks
 from contimg_dask.pipeline.cluster import on_cluster
 from contimg_dask.pipeline.heartbeat import Heartbeat
+from contimg_dask.pipeline.indexing import ProductIndexer
 from contimg_dask.pipeline.monitor import antenna_events, block_samples, stage_samples
 from contimg_dask.pipeline.outcome import BlockOutcome
 from contimg_dask.pipeline.quality import nonfinite_failures
@@ -120,6 +124,11 @@ class Pipeline:
         self.skipped_stages = log_skipped_stages(config)
         self._refs: dict[str, BlockRef] = {}
         self._finished: set[str] = set()
+        #: Each unfinished block's state at its last look: gated, working or failed.
+        self._progress: dict[str, str] = {}
+        self._changes = ChangedBlocks(
+            lambda after, count: self._state(self.state.events, after, count))
+        self.indexer = ProductIndexer(config, self.state)
         self._gated = 0
         self._backlog: int | None = None
         self._stop = threading.Event()
@@ -130,7 +139,8 @@ class Pipeline:
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the state store if this pipeline opened it."""
+        """Close the archive index, and the state store if this pipeline opened it."""
+        self.indexer.close()
         if self._owns_state:
             self.state.close()
 
@@ -160,6 +170,7 @@ class Pipeline:
         and queue the first stage of its recipe. Idempotent; True if queued now."""
         self._refs[block.block_id] = block
         self._finished.discard(block.block_id)
+        self._changes.mark(block.block_id)
         for path in block.files:
             self._state(self.state.register_file, block.block_id, str(path),
                         subband_number(path))
@@ -187,6 +198,7 @@ class Pipeline:
                 if later.stage in statuses and statuses[later.stage].status == DONE:
                     self._state(self.state.enqueue, block_id, later.stage, redo=True)
             self._finished.discard(block_id)
+            self._changes.mark(block_id)
             return True
         return False
 
@@ -221,17 +233,29 @@ class Pipeline:
     # -- advancing blocks ---------------------------------------------------------------------
 
     def advance(self) -> int:
-        """Queue the next stage of every sealed, unfinished block (oldest block first).
-        Returns the number of blocks waiting for a solve in flight."""
-        gated, backlog = 0, 0
-        records = [r for r in sorted(self._state(self.state.blocks), key=lambda b: b.block_id)
-                   if r.status != OPEN and r.block_id not in self._finished]
+        """Queue the next stage of the sealed, unfinished blocks whose stages changed since
+        the last pass (every block at the first pass) and of those waiting for a solve,
+        oldest block first. Returns the number of blocks waiting for a solve in flight."""
+        changed = self._changes.take()
+        if changed is None:
+            records = self._state(self.state.blocks)
+        else:
+            waiting = {b for b, progress in self._progress.items() if progress == "gated"}
+            records = [r for r in (self._state(self.state.block, b)
+                                   for b in changed | waiting) if r is not None]
+        records = sorted((r for r in records
+                          if r.status != OPEN and r.block_id not in self._finished),
+                         key=lambda r: r.block_id)
         for record in records:  # every kind first: a target's wait looks at calibrators
             self.kind(record.block_id)
         for record in records:
-            state = self._advance_block(record.block_id, record.first_seen)
-            gated += state == "gated"
-            backlog += state in ("gated", "working")
+            progress = self._advance_block(record.block_id, record.first_seen)
+            if progress == "done":
+                self._progress.pop(record.block_id, None)
+            else:
+                self._progress[record.block_id] = progress
+        gated = sum(p == "gated" for p in self._progress.values())
+        backlog = sum(p in ("gated", "working") for p in self._progress.values())
         self._gated = gated
         if backlog != self._backlog:
             self._backlog = backlog
@@ -410,6 +434,8 @@ class Pipeline:
         for product in result.products:
             self._emit("product", {"block_id": lease.block_id, "kind": product.kind,
                                    "path": str(product.path)})
+        if self._all_done(lease.block_id):  # its products, each indexed once as final
+            self.indexer.update(lease.block_id)
         self._record_metrics(stage_samples(result, time.time()))
         for kind, data in antenna_events(result):
             self._emit(kind, data)
@@ -442,8 +468,13 @@ class Pipeline:
         """Whether the block is done or dead-lettered."""
         if block_id in self._finished:
             return True
+        return self._all_done(block_id, or_failed=True)
+
+    def _all_done(self, block_id: str, *, or_failed: bool = False) -> bool:
+        """Whether every stage of the block's recipe is done (``or_failed``: or one of its
+        stages dead-lettered)."""
         statuses = {s.stage: s.status for s in self._state(self.state.stages, block_id)}
-        if FAILED in statuses.values():
+        if or_failed and FAILED in statuses.values():
             return True
         kind = self.kind(block_id)
         return kind is not None and all(statuses.get(s.stage) == DONE

@@ -10,7 +10,10 @@ One pass (:meth:`Watcher.step`):
    grouped into blocks by their names' timestamps (a file joins the block whose first
    timestamp is nearest within ``blocks.timestamp_tolerance_s``, else starts one), oldest
    first; the state store chooses the block and records the file in one atomic step
-   (``register_file_near``), so several watchers on one directory agree on the blocks;
+   (``register_file_near``), so several watchers on one directory agree on the blocks; a
+   block is named after its earliest file, as ``contimg run``'s discovery names it: an open
+   block is renamed when an earlier file of it arrives (the ids do not depend on the order
+   the files arrive in);
 3. seal the open blocks that have all ``blocks.expected_subbands`` files (``complete``) or
    whose first file was registered ``watcher.seal_deadline_s`` ago (``partial``): the state
    store emits ``block_sealed`` in the same transaction;
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contimg_dask.config.schema import PipelineConfig
-from contimg_dask.errors import ContimgError, ForeignFileError, InputError
+from contimg_dask.errors import ContimgError, ForeignFileError, InputError, StateError
 from contimg_dask.io.uvh5.discovery import nearby_block_ids
 from contimg_dask.io.uvh5.header import parse_subband_name
 from contimg_dask.logs import get_logger, log_context
@@ -229,8 +232,10 @@ class Watcher:
         named = sorted((parse_subband_name(p), p) for p in self._settled)
         tolerance = self.config.blocks.timestamp_tolerance_s
         for name, path in named:
-            block_id, new = self.state.register_file_near(
-                nearby_block_ids(name.timestamp, tolerance), str(path), name.subband)
+            nearby = nearby_block_ids(name.timestamp, tolerance)
+            block_id, new = self.state.register_file_near(nearby, str(path), name.subband)
+            if new and name.timestamp < block_id:
+                block_id = self._rename(block_id, name.timestamp, nearby, str(path))
             self._settled.remove(path)
             self._known.add(path)
             if not new or block_id in self._open:
@@ -244,10 +249,32 @@ class Watcher:
                             path.name, block_id, record.status if record else "?")
                 self.state.emit("late_file", {"block_id": block_id, "path": str(path)})
 
+    def _rename(self, block_id: str, earliest: str, nearby: list[str], path: str) -> str:
+        """Name the open block ``block_id`` after its earlier file stamped ``earliest``; the
+        block's id after that: unchanged if the store refused (sealed or started meanwhile),
+        or the id another watcher gave it first (the store knows the file's block)."""
+        try:
+            renamed = self.state.rename_block(block_id, earliest)
+        except StateError:
+            if self.state.block(block_id) is not None:
+                raise
+            self._open.discard(block_id)
+            return self.state.register_file_near(nearby, path, None)[0]
+        if not renamed:
+            return block_id
+        if block_id in self._open:
+            self._open.discard(block_id)
+            self._open.add(earliest)
+        log.info("block %s renamed %s after its earliest file", block_id, earliest)
+        return earliest
+
     def _seal(self) -> None:
         expected = self.config.blocks.expected_subbands
         deadline = self.config.watcher.seal_deadline_s
         for block_id in sorted(self._open):
+            if self.state.block(block_id) is None:  # renamed by another watcher
+                self._open.discard(block_id)
+                continue
             status = self.state.seal_block(block_id, expected, deadline)
             if status != OPEN:
                 self._open.discard(block_id)

@@ -69,6 +69,12 @@ class StateStore(Protocol):
         once ``deadline_s`` have passed since its first file; return its status (``open``
         if neither). A sealed block stays sealed."""
 
+    def rename_block(self, block_id: str, new_id: str) -> bool:
+        """Give the open block ``block_id`` the id ``new_id`` (its files and record move;
+        the watcher names a block after its earliest file, which may arrive after others).
+        False, and nothing changed, once the block is sealed or has stages, or when
+        ``new_id`` is a block already; StateError when there is no block ``block_id``."""
+
     def block(self, block_id: str) -> BlockRecord | None: ...
 
     def blocks(self, status: str | None = None) -> list[BlockRecord]: ...
@@ -85,7 +91,9 @@ class StateStore(Protocol):
 
     def claim(self, worker: str, lease_s: float,
               stages: Iterable[str] | None = None) -> Lease | None:
-        """Lease the oldest pending stage (of ``stages`` if given) to ``worker``."""
+        """Lease a pending stage (of ``stages`` if given) to ``worker``: the oldest block's
+        (the least block id) first, in queue order within a block (a stage requeued after
+        a failure or an expired lease keeps its block's place ahead of later blocks)."""
 
     def heartbeat(self, lease: Lease, lease_s: float) -> Lease: ...
 

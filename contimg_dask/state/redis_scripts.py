@@ -95,6 +95,29 @@ local record = cjson.encode({path = path, block_id = block, subband = subband,
 return {block, add_file(block, path, record, now)}
 """
 
+RENAME_BLOCK = _COMMON + """
+-- ARGV: P, block_id, new_id
+local old, new = ARGV[2], ARGV[3]
+local key, new_key = P .. 'block:' .. old, P .. 'block:' .. new
+local status = redis.call('HGET', key, 'status')
+if not status then return 'missing' end
+if status ~= 'open' or redis.call('SCARD', P .. 'block_stages:' .. old) > 0
+   or redis.call('EXISTS', new_key) == 1 then return 'refused' end
+redis.call('RENAME', key, new_key)
+redis.call('HSET', new_key, 'block_id', new)
+local files = redis.call('HGETALL', P .. 'files:' .. old)
+for i = 1, #files, 2 do
+  local record = cjson.decode(files[i + 1])
+  record['block_id'] = new
+  redis.call('HSET', P .. 'files:' .. new, files[i], cjson.encode(record))
+  redis.call('HSET', P .. 'file_block', files[i], new)
+end
+redis.call('DEL', P .. 'files:' .. old)
+redis.call('SREM', P .. 'blocks', old)
+redis.call('SADD', P .. 'blocks', new)
+return 'ok'
+"""
+
 SEAL_BLOCK = _COMMON + """
 -- ARGV: P, block_id, expected_files, deadline_s, now
 local key = P .. 'block:' .. ARGV[2]
@@ -136,11 +159,16 @@ CLAIM = _COMMON + """
 local queues = {}
 if #ARGV == 3 then queues[1] = P .. 'pending'
 else for i = 4, #ARGV do queues[#queues + 1] = P .. 'pending:' .. ARGV[i] end end
-local best, best_seq
+-- The oldest block's (the least block id) first, in queue order within a block: a stage
+-- requeued after a failure or an expired lease keeps its block's place.
+local best, best_block, best_seq
 for _, q in ipairs(queues) do
-  local r = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-  if r[1] and (best == nil or tonumber(r[2]) < best_seq) then
-    best, best_seq = r[1], tonumber(r[2])
+  local r = redis.call('ZRANGE', q, 0, -1, 'WITHSCORES')
+  for i = 1, #r, 2 do
+    local block, seq = string.match(r[i], '^(.*)|[^|]*$'), tonumber(r[i + 1])
+    if best == nil or block < best_block or (block == best_block and seq < best_seq) then
+      best, best_block, best_seq = r[i], block, seq
+    end
   end
 end
 if not best then return false end

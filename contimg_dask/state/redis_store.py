@@ -98,8 +98,8 @@ class RedisStateStore:
         self.prefix = f"contimg:{{{settings.instance}}}:"
         self._redis = connect(settings)
         self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in (
-            "REGISTER_FILE", "REGISTER_FILE_NEAR", "SEAL_BLOCK", "ENQUEUE", "CLAIM",
-            "HEARTBEAT", "COMPLETE", "FAIL", "REAP", "RECORD_METRICS", "INIT_META")}
+            "REGISTER_FILE", "REGISTER_FILE_NEAR", "RENAME_BLOCK", "SEAL_BLOCK", "ENQUEUE",
+            "CLAIM", "HEARTBEAT", "COMPLETE", "FAIL", "REAP", "RECORD_METRICS", "INIT_META")}
         self._groups: set[str] = set()
         self.persistence = self._call(self._check_persistence)
         self._version = self._call(lambda: self._check_schema(migrate))
@@ -183,6 +183,13 @@ class RedisStateStore:
         block, new = self._run("REGISTER_FILE_NEAR", path,
                                "" if subband is None else subband, time.time(), *block_ids)
         return block, bool(new)
+
+    def rename_block(self, block_id: str, new_id: str) -> bool:
+        reply = self._run("RENAME_BLOCK", block_id, new_id)
+        if reply == "missing":
+            raise StateError(f"no block {block_id} in the state store", block=block_id,
+                             file=self.location)
+        return reply == "ok"
 
     def seal_block(self, block_id: str, expected_files: int, deadline_s: float,
                    now: float | None = None) -> str:

@@ -205,6 +205,21 @@ class SqliteStateStore:
                          (block_id, OPEN, now))
         return block_id, True
 
+    def rename_block(self, block_id: str, new_id: str) -> bool:
+        with self._write() as conn:
+            row = conn.execute("SELECT status, (SELECT COUNT(*) FROM stages WHERE block_id = "
+                               "?), (SELECT COUNT(*) FROM blocks WHERE block_id = ?) FROM "
+                               "blocks WHERE block_id = ?", (block_id, new_id, block_id)
+                               ).fetchone()
+            if row is None:
+                raise StateError(f"no block {block_id} in the state store", block=block_id,
+                                 file=self.path)
+            if row != (OPEN, 0, 0):
+                return False
+            conn.execute("UPDATE blocks SET block_id = ? WHERE block_id = ?", (new_id, block_id))
+            conn.execute("UPDATE files SET block_id = ? WHERE block_id = ?", (new_id, block_id))
+        return True
+
     def seal_block(self, block_id: str, expected_files: int, deadline_s: float,
                    now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -277,7 +292,8 @@ class SqliteStateStore:
         with self._write() as conn:
             now = time.time()
             row = conn.execute(f"SELECT id, block_id, stage, attempts FROM stages WHERE "
-                               f"{where} ORDER BY queue_seq LIMIT 1", params).fetchone()
+                               f"{where} ORDER BY block_id, queue_seq LIMIT 1",
+                               params).fetchone()
             if row is None:
                 return None
             token = self._next(conn, "fence")

@@ -121,9 +121,20 @@ def start_watch(incoming: Path, root: Path, overrides: dict[str, object], log: P
 
 def _child_environment() -> dict[str, str]:
     """This environment without the trials' own ``CONTIMG_KILL_*`` settings (the
-    configuration loader refuses ``CONTIMG_*`` variables it does not know)."""
+    configuration loader refuses ``CONTIMG_*`` variables it does not know), with Python's
+    fault handler on (:func:`dump_stacks`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTIMG_KILL_")}
-    return {**env, "PYTHONUNBUFFERED": "1"}
+    return {**env, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+
+
+def dump_stacks(proc: subprocess.Popen) -> None:
+    """Make a ``contimg watch`` child (started by :func:`start_watch`) write the Python
+    stack of each of its threads to its log and end (SIGABRT to its fault handler): what a
+    process that hangs was doing."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGABRT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
 
 
 def stop_watch(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> int:

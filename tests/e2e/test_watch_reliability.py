@@ -35,6 +35,7 @@ from contimg_dask.state import StateStore, open_state_store
 from contimg_dask.testing.streaming import (
     Feeder,
     block_outcomes,
+    dump_stacks,
     integrity_problems,
     start_watch,
     stop_watch,
@@ -82,18 +83,27 @@ class Trial:
         self.feeder = Feeder(staged, self.incoming, block_interval_s=3.0, seed=len(str(path)))
         self.blocks = list(self.feeder.blocks())
         self.procs: list = []
+        self.log_offsets: dict[int, int] = {}
 
     def start(self):
+        # Where this start's output begins in the shared log: a process killed before it
+        # said it was watching leaves no such line, so lines are not counted.
+        offset = self.log.stat().st_size if self.log.exists() else 0
         proc = start_watch(self.incoming, self.root, self.overrides, self.log)
         self.procs.append(proc)
+        self.log_offsets[proc.pid] = offset
         return proc
 
-    def wait_ready(self, proc, starts: int, timeout: float = 300.0) -> None:
-        """Until the ``starts``-th start of ``contimg watch`` says it is watching (a SIGTERM
-        before that, while Python is still importing, ends it as interrupted: 130)."""
+    def wait_ready(self, proc, timeout: float = 300.0) -> None:
+        """Until this start of ``contimg watch`` says it is watching (a SIGTERM before that,
+        while Python is still importing, ends it as interrupted: 130)."""
         deadline = time.monotonic() + timeout
-        while self.log.read_text().count("contimg watch: watching") < starts:
-            assert proc.poll() is None and time.monotonic() < deadline, self.log.read_text()
+        while b"contimg watch: watching" not in self.log.read_bytes()[
+                self.log_offsets[proc.pid]:]:
+            assert proc.poll() is None, self.log.read_text()[-5000:]
+            if time.monotonic() > deadline:
+                dump_stacks(proc)  # what it hangs in, into the log
+                raise AssertionError(f"not up in {timeout} s: {self.log.read_text()[-8000:]}")
             time.sleep(0.2)
 
     def wait_settled(self, state: StateStore, proc, timeout: float = SETTLE_TIMEOUT_S
@@ -115,16 +125,15 @@ class Trial:
     def check(self, state: StateStore, outcomes: dict[str, str]) -> None:
         """No block lost, nothing duplicated, absent, half-written or orphaned; every block
         done or dead-lettered with its cause."""
-        # Each fed block is one block of the store with all its files. (The watcher names
-        # a block after its first file to settle, not always the earliest-stamped one the
-        # feeder names it after: blocks are matched by their files.)
+        # Each fed block is one block of the store with all its files, named after its
+        # earliest file as the feeder names it.
         fed = {path.name: block_id for block_id, files in self.feeder.blocks().items()
                for path in files}
         assert len(outcomes) == len(self.blocks)
         for block in state.blocks():
             assert (block.status, block.n_files) == ("complete", 16), block
             sources = {fed[Path(f.path).name] for f in state.files(block.block_id)}
-            assert len(sources) == 1, (block.block_id, sources)
+            assert sources == {block.block_id}, (block.block_id, sources)
         paths = self.config.paths.resolved()
         assert integrity_problems(state, [paths.products, paths.stores]) == []
         for block_id, outcome in outcomes.items():
@@ -178,10 +187,10 @@ def test_kill_trials(staged_blocks: Path, tmp_path: Path, trials: list[Trial]) -
         interrupted = kill_moment(state, first, stages_done, delay)
         assert stop_watch(first, signal.SIGKILL) == -signal.SIGKILL
         second = trial.start()
+        trial.wait_ready(second)
         outcomes = trial.wait_settled(state, second)
         trial.feeder.join()
         trial.check(state, outcomes)
-        trial.wait_ready(second, 2)
         assert stop_watch(second, signal.SIGTERM) == 0
         attempts = sum(s.attempts for s in state.stages())
         print(f"\nkill trial {i}: after {stages_done} stages + {delay:.1f} s, running "

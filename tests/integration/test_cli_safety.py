@@ -175,7 +175,8 @@ def test_relative_paths_reach_casa(cli, tmp_path: Path) -> None:
 
 
 def _contimg(*args: str, cwd: Path, **popen: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "contimg_dask.cli.main", *args], cwd=cwd,
+    """The ``contimg`` executable's entry point (cli/entry.py), in its own session."""
+    return subprocess.Popen([sys.executable, "-m", "contimg_dask.cli.entry", *args], cwd=cwd,
                             env={**os.environ, "CONTIMG_ENV": "testing"},
                             start_new_session=True, text=True, **popen)
 

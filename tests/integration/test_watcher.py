@@ -10,6 +10,8 @@ how they appear (written in place, renamed from ``*_incomplete.hdf5``)."""
 from __future__ import annotations
 
 import datetime as dt
+import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from contimg_dask.errors import StateUnavailableError
+from contimg_dask.io.uvh5.discovery import discover_blocks
 from contimg_dask.pipeline.watcher import HANDOVER_GROUP, SealedBlock, Watcher
 from contimg_dask.state import StateStore, open_state_store
 from tests.helpers import make_config
@@ -170,7 +173,8 @@ def test_partial_block_sealed_at_the_deadline(incoming: Path, state: StateStore)
 
 def test_subband_stamped_before_the_first_seen_joins_its_block(incoming: Path,
                                                                 state: StateStore) -> None:
-    """Subbands arrive in any order; their stamps differ by tens of seconds."""
+    """Subbands arrive in any order; their stamps differ by tens of seconds. The block is
+    named after its earliest file (renamed while open), as `contimg run` names it."""
     recorder = Recorder()
     w = watcher(incoming, state, recorder)
     write_subband(incoming, 0, 5, jitter_s=40)
@@ -180,8 +184,39 @@ def test_subband_stamped_before_the_first_seen_joins_its_block(incoming: Path,
             write_subband(incoming, 0, sb, jitter_s=sb * 3)
     write_subband(incoming, 1, 0)  # the next block (309 s later) starts a block of its own
     settle_passes(w)
-    assert [(b.block_id, len(b.files)) for b in recorder.blocks] == [(stamp(0, 40), 16)]
-    assert [b.block_id for b in state.blocks()] == [stamp(0, 40), stamp(1)]
+    assert [(b.block_id, len(b.files)) for b in recorder.blocks] == [(stamp(0), 16)]
+    assert [b.block_id for b in state.blocks()] == [stamp(0), stamp(1)]
+
+
+def test_watch_and_run_name_blocks_alike_whatever_the_arrival_order(
+        small_blocks: Path, incoming: Path, state: StateStore) -> None:
+    """The two simulated blocks' files (stamps up to 2 s apart within a block) land in a
+    shuffled order, each block's earliest-stamped files last, one file a pass: the blocks
+    the watcher seals carry the ids `contimg run`'s discovery gives the same files, with
+    the same files each."""
+    files = sorted(small_blocks.glob("*_sb??.hdf5"))
+    order = random.Random(16).sample(files, len(files))
+    order.sort(key=lambda f: f.name[:19] == min(g.name[:19] for g in files
+                                               if abs(_seconds(g) - _seconds(f)) < 60))
+    assert order[0].name[:19] > files[0].name[:19]  # the first to land is not the earliest
+    recorder = Recorder()
+    w = watcher(incoming, state, recorder, **{"watcher.settle_s": 0.05})
+    for path in order:  # files settle (and are registered) one by one
+        shutil.copy(path, incoming / path.name)
+        settle_passes(w, 1)
+    settle_passes(w)
+    watched = {b.block_id: sorted(p.name for p in b.files) for b in recorder.blocks}
+    found = discover_blocks(incoming, w.config.blocks).blocks
+    assert watched == {b.block_id: sorted(Path(f.path).name for f in b.files.values())
+                       for b in found}
+    assert sorted(watched) == sorted({min(g.name[:19] for g in files
+                                          if abs(_seconds(g) - _seconds(f)) < 60)
+                                      for f in files})
+    assert len(watched) == 2 and all(len(names) == 16 for names in watched.values())
+
+
+def _seconds(path: Path) -> float:
+    return dt.datetime.fromisoformat(path.name[:19]).timestamp()
 
 
 def test_interrupted_hand_over_is_done_again_after_a_restart(incoming: Path,

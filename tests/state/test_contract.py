@@ -126,7 +126,34 @@ def test_blocks_seal_complete_or_partial_at_the_deadline(store: StateStore) -> N
         store.seal_block("1999-01-01T00:00:00", 16, 600)
 
 
-def test_claims_are_fifo_with_increasing_fencing_tokens(store: StateStore) -> None:
+def test_an_open_block_is_renamed_with_its_files(store: StateStore) -> None:
+    earlier = "2026-03-01T11:59:58"
+    store.register_file(BLOCK, "/in/sb03.hdf5", 3)
+    store.register_file(BLOCK, "/in/sb00.hdf5", 0)
+    first_seen = store.block(BLOCK).first_seen
+    assert store.rename_block(BLOCK, earlier) is True
+    assert store.block(BLOCK) is None and store.files(BLOCK) == []
+    block = store.block(earlier)
+    assert (block.block_id, block.status, block.n_files, block.first_seen) == (
+        earlier, "open", 2, first_seen)
+    assert [(f.block_id, f.path, f.subband) for f in store.files(earlier)] == [
+        (earlier, "/in/sb00.hdf5", 0), (earlier, "/in/sb03.hdf5", 3)]
+    assert [b.block_id for b in store.blocks()] == [earlier]
+    assert store.register_file(earlier, "/in/sb01.hdf5", 1) is True
+    assert store.block(earlier).n_files == 3
+    # Refused: onto an existing block, once sealed, once it has stages; no such block.
+    store.register_file(BLOCK2, "/in/b2.hdf5", 0)
+    assert store.rename_block(BLOCK2, earlier) is False
+    store.seal_block(earlier, 3, 600)
+    assert store.rename_block(earlier, BLOCK) is False
+    store.enqueue(BLOCK2, "ingest")
+    assert store.rename_block(BLOCK2, "2026-03-01T12:05:00") is False
+    assert [b.block_id for b in store.blocks()] == [earlier, BLOCK2]
+    with pytest.raises(StateError, match="no block"):
+        store.rename_block("1999-01-01T00:00:00", BLOCK)
+
+
+def test_claims_in_block_then_queue_order_with_increasing_fencing_tokens(store: StateStore) -> None:
     assert store.claim("w", 60) is None
     for block in (BLOCK, BLOCK2):
         for stage in ("ingest", "flag"):
@@ -199,10 +226,10 @@ def test_transient_failures_retry_until_max_attempts(store_config: Callable[...,
     first = store.claim("w", 60)
     error = raise_and_catch(CasaError("tclean timed out", file="/p/a.ms"))
     assert store.fail(first, error) == "pending"
-    # Requeued at the end: the other block's stage is claimed first.
-    assert store.claim("w", 60).block_id == BLOCK2
+    # Requeued in its block's place: the older block's stage is claimed first again.
     second = store.claim("w", 60)
     assert (second.block_id, second.attempt) == (BLOCK, 2)
+    assert store.claim("w", 60).block_id == BLOCK2
     assert second.token > first.token
     assert store.fail(second, raise_and_catch(CasaError("tclean timed out", file="/p/a.ms"))
                       ) == "failed"
@@ -302,6 +329,28 @@ def test_reaped_stage_fails_after_max_attempts(store: StateStore,
         store.reap(now=lease.expires_at + 1)
     assert store.stage_status(BLOCK, "ingest").status == "failed"
     assert store.claim("w", 60) is None
+
+
+def test_two_workers_claim_the_oldest_block_first_after_a_reaped_lease(
+        store: StateStore, store_config: Callable[..., PipelineConfig]) -> None:
+    """Two workers (each its own connection) share one queue of three blocks' ingests,
+    queued newest first. The oldest block's lease expires and is reaped: that stage is
+    claimed next, before the newest block's, whichever worker asks; then the newest."""
+    blocks = [f"2026-03-01T12:{minute:02d}:00" for minute in (10, 5, 0)]
+    for block in blocks:
+        store.enqueue(block, "ingest")
+    other = open_state_store(store_config())
+    try:
+        dying = store.claim("w1", 0.01)
+        running = other.claim("w2", 60)
+        assert (dying.block_id, running.block_id) == (blocks[2], blocks[1])
+        assert [lease.block_id for lease in store.reap(now=dying.expires_at + 1)] == [
+            blocks[2]]
+        again, last = other.claim("w2", 60), store.claim("w1", 60)
+        assert (again.block_id, again.attempt, last.block_id) == (blocks[2], 2, blocks[0])
+        assert store.claim("w1", 60) is None and other.claim("w2", 60) is None
+    finally:
+        other.close()
 
 
 def test_calibration_registry(store: StateStore) -> None:

@@ -148,7 +148,9 @@ class TimestampGrouper:
     side, else it starts a block of its own. Given timestamps in ascending order (as
     :func:`discover_blocks` does) a file joins the current block while it is within the
     tolerance of the block's first file; given them as files arrive (the watcher), a subband
-    stamped a few seconds before the block's first-seen file still joins it.
+    stamped a few seconds before the block's first-seen file still joins it, and the watcher
+    renames the block after it (:meth:`rename`): either way a block's id is its earliest
+    file's timestamp.
     """
 
     def __init__(self, tolerance_s: float, block_ids: list[str] | None = None) -> None:
@@ -165,6 +167,12 @@ class TimestampGrouper:
             return min(near, key=lambda s: abs(s - stamp)).strftime(TIMESTAMP_FORMAT)
         self._starts.insert(i, stamp)
         return timestamp
+
+    def rename(self, block_id: str, new_id: str) -> None:
+        """The block ``block_id`` now starts at ``new_id`` (an earlier file of it arrived:
+        a block is named after its earliest file, as :func:`discover_blocks` names it)."""
+        self._starts.remove(_parse_timestamp(block_id))
+        bisect.insort(self._starts, _parse_timestamp(new_id))
 
 
 def _time_axis(f: SubbandFile) -> tuple[int, float, float]:
