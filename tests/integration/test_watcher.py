@@ -311,7 +311,8 @@ def test_two_watchers_on_one_directory_agree_on_the_block(incoming: Path,
                                                           state: StateStore) -> None:
     """Two watchers (two hosts) on one directory and one store. Watcher A sees sb01 (stamped
     5 s after sb00) first and starts the block with it; watcher B, whose cache was built
-    before, sees sb00 and the rest: every file joins A's block, each once, one hand-over.
+    before, sees sb00 and the rest: every file joins A's block, each once, one hand-over,
+    and the block is renamed after its earliest file (sb00), as ``contimg run`` names it.
     (Each watcher grouping by its own cache put sb00.. in a second block.)"""
     a_got, b_got = Recorder(), Recorder()
     a, b = watcher(incoming, state, a_got), watcher(incoming, state, b_got)
@@ -322,5 +323,5 @@ def test_two_watchers_on_one_directory_agree_on_the_block(incoming: Path,
     write_block(incoming, 0, [sb for sb in range(16) if sb != 1])
     handed = settle_passes(b) + settle_passes(a)
     assert [(x.block_id, x.status, x.n_files) for x in state.blocks()] == [
-        (stamp(0, 5), "complete", 16)]
-    assert [(x.block_id, len(x.files)) for x in handed] == [(stamp(0, 5), 16)]
+        (stamp(0, 0), "complete", 16)]
+    assert [(x.block_id, len(x.files)) for x in handed] == [(stamp(0, 0), 16)]

@@ -122,11 +122,13 @@ def test_status_and_failures_commands(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(cli(tmp_path, "state", "status", "--json")) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["blocks"] == {"complete": 1, "open": 1}
-    # Claimed in queue order: ingest, flag, image of BLOCK, then ingest of BLOCK2.
-    assert status["stages"] == {"flag": {"failed": 1, "pending": 1}, "image": {"pending": 2},
-                                "ingest": {"done": 1, "running": 1}}
+    # Claimed oldest block first, in queue order within it: ingest, flag, image of BLOCK;
+    # the image's transient failure requeues it in its block's place, so w3 claims it again.
+    assert status["stages"] == {"flag": {"failed": 1, "pending": 1},
+                                "image": {"pending": 1, "running": 1},
+                                "ingest": {"done": 1, "pending": 1}}
     assert status["backlog"] == 3
-    assert [(x["block_id"], x["worker"]) for x in status["leases"]] == [(BLOCK2, "w3")]
+    assert [(x["block_id"], x["worker"]) for x in status["leases"]] == [(BLOCK, "w3")]
     assert main(cli(tmp_path, "state", "failures", "--json")) == 0
     failures = json.loads(capsys.readouterr().out)
     assert [(f["error"], f["transient"]) for f in failures] == [
