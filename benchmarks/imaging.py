@@ -22,6 +22,8 @@ JSON and markdown in ``benchmarks/results/imaging_<preset>.{json,md}``.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -66,14 +68,37 @@ def _ours(block_dir: Path, work: Path, engine: str) -> dict:
     store = _store(work)
     config = _config(work, **{"imaging.engine": engine})
     t0 = time.perf_counter()
+    own0, children0 = _cpu_seconds(resource.RUSAGE_SELF), _cpu_seconds(resource.RUSAGE_CHILDREN)
     result = ImageStage(work / "images").run(BlockRef(read_geometry(store).block_id, store),
                                              config)
-    out = {"total": time.perf_counter() - t0}
+    out = {"total": time.perf_counter() - t0,
+           # this process: export, PB, products; its children: the engine (CASA or WSClean)
+           # and the MS writer's table-writing process
+           "cpu_own_s": _cpu_seconds(resource.RUSAGE_SELF) - own0,
+           "cpu_children_s": _cpu_seconds(resource.RUSAGE_CHILDREN) - children0}
     out.update({k: v for k, v in result.figures.items() if k in (
         "export_s", "engine_s", "products_s", "deconvolver", "noise_jy", "peak_jy",
         "dynamic_range", "beam_major_arcsec", "beam_minor_arcsec", "engine_version",
-        "channel_average", "imsize", "cell_arcsec")})
+        "channel_average", "imsize", "cell_arcsec", "wprojplanes", "max_w_lambda",
+        "deepest_negative_sigma")})
     return out
+
+
+def _cpu_seconds(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or of its terminated, waited-for
+    descendants (RUSAGE_CHILDREN)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_chain(chain: str, block: Path, work: Path) -> dict:
+    """One chain in its own process (benchmarks/run.py's ``run_chain``) plus the CPU seconds
+    of its whole process tree: the load-independent measure on a shared machine."""
+    before = _cpu_seconds(resource.RUSAGE_CHILDREN)
+    result = run_chain(chain, block, work, module="benchmarks.imaging")
+    result["cpu_s"] = _cpu_seconds(resource.RUSAGE_CHILDREN) - before
+    result["load_average"] = list(os.getloadavg())
+    return result
 
 
 def ours_tclean(block_dir: Path, work: Path) -> dict:
@@ -95,15 +120,18 @@ def reference(block_dir: Path, work: Path) -> dict:
     shutil.copy(work.parent / "prep" / "centre.json", work / "centre.json")
     out = {"conversion": chains.reference(block_dir, work)}
     params = tclean_parameters(config.imaging, deconvolver["deconvolver"],
-                               deconvolver["reffreq_hz"])
+                               deconvolver["reffreq_hz"], deconvolver["wprojplanes"])
+    out["conversion_cpu_s"] = _cpu_seconds(resource.RUSAGE_SELF)
     for label, niter in (("tclean_dirty", 0), ("tclean", config.imaging.niter)):
         run_dir = work / label
         run_dir.mkdir()
         t0 = time.perf_counter()
+        children0 = _cpu_seconds(resource.RUSAGE_CHILDREN)
         run_casa(config, tclean_to_fits, str(work / "reference.ms"), str(run_dir), params,
                  "data", config.imaging.threshold_sigma, niter, config.imaging.threads,
                  stage="reference")
         out[label] = time.perf_counter() - t0
+        out[f"{label}_cpu_s"] = _cpu_seconds(resource.RUSAGE_CHILDREN) - children0
     return out
 
 
@@ -162,7 +190,8 @@ def _prepare(block: Path, work: Path) -> None:
     deconvolver, _ = choose_deconvolver(block_ref, config)
     summary = BlockSummary(block_ref, config)
     (prep / "choice.json").write_text(json.dumps({
-        "deconvolver": deconvolver, "reffreq_hz": summary.reference_frequency_hz}))
+        "deconvolver": deconvolver, "reffreq_hz": summary.reference_frequency_hz,
+        "wprojplanes": summary.wprojplanes}))
 
 
 def main() -> None:
@@ -182,7 +211,7 @@ def main() -> None:
     results = {}
     for chain in args.chains.split(","):
         try:
-            results[chain] = run_chain(chain, block, work / chain, module="benchmarks.imaging")
+            results[chain] = timed_chain(chain, block, work / chain)
         except RuntimeError as exc:  # one chain failing must not lose the others' results
             results[chain] = {"error": str(exc)[-2000:]}
         print(chain, json.dumps(results[chain]), flush=True)
@@ -192,30 +221,40 @@ def main() -> None:
                "results": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2))
+    loads = ", ".join(f"{c} {r['load_average'][0]:.1f}" for c, r in results.items()
+                      if "load_average" in r)
     lines = [f"# Imaging, {args.preset} block ({config.imaging.imsize} px x "
              f"{config.imaging.cell_arcsec}\", niter {config.imaging.niter})", "",
-             "| chain | seconds | peak memory GiB | notes |", "|---|---|---|---|"]
+             f"CPU seconds: the chain's whole process tree. Load average (1 min) at the end "
+             f"of each chain: {loads}.", "",
+             "| chain | CPU s | seconds | peak memory GiB | notes |", "|---|---|---|---|---|"]
     for chain, r in results.items():
         if "error" in r:
-            lines.append(f"| {chain} | failed | | {r['error'][-200:]!r} |")
+            lines.append(f"| {chain} | failed | | | {r['error'][-200:]!r} |")
         elif chain.startswith("export_"):
             detail = (f"write {r['write_s']:.0f} s + mstransform {r['mstransform_s']:.0f} s"
                       if "mstransform_s" in r else "averaged by the writer")
-            lines.append(f"| {chain} | {r['total']:.0f} | {r['peak_rss_gib']:.1f} | "
-                         f"{detail} |")
+            lines.append(f"| {chain} | {r['cpu_s']:.0f} | {r['total']:.0f} | "
+                         f"{r['peak_rss_gib']:.1f} | {detail} |")
         elif chain == "reference":
-            lines.append(f"| reference: pyuvdata MS conversion | "
+            lines.append(f"| reference: pyuvdata MS conversion | {r['conversion_cpu_s']:.0f} | "
                          f"{sum(r['conversion'].values()):.0f} | | read+combine+phase+write |")
-            lines.append(f"| reference: tclean dirty (niter 0) | {r['tclean_dirty']:.0f} | | |")
+            lines.append(f"| reference: tclean dirty (niter 0) | {r['tclean_dirty_cpu_s']:.0f} "
+                         f"| {r['tclean_dirty']:.0f} | | |")
             lines.append(f"| reference: tclean niter {config.imaging.niter} | "
-                         f"{r['tclean']:.0f} | {r['peak_rss_gib']:.1f} | 768 channels |")
+                         f"{r['tclean_cpu_s']:.0f} | {r['tclean']:.0f} | "
+                         f"{r['peak_rss_gib']:.1f} | 768 channels; chain total {r['cpu_s']:.0f} "
+                         "CPU s |")
         else:
-            lines.append(f"| {chain}: image stage | {r['total']:.0f} | "
-                         f"{r['peak_rss_gib']:.1f} | export {r['export_s']:.0f} s, engine "
+            lines.append(f"| {chain}: image stage | {r['cpu_s']:.0f} | {r['total']:.0f} | "
+                         f"{r['peak_rss_gib']:.1f} | CPU: stage process {r['cpu_own_s']:.0f} "
+                         f"s, engine and writer processes {r['cpu_children_s']:.0f} s; "
+                         f"export {r['export_s']:.0f} s, engine "
                          f"{r['engine_s']:.0f} s, products {r['products_s']:.0f} s; "
-                         f"{r['deconvolver']}, noise {1e3 * r['noise_jy']:.2f} mJy/beam, "
-                         f"DR {r['dynamic_range']:.0f}, beam {r['beam_major_arcsec']:.1f}\" x "
-                         f"{r['beam_minor_arcsec']:.1f}\" |")
+                         f"{r['deconvolver']}, w-planes {r.get('wprojplanes')}, noise "
+                         f"{1e3 * r['noise_jy']:.2f} mJy/beam, DR {r['dynamic_range']:.0f}, "
+                         f"deepest negative {r['deepest_negative_sigma']:.1f} sigma, beam "
+                         f"{r['beam_major_arcsec']:.1f}\" x {r['beam_minor_arcsec']:.1f}\" |")
     write_report(RESULTS / f"{name}.md", lines)
 
 

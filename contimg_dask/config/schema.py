@@ -280,11 +280,13 @@ class ImagingConfig(Section):
     weighting: Literal["natural", "uniform", "briggs"]
     robust: Annotated[float, Field(ge=-2, le=2)]
     gridder: Literal["wproject", "widefield"]
-    wprojplanes: int
+    wprojplanes: int | None
+    w_plane_phase_rad: PositiveFloat
     deconvolver: Literal["auto", "hogbom", "mtmfs"]
     nterms: Annotated[int, Field(ge=1, le=3)]
     bright_source_jy: PositiveFloat
     beam_tracking_min_jy: PositiveFloat | None
+    drift_model_min_jy: PositiveFloat | None
     niter: NonNegativeInt
     gain: Annotated[float, Field(gt=0, le=1)]
     threshold_sigma: PositiveFloat
@@ -297,6 +299,7 @@ class ImagingConfig(Section):
     keep_ms: bool
     quicklook: bool
     wsclean_binary: str
+    wsclean_baseline_averaging_lambda: PositiveFloat | None
 
 
 class PresetConfig(Section):

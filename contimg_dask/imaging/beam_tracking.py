@@ -54,7 +54,9 @@ class TrackedSource:
                                               self.dish_diameter_m))
 
 
-def _mean_flux(track: SourceTrack, freq_hz: float, diameter_m: float) -> float:
+def mean_apparent_flux(track: SourceTrack, freq_hz: float, diameter_m: float) -> float:
+    """A source's apparent flux (Jy) at ``freq_hz``, averaged over the block's integrations
+    (spectrum times the Airy power beam along its track)."""
     beam = airy_power_beam(track.beam_offset_rad, freq_hz, diameter_m)
     return float(np.mean(beam) * track.source.flux_at(np.array([freq_hz]))[0])
 
@@ -71,7 +73,7 @@ def tracked_source(geometry: BlockGeometry, config: PipelineConfig) -> TrackedSo
     tracks = track_sources(sources, geometry, config.calibration.model_radius_deg)
     centre_hz = float(np.mean(geometry.freq_hz))
     diameter = geometry.dish_diameter_m
-    flux = [_mean_flux(t, centre_hz, diameter) for t in tracks]
+    flux = [mean_apparent_flux(t, centre_hz, diameter) for t in tracks]
     if not tracks or max(flux) < threshold:
         return None
     track = tracks[int(np.argmax(flux))]

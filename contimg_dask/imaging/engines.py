@@ -6,6 +6,7 @@ and ``psf`` FITS files (apparent flux, no primary-beam correction) in a work dir
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,14 +19,32 @@ from contimg_dask.errors import ExternalToolError
 _TAIL = 2000  # characters of an engine's output quoted in errors
 
 
-def tclean_parameters(cfg: ImagingConfig, deconvolver: str, reffreq_hz: float
-                      ) -> dict[str, Any]:
+def w_projection_planes(max_w_lambda: float, field_radius_rad: float,
+                        max_phase_rad: float) -> int:
+    """The fewest w-projection planes for tclean that keep the w-term's phase error below
+    ``max_phase_rad`` out to ``field_radius_rad`` from the phase centre.
+
+    CASA spaces its planes in sqrt(|w|) (plane k at w_max k² / (N − 1)²), so neighbours are
+    furthest apart at the largest |w|, 2 w_max / (N − 1); a visibility gridded with the
+    nearest plane is then off by up to w_max / (N − 1) in w, a phase error of
+    2π (w_max / (N − 1)) (1 − cos θ) at offset θ. ``max_w_lambda``: the block's largest |w|
+    (wavelengths, top of the band)."""
+    spread = 2 * math.pi * max_w_lambda * (1 - math.cos(field_radius_rad))
+    return max(2, math.ceil(spread / max_phase_rad) + 1)
+
+
+def tclean_parameters(cfg: ImagingConfig, deconvolver: str, reffreq_hz: float,
+                      wprojplanes: int | None = None) -> dict[str, Any]:
     """tclean's arguments for ``cfg`` (Stokes I, MFS at ``reffreq_hz``, no PB model: CASA
-    has none for DSA-110, the stage applies its own)."""
+    has none for DSA-110, the stage applies its own). ``wprojplanes``: the block's
+    (:func:`w_projection_planes`); None: ``imaging.wprojplanes``, or -1 (CASA's choice) when
+    that is null."""
+    if wprojplanes is None:
+        wprojplanes = -1 if cfg.wprojplanes is None else cfg.wprojplanes
     params: dict[str, Any] = {
         "imsize": [cfg.imsize, cfg.imsize], "cell": f"{cfg.cell_arcsec}arcsec",
         "specmode": "mfs", "stokes": "I", "reffreq": f"{reffreq_hz}Hz",
-        "gridder": cfg.gridder, "wprojplanes": cfg.wprojplanes,
+        "gridder": cfg.gridder, "wprojplanes": wprojplanes,
         "weighting": cfg.weighting, "robust": cfg.robust,
         "deconvolver": deconvolver, "gain": cfg.gain,
         # Negative: no PB normalisation or mask on the image (CASA has no DSA-110 beam; the
@@ -67,6 +86,8 @@ def wsclean_arguments(cfg: ImagingConfig, multi_term: bool, prefix: Path,
         args += ["-auto-mask", str(cfg.auto_mask_sigma)]
     if cfg.min_uv_lambda > 0:
         args += ["-minuv-l", str(cfg.min_uv_lambda)]
+    if cfg.wsclean_baseline_averaging_lambda is not None:
+        args += ["-baseline-averaging", str(cfg.wsclean_baseline_averaging_lambda)]
     if multi_term:
         args += ["-join-channels", "-channels-out", str(cfg.nterms),
                  "-fit-spectral-pol", str(cfg.nterms)]
@@ -74,13 +95,13 @@ def wsclean_arguments(cfg: ImagingConfig, multi_term: bool, prefix: Path,
 
 
 def run_tclean(config: PipelineConfig, ms: Path, work: Path, deconvolver: str,
-               reffreq_hz: float, datacolumn: str) -> dict[str, Any]:
+               reffreq_hz: float, datacolumn: str, wprojplanes: int) -> dict[str, Any]:
     """tclean in a CASA worker process (time limit ``casa.task_timeout_s``)."""
     from contimg_dask.casa.imaging import tclean_to_fits
 
     cfg = config.imaging
     result = run_casa(config, tclean_to_fits, str(ms), str(work),
-                      tclean_parameters(cfg, deconvolver, reffreq_hz), datacolumn,
+                      tclean_parameters(cfg, deconvolver, reffreq_hz, wprojplanes), datacolumn,
                       cfg.threshold_sigma, cfg.niter, cfg.threads,
                       stage="image")
     result["fits"] = {kind: Path(path) for kind, path in result["fits"].items()}

@@ -6,7 +6,9 @@
    CORRECTED_DATA, rephased to the block's fixed centre, flags carried), in a temporary
    directory beside the products; in the same pass the writer averages channels within each
    subband (``imaging.channels_per_subband``) and scales each integration to hold the
-   brightest catalogue source's apparent flux constant (imaging/beam_tracking.py).
+   brightest catalogue source's apparent flux constant (imaging/beam_tracking.py), and adds
+   the catalogue model's correction that holds the other bright catalogue sources constant
+   too (imaging/drift_model.py).
 3. Image with the configured engine (CASA tclean in its own process, or WSClean).
 4. The drift-averaged primary beam of the (beam-tracked) data on the image grid
    (ops/primary_beam.py), the PB-corrected image blanked below ``imaging.pb_cutoff``, the
@@ -32,6 +34,7 @@ from contimg_dask.constants import SPEED_OF_LIGHT
 from contimg_dask.errors import ContimgError, InputError
 from contimg_dask.imaging import engines
 from contimg_dask.imaging.beam_tracking import TrackedSource, tracked_source
+from contimg_dask.imaging.drift_model import drift_model
 from contimg_dask.imaging.products import (
     annotate,
     image_figures,
@@ -140,9 +143,24 @@ class BlockSummary:
         self.average_width = (1 if cfg.channels_per_subband is None else max(
             1, min(self.geometry.subband_chunks) // cfg.channels_per_subband))
         self.tracked = tracked_source(self.geometry, config)
-        uvw = np.abs(np.asarray(ds[group.names["uvw"]].values, np.float64))
+        self.tracking_scale = (None if self.tracked is None
+                               else self.tracked.scale(self.geometry.freq_hz))
+        uvw = np.asarray(ds[group.names["uvw"]].values, np.float64)
+        self.drift_model = drift_model(self.geometry, config, None if self.tracked is None
+                                       else self.tracked.name, self.tracking_scale,
+                                       uvw[..., 2])
+        uvw = np.abs(uvw)
         self.max_uv_lambda = float(max(uvw[..., 0].max(), uvw[..., 1].max())
                                    * freq.max() / SPEED_OF_LIGHT)
+        # w-projection planes for the part of the image inside the PB cutoff (beyond it the
+        # PB-corrected image is blanked)
+        field_radius = min(np.radians(cfg.imsize * cfg.cell_arcsec / 3600) / np.sqrt(2),
+                           airy_radius_at(cfg.pb_cutoff, float(freq.min()),
+                                          self.geometry.dish_diameter_m))
+        self.max_w_lambda = float(uvw[..., 2].max() * freq.max() / SPEED_OF_LIGHT)
+        self.wprojplanes = (cfg.wprojplanes if cfg.wprojplanes is not None else
+                            engines.w_projection_planes(self.max_w_lambda, field_radius,
+                                                        cfg.w_plane_phase_rad))
         largest_cell = np.degrees(1 / (2 * self.max_uv_lambda)) * 3600
         if cfg.cell_arcsec > largest_cell:
             raise InputError(
@@ -216,14 +234,16 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
         ms = write_ms(block.store, work / f"{stem}.ms", data_group=cfg.data_group,
                       spw_layout="per_subband", telescope_casa_name=config.telescope.casa_name,
                       average_width=summary.average_width,
-                      visibility_scale=None if summary.tracked is None
-                      else summary.tracked.scale(summary.geometry.freq_hz))
+                      visibility_scale=summary.tracking_scale,
+                      visibility_offset=None if summary.drift_model is None
+                      else summary.drift_model.visibilities)
         export_s = time.perf_counter() - t_export
         column = "corrected" if summary.calibrated else "data"
         t_engine = time.perf_counter()
         if cfg.engine == "tclean":
             result = engines.run_tclean(config, ms, work, deconvolver,
-                                        summary.reference_frequency_hz, column)
+                                        summary.reference_frequency_hz, column,
+                                        summary.wprojplanes)
         else:
             result = engines.run_wsclean(config, ms, work, deconvolver == "mtmfs",
                                          "CORRECTED_DATA" if summary.calibrated else "DATA",
@@ -310,8 +330,12 @@ def _write_products(tmp: Path, stem: str, block: BlockRef, config: PipelineConfi
         "beam_minor_arcsec": float(image_header.get("BMIN", np.nan)) * 3600,
         "beam_pa_deg": float(image_header.get("BPA", np.nan)),
         "threshold_sigma": cfg.threshold_sigma,
+        "max_w_lambda": summary.max_w_lambda,
+        "wprojplanes": summary.wprojplanes if cfg.engine == "tclean" else None,
         "model_pixels": int(np.count_nonzero(model)),
         **_tracking_figures(tracked),
+        "drift_model_sources": "" if summary.drift_model is None
+        else ",".join(summary.drift_model.names),
         **image_figures(image, residual, pb, cfg.pb_cutoff),
     }
     figures["pb_cutoff_radius_deg"] = float(np.degrees(airy_radius_at(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,11 +268,15 @@ def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np
 def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
              spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA",
              overwrite: bool = False, average_width: int = 1,
-             visibility_scale: np.ndarray | None = None) -> Path:
+             visibility_scale: np.ndarray | None = None,
+             visibility_offset: Callable[[slice, int], np.ndarray] | None = None) -> Path:
     """Write the block store's ``data_group`` as a Measurement Set at ``out`` (replaced).
 
     ``visibility_scale`` (time, store channel): DATA and CORRECTED_DATA are multiplied by it
-    and the weights divided by its square. ``average_width``: that many adjacent channels of
+    and the weights divided by its square. ``visibility_offset(channels, n_pol)``: visibilities
+    (time, baseline, channel, polarization; the store's convention) added, after that scale, to
+    the column that is imaged (CORRECTED_DATA when there is one, else DATA) for the store's
+    ``channels`` (imaging/drift_model.py). ``average_width``: that many adjacent channels of
     each window are averaged (weighted, flagged samples excluded) into one.
 
     One spectral window at a time: this process reads the next window (rotated, for a group
@@ -395,6 +400,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             rescale_visibilities(data, w, visibility_scale[:, sl])
             if cdata is not None:
                 scale_visibilities(cdata, visibility_scale[:, sl])
+        if visibility_offset is not None:  # conjugated: the MS convention, like the data
+            imaged = cdata if cdata is not None else data
+            imaged += np.conj(visibility_offset(sl, n_pol))
         if not direct:
             f_in, w_in = f, w
             data, f, w = average_channels(data, f_in, w_in, average_width, out=(
