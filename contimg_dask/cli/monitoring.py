@@ -16,12 +16,13 @@ def _port(value: str) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.archive.reader import ArchiveReader
     from contimg_dask.monitoring.server import run_dashboard
     from contimg_dask.photometry.light_curves import light_curve_reader
 
     dash = config.monitoring.dashboard
     run_dashboard(config, args.host or dash.host, args.port or dash.port,
-                  light_curve_reader(config))
+                  light_curve_reader(config), ArchiveReader(config))
     return 0
 
 

@@ -20,6 +20,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _cmd_watch(args: argparse.Namespace, config: PipelineConfig) -> int:
+    from contimg_dask.archive.reader import ArchiveReader
     from contimg_dask.errors import InputError
     from contimg_dask.monitoring.server import DashboardThread
     from contimg_dask.photometry.light_curves import light_curve_reader
@@ -51,7 +52,8 @@ def _cmd_watch(args: argparse.Namespace, config: PipelineConfig) -> int:
         if args.dashboard:
             settings = config.monitoring.dashboard
             dashboard = DashboardThread(config, settings.host, settings.port,
-                                        light_curve_reader(config)).start()
+                                        light_curve_reader(config),
+                                        ArchiveReader(config)).start()
             print(f"contimg watch: pipeline dashboard on http://{settings.host}:{settings.port}/",
                   flush=True)
         with dask_client(config.dask) as client, Pipeline(config, client=client) as pipeline:

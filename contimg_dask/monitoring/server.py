@@ -1,19 +1,19 @@
-"""The dashboard server: Bokeh's (tornado) server with the page at ``/`` and two read-only
-endpoints beside it, ``/health`` (JSON; 200, or 503 when a check is red or the state store
-has not answered for a while) and ``/metrics`` (Prometheus text). Every handler answers GET
-only: nothing served changes state or runs anything.
+"""The dashboard server: Bokeh's (tornado) server with the page at ``/`` and read-only
+endpoints beside it: ``/health`` (JSON; 200, or 503 when a check is red or the state store
+has not answered for a while), ``/metrics`` (Prometheus text), and the archive's search
+page ``/archive`` with downloads of file products (monitoring/archive_page.py). Every
+handler answers GET only: nothing served changes state or runs anything.
 
 It binds to ``monitoring.dashboard.host`` (127.0.0.1 by default). Any other address requires
 ``monitoring.dashboard.access_token``: then every request (page, websocket, ``/health``,
-``/metrics``) must carry it, as ``?token=``, an ``Authorization: Bearer`` header, or the
-cookie the page sets after a first ``?token=`` visit.
+``/metrics``, ``/archive``) must carry it, as ``?token=``, an ``Authorization: Bearer``
+header, or the cookie the page sets after a first ``?token=`` visit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import threading
 import time
@@ -29,35 +29,23 @@ from tornado.web import RequestHandler
 from contimg_dask.config import PipelineConfig
 from contimg_dask.errors import ConfigError
 from contimg_dask.logs import get_logger
+from contimg_dask.monitoring.access import (
+    COOKIE,
+    is_loopback,
+    presented_token,
+    refuse_without_token,
+)
+from contimg_dask.monitoring.archive_page import (
+    ArchiveFileHandler,
+    ArchiveReader,
+    ArchiveSearchHandler,
+)
 from contimg_dask.monitoring.exposition import SnapshotCollector, metrics_text
 from contimg_dask.monitoring.health import RED
 from contimg_dask.monitoring.page import make_document
 from contimg_dask.monitoring.snapshot import LightCurveReader, SnapshotService
 
 log = get_logger(__name__)
-
-COOKIE = "contimg_token"
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def presented_token(handler: RequestHandler) -> str | None:
-    """The token a request carries (query, bearer header, or cookie)."""
-    token = handler.get_query_argument("token", None)
-    if token:
-        return token
-    header = handler.request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        return header.removeprefix("Bearer ")
-    return handler.get_cookie(COOKIE)
 
 
 class TokenAuth(AuthProvider):
@@ -104,12 +92,8 @@ class ReadOnlyHandler(RequestHandler):
         self.service, self.token = service, token
 
     def prepare(self) -> None:
-        if self.token is not None:
-            presented = presented_token(self)
-            if presented is None or not hmac.compare_digest(presented, self.token):
-                self.set_status(403)
-                self.finish({"error": "access token required"})
-                return
+        if refuse_without_token(self, self.token):
+            return
         unknown = sorted(set(self.request.query_arguments) - {"token"})
         if unknown:
             self.set_status(400)
@@ -154,10 +138,15 @@ def access_token(config: PipelineConfig, host: str) -> str | None:
 
 
 def build_server(config: PipelineConfig, host: str, port: int,
-                 service: SnapshotService) -> Server:
-    """The Bokeh server (not yet started) serving ``service``'s snapshots."""
+                 service: SnapshotService, archive: ArchiveReader | None = None) -> Server:
+    """The Bokeh server (not yet started) serving ``service``'s snapshots, and the archive's
+    search page when ``archive`` is given."""
     token = access_token(config, host)
     kwargs = {"service": service, "token": token}
+    pages: list[tuple[str, Any, dict[str, Any]]] = []
+    if archive is not None:
+        pages = [(r"/archive", ArchiveSearchHandler, {"archive": archive, "token": token}),
+                 (r"/archive/file", ArchiveFileHandler, {"archive": archive, "token": token})]
     origins = [f"{host}:{port}"] + ([f"localhost:{port}", f"127.0.0.1:{port}"]
                                     if is_loopback(host) else [])
     app = Application(FunctionHandler(
@@ -167,7 +156,7 @@ def build_server(config: PipelineConfig, host: str, port: int,
         options["auth_provider"] = TokenAuth(token)
     return Server({"/": app}, address=host, port=port, allow_websocket_origin=origins,
                   extra_patterns=[(r"/health", HealthHandler, kwargs),
-                                  (r"/metrics", MetricsHandler, kwargs)],
+                                  (r"/metrics", MetricsHandler, kwargs), *pages],
                   num_procs=1, **options)
 
 
@@ -177,9 +166,10 @@ class DashboardThread:
     ``light_curves``: the candidates' light-curve reader (see SnapshotBuilder)."""
 
     def __init__(self, config: PipelineConfig, host: str, port: int,
-                 light_curves: LightCurveReader | None = None) -> None:
+                 light_curves: LightCurveReader | None = None,
+                 archive: ArchiveReader | None = None) -> None:
         self.config, self.host, self.port = config, host, port
-        self.light_curves = light_curves
+        self.light_curves, self.archive = light_curves, archive
         self.server: Server | None = None
         self.service: SnapshotService | None = None
         self._error: BaseException | None = None
@@ -199,7 +189,8 @@ class DashboardThread:
         asyncio.set_event_loop(asyncio.new_event_loop())
         try:
             self.service = SnapshotService(self.config, self.light_curves).start()
-            self.server = build_server(self.config, self.host, self.port, self.service)
+            self.server = build_server(self.config, self.host, self.port, self.service,
+                                       self.archive)
             self.server.start()
         except BaseException as exc:  # handed to start()'s caller
             self._error = exc
@@ -219,12 +210,13 @@ class DashboardThread:
 
 
 def run_dashboard(config: PipelineConfig, host: str, port: int,
-                  light_curves: LightCurveReader | None = None) -> None:
+                  light_curves: LightCurveReader | None = None,
+                  archive: ArchiveReader | None = None) -> None:
     """Serve the dashboard until interrupted (``contimg dashboard``); ``light_curves`` reads
-    the candidates' light curves (see SnapshotBuilder)."""
+    the candidates' light curves (see SnapshotBuilder), ``archive`` serves the search page."""
     token = access_token(config, host)
     service = SnapshotService(config, light_curves).start()
-    server = build_server(config, host, port, service)
+    server = build_server(config, host, port, service, archive)
     server.start()
     protection = ("access token required on every request" if token
                   else "no access token: this machine only")
