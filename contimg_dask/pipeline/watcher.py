@@ -272,10 +272,13 @@ class Watcher:
         expected = self.config.blocks.expected_subbands
         deadline = self.config.watcher.seal_deadline_s
         for block_id in sorted(self._open):
-            if self.state.block(block_id) is None:  # renamed by another watcher
-                self._open.discard(block_id)
+            try:
+                status = self.state.seal_block(block_id, expected, deadline)
+            except StateError:
+                if self.state.block(block_id) is not None:
+                    raise
+                self._open.discard(block_id)  # renamed by another watcher
                 continue
-            status = self.state.seal_block(block_id, expected, deadline)
             if status != OPEN:
                 self._open.discard(block_id)
                 log.info("block %s sealed %s", block_id, status)
