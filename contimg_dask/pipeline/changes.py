@@ -60,3 +60,12 @@ class ChangedBlocks:
         first, self._first = self._first, False
         self._cursor = cursor
         return None if first else changed
+
+    def give_back(self, taken: set[str] | None) -> None:
+        """Hand back what :meth:`take` returned, for a pass that failed before looking at
+        every block it named (the state store went away mid-pass): the next call returns
+        them again (``None``: the next call looks at every block again)."""
+        if taken is None:
+            self._first = True
+        else:
+            self._marked |= taken

@@ -237,6 +237,21 @@ class Pipeline:
         the last pass (every block at the first pass) and of those waiting for a solve,
         oldest block first. Returns the number of blocks waiting for a solve in flight."""
         changed = self._changes.take()
+        try:
+            self._advance_blocks(changed)
+        except BaseException:  # e.g. the state store went away mid-pass: look again
+            self._changes.give_back(changed)
+            raise
+        gated = sum(p == "gated" for p in self._progress.values())
+        backlog = sum(p in ("gated", "working") for p in self._progress.values())
+        self._gated = gated
+        if backlog != self._backlog:
+            self._backlog = backlog
+            self._record_metrics([_sample("backlog_blocks", backlog)])
+        return gated
+
+    def _advance_blocks(self, changed: set[str] | None) -> None:
+        """Advance ``changed`` blocks (None: every block) and those waiting for a solve."""
         if changed is None:
             records = self._state(self.state.blocks)
         else:
@@ -254,13 +269,6 @@ class Pipeline:
                 self._progress.pop(record.block_id, None)
             else:
                 self._progress[record.block_id] = progress
-        gated = sum(p == "gated" for p in self._progress.values())
-        backlog = sum(p in ("gated", "working") for p in self._progress.values())
-        self._gated = gated
-        if backlog != self._backlog:
-            self._backlog = backlog
-            self._record_metrics([_sample("backlog_blocks", backlog)])
-        return gated
 
     def _advance_block(self, block_id: str, first_seen: float) -> str:
         statuses = {s.stage: s for s in self._state(self.state.stages, block_id)}

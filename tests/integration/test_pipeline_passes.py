@@ -5,15 +5,17 @@ is recorded, so ``contimg archive search`` finds them without ``contimg archive 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
+import pybreaker
 import pytest
 
 from contimg_dask.cli.main import main
-from contimg_dask.errors import ContimgError
+from contimg_dask.errors import ContimgError, StateUnavailableError
 from contimg_dask.pipeline import Pipeline
-from contimg_dask.stages.contract import BlockRef
+from contimg_dask.stages.contract import BlockRef, Provenance, StageResult
 from contimg_dask.state import open_state_store
 from tests.helpers import make_config
 from tests.integration.test_block_store import block_files
@@ -78,6 +80,43 @@ def test_a_pass_looks_only_at_blocks_that_changed(backend: str, tmp_path: Path,
         seen.clear()
         pipeline.advance()
         assert seen == []
+    state.close()
+
+
+def test_a_pass_cut_short_by_an_outage_is_looked_at_again(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The state store goes away in the middle of a pass, after the pass read which blocks
+    changed (here: another process finished the oldest block's ingest): the pass fails, and
+    the next one still queues that block's next stage. (A pass that forgot them left a
+    calibrator block pending for ever after a 30 s Redis outage, found by the streaming
+    outage test.)"""
+    config = make_config(tmp_path, **{"state.lease_s": 0.5,
+                                      "pipeline.breaker.reset_timeout_s": 0.1})
+    state = open_state_store(config)
+    for i in range(3):
+        state.register_file(_stamp(i), str(tmp_path / f"{_stamp(i)}_sb00.hdf5"), 0)
+        state.seal_block(_stamp(i), 1, 0.0)
+    with Pipeline(config, state=state) as pipeline:
+        pipeline.advance()
+        monkeypatch.setattr(pipeline, "kind", lambda block_id: "target")
+        other = open_state_store(config)
+        lease = other.claim("elsewhere", 30.0, ["ingest"])
+        assert lease is not None and lease.block_id == _stamp(0)
+        other.complete(lease, StageResult("ingest", lease.block_id, (), Provenance((), "h")))
+        other.close()
+
+        def unreachable(block_id: str) -> None:
+            raise StateUnavailableError("Redis went away (simulated: a store call failing)")
+
+        monkeypatch.setattr(state, "block", unreachable)
+        with pytest.raises((StateUnavailableError, pybreaker.CircuitBreakerError)):
+            pipeline.advance()
+        monkeypatch.undo()
+        monkeypatch.setattr(pipeline, "kind", lambda block_id: "target")
+        time.sleep(0.2)  # the state breaker's reset time-out
+        pipeline.advance()
+        assert state.stage_status(_stamp(0), "flag").status == "pending"
     state.close()
 
 
