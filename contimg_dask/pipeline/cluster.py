@@ -80,6 +80,17 @@ def _close_quietly(cluster: LocalCluster) -> None:
         nanny_log.setLevel(level)
 
 
+def in_this_process() -> contextlib.AbstractContextManager:
+    """Run the Dask computations made inside on this process's threads, not on a cluster
+    (a default or current ``Client`` included): the pipeline's own small reads of a block
+    store (is a calibrator in the beam? what does the archive index need?) are not a
+    stage's work, and as tasks on the cluster they would take a worker's slot unplaced by
+    ``stage_resources`` (and share task keys with the stage's placed reads)."""
+    import dask
+
+    return dask.config.set(scheduler="threads")
+
+
 @contextlib.contextmanager
 def on_cluster(client: Client | None, config: DaskConfig, stage: str) -> Iterator[None]:
     """Run a stage's work inside: ``client`` current, the stage's Dask tasks annotated with
@@ -101,7 +112,7 @@ def on_cluster(client: Client | None, config: DaskConfig, stage: str) -> Iterato
     annotate = (dask.annotate(resources=wanted) if wanted and declared(client, wanted)
                 else contextlib.nullcontext())
     try:
-        with client.as_current(), annotate:
+        with client.as_current(), dask.config.set(scheduler="dask.distributed"), annotate:
             yield
     except (CancelledError, KilledWorker) as exc:  # FutureCancelledError & co
         connected = _wait_connected(client, config.reconnect_timeout_s)

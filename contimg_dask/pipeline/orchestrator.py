@@ -42,7 +42,7 @@ from contimg_dask.io.uvh5.header import subband_number
 from contimg_dask.logs import get_logger
 from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
 from contimg_dask.pipeline.changes import ChangedBlocks
-from contimg_dask.pipeline.cluster import on_cluster
+from contimg_dask.pipeline.cluster import in_this_process, on_cluster
 from contimg_dask.pipeline.heartbeat import Heartbeat
 from contimg_dask.pipeline.indexing import ProductIndexer
 from contimg_dask.pipeline.monitor import antenna_events, block_samples, stage_samples
@@ -211,7 +211,8 @@ class Pipeline:
             return None
         store = self.block_ref(block_id).store
         try:
-            calibrator = self.calibration.is_calibrator(block_id, store)
+            with in_this_process():
+                calibrator = self.calibration.is_calibrator(block_id, store)
         except ContimgError as exc:
             log.warning("block %s: cannot look for calibrators (%s): treated as a target",
                         block_id, exc)
@@ -295,8 +296,9 @@ class Pipeline:
     def _may_start(self, block_id: str, stage: str, previous: Any) -> bool:
         if stage != APPLY or self.kind(block_id) == CALIBRATOR or previous is None:
             return True
-        ready, waiting_for = self.calibration.ready_to_apply(
-            block_id, self.block_ref(block_id).store, previous.updated_at)
+        with in_this_process():
+            ready, waiting_for = self.calibration.ready_to_apply(
+                block_id, self.block_ref(block_id).store, previous.updated_at)
         if waiting_for is not None:
             log.log(20 if ready else 10, "block %s %s for the solve on calibrator block %s",
                     block_id, "stopped waiting" if ready else "waits", waiting_for)
@@ -370,7 +372,8 @@ class Pipeline:
 
     def run_lease(self, lease: Lease) -> str:
         """Run the leased stage and record how it ended; the stage's new status (``done``,
-        ``pending`` to retry, ``failed``, or ``lost`` when the lease went elsewhere)."""
+        ``pending`` to retry, ``failed``, or ``lost`` when the lease went elsewhere). The
+        stage's Dask work runs on the cluster; the pipeline's own reads around it here."""
         if self.on_stage is not None:
             self.on_stage(lease)
         block = self.block_ref(lease.block_id)
@@ -379,7 +382,8 @@ class Pipeline:
         extra: dict[str, object] = {}
         solutions = None
         if lease.stage == APPLY:
-            solutions = self.calibration.solutions_for(block.block_id, block.store)
+            with in_this_process():
+                solutions = self.calibration.solutions_for(block.block_id, block.store)
             if solutions is not None:
                 extra["solutions"] = Path(solutions.path)
         deps = self._deps(lease.stage)
@@ -393,7 +397,8 @@ class Pipeline:
                 result = dataclasses.replace(result, figures={
                     **result.figures, CONFIG_KEY: config_key(config)})
                 if lease.stage == SOLVE:
-                    self.calibration.register(result, block.store)
+                    with in_this_process():
+                        self.calibration.register(result, block.store)
                 if solutions is not None:
                     self._state(self.state.record_solutions_use, block.block_id,
                                 solutions.solutions_id)
@@ -443,7 +448,8 @@ class Pipeline:
             self._emit("product", {"block_id": lease.block_id, "kind": product.kind,
                                    "path": str(product.path)})
         if self._all_done(lease.block_id):  # its products, each indexed once as final
-            self.indexer.update(lease.block_id)
+            with in_this_process():
+                self.indexer.update(lease.block_id)
         self._record_metrics(stage_samples(result, time.time()))
         for kind, data in antenna_events(result):
             self._emit(kind, data)

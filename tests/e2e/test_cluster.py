@@ -229,8 +229,9 @@ def test_stage_resources_place_every_task(staged: Path, cluster: DaskProcesses,
                                           tmp_path: Path) -> None:
     """``dask.stage_resources`` asking ``MEMORY`` for every stage: each Dask task of each
     stage run by the orchestrator lands on ``w1``, the one worker declaring it; the
-    products are the clean run's. (The pipeline's own small reads between stages, such as
-    looking for calibrators after ingest, are not a stage's and go anywhere.)"""
+    products are the clean run's. (The pipeline's own small reads around a stage, such as
+    looking for calibrators after ingest, run in the pipeline's process: before they did,
+    they reached the cluster unplaced and landed on ``w0`` in one CI run in three.)"""
     from distributed import Client, get_task_stream
 
     config = cluster_config(tmp_path, {
