@@ -10,16 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contimg_dask.cli.options import add_overwrite_option, declination_deg, utc_time
+from contimg_dask.cli.options import (
+    add_overwrite_option,
+    declination_deg,
+    unix_or_none,
+    utc_time,
+)
 from contimg_dask.cli.outcome import user_path
 from contimg_dask.config import PipelineConfig
 from contimg_dask.errors import ContimgError
-
-
-def _unix(value: dt.datetime | None) -> float | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _entry(config: PipelineConfig, product: str) -> Any:
@@ -62,7 +61,8 @@ def _cmd_search(args: argparse.Namespace, config: PipelineConfig) -> int:
 
     try:
         page = search_page(config, cone=tuple(args.cone) if args.cone else None,
-                           time_from=_unix(args.time_from), time_to=_unix(args.time_to),
+                           time_from=unix_or_none(args.time_from),
+                           time_to=unix_or_none(args.time_to),
                            strip_dec_deg=args.strip, kind=args.kind,
                            max_noise_jy=args.max_noise, limit=args.limit, offset=args.offset)
     except ValueError as exc:
@@ -120,8 +120,8 @@ def _cmd_monitor(args: argparse.Namespace, config: PipelineConfig) -> int:
     names = args.metric or default_metric_names(list(STAGES))
     state = open_state_store(config)
     try:
-        points = monitor_points(state, names, args.rate, _unix(args.time_from),
-                                _unix(args.time_to))
+        points = monitor_points(state, names, args.rate, unix_or_none(args.time_from),
+                                unix_or_none(args.time_to))
     finally:
         state.close()
     write_points(points, args.out, args.format, overwrite=args.overwrite)

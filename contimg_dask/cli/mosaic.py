@@ -5,7 +5,6 @@ range (docs/mosaicking.md)."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import tempfile
@@ -13,7 +12,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contimg_dask.cli.options import declination_deg, right_ascension_deg, utc_time
+from contimg_dask.cli.options import (
+    declination_deg,
+    right_ascension_deg,
+    unix_or_none,
+    utc_time,
+)
 from contimg_dask.cli.outcome import user_path
 from contimg_dask.config import PipelineConfig, config_hash
 from contimg_dask.errors import InputError
@@ -35,20 +39,14 @@ register_product_kind("mosaic_json", lambda p: p.is_file() and p.name.endswith("
 _FILE_KINDS = {"mosaic": "fits", "noise": "fits", "png": "png", "provenance": "mosaic_json"}
 
 
-def _unix(value: dt.datetime | None) -> float | None:
-    """Unix seconds of a command-line time (UTC when it names no zone)."""
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
-
-
 def _selection(args: argparse.Namespace) -> Selection:
     from contimg_dask.imaging.mosaic_inputs import Selection
 
     if (args.ra_min is None) != (args.ra_max is None):
         raise InputError("--ra-min and --ra-max go together", stage="mosaic")
     blocks = tuple(b.strip() for value in args.blocks or [] for b in value.split(",") if b)
-    return Selection(blocks=blocks, start_unix=_unix(args.start), end_unix=_unix(args.end),
+    return Selection(blocks=blocks, start_unix=unix_or_none(args.start),
+                     end_unix=unix_or_none(args.end),
                      dec_min=args.dec_min, dec_max=args.dec_max, ra_min=args.ra_min,
                      ra_max=args.ra_max)
 

@@ -52,6 +52,14 @@ def declination_deg(text: str) -> float:
     return value
 
 
+def unix_or_none(value: dt.datetime | None) -> float | None:
+    """Unix seconds of a time parsed by :func:`utc_time` (naive means UTC); None stays
+    None (the option was not given)."""
+    from contimg_dask.coords.time import datetime_to_unix
+
+    return None if value is None else datetime_to_unix(value)
+
+
 def utc_time(text: str) -> dt.datetime:
     """An ISO 8601 time (UTC when it names no zone)."""
     try:
