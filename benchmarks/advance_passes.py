@@ -47,9 +47,9 @@ def _run(root: Path, n_blocks: int, passes: int, everything: bool) -> dict:
     with Pipeline(config, state=state) as pipeline:
         real = pipeline._advance_block
 
-        def counted(block_id: str, first_seen: float) -> str:
+        def counted(block_id: str) -> str:
             looked[-1] += 1
-            return real(block_id, first_seen)
+            return real(block_id)
 
         pipeline._advance_block = counted
         if everything:  # every pass as the first one: every unfinished block

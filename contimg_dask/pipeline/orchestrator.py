@@ -54,6 +54,7 @@ from contimg_dask.pipeline.recipes import (
     config_key,
     log_skipped_stages,
     make_stage,
+    outdated,
     recipe,
     with_overrides,
 )
@@ -181,10 +182,11 @@ class Pipeline:
 
     def _redo_if_configuration_changed(self, block_id: str) -> bool:
         """Queue again the first done stage whose configuration key differs from the
-        current one, and every later done stage; True if any."""
+        current one (the later ones follow in order: :func:`recipes.outdated`); True if
+        any."""
         statuses = {s.stage: s for s in self._state(self.state.stages, block_id)}
         steps = self.steps(block_id)
-        for index, step in enumerate(steps):
+        for step in steps:
             status = statuses.get(step.stage)
             if status is None or status.status != DONE:
                 continue
@@ -194,9 +196,7 @@ class Pipeline:
                 continue
             log.warning("block %s: configuration of %s changed since it ran: it and the "
                         "later stages run again", block_id, step.stage)
-            for later in steps[index:]:
-                if later.stage in statuses and statuses[later.stage].status == DONE:
-                    self._state(self.state.enqueue, block_id, later.stage, redo=True)
+            self._state(self.state.enqueue, block_id, step.stage, redo=True)
             self._finished.discard(block_id)
             self._changes.mark(block_id)
             return True
@@ -265,13 +265,13 @@ class Pipeline:
         for record in records:  # every kind first: a target's wait looks at calibrators
             self.kind(record.block_id)
         for record in records:
-            progress = self._advance_block(record.block_id, record.first_seen)
+            progress = self._advance_block(record.block_id)
             if progress == "done":
                 self._progress.pop(record.block_id, None)
             else:
                 self._progress[record.block_id] = progress
 
-    def _advance_block(self, block_id: str, first_seen: float) -> str:
+    def _advance_block(self, block_id: str) -> str:
         statuses = {s.stage: s for s in self._state(self.state.stages, block_id)}
         steps = self.steps(block_id)
         previous = None
@@ -286,11 +286,15 @@ class Pipeline:
                 return "failed"
             if status.status != DONE:
                 return "working"
+            if outdated(steps, statuses) == step.stage:
+                log.info("block %s: %s runs again (the stage before it ran again)",
+                         block_id, step.stage)
+                self._state(self.state.enqueue, block_id, step.stage, redo=True)
+                return "working"
             previous = status
         if self.kind(block_id) is None:
             return "working"
         self._finished.add(block_id)
-        self._block_done(block_id, first_seen, previous.updated_at if previous else None)
         return "done"
 
     def _may_start(self, block_id: str, stage: str, previous: Any) -> bool:
@@ -304,10 +308,15 @@ class Pipeline:
                     block_id, "stopped waiting" if ready else "waits", waiting_for)
         return ready
 
-    def _block_done(self, block_id: str, first_seen: float, done_at: float | None) -> None:
-        if done_at is None:
+    def _block_done(self, lease: Lease) -> None:
+        """Record the latency of a block whose last stage this process just completed
+        (only here: every process sees the block done, one completed it)."""
+        record = self._state(self.state.block, lease.block_id)
+        status = self._state(self.state.stage_status, lease.block_id, lease.stage)
+        if record is None or status is None:
             return
-        latency = done_at - first_seen
+        block_id = lease.block_id
+        latency = status.updated_at - record.first_seen
         budget = self.config.pipeline.latency_budget_s
         (log.warning if latency > budget else log.info)(
             "block %s done: latency %.0f s (budget %.0f s)", block_id, latency, budget)
@@ -447,7 +456,8 @@ class Pipeline:
         for product in result.products:
             self._emit("product", {"block_id": lease.block_id, "kind": product.kind,
                                    "path": str(product.path)})
-        if self._all_done(lease.block_id):  # its products, each indexed once as final
+        finished = self._all_done(lease.block_id)
+        if finished:  # its products, each indexed once as final
             with in_this_process():
                 self.indexer.update(lease.block_id)
         self._record_metrics(stage_samples(result, time.time()))
@@ -461,6 +471,8 @@ class Pipeline:
                 log.warning("block %s: %s", block.block_id, failure.message)
                 self._state(self.state.record_failure, failure)
         log.info("block %s: %s done in %.1f s", lease.block_id, lease.stage, result.seconds)
+        if finished:
+            self._block_done(lease)
         return DONE
 
     def _failed(self, beat: Heartbeat, exc: BaseException) -> str:
@@ -487,12 +499,15 @@ class Pipeline:
     def _all_done(self, block_id: str, *, or_failed: bool = False) -> bool:
         """Whether every stage of the block's recipe is done (``or_failed``: or one of its
         stages dead-lettered)."""
-        statuses = {s.stage: s.status for s in self._state(self.state.stages, block_id)}
-        if or_failed and FAILED in statuses.values():
+        records = {s.stage: s for s in self._state(self.state.stages, block_id)}
+        if or_failed and any(r.status == FAILED for r in records.values()):
             return True
         kind = self.kind(block_id)
-        return kind is not None and all(statuses.get(s.stage) == DONE
-                                        for s in recipe(self.config, kind))
+        if kind is None:
+            return False
+        steps = recipe(self.config, kind)
+        return (all(s.stage in records and records[s.stage].status == DONE for s in steps)
+                and outdated(steps, records) is None)
 
     def process_block(self, block: BlockRef) -> BlockOutcome:
         """Submit ``block`` and work until it is done or failed (stages of other queued
@@ -516,7 +531,8 @@ class Pipeline:
         failed = [s for s in statuses.values() if s.status == FAILED]
         if failed:
             result = "failed"
-        elif kind is not None and all(v == DONE for v in stages.values()):
+        elif (kind is not None and all(v == DONE for v in stages.values())
+              and outdated(steps, statuses) is None):
             result = DONE
         else:
             result = PENDING

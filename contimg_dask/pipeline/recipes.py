@@ -98,3 +98,24 @@ def log_skipped_stages(config: PipelineConfig) -> list[str]:
         log.info("recipe stage %r is not in the stage registry (not built yet): skipped; "
                  "stages: %s", name, ", ".join(STAGES))
     return missing
+
+
+def outdated(steps: list[RecipeStep], statuses: Mapping[str, Any]) -> str | None:
+    """The first done stage of ``steps`` that ran before the stage it follows last ran,
+    else None: its inputs were made again since (a redo after a configuration change or
+    a lost product), so it must run again.
+
+    "Before" is the order of the stages' fencing tokens, which the state store hands out
+    in claim order from one counter (no clocks: they may differ between hosts). A redo
+    queues only its first stage; each later one is queued by this rule once the one
+    before it is done again, so two workers never run a block's stages out of order."""
+    previous = None
+    for step in steps:
+        status = statuses.get(step.stage)
+        if status is None or status.status != "done":
+            return None
+        if (previous is not None and status.token is not None
+                and previous.token is not None and status.token < previous.token):
+            return step.stage
+        previous = status
+    return None

@@ -5,9 +5,10 @@
    requeued), rather than waiting for ``state.lease_s`` to expire.
 2. Temporaries and set-aside old products left by dead writers are removed (or the old
    product restored) under the stores, products, solutions and images directories.
-3. A product recorded by a done stage that is no longer on disk: the stage and every later
-   done stage of the block's recipe run again (``enqueue(redo=True)``), with a
-   ``ProductMissing`` failure recorded.
+3. A product recorded by a done stage that is no longer on disk: the stage runs again
+   (``enqueue(redo=True)``), with a ``ProductMissing`` failure recorded; every later done
+   stage of the block's recipe follows, in order, once the one before it is done again
+   (:func:`contimg_dask.pipeline.recipes.outdated`).
 4. An orphan (a block store, Measurement Set, solutions store or image directory of a block
    the store knows, recorded by no stage, whose stage is neither done nor running: written
    by a run that died before recording it) is removed; the stage makes it again.
@@ -109,13 +110,8 @@ def rerun_missing(state: StateStore, block_id: str, recipe: list[str], worker: s
                 "longer on disk: the stage and the later ones run again", worker, gone[0]))
             missing_from = index
             break
-    if missing_from is None:
-        return
-    for stage in recipe[missing_from:]:
-        status = statuses.get(stage)
-        if status is not None and status.status == DONE and state.enqueue(
-                block_id, stage, redo=True):
-            done.rerun.append((block_id, stage))
+    if missing_from is not None and state.enqueue(block_id, recipe[missing_from], redo=True):
+        done.rerun.append((block_id, recipe[missing_from]))
 
 
 def _candidates(config: PipelineConfig, block_id: str) -> dict[str, list[Path]]:

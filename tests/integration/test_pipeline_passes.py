@@ -36,9 +36,9 @@ def _looked_at(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> list[str]
     seen: list[str] = []
     real = pipeline._advance_block
 
-    def spy(block_id: str, first_seen: float) -> str:
+    def spy(block_id: str) -> str:
         seen.append(block_id)
-        return real(block_id, first_seen)
+        return real(block_id)
 
     monkeypatch.setattr(pipeline, "_advance_block", spy)
     return seen

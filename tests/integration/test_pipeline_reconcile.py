@@ -53,6 +53,10 @@ def test_restart_reconciles_products_and_leases(small_blocks: Path, tmp_path: Pa
         record = first.state.block(a.block_id)
         assert [p.mean for p in latency] == [pytest.approx(status.updated_at
                                                            - record.first_seen)]
+        with Pipeline(config) as other:  # another process sees the block done: no record
+            other.advance()
+            assert other.outcome(a.block_id).outcome == "done"
+        assert len(first.state.metric_series("block_latency_s", "raw")) == 1
         # Block b: its store written by a run that died before recording it (an orphan),
         # and its stage leased to a worker of this host that has died since.
         get_stage("ingest").run(b, config)
@@ -118,3 +122,35 @@ def test_a_block_submitted_again_reruns_stages_whose_configuration_changed(
         status = changed.state.stage_status(a.block_id, "ingest")
         assert status.status == "done" and status.token > token
     assert time_chunk() == 12
+
+
+def test_a_redo_runs_the_later_stages_in_order(small_blocks: Path, tmp_path: Path) -> None:
+    """A block done through ingest -> flag, submitted again with a new time chunking: only
+    ingest is queued (a second worker asking for flag gets nothing while ingest has not run
+    again: before, both were queued at once and two workers could flag the old store while
+    it was being replaced); once ingest is done again, flag is queued, and the block is not
+    done until flag has run on the new store."""
+    recipe = [{"stage": "ingest"}, {"stage": "flag"}]
+    base = {"pipeline.recipes.target": recipe, "pipeline.recipes.calibrator": recipe}
+    a, _ = _blocks(small_blocks, make_config(tmp_path, **base))
+    with Pipeline(make_config(tmp_path, **base)) as first:
+        assert first.process_block(a).outcome == "done"
+        before = {s.stage: s.token for s in first.state.stages(a.block_id)}
+    config = make_config(tmp_path, **base, **{"store.time_chunk_integrations": 12})
+    with Pipeline(config) as changed:
+        assert changed.submit(a) is True
+        changed.advance()
+        assert [(s.stage, s.status) for s in changed.state.stages(status="pending")] == [
+            ("ingest", "pending")]
+        assert changed.state.claim("other-worker", 60.0, ["flag"]) is None
+        assert changed.outcome(a.block_id).outcome == "pending"
+        lease = changed.state.claim(changed.worker, 60.0)
+        assert (lease.block_id, lease.stage) == (a.block_id, "ingest")
+        assert changed.run_lease(lease) == "done"
+        assert changed.outcome(a.block_id).outcome == "pending"  # flag is outdated
+        changed.advance()
+        assert [s.stage for s in changed.state.stages(status="pending")] == ["flag"]
+        changed.work()
+        assert changed.outcome(a.block_id).outcome == "done"
+        after = {s.stage: s.token for s in changed.state.stages(a.block_id)}
+    assert before["ingest"] < before["flag"] < after["ingest"] < after["flag"]
