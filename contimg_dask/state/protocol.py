@@ -79,7 +79,9 @@ class StateStore(Protocol):
 
     def blocks(self, status: str | None = None) -> list[BlockRecord]: ...
 
-    def files(self, block_id: str) -> list[FileRecord]: ...
+    def files(self, block_id: str) -> list[FileRecord]:
+        """The block's files in subband order (files without a subband number last), then
+        by path."""
 
     # stages and leases
     def enqueue(self, block_id: str, stage: str, *, retry_failed: bool = False,

@@ -251,7 +251,8 @@ class SqliteStateStore(SqliteMetrics):
 
     def files(self, block_id: str) -> list[FileRecord]:
         return [FileRecord(*r) for r in self._read(
-            "SELECT * FROM files WHERE block_id = ? ORDER BY subband, path", (block_id,))]
+            "SELECT * FROM files WHERE block_id = ? ORDER BY subband IS NULL, subband, path",
+            (block_id,))]
 
     # -- stages and leases ------------------------------------------------------------------
 

@@ -103,6 +103,11 @@ def test_files_register_once_and_blocks_count_them(store: StateStore) -> None:
     block = store.block(BLOCK)
     assert (block.status, block.n_files, block.sealed_at) == ("open", 2, None)
     assert [f.path for f in store.files(BLOCK)] == ["/in/sb00.hdf5", "/in/sb01.hdf5"]
+    # Subband order, a file without a subband number last (both backends alike).
+    assert store.register_file(BLOCK2, "/in/a_no_subband.hdf5", None) is True
+    assert store.register_file(BLOCK2, "/in/b2_sb01.hdf5", 1) is True
+    assert [f.path for f in store.files(BLOCK2)] == [
+        "/in/b2_sb00.hdf5", "/in/b2_sb01.hdf5", "/in/a_no_subband.hdf5"]
     assert [b.block_id for b in store.blocks()] == [BLOCK, BLOCK2]
     assert store.block("1999-01-01T00:00:00") is None
 
