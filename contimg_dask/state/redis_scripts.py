@@ -19,10 +19,18 @@ local function emit(kind, data, now)
   redis.call('XADD', P .. 'events', '*', 'kind', kind, 'data', cjson.encode(data),
              'at', fmt(now))
 end
+-- A pending stage's queue entry: ``block NUL seq NUL stage`` (seq zero-padded), all at
+-- score 0, so each queue is in (block id, queue order) order and its first entry is the
+-- next to claim (the oldest block's first stage): O(log n), whatever the backlog.
+local function entry(block, seq, stage)
+  return block .. '\\0' .. string.format('%015d', seq) .. '\\0' .. stage
+end
 local function queue(task, stage)
   local seq = redis.call('INCR', P .. 'queue')
-  redis.call('ZADD', P .. 'pending', seq, task)
-  redis.call('ZADD', P .. 'pending:' .. stage, seq, task)
+  local block = string.match(task, '^(.*)|[^|]*$')
+  local member = entry(block, seq, stage)
+  redis.call('ZADD', P .. 'pending', 0, member)
+  redis.call('ZADD', P .. 'pending:' .. stage, 0, member)
   return seq
 end
 -- After a failure or an expired lease: back to the queue if transient and attempts remain.
@@ -160,22 +168,20 @@ local queues = {}
 if #ARGV == 3 then queues[1] = P .. 'pending'
 else for i = 4, #ARGV do queues[#queues + 1] = P .. 'pending:' .. ARGV[i] end end
 -- The oldest block's (the least block id) first, in queue order within a block: a stage
--- requeued after a failure or an expired lease keeps its block's place.
-local best, best_block, best_seq
+-- requeued after a failure or an expired lease keeps its block's place. Each queue's
+-- first entry is its next (see ``entry``); the least of those wins.
+local first
 for _, q in ipairs(queues) do
-  local r = redis.call('ZRANGE', q, 0, -1, 'WITHSCORES')
-  for i = 1, #r, 2 do
-    local block, seq = string.match(r[i], '^(.*)|[^|]*$'), tonumber(r[i + 1])
-    if best == nil or block < best_block or (block == best_block and seq < best_seq) then
-      best, best_block, best_seq = r[i], block, seq
-    end
-  end
+  local r = redis.call('ZRANGE', q, 0, 0)
+  if r[1] and (first == nil or r[1] < first) then first = r[1] end
 end
-if not best then return false end
+if not first then return false end
+local block, stage = string.match(first, '^(.*)%z%d+%z(.*)$')
+local best = block .. '|' .. stage
 local key = P .. 'stage:' .. best
 local f = redis.call('HMGET', key, 'block_id', 'stage')
-redis.call('ZREM', P .. 'pending', best)
-redis.call('ZREM', P .. 'pending:' .. f[2], best)
+redis.call('ZREM', P .. 'pending', first)
+redis.call('ZREM', P .. 'pending:' .. stage, first)
 local now = server_now()
 local token = redis.call('INCR', P .. 'fence')
 local expires = now + tonumber(ARGV[3])
@@ -292,4 +298,23 @@ until cursor == '0'
 redis.call('HSET', P .. 'meta', 'application', ARGV[2], 'schema', ARGV[3],
            'instance', ARGV[4])
 return redis.call('HGETALL', P .. 'meta')
+"""
+
+MIGRATE_2 = _COMMON + """
+-- ARGV: P. Schema 1 -> 2: the pending queues' entries from ``task`` at score ``seq`` to
+-- ``entry(block, seq, stage)`` at score 0 (claims read the first entry instead of every
+-- one). Atomic; a store already at schema 2 is left alone.
+if redis.call('HGET', P .. 'meta', 'schema') ~= '1' then return 0 end
+local r = redis.call('ZRANGE', P .. 'pending', 0, -1, 'WITHSCORES')
+for i = 1, #r, 2 do
+  local task, seq = r[i], tonumber(r[i + 1])
+  local block, stage = string.match(task, '^(.*)|([^|]*)$')
+  redis.call('ZREM', P .. 'pending', task)
+  redis.call('ZREM', P .. 'pending:' .. stage, task)
+  local member = entry(block, seq, stage)
+  redis.call('ZADD', P .. 'pending', 0, member)
+  redis.call('ZADD', P .. 'pending:' .. stage, 0, member)
+end
+redis.call('HSET', P .. 'meta', 'schema', 2)
+return #r / 2
 """

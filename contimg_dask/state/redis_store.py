@@ -51,7 +51,7 @@ from contimg_dask.state.transfer import check_dump
 log = get_logger(__name__)
 T = TypeVar("T")
 DAY_S = 86400.0
-REDIS_SCHEMA = 1
+REDIS_SCHEMA = 2
 
 
 def redacted(url: str) -> str:
@@ -99,7 +99,8 @@ class RedisStateStore:
         self._redis = connect(settings)
         self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in (
             "REGISTER_FILE", "REGISTER_FILE_NEAR", "RENAME_BLOCK", "SEAL_BLOCK", "ENQUEUE",
-            "CLAIM", "HEARTBEAT", "COMPLETE", "FAIL", "REAP", "RECORD_METRICS", "INIT_META")}
+            "CLAIM", "HEARTBEAT", "COMPLETE", "FAIL", "REAP", "RECORD_METRICS", "INIT_META",
+            "MIGRATE_2")}
         self._groups: set[str] = set()
         self.persistence = self._call(self._check_persistence)
         self._version = self._call(lambda: self._check_schema(migrate))
@@ -144,8 +145,10 @@ class RedisStateStore:
 
     def _check_schema(self, migrate: bool) -> int:
         """Create the meta record in an empty keyspace; refuse foreign keys and newer
-        schemas. There is one Redis schema so far: ``migrate`` will apply forward migrations
-        when there is a second."""
+        schemas; bring an older schema up to date with ``migrate``, else refuse it.
+
+        Schema 2 (from 1): the pending queues hold ``block NUL seq NUL stage`` entries at
+        score 0, so a claim reads each queue's first entry instead of every entry."""
         reply = self._scripts["INIT_META"](args=[self.prefix, APPLICATION, REDIS_SCHEMA,
                                                  self.settings.instance])
         if reply == "foreign":
@@ -160,6 +163,18 @@ class RedisStateStore:
             raise StateSchemaError(f"the Redis state has schema {version}, newer than this "
                                    f"contimg-dask knows ({REDIS_SCHEMA}): upgrade "
                                    "contimg-dask", file=self.location)
+        if version < REDIS_SCHEMA:
+            if not migrate:
+                raise StateSchemaError(
+                    f"the Redis state has schema {version}, older than this contimg-dask's "
+                    f"({REDIS_SCHEMA}): run `contimg state migrate` (stop the pipelines "
+                    "first; save the Redis data with BGSAVE if you want a way back)",
+                    file=self.location)
+            moved = self._scripts["MIGRATE_2"](args=[self.prefix])
+            log.warning("Redis state at %s migrated from schema %d to %d (%d pending "
+                        "stages requeued in the new order)", self.location, version,
+                        REDIS_SCHEMA, int(moved))
+            version = REDIS_SCHEMA
         return version
 
     def close(self) -> None:

@@ -32,9 +32,10 @@ def load_dump(pipe: redis.client.Pipeline, p: str, dump: dict[str, Any]
                if k not in ("result", "error")},
             "result": json.dumps(s["result"]) if s["result"] else "",
             "error": json.dumps(s["error"]) if s["error"] else "", "failed_token": ""})
-        if s["status"] == PENDING:
-            pipe.zadd(p + "pending", {task: seq})
-            pipe.zadd(p + "pending:" + s["stage"], {task: seq})
+        if s["status"] == PENDING:  # the queue entry of redis_scripts' ``entry``
+            entry = f"{s['block_id']}\0{seq:015d}\0{s['stage']}"
+            pipe.zadd(p + "pending", {entry: 0})
+            pipe.zadd(p + "pending:" + s["stage"], {entry: 0})
     pipe.set(p + "queue", len(dump["stages"]))
     pipe.set(p + "stage_ids", len(dump["stages"]))
     pipe.set(p + "fence", dump["fence"])
