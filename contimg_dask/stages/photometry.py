@@ -35,14 +35,18 @@ def block_image(block: BlockRef, config: PipelineConfig, images_root: Path | Non
     return directory / f"{directory.name}.{FITS_KINDS[config.photometry.image_kind]}.fits"
 
 
-def lightcurves_product(tables: PhotometryTables, version: str, catalog: Path) -> Product:
+def lightcurves_product(tables: PhotometryTables, version: str, catalog: Path,
+                        added: Path) -> Product:
     """The light-curve table of catalogue ``version`` (the variability table: every source's
     light-curve sums, metrics and candidate flags) as a product of the collection
-    ``lightcurves-<version>``, made from the catalogue and every measurement table of the
-    version."""
+    ``lightcurves-<version>``, updated from the catalogue and the measurement table ``added``.
+
+    Each update's record names only the table it added: the table is the sum over every
+    measurement table of the version, and those are the union of its records' inputs (also
+    every ``photometry`` product of the version). Listing them all in every record grew the
+    state store by the whole history at each block (quadratic over a survey)."""
     return Product("lightcurves", tables.variability_path(version),
-                   collection=f"lightcurves-{version}",
-                   inputs=(str(catalog), *map(str, tables.measurement_files(version))))
+                   collection=f"lightcurves-{version}", inputs=(str(catalog), str(added)))
 
 
 class PhotometryStage:
@@ -87,6 +91,6 @@ class PhotometryStage:
         return StageResult(stage=self.name, block_id=block.block_id,
                            products=(Product("photometry", Path(outcome.table)),
                                      lightcurves_product(tables, catalog.version,
-                                                         catalog_path)),
+                                                         catalog_path, Path(outcome.table))),
                            provenance=provenance_of(config, [image, catalog_path]),
                            figures=figures, seconds=time.perf_counter() - t0)
