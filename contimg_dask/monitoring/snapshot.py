@@ -124,7 +124,8 @@ class SnapshotBuilder:
     def _open(self) -> StateStore:
         if self.store is None:
             self.store = open_state_store(self.config)
-            self.tail = EventTail(self.store, self.config.monitoring.dashboard.max_events)
+            dash = self.config.monitoring.dashboard
+            self.tail = EventTail(self.store, dash.max_events, dash.recent_blocks)
         return self.store
 
     def build(self, now: float | None = None) -> Snapshot:
