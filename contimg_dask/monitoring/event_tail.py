@@ -43,6 +43,8 @@ class EventTail:
         #: Per-antenna events by kind, then block id (a rerun replaces), oldest first.
         self.antenna: dict[str, dict[str, dict[str, Any]]] = {
             "antenna_flags": {}, "solutions": {}}
+        #: Per-antenna events applied so far (the heatmaps changed when this did).
+        self.antenna_updates = 0
         #: ``product`` events of kind ``photometry`` seen (new light curves to read).
         self.photometry_products = 0
 
@@ -82,6 +84,7 @@ class EventTail:
             by_block = self.antenna[event.kind]
             by_block.pop(str(data.get("block_id")), None)
             by_block[str(data.get("block_id"))] = {**data, "at": at}
+            self.antenna_updates += 1
             if len(by_block) > self.antenna_blocks:
                 del by_block[next(iter(by_block))]
 

@@ -153,7 +153,9 @@ def prepare_page_data(snap: Snapshot, previous: PageData | None = None) -> PageD
     """``snap``'s page content, reusing ``previous``'s objects where they are equal."""
     columns = {**alert_columns(snap), **metric_columns(snap), **block_columns(snap),
                **candidate_columns(snap)}
-    heatmaps = {name: heatmap_columns(getattr(snap, cells), index)
+    heatmaps = {name: previous.heatmaps[name] if previous is not None
+                and getattr(previous.snapshot, cells) is getattr(snap, cells)
+                else heatmap_columns(getattr(snap, cells), index)
                 for name, (cells, index) in HEATMAPS.items()}
     data = PageData(snap, health_html(snap), science_html(snap), columns, heatmaps,
                     snap.blocks, snap.candidates, snap.light_curves)
