@@ -1,5 +1,6 @@
 """What every dashboard session shows of a :class:`Snapshot`, prepared once per snapshot for
-all of them: the health view's HTML, the columns of the shared data sources (alerts, metric
+all of them: the health view's HTML (sent again at once when a status changes, else at most
+every :data:`HEALTH_TEXT_EVERY_S`), the columns of the shared data sources (alerts, metric
 series, blocks, failures, candidates, the antenna heatmaps) and the quick-looks' HTML.
 
 :class:`PageDataCache` prepares the latest snapshot's :class:`PageData` on the first session
@@ -28,6 +29,10 @@ COLOURS = {GREEN: "#2e9d44", AMBER: "#e69b00", RED: "#d22c2c"}
 SECONDS_PER_HOUR = 3600.0
 #: Series plotted in other units than recorded: image noise Jy/beam -> mJy/beam.
 PLOT_SCALE = {"image_noise_jy": 1e3}
+#: The health view's text moves with every snapshot (its read time, heartbeat ages, free
+#: space): it is sent again at once when a check's status changes, otherwise at most this
+#: often, s (each send is a document patch per open session).
+HEALTH_TEXT_EVERY_S = 10.0
 #: Heatmap name -> (snapshot cells attribute, index of the value in a cell).
 HEATMAPS = {"flag_heatmap": ("flag_heatmap", 2), "solution_amp": ("solution_cells", 2),
             "solution_phase": ("solution_cells", 3)}
@@ -132,10 +137,12 @@ class PageData:
     """One snapshot's page content. ``columns``: data source name -> columns; ``heatmaps``:
     heatmap name -> columns (``block``, ``antenna``, ``value``); ``blocks``,
     ``candidates`` and ``light_curves`` as in the snapshot (a session's block detail and
-    light curve depend on its selection)."""
+    light curve depend on its selection); ``health_at``: the read time (Unix s) of the
+    snapshot whose health ``health_html`` shows."""
 
     snapshot: Snapshot
     health_html: str
+    health_at: float
     science_html: str
     columns: dict[str, Columns] = field(default_factory=dict)
     heatmaps: dict[str, Columns] = field(default_factory=dict)
@@ -149,6 +156,10 @@ def _kept(new: Any, old: Any | None) -> Any:
     return old if old is not None and old == new else new
 
 
+def _statuses(snap: Snapshot) -> list[tuple[str, str]]:
+    return [(c.name, c.status) for c in snap.health]
+
+
 def prepare_page_data(snap: Snapshot, previous: PageData | None = None) -> PageData:
     """``snap``'s page content, reusing ``previous``'s objects where they are equal."""
     columns = {**alert_columns(snap), **metric_columns(snap), **block_columns(snap),
@@ -157,9 +168,12 @@ def prepare_page_data(snap: Snapshot, previous: PageData | None = None) -> PageD
                 and getattr(previous.snapshot, cells) is getattr(snap, cells)
                 else heatmap_columns(getattr(snap, cells), index)
                 for name, (cells, index) in HEATMAPS.items()}
-    data = PageData(snap, health_html(snap), science_html(snap), columns, heatmaps,
+    data = PageData(snap, health_html(snap), snap.at, science_html(snap), columns, heatmaps,
                     snap.blocks, snap.candidates, snap.light_curves)
     if previous is not None:
+        if (_statuses(previous.snapshot) == _statuses(snap)
+                and snap.at - previous.health_at < HEALTH_TEXT_EVERY_S):
+            data.health_html, data.health_at = previous.health_html, previous.health_at
         data.columns = {k: _kept(v, previous.columns.get(k)) for k, v in columns.items()}
         data.heatmaps = {k: _kept(v, previous.heatmaps.get(k)) for k, v in heatmaps.items()}
         data.blocks = _kept(snap.blocks, previous.blocks)

@@ -16,9 +16,9 @@ from bokeh.document import Document
 from bokeh.models import ColumnDataSource, Div
 
 from contimg_dask.monitoring import page_data
-from contimg_dask.monitoring.health import GREEN, Check
+from contimg_dask.monitoring.health import GREEN, RED, Check
 from contimg_dask.monitoring.page import DashboardPage
-from contimg_dask.monitoring.page_data import PageDataCache
+from contimg_dask.monitoring.page_data import HEALTH_TEXT_EVERY_S, PageDataCache
 from contimg_dask.monitoring.snapshot import Snapshot
 from tests.helpers import make_config
 
@@ -79,14 +79,27 @@ def test_an_unchanged_snapshot_sends_nothing(monkeypatch: pytest.MonkeyPatch) ->
     latest["snap"] = snapshot(at=NOW + 1.0)  # read a second later: only the read time moved
     for session in sessions:
         session.page.refresh()
-    assert [s.changed_models() for s in sessions] == [[(Div, "text")]] * 3
-    assert "2027-01-15 08:00:01" in sessions[0].page.health.text
+    assert [s.changes for s in sessions] == [[], [], []]  # not sent for a second
 
-    latest["snap"] = snapshot(at=NOW + 1.0, noise_jy=0.003)  # one sample changed
+    latest["snap"] = snapshot(at=NOW + HEALTH_TEXT_EVERY_S)  # ... but every 10 s
+    for session in sessions:
+        session.page.refresh()
+    assert [s.changed_models() for s in sessions] == [[(Div, "text")]] * 3
+    assert "2027-01-15 08:00:10" in sessions[0].page.health.text
+
+    latest["snap"] = snapshot(at=NOW + 11.0)
+    latest["snap"].health = [Check("state", RED, "sqlite: locked")]  # and at once on a change
     for session in sessions:
         session.changes.clear()
         session.page.refresh()
-        assert session.changed_models() == [(ColumnDataSource, "data")]
-        assert session.changes[0].model is session.page.sources["image_noise_jy"]
+    assert [s.changed_models() for s in sessions] == [[(Div, "text")]] * 3
+    assert "sqlite: locked" in sessions[0].page.health.text
+
+    latest["snap"] = snapshot(at=NOW + 11.0, noise_jy=0.003)  # green again, one sample moved
+    for session in sessions:
+        session.changes.clear()
+        session.page.refresh()
+        assert session.changed_models() == [(Div, "text"), (ColumnDataSource, "data")]
+        assert session.changes[1].model is session.page.sources["image_noise_jy"]
         assert session.page.sources["image_noise_jy"].data["v"] == pytest.approx([2.0, 3.0])
-    assert len(prepared) == 4
+    assert len(prepared) == 6
