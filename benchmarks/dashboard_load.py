@@ -47,8 +47,8 @@ CALIBRATOR_EVERY = 24
 #: Candidates with a light curve of a day's epochs (one per block).
 CANDIDATES = 12
 BLOCK_INTERVAL_S = 309.0
-#: The dashboard's stated memory bound (docs/operations.md), resident, MiB: 258 MiB measured
-#: with 20 sessions and the candidates' light curves shown, plus ~15 %.
+#: The dashboard's stated memory bound (docs/operations.md), resident, MiB: 263 MiB measured
+#: with 20 sessions and the candidates' light curves shown, plus ~14 %.
 MEMORY_BOUND_MIB = 300.0
 
 

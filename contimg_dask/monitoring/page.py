@@ -1,10 +1,10 @@
 """The dashboard page: one Bokeh document per browser session, updated every
 ``monitoring.dashboard.refresh_s`` from the shared snapshot's page data, prepared once for
-all sessions (monitoring/page_data.py; never from the state store directly): a session sends
-its browser only what changed. Views, top to bottom: Health, Alerts, Metrics, Processing status (with a
-block's detail), Science, and links. Each view's root model carries a ``name``
-(``health``, ``alerts_active``, ``latency``, ``blocks``, ``science``...) that the browser
-tests look up.
+all sessions (monitoring/page_data.py; never from the state store directly): a session
+sends its browser only what changed. Views, top to bottom: Health, Alerts, Metrics,
+Processing status (with a block's detail), Science, and links. Each view's root model
+carries a ``name`` (``health``, ``alerts_active``, ``latency``, ``blocks``, ``science``...)
+that the browser tests look up.
 
 The only query parameter is ``block`` (a block id, YYYY-MM-DDTHH:MM:SS) selecting the
 block shown in detail; anything else is reported on the page and ignored.
