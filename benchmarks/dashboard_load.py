@@ -47,9 +47,9 @@ CALIBRATOR_EVERY = 24
 #: Candidates with a light curve of a day's epochs (one per block).
 CANDIDATES = 12
 BLOCK_INTERVAL_S = 309.0
-#: The dashboard's stated memory bound (docs/operations.md), resident, MiB: with candidates
-#: shown, ~160 MiB of it is the photometry readers (pandas, pyarrow, numba).
-MEMORY_BOUND_MIB = 450.0
+#: The dashboard's stated memory bound (docs/operations.md), resident, MiB: 263 MiB measured
+#: with 20 sessions and the candidates' light curves shown, plus ~14 %.
+MEMORY_BOUND_MIB = 300.0
 
 
 def _child(args: list[str]) -> subprocess.Popen:
@@ -315,6 +315,7 @@ def main() -> None:
         "a1": a1, "b": loaded, "a2": a2, "sweep": sweep,
         "median_block_cpu_s": cpu, "median_block_wall_s": wall,
         "cpu_ratio_b_over_a": cpu["b"] / statistics.mean([cpu["a1"], cpu["a2"]]),
+        "wall_ratio_b_over_a": wall["b"] / statistics.mean([wall["a1"], wall["a2"]]),
         "dashboard_rss_peak_mib": max(dashboard.rss_mib),
         "memory_bound_mib": MEMORY_BOUND_MIB,
     }
@@ -352,8 +353,9 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> str:
         f"{len(b['per_block_cpu_s'])} | {cpu['b']:.2f} | {wall['b']:.2f} | {_loads(b)} |",
         f"| A2 no dashboard | {len(summary['a2']['per_block_cpu_s'])} | {cpu['a2']:.2f} | "
         f"{wall['a2']:.2f} | {_loads(summary['a2'])} |", "",
-        f"CPU per block under load / without: {summary['cpu_ratio_b_over_a']:.3f} "
-        "(B against the mean of A1 and A2).", "",
+        f"Per block under load / without (B against the mean of A1 and A2): CPU "
+        f"{summary['cpu_ratio_b_over_a']:.3f}, wall {summary['wall_ratio_b_over_a']:.3f} "
+        "(the issue asks < 1.05; wall is meaningful only on an otherwise idle machine).", "",
         f"Dashboard process: peak {summary['dashboard_rss_peak_mib']:.0f} MiB resident "
         f"(bound {MEMORY_BOUND_MIB:.0f} MiB).", "",
         f"/metrics in B: {scrape['requests']} requests at {scrape['rate_per_s']:.1f}/s, "

@@ -2,7 +2,7 @@
 blocks left to right (oldest first), antennas bottom to top in numeric order, the exact value
 in the hover tooltip. Used for the flagged fraction of each block and for the calibration
 solutions' amplitude, phase and SNR of each calibrator block (contimg_dask/monitoring/
-snapshot.py gives the cells)."""
+snapshot.py gives the cells, page_data.py their columns, once for all sessions)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.nan
 
 
+def heatmap_columns(cells: Sequence[tuple[Any, ...]], column: int) -> dict[str, list[Any]]:
+    """The heatmap's columns of ``cells`` (block id, antenna, values...): ``block``,
+    ``antenna`` and ``value`` = ``cells[i][column]`` (NaN where missing or not finite)."""
+    return {"block": [c[0] for c in cells], "antenna": [c[1] for c in cells],
+            "value": [_number(c[column]) for c in cells]}
+
+
 class AntennaHeatmap:
     """One heatmap (a figure named ``name``) and its data source (columns ``block``,
     ``antenna``, ``value``)."""
@@ -45,12 +52,10 @@ class AntennaHeatmap:
         self.figure.add_layout(ColorBar(color_mapper=mapper, width=10), "right")
         self._sent: dict[str, list[Any]] | None = None
 
-    def show(self, cells: Sequence[tuple[Any, ...]], column: int) -> None:
-        """Show ``cells`` (block id, antenna, values...) with value ``cells[i][column]``;
-        sends nothing when they did not change."""
-        data = {"block": [c[0] for c in cells], "antenna": [c[1] for c in cells],
-                "value": [_number(c[column]) for c in cells]}
-        if data == self._sent:
+    def show(self, data: dict[str, list[Any]]) -> None:
+        """Show ``data`` (:func:`heatmap_columns`); sends nothing when it is the object
+        shown last (the page data keeps an unchanged heatmap's object)."""
+        if data is self._sent:
             return
         blocks = list(dict.fromkeys(data["block"]))
         antennas = sorted(set(data["antenna"]), key=antenna_order)

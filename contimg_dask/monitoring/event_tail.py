@@ -25,9 +25,12 @@ PAGE = 1000
 
 class EventTail:
     """Reads new events on every :meth:`update`; keeps at most ``max_events`` of each
-    history (stage outcomes, resolved alerts, candidates)."""
+    history (stage outcomes, resolved alerts, candidates) and the per-antenna events of the
+    last ``antenna_blocks`` blocks of each kind (the dashboard's heatmaps show that many,
+    ``monitoring.dashboard.recent_blocks``; the alert evaluator, which uses none, keeps
+    none)."""
 
-    def __init__(self, store: StateStore, max_events: int) -> None:
+    def __init__(self, store: StateStore, max_events: int, antenna_blocks: int = 0) -> None:
         self.store = store
         self.cursor: str | None = None
         self.breakers: dict[str, dict[str, Any]] = {}
@@ -36,10 +39,12 @@ class EventTail:
         self.outcomes: deque[tuple[float, str, bool]] = deque(maxlen=max_events)
         self.candidates: deque[dict[str, Any]] = deque(maxlen=max_events)
         self.last_calibration_at: float | None = None
-        self.max_events = max_events
+        self.antenna_blocks = antenna_blocks
         #: Per-antenna events by kind, then block id (a rerun replaces), oldest first.
         self.antenna: dict[str, dict[str, dict[str, Any]]] = {
             "antenna_flags": {}, "solutions": {}}
+        #: Per-antenna events applied so far (the heatmaps changed when this did).
+        self.antenna_updates = 0
         #: ``product`` events of kind ``photometry`` seen (new light curves to read).
         self.photometry_products = 0
 
@@ -75,11 +80,12 @@ class EventTail:
             self.last_calibration_at = at
         elif event.kind == "product" and data.get("kind") == "photometry":
             self.photometry_products += 1
-        elif event.kind in self.antenna:
+        elif event.kind in self.antenna and self.antenna_blocks > 0:
             by_block = self.antenna[event.kind]
             by_block.pop(str(data.get("block_id")), None)
             by_block[str(data.get("block_id"))] = {**data, "at": at}
-            if len(by_block) > self.max_events:
+            self.antenna_updates += 1
+            if len(by_block) > self.antenna_blocks:
                 del by_block[next(iter(by_block))]
 
     def failure_fraction(self, now: float, window_s: float) -> float | None:

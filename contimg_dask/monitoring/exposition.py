@@ -1,16 +1,22 @@
 """``/metrics``: the monitoring snapshot in the Prometheus text format, through
 prometheus_client (a custom collector over the latest :class:`Snapshot`; no state store read
 per scrape). The names are listed in docs/operations.md; :data:`METRIC_NAMES` is that list.
+
+:class:`MetricsText` renders a snapshot's families once (one ``generate_latest``) and serves
+that text to every scrape until the next snapshot; only the snapshot's age, which grows
+between snapshots, is written per scrape.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from contimg_dask.monitoring.health import AMBER, GREEN, RED
 from contimg_dask.monitoring.snapshot import STAGES, Snapshot
@@ -26,17 +32,21 @@ METRIC_NAMES = ("contimg_up", "contimg_health_status", "contimg_snapshot_age_sec
                 "contimg_alerts_active", "contimg_alert_firing", "contimg_stage_seconds",
                 *(f"contimg_{name}" for name in LATEST.values()))
 _LEVEL = {GREEN: 0, AMBER: 1, RED: 2}
+#: The snapshot's age: the one family written per scrape (its HELP and TYPE lines as
+#: prometheus_client writes them).
+AGE = "contimg_snapshot_age_seconds"
+_AGE_HEADER = (f"# HELP {AGE} Seconds since the state store was last read\n"
+               f"# TYPE {AGE} gauge\n")
 
 
 class SnapshotCollector(Collector):
-    """Collects from ``latest()`` (the snapshot service's current snapshot) at scrape time;
-    ``clock()`` gives the current Unix time for the snapshot's age."""
+    """Collects every family but the snapshot's age from ``snap``."""
 
-    def __init__(self, latest: Callable[[], Snapshot], clock: Callable[[], float]) -> None:
-        self.latest, self.clock = latest, clock
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.latest()
+        snap = self.snap
         yield GaugeMetricFamily("contimg_up", "1 unless a health check is red",
                                 value=float(snap.overall != RED))
         health = GaugeMetricFamily("contimg_health_status",
@@ -44,9 +54,6 @@ class SnapshotCollector(Collector):
         for check in snap.health:
             health.add_metric([check.name], _LEVEL[check.status])
         yield health
-        yield GaugeMetricFamily("contimg_snapshot_age_seconds",
-                                "Seconds since the state store was last read",
-                                value=self.clock() - snap.at)
         yield from self._state(snap)
         yield from self._series(snap)
 
@@ -92,8 +99,31 @@ class SnapshotCollector(Collector):
         yield seconds
 
 
-def metrics_text(collector: SnapshotCollector) -> bytes:
-    """The Prometheus text exposition of ``collector`` alone."""
+def metrics_text(snap: Snapshot) -> bytes:
+    """The Prometheus text exposition of ``snap``'s families (all but its age)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    registry.register(SnapshotCollector(snap))
     return generate_latest(registry)
+
+
+def age_text(age_s: float) -> bytes:
+    """The snapshot-age family (seconds) in the Prometheus text format."""
+    return f"{_AGE_HEADER}{AGE} {floatToGoString(age_s)}\n".encode()
+
+
+class MetricsText:
+    """The ``/metrics`` body of ``latest()`` (the snapshot service's current snapshot):
+    its families rendered once per snapshot, its age (``clock()``: Unix s) per call."""
+
+    def __init__(self, latest: Callable[[], Snapshot], clock: Callable[[], float]) -> None:
+        self.latest, self.clock = latest, clock
+        self._rendered: tuple[Snapshot, bytes] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bytes:
+        snap = self.latest()
+        with self._lock:
+            if self._rendered is None or self._rendered[0] is not snap:
+                self._rendered = (snap, metrics_text(snap))
+            text = self._rendered[1]
+        return age_text(self.clock() - snap.at) + text

@@ -1,9 +1,10 @@
 """The dashboard page: one Bokeh document per browser session, updated every
-``monitoring.dashboard.refresh_s`` from the shared :class:`Snapshot` (never from the state
-store directly). Views, top to bottom: Health, Alerts, Metrics, Processing status (with a
-block's detail), Science, and links. Each view's root model carries a ``name``
-(``health``, ``alerts_active``, ``latency``, ``blocks``, ``science``...) that the browser
-tests look up.
+``monitoring.dashboard.refresh_s`` from the shared snapshot's page data, prepared once for
+all sessions (monitoring/page_data.py; never from the state store directly): a session
+sends its browser only what changed. Views, top to bottom: Health, Alerts, Metrics,
+Processing status (with a block's detail), Science, and links. Each view's root model
+carries a ``name`` (``health``, ``alerts_active``, ``latency``, ``blocks``, ``science``...)
+that the browser tests look up.
 
 The only query parameter is ``block`` (a block id, YYYY-MM-DDTHH:MM:SS) selecting the
 block shown in detail; anything else is reported on the page and ignored.
@@ -15,7 +16,6 @@ import html
 import math
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from bokeh.document import Document
@@ -32,35 +32,24 @@ from bokeh.plotting import figure
 
 from contimg_dask.config import PipelineConfig
 from contimg_dask.monitoring.antenna_views import AntennaHeatmap
-from contimg_dask.monitoring.health import AMBER, GREEN, RED
-from contimg_dask.monitoring.snapshot import STAGES, Snapshot
+from contimg_dask.monitoring.health import GREEN, RED
+from contimg_dask.monitoring.page_data import (
+    COLOURS,
+    SECONDS_PER_HOUR,
+    PageData,
+    seconds_text,
+    utc,
+)
+from contimg_dask.monitoring.snapshot import STAGES
 
 BLOCK_ID = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 #: Query parameters the page understands (``token`` is the access token, checked before).
 PARAMETERS = ("block", "token")
-COLOURS = {GREEN: "#2e9d44", AMBER: "#e69b00", RED: "#d22c2c"}
 STAGE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                  "#e377c2", "#7f7f7f", "#17becf")
-SECONDS_PER_HOUR = 3600.0
-#: Series plotted in other units than recorded: image noise Jy/beam -> mJy/beam.
-PLOT_SCALE = {"image_noise_jy": 1e3}
 #: MJD of the Unix epoch, and milliseconds per day (Bokeh's datetime axis is Unix ms).
 MJD_UNIX_EPOCH = 40587.0
 MS_PER_DAY = 86_400_000.0
-
-
-def _utc(at: float | None) -> str:
-    if at is None:
-        return "-"
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f}"
-
-
-def _ms(times: list[float]) -> list[float]:
-    return [1000.0 * t for t in times]
 
 
 def block_parameter(arguments: dict[str, list[bytes]]) -> tuple[str | None, list[str]]:
@@ -74,16 +63,6 @@ def block_parameter(arguments: dict[str, list[bytes]]) -> tuple[str | None, list
                         "(YYYY-MM-DDTHH:MM:SS); ignored")
         block = None
     return block, problems
-
-
-def health_html(snap: Snapshot) -> str:
-    rows = "".join(
-        f"<tr><td><span style='color:{COLOURS[c.status]};font-size:1.3em'>&#9679;</span> "
-        f"{html.escape(c.name)}</td><td>{c.status}</td><td>{html.escape(c.reason)}</td></tr>"
-        for c in snap.health)
-    return (f"<h2>Health: <span style='color:{COLOURS[snap.overall]}'>{snap.overall}</span>"
-            f"</h2><p>state read at {_utc(snap.at)} UTC</p>"
-            f"<table style='border-collapse:collapse' cellpadding='4'>{rows}</table>")
 
 
 def _table(name: str, columns: list[tuple[str, str]], height: int = 220
@@ -102,13 +81,14 @@ def _time_figure(name: str, title: str, y_label: str, **kwargs: Any) -> Any:
 
 
 class DashboardPage:
-    """Builds the document's models once and refreshes their data sources."""
+    """Builds the document's models once and refreshes their data sources from
+    ``page_data()`` (the shared :class:`~contimg_dask.monitoring.page_data.PageDataCache`)."""
 
-    def __init__(self, config: PipelineConfig, latest: Callable[[], Snapshot],
+    def __init__(self, config: PipelineConfig, page_data: Callable[[], PageData],
                  arguments: dict[str, list[bytes]]) -> None:
         self.config = config
-        self.latest = latest
-        self.shown: Snapshot | None = None
+        self.page_data = page_data
+        self.shown: PageData | None = None
         self.block, problems = block_parameter(arguments)
         self.candidate: str | None = None
         self.sources: dict[str, ColumnDataSource] = {}
@@ -236,9 +216,16 @@ class DashboardPage:
 
     # -- updates ----------------------------------------------------------------------------
 
+    def _set_shared(self, name: str, data: dict[str, list[Any]]) -> None:
+        """Show the page data's columns ``data`` unless they are the object shown already
+        (the page data keeps unchanged columns' objects: no comparison per session)."""
+        if self._sent.get(name) is not data:
+            self.sources[name].data = data
+            self._sent[name] = data
+
     def _set(self, name: str, data: dict[str, list[Any]]) -> None:
-        """Replace a data source's columns, only if they changed (each change is sent to
-        the browser and redrawn there)."""
+        """Replace this session's own data source's columns, only if they changed (each
+        change is sent to the browser and redrawn there)."""
         if self._sent.get(name) != data:
             self.sources[name].data = data
             self._sent[name] = data
@@ -254,73 +241,36 @@ class DashboardPage:
             self._show_block(self.shown)
 
     def refresh(self) -> None:
-        """Show the latest snapshot if it is new (called by the periodic callback)."""
-        snap = self.latest()
-        if snap is self.shown:
+        """Show the latest page data if it is new (called by the periodic callback): what
+        did not change since the last is not sent again."""
+        data = self.page_data()
+        previous = self.shown
+        if data is previous:
             return
-        self.shown = snap
-        self.health.text = health_html(snap)
-        self._show_alerts(snap)
-        self._show_metrics(snap)
-        self._show_blocks(snap)
-        self._show_block(snap)
-        self._show_science(snap)
-
-    def _show_alerts(self, snap: Snapshot) -> None:
-        self._set("alerts_active", {
-            "rule": [a.get("rule") for a in snap.active_alerts],
-            "severity": [a.get("severity") for a in snap.active_alerts],
-            "since": [_utc(a.get("since") or a.get("raised_at")) for a in snap.active_alerts],
-            "message": [a.get("message") for a in snap.active_alerts],
-            "runbook": [a.get("runbook") for a in snap.active_alerts]})
-        self._set("alerts_resolved", {
-            "rule": [a.get("rule") for a in snap.resolved_alerts],
-            "severity": [a.get("severity") for a in snap.resolved_alerts],
-            "raised": [_utc(a.get("raised_at")) for a in snap.resolved_alerts],
-            "resolved": [_utc(a.get("resolved_at")) for a in snap.resolved_alerts],
-            "message": [a.get("message") for a in snap.resolved_alerts]})
-
-    def _show_metrics(self, snap: Snapshot) -> None:
-        for name, (times, values) in snap.series.items():
+        self.shown = data
+        self.health.text = data.health_html
+        self.science.text = data.science_html
+        for name, columns in data.columns.items():
             if name in self.sources:
-                scale = PLOT_SCALE.get(name, 1.0)
-                self._set(name, {"t": _ms(times), "v": [scale * v for v in values]})
-        done_times, _ = snap.series.get("block_latency_s", ([], []))
-        hours: dict[float, int] = {}
-        for t in done_times:
-            start = t - t % SECONDS_PER_HOUR + SECONDS_PER_HOUR / 2
-            hours[start] = hours.get(start, 0) + 1
-        self._set("blocks_per_hour", {"t": _ms(list(hours)), "n": list(hours.values())})
-        self.flag_heatmap.show(snap.flag_heatmap, 2)
-        self.amp_heatmap.show(snap.solution_cells, 2)
-        self.phase_heatmap.show(snap.solution_cells, 3)
+                self._set_shared(name, columns)
+        self.flag_heatmap.show(data.heatmaps["flag_heatmap"])
+        self.amp_heatmap.show(data.heatmaps["solution_amp"])
+        self.phase_heatmap.show(data.heatmaps["solution_phase"])
+        if previous is None or data.blocks is not previous.blocks:
+            self._show_block(data)
+        if (previous is None or data.candidates is not previous.candidates
+                or data.light_curves is not previous.light_curves):
+            self._show_light_curve(data)
 
-    def _show_blocks(self, snap: Snapshot) -> None:
-        def cell(stages: dict[str, Any], stage: str) -> str:
-            s = stages.get(stage)
-            if s is None:
-                return ""
-            return f"{s['status']} {_seconds(s['seconds'])}".strip()
-
-        self._set("blocks", {
-            "block_id": [b["block_id"] for b in snap.blocks],
-            "status": [f"{b['status']} ({b['n_files']})" for b in snap.blocks],
-            "outcome": [b["outcome"] for b in snap.blocks],
-            **{stage: [cell(b["stages"], stage) for b in snap.blocks] for stage in STAGES}})
-        self._set("failures", {
-            "at": [_utc(f["at"]) for f in snap.failures],
-            **{key: [str(f[key]) for f in snap.failures]
-               for key in ("block_id", "stage", "error", "transient", "message", "input")}})
-
-    def _show_block(self, snap: Snapshot) -> None:
-        block = next((b for b in snap.blocks if b["block_id"] == self.block),
-                     snap.blocks[0] if snap.blocks else None)
+    def _show_block(self, data: PageData) -> None:
+        block = next((b for b in data.blocks if b["block_id"] == self.block),
+                     data.blocks[0] if data.blocks else None)
         if block is None:
             self.detail.text = "<h3>Block detail</h3><p>no blocks yet</p>"
             return
         lines = "".join(
             f"<tr><td>{stage}</td><td>{s['status']}</td><td>{s['attempts']}</td>"
-            f"<td>{_seconds(s['seconds'])}</td>"
+            f"<td>{seconds_text(s['seconds'])}</td>"
             f"<td>{html.escape(s['error'] or '')}</td></tr>"
             for stage, s in sorted(block["stages"].items(),
                                    key=lambda kv: STAGES.index(kv[0])
@@ -328,7 +278,7 @@ class DashboardPage:
         self.detail.text = (
             f"<h3>Block {html.escape(block['block_id'])}: {block['outcome']}</h3>"
             f"<p>{block['status']}, {block['n_files']} files, first seen "
-            f"{_utc(block['first_seen'])} UTC</p><table cellpadding='3'><tr><th>stage</th>"
+            f"{utc(block['first_seen'])} UTC</p><table cellpadding='3'><tr><th>stage</th>"
             f"<th>status</th><th>attempts</th><th>s</th><th>error</th></tr>{lines}</table>")
         spans = [(stage, s) for stage, s in block["stages"].items()
                  if stage in STAGES and s["finished_at"] is not None and s["seconds"] is not None]
@@ -340,25 +290,12 @@ class DashboardPage:
                        for _, s in spans],
             "label": [f"{s['status']} {s['seconds']:.1f} s" for _, s in spans]})
 
-    def _show_science(self, snap: Snapshot) -> None:
-        images = "".join(
-            f"<figure style='display:inline-block;margin:4px'><img src='{q['uri']}' "
-            f"style='max-width:420px'><figcaption>{q['kind']} {html.escape(q['block_id'])}"
-            f"</figcaption></figure>" for q in snap.quicklooks)
-        self.science.text = images or "<p>no quick-look images yet</p>"
-        self._set("candidates", {
-            "at": [_utc(c.get("at")) for c in snap.candidates],
-            "name": [str(c.get("name")) for c in snap.candidates],
-            "kind": [str(c.get("kind")) for c in snap.candidates],
-            "metrics": [str(c.get("metrics")) for c in snap.candidates]})
-        self._show_light_curve(snap)
-
-    def _show_light_curve(self, snap: Snapshot) -> None:
+    def _show_light_curve(self, data: PageData) -> None:
         """The selected candidate's light curve, else the newest candidate's that has one
         (MJD -> the time axis; Jy -> mJy)."""
-        name = self.candidate or next((str(c.get("name")) for c in snap.candidates
-                                       if c.get("name") in snap.light_curves), None)
-        curve = snap.light_curves.get(name) if name else None
+        name = self.candidate or next((str(c.get("name")) for c in data.candidates
+                                       if c.get("name") in data.light_curves), None)
+        curve = data.light_curves.get(name) if name else None
         if curve is None:
             self.curve.title.text = (f"Light curve: no measurements of {name}" if name else
                                      "Light curve: no candidate with measurements yet")
@@ -378,11 +315,12 @@ class DashboardPage:
 
 
 def make_document(doc: Document, config: PipelineConfig,
-                  latest: Callable[[], Snapshot]) -> None:
-    """Populate one session's document (the Bokeh application's function handler)."""
+                  page_data: Callable[[], PageData]) -> None:
+    """Populate one session's document (the Bokeh application's function handler);
+    ``page_data``: the page data cache all sessions share."""
     request = doc.session_context.request if doc.session_context else None
     arguments = request.arguments if request is not None else {}
-    page = DashboardPage(config, latest, arguments)
+    page = DashboardPage(config, page_data, arguments)
     page.refresh()
     doc.title = "contimg-dask pipeline dashboard"
     doc.add_root(page.layout)

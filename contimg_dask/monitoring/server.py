@@ -40,9 +40,10 @@ from contimg_dask.monitoring.archive_page import (
     ArchiveReader,
     ArchiveSearchHandler,
 )
-from contimg_dask.monitoring.exposition import SnapshotCollector, metrics_text
+from contimg_dask.monitoring.exposition import MetricsText
 from contimg_dask.monitoring.health import RED
 from contimg_dask.monitoring.page import make_document
+from contimg_dask.monitoring.page_data import PageDataCache
 from contimg_dask.monitoring.snapshot import LightCurveReader, SnapshotService
 
 log = get_logger(__name__)
@@ -88,8 +89,9 @@ class ReadOnlyHandler(RequestHandler):
     """Base of ``/health`` and ``/metrics``: GET only, the token when one is configured,
     and no query parameters but ``token``."""
 
-    def initialize(self, service: SnapshotService, token: str | None) -> None:
-        self.service, self.token = service, token
+    def initialize(self, service: SnapshotService, token: str | None,
+                   metrics: MetricsText) -> None:
+        self.service, self.token, self.metrics = service, token, metrics
 
     def prepare(self) -> None:
         if refuse_without_token(self, self.token):
@@ -119,9 +121,8 @@ class HealthHandler(ReadOnlyHandler):
 
 class MetricsHandler(ReadOnlyHandler):
     def get(self) -> None:
-        collector = SnapshotCollector(lambda: self.service.latest, time.time)
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(metrics_text(collector))
+        self.finish(self.metrics())
 
 
 def access_token(config: PipelineConfig, host: str) -> str | None:
@@ -142,15 +143,16 @@ def build_server(config: PipelineConfig, host: str, port: int,
     """The Bokeh server (not yet started) serving ``service``'s snapshots, and the archive's
     search page when ``archive`` is given."""
     token = access_token(config, host)
-    kwargs = {"service": service, "token": token}
+    kwargs = {"service": service, "token": token,
+              "metrics": MetricsText(lambda: service.latest, time.time)}
     pages: list[tuple[str, Any, dict[str, Any]]] = []
     if archive is not None:
         pages = [(r"/archive", ArchiveSearchHandler, {"archive": archive, "token": token}),
                  (r"/archive/file", ArchiveFileHandler, {"archive": archive, "token": token})]
     origins = [f"{host}:{port}"] + ([f"localhost:{port}", f"127.0.0.1:{port}"]
                                     if is_loopback(host) else [])
-    app = Application(FunctionHandler(
-        lambda doc: make_document(doc, config, lambda: service.latest)))
+    page_data = PageDataCache(lambda: service.latest)
+    app = Application(FunctionHandler(lambda doc: make_document(doc, config, page_data)))
     options: dict[str, Any] = {}
     if token is not None:
         options["auth_provider"] = TokenAuth(token)

@@ -120,11 +120,13 @@ class SnapshotBuilder:
         self._quicklooks: dict[str, str] = {}
         self._curves: dict[str, dict[str, list[float]]] = {}
         self._curves_key: tuple[Any, ...] | None = None
+        self._cells: tuple[int, list[Any], list[Any]] | None = None
 
     def _open(self) -> StateStore:
         if self.store is None:
             self.store = open_state_store(self.config)
-            self.tail = EventTail(self.store, self.config.monitoring.dashboard.max_events)
+            dash = self.config.monitoring.dashboard
+            self.tail = EventTail(self.store, dash.max_events, dash.recent_blocks)
         return self.store
 
     def build(self, now: float | None = None) -> Snapshot:
@@ -158,10 +160,7 @@ class SnapshotBuilder:
         for block in recent[::-1]:
             stages = {s.stage: _stage_row(s) for s in store.stages(block.block_id)}
             snap.blocks.append({**block.to_dict(), "stages": stages, "outcome": _outcome(stages)})
-        snap.flag_heatmap = antenna_cells(tail.antenna["antenna_flags"], ("flagged_fraction",),
-                                          dash.recent_blocks)
-        snap.solution_cells = antenna_cells(tail.antenna["solutions"],
-                                            ("amp", "phase_deg", "snr"), dash.recent_blocks)
+        snap.flag_heatmap, snap.solution_cells = self._antenna_cells(tail)
         snap.failures = [f.to_dict() for f in store.failures(limit=50)][::-1]
         since = now - 3600.0 * dash.history_h
         for name in SERIES:
@@ -169,6 +168,18 @@ class SnapshotBuilder:
             snap.series[name] = ([float(p.key) for p in points], [p.mean for p in points])
         snap.quicklooks = self._latest_quicklooks(store)
         snap.light_curves = self._candidate_light_curves(tail, snap.candidates, now)
+
+    def _antenna_cells(self, tail: EventTail) -> tuple[list[Any], list[Any]]:
+        """The heatmaps' cells, rebuilt only after new per-antenna events (the same lists
+        otherwise, so that the page data sees they did not change)."""
+        if self._cells is None or self._cells[0] != tail.antenna_updates:
+            last = self.config.monitoring.dashboard.recent_blocks
+            self._cells = (tail.antenna_updates,
+                           antenna_cells(tail.antenna["antenna_flags"], ("flagged_fraction",),
+                                         last),
+                           antenna_cells(tail.antenna["solutions"],
+                                         ("amp", "phase_deg", "snr"), last))
+        return self._cells[1], self._cells[2]
 
     def _candidate_light_curves(self, tail: EventTail, candidates: list[dict[str, Any]],
                                 now: float) -> dict[str, dict[str, list[float]]]:

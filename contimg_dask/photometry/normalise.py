@@ -15,12 +15,15 @@ import pandas as pd
 
 from contimg_dask.config.schema import PhotometryConfig
 from contimg_dask.ops.flux_normalisation import epoch_scales, normalise
+from contimg_dask.photometry.layout import (
+    FLAG_EPOCH_UNNORMALISED,
+    FLAG_NOT_MEASURED,
+    FLAG_UPPER_LIMIT,
+)
 from contimg_dask.science.photometry_catalog import PhotometryCatalog
 
-#: Flags of a measurement (bits of the ``flags`` column).
-FLAG_UPPER_LIMIT = 1
-FLAG_EPOCH_UNNORMALISED = 2  # too few valid references: no normalised flux
-FLAG_NOT_MEASURED = 4  # centre pixel blanked or without noise
+__all__ = ["FLAG_EPOCH_UNNORMALISED", "FLAG_NOT_MEASURED", "FLAG_UPPER_LIMIT",
+           "normalise_epoch", "reference_mask"]
 
 
 def reference_mask(rows: pd.DataFrame, catalog: PhotometryCatalog, beam_fwhm_arcsec: float,

@@ -10,7 +10,8 @@ Measuring an image again with the same catalogue replaces its table (atomically:
 under a temporary name, then renamed); a light curve is the union of the measurement tables
 of one catalogue version, one row per source per image. Updates of the variability table are
 serialised by a file lock on the root, so stages on several workers can record epochs of
-the same catalogue concurrently.
+the same catalogue concurrently. The paths and the ``flags`` bits are in
+photometry/layout.py (importable without pandas).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from contimg_dask.config.schema import PipelineConfig
 from contimg_dask.io.system.atomic import atomic_file, register_product_kind
+from contimg_dask.photometry.layout import PhotometryLayout, photometry_root
 
 #: Product kind of the Parquet tables (recognised by Parquet's leading magic bytes).
 PHOTOMETRY_TABLE = "photometry_table"
+
+__all__ = ["PHOTOMETRY_TABLE", "PhotometryTables", "file_starts_with", "photometry_root"]
 
 
 def file_starts_with(path: Path, magic: bytes) -> bool:
@@ -38,22 +41,8 @@ def file_starts_with(path: Path, magic: bytes) -> bool:
 register_product_kind(PHOTOMETRY_TABLE, lambda p: file_starts_with(p, b"PAR1"))
 
 
-def photometry_root(config: PipelineConfig) -> Path:
-    """The default root: ``<paths.products>/photometry``."""
-    return config.paths.products / "photometry"
-
-
-class PhotometryTables:
+class PhotometryTables(PhotometryLayout):
     """The tables under ``root`` (see the module docstring)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def measurement_path(self, image_stem: str, version: str) -> Path:
-        return self.root / "measurements" / f"{image_stem}__{version}.parquet"
-
-    def variability_path(self, version: str) -> Path:
-        return self.root / f"variability__{version}.parquet"
 
     def lock(self) -> FileLock:
         """The lock serialising updates of the variability tables."""
@@ -66,15 +55,6 @@ class PhotometryTables:
         with atomic_file(path, PHOTOMETRY_TABLE) as tmp:
             table.to_parquet(tmp, index=False)
         return path
-
-    def versions(self) -> list[str]:
-        """Catalogue versions with a variability table, newest first."""
-        files = sorted(self.root.glob("variability__*.parquet"),
-                       key=lambda p: p.stat().st_mtime, reverse=True)
-        return [p.stem.partition("__")[2] for p in files]
-
-    def measurement_files(self, version: str) -> list[Path]:
-        return sorted((self.root / "measurements").glob(f"*__{version}.parquet"))
 
     def measurements(self, version: str, names: list[str] | None = None) -> pd.DataFrame:
         """Every measurement of catalogue ``version`` (of ``names`` only, if given)."""

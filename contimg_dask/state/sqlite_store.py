@@ -548,7 +548,12 @@ class SqliteStateStore(SqliteMetrics):
     # -- whole store ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return status_summary(self, now=time.time())
+        # the stages without their results and errors: no JSON decoded to count them (the
+        # dashboard asks every second; decoding was 3/4 of its snapshot's CPU time)
+        counted = [_stage(r) for r in self._read(
+            "SELECT block_id, stage, status, attempts, token, worker, expires_at, NULL, NULL, "
+            "updated_at FROM stages ORDER BY id")]
+        return status_summary(self, now=time.time(), stages=counted)
 
     def export(self) -> dict[str, Any]:
         from contimg_dask.state.transfer import dump_store

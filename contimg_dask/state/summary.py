@@ -4,10 +4,11 @@ refused stale lease."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from contimg_dask.errors import LeaseLostError
-from contimg_dask.state.records import PENDING, RUNNING, FailureRecord, Lease
+from contimg_dask.state.records import PENDING, RUNNING, FailureRecord, Lease, StageStatus
 
 
 def lease_rejected_failure(lease: Lease, exc: LeaseLostError, at: float) -> FailureRecord:
@@ -17,13 +18,16 @@ def lease_rejected_failure(lease: Lease, exc: LeaseLostError, at: float) -> Fail
                          input=None, traceback_digest=None, at=at)
 
 
-def status_summary(store: Any, now: float) -> dict[str, Any]:
+def status_summary(store: Any, now: float,
+                   stages: Iterable[StageStatus] | None = None) -> dict[str, Any]:
     """Blocks by status, stages by stage and status, the leases held (seconds left; negative:
-    expired, waiting for the reaper), the backlog (pending stages) and the failures kept."""
+    expired, waiting for the reaper), the backlog (pending stages) and the failures kept.
+    ``stages``: every stage (``store.stages()`` unless given; their results and errors are
+    not used, so a backend may give them without)."""
     blocks = Counter(b.status for b in store.blocks())
     by_stage: dict[str, Counter] = {}
     leases = []
-    for s in store.stages():
+    for s in store.stages() if stages is None else stages:
         by_stage.setdefault(s.stage, Counter())[s.status] += 1
         if s.status == RUNNING:
             leases.append({"block_id": s.block_id, "stage": s.stage, "worker": s.worker,
