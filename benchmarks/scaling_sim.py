@@ -123,10 +123,11 @@ def _loop_thread_cpu(native_id: int) -> float:
     return 0.0
 
 
-def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int,
-             time_factor: float) -> RunResult:
+def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: float,
+             drivers: int | None = None) -> RunResult:
     """Run ``n_blocks`` through ``inputs.stages`` on ``n_workers`` simulated workers with
-    as many pipeline drivers; see the module docstring."""
+    ``drivers`` pipeline drivers (default: one per worker); see benchmarks/scaling_model.py.
+    """
     from distributed import Client, LocalCluster, wait
 
     run = f"run{next(_RUNS)}"
@@ -173,8 +174,9 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int,
                     time.sleep(inputs.pipeline_overhead_s * f)
 
         started = time.monotonic()
-        with ThreadPoolExecutor(n_workers) as pool:
-            list(pool.map(drive, range(n_workers)))
+        n_drivers = drivers or n_workers
+        with ThreadPoolExecutor(n_drivers) as pool:
+            list(pool.map(drive, range(n_drivers)))
         makespan = time.monotonic() - started
         loop_cpu = _loop_thread_cpu(loop_id) - loop_cpu0
         process_cpu = time.process_time() - process_cpu0
