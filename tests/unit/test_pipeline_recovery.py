@@ -13,6 +13,8 @@ import pytest
 from contimg_dask.config import PipelineConfig
 from contimg_dask.config.schema import BreakerConfig, RetryConfig
 from contimg_dask.errors import CasaError, ConfigError, InputError, OutputError
+from contimg_dask.monitoring.event_tail import EventTail
+from contimg_dask.monitoring.health import DASK_BREAKER, GREEN, RED, check_breaker
 from contimg_dask.pipeline import Pipeline
 from contimg_dask.pipeline.cluster import ClusterUnavailableError
 from contimg_dask.pipeline.recipes import (
@@ -77,10 +79,17 @@ def test_dask_breaker_opens_on_a_lost_cluster_pauses_cluster_stages_then_closes(
         assert [pipeline.breakers.state(n) for n in ("dask", "disk", "casa")] == [
             "open", "closed", "closed"]
         assert pipeline._claimable() == []
+        # What the dashboard reads: the health line red, the breaker_open alert's metric.
+        tail = EventTail(pipeline.state, 100)
+        tail.update()
+        assert check_breaker(tail, DASK_BREAKER).status == RED
+        assert tail.open_breakers() == ["dask"]
         time.sleep(0.55)
         assert "flag" in pipeline._claimable()
         assert pipeline.breakers.call(deps, lambda: "trial") == "trial"
         assert pipeline.breakers.state("dask") == "closed"
+        tail.update()
+        assert check_breaker(tail, DASK_BREAKER).status == GREEN and not tail.open_breakers()
         events = [(e.data["name"], e.data["state"]) for e in pipeline.state.events(count=100)
                   if e.kind == "breaker"]
     assert events == [("dask", "open"), ("dask", "half_open"), ("dask", "closed")]
