@@ -82,7 +82,7 @@ FULL_WSCLEAN = tuple(
     for s in FULL_TCLEAN)
 #: The measured small-block run's recipe (benchmarks/scaling.py: ingest -> flag -> export,
 #: a 1-thread worker), for the check against it; its volumes are measured too.
-SMALL_SOURCE = "scaling_small.json, 1 worker: mean stage seconds"
+SMALL_SOURCE = "benchmarks/scaling.py's 1-worker run: mean stage seconds"
 
 
 def small_stages(measured: dict) -> tuple[StageCost, ...]:
@@ -235,6 +235,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     parser.add_argument("--blocks-per-worker", type=int, default=2)
     parser.add_argument("--time-factor", type=float, default=0.05)
+    parser.add_argument("--measured", default="scaling_small.json",
+                        help="benchmarks/scaling.py's results (under benchmarks/results) that "
+                             "the check runs against")
     parser.add_argument("--fs-bytes-per-s", type=float, default=SHARED_FS_BYTES_PER_S)
     parser.add_argument("--only", choices=["check", "tclean", "wsclean"], nargs="+",
                         default=["check", "tclean", "wsclean"])
@@ -245,9 +248,9 @@ def main() -> None:
     result.update({"redis": redis, "time_factor": args.time_factor,
                    "fs_bytes_per_s": args.fs_bytes_per_s})
     print("redis:", redis, flush=True)
-    measured = json.loads((RESULTS / "scaling_small.json").read_text())["runs"]
+    measured = json.loads((RESULTS / args.measured).read_text())["runs"]
     configs = {
-        "check": ("Check: small blocks as benchmarks/scaling.py ran them (1-thread workers)",
+        "check": (f"Check: the runs of {args.measured} (benchmarks/scaling.py, 1-thread workers)",
                   small_stages(measured[0]), small_overhead_s(measured[0]), 1,
                   [r["workers"] for r in measured], 4, 1.0),
         "tclean": ("Full blocks, tclean (the shipped engine)", FULL_TCLEAN, None, 2,
