@@ -166,12 +166,14 @@ def measure_redis(n_clients: int = 8, per_client: int = 100) -> dict[str, float]
 
 
 def sweep(inputs: ModelInputs, sizes: list[int], blocks_per_worker: int, time_factor: float,
-          progress: Callable[[RunResult], None] = lambda r: None) -> list[RunResult]:
-    """:func:`simulate` at each worker count, ``blocks_per_worker`` blocks per worker."""
-    rows = []
+          progress: Callable[[list[RunResult]], None] = lambda rows: None
+          ) -> list[RunResult]:
+    """:func:`simulate` at each worker count, ``blocks_per_worker`` blocks per worker;
+    ``progress`` gets the rows so far after each."""
+    rows: list[RunResult] = []
     for n in sizes:
         rows.append(simulate(inputs, n, blocks_per_worker * n, time_factor))
-        progress(rows[-1])
+        progress(rows)
     return rows
 
 
@@ -276,16 +278,20 @@ def main() -> None:
         inputs = model_inputs(stages, redis, overhead_s=overhead_full if overhead is None
                               else overhead, threads=threads,
                               fs_bytes_per_s=args.fs_bytes_per_s)
-        rows = sweep(inputs, sizes, per_worker, factor,
-                     lambda r, name=name: print(name, r.workers, f"{r.blocks_per_hour:.1f}/h",
-                                                r.utilisation, flush=True))
-        result[name] = {"title": title, "inputs": dataclasses.asdict(inputs),
-                        "time_factor": factor, "load_average": os.getloadavg()[0],
-                        **summary(rows)}
-        if name == "check":
-            result[name]["measured_blocks_per_hour"] = {
-                r["workers"]: r["blocks_per_hour"] for r in measured}
-        out.write_text(json.dumps(result, indent=2))
+
+        def record(rows: list[RunResult], name: str = name, title: str = title,
+                   inputs: ModelInputs = inputs, factor: float = factor) -> None:
+            print(name, rows[-1].workers, f"{rows[-1].blocks_per_hour:.1f}/h",
+                  rows[-1].utilisation, flush=True)
+            result[name] = {"title": title, "inputs": dataclasses.asdict(inputs),
+                            "time_factor": factor, "load_average": os.getloadavg()[0],
+                            **summary(rows)}
+            if name == "check":
+                result[name]["measured_blocks_per_hour"] = {
+                    r["workers"]: r["blocks_per_hour"] for r in measured}
+            out.write_text(json.dumps(result, indent=2))
+
+        sweep(inputs, sizes, per_worker, factor, record)
     write_markdown(result)
 
 

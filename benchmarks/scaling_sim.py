@@ -101,6 +101,18 @@ def _task(compute_s: float, io_s: float, fs: str, lock: str | None) -> None:
         sleep_until(_resource(fs).reserve(io_s))
 
 
+#: Distributed's periodic housekeeping that real workers do in their own processes: in one
+#: process, 64 workers' 20 ms ticks, 10 ms profile samples and 0.5 s system monitors share
+#: the scheduler's event loop and swamp it (heartbeats time out past 32 workers on 2
+#: cores). Slowed or off here; what the scheduler does per task is untouched.
+IN_PROCESS_QUIET = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.profile.enabled": False,
+    "distributed.scheduler.worker-ttl": None,
+}
+
+
 @dataclasses.dataclass
 class RunResult:
     """One simulated cluster: real-time rates and each resource's busy fraction."""
@@ -128,6 +140,7 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: fl
     """Run ``n_blocks`` through ``inputs.stages`` on ``n_workers`` simulated workers with
     ``drivers`` pipeline drivers (default: one per worker); see benchmarks/scaling_model.py.
     """
+    import dask
     from distributed import Client, LocalCluster, wait
 
     run = f"run{next(_RUNS)}"
@@ -141,9 +154,10 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: fl
         with blocks_lock:
             return next(blocks, None)
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=inputs.threads_per_worker,
-                      processes=False, resources={"CASA": 1}, dashboard_address=None,
-                      worker_dashboard_address=None) as cluster, Client(cluster) as client:
+    with dask.config.set(IN_PROCESS_QUIET), LocalCluster(
+            n_workers=n_workers, threads_per_worker=inputs.threads_per_worker,
+            processes=False, resources={"CASA": 1}, memory_limit=0, dashboard_address=None,
+            worker_dashboard_address=None) as cluster, Client(cluster) as client:
         loop_id = client.run_on_scheduler(threading.get_native_id)
         client.gather([client.submit(time.sleep, 0, key=f"warm-{w}", workers=[w])
                        for w in client.scheduler_info()["workers"]])  # before the clock

@@ -10,6 +10,8 @@ it (sleeps never end early)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from benchmarks.scaling_sim import ModelInputs, StageCost, simulate
@@ -40,8 +42,10 @@ STAGE = StageCost("work", 0.2, "test", tasks=1)
     # task: k (r + d).
     ("serial", _inputs(STAGE, redis_s=0.1), 1, None, 3, 1.0, 3 * (0.1 + 0.2)),
     # Four drivers on one Redis (4 r > r + d: Redis saturates): it serves without a gap,
-    # k r, and the last block's task follows: k r + d. In real time with f = 0.5.
-    ("redis_bound", _inputs(STAGE, redis_s=0.1), 4, None, 8, 0.5, 8 * 0.1 + 0.2),
+    # k r, and the last block's task follows: k r + d. Twice the durations at f = 0.5: the
+    # same simulated times, twice the real ones.
+    ("redis_bound", _inputs(dataclasses.replace(STAGE, wall_s=0.4), redis_s=0.2), 4, None,
+     8, 0.5, 8 * 0.2 + 0.4),
     # Two drivers on one worker with two threads: their engine tasks take its one CASA slot
     # in turn (2 d), where the threads alone would let them overlap (d).
     ("casa_slot", _inputs(StageCost("image", 0.3, "test", tasks=1, casa=True), threads=2),
