@@ -205,7 +205,8 @@ def summary(rows: list[RunResult]) -> dict[str, object]:
                       "scheduler_cpu_s": row.scheduler_cpu_s, "tasks": row.tasks,
                       "scheduler_cpu_ms_per_task": 1e3 * row.scheduler_cpu_s / max(row.tasks, 1),
                       "blocks": row.blocks, "makespan_s": row.makespan_s,
-                      "process_cpu_s": row.process_cpu_s})
+                      "process_cpu_s": row.process_cpu_s,
+                      "stage_seconds": row.stage_seconds})
 
     def first(rate: float) -> int | None:
         return next((r.workers for r in rows if r.blocks_per_hour >= rate), None)
@@ -222,15 +223,16 @@ def table_lines(title: str, inputs: ModelInputs, result: dict) -> list[str]:
               f"{s.io_bytes / GB:.2f} | {s.source} |" for s in inputs.stages]
     lines += ["", "| workers | blocks | blocks/h | vs linear | busiest resource | CASA slots "
               "| Redis | shared FS | busiest mosaic lock | scheduler loop CPU (sim) | "
-              "scheduler ms CPU per task |", "| ---: | ---: | ---: | ---: | --- | ---: | "
-              "---: | ---: | ---: | ---: | ---: |"]
+              "scheduler ms CPU per task | s per block in each stage (submitted to done) |",
+              "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in result["rows"]:
         lines.append(
             f"| {r['workers']} | {r['blocks']} | {r['blocks_per_hour']:.1f} | "
             f"{r['vs_linear']:.2f} | {r['busiest']} | {r['util_casa_slots']:.0%} | "
             f"{r['util_redis']:.1%} | {r['util_shared_fs']:.0%} | "
             f"{r['util_busiest_mosaic_lock']:.0%} | {r['util_scheduler_loop_cpu']:.0%} | "
-            f"{r['scheduler_cpu_ms_per_task']:.2f} |")
+            f"{r['scheduler_cpu_ms_per_task']:.2f} | "
+            f"{', '.join(f'{k} {v:.1f}' for k, v in r.get('stage_seconds', {}).items())} |")
     keeps, month = result["keeps_up_workers"], result["thirty_days_in_a_day_workers"]
     largest = result["rows"][-1]["workers"]
     lines += ["", f"- keeps up with the telescope ({TELESCOPE_BLOCKS_PER_HOUR:.2f} blocks/h): "

@@ -115,7 +115,8 @@ IN_PROCESS_QUIET = {
 
 @dataclasses.dataclass
 class RunResult:
-    """One simulated cluster: real-time rates and each resource's busy fraction."""
+    """One simulated cluster: real-time rates, each resource's busy fraction and how long
+    each stage took (against its ``wall_s``: the waits for threads, slots and locks)."""
 
     workers: int
     blocks: int
@@ -126,6 +127,8 @@ class RunResult:
     scheduler_cpu_s: float
     tasks: int
     process_cpu_s: float
+    #: Mean real seconds per block from a stage's submission to its last task's end.
+    stage_seconds: dict[str, float]
 
 
 def _loop_thread_cpu(native_id: int) -> float:
@@ -149,6 +152,7 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: fl
     blocks = iter(range(n_blocks))
     blocks_lock = threading.Lock()
     casa_busy = [0.0]
+    stage_s = {stage.name: 0.0 for stage in inputs.stages}
 
     def next_block() -> int | None:
         with blocks_lock:
@@ -174,6 +178,7 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: fl
                     threads = 1 if stage.casa else inputs.threads_per_worker
                     compute_s = stage.wall_s * threads / stage.tasks * f
                     io_s = stage.io_bytes / inputs.fs_bytes_per_s / stage.tasks * f
+                    submitted = time.monotonic()
                     futures = [client.submit(
                         _task, compute_s, io_s, fs, lock, key=f"{stage.name}-{block}-{i}",
                         pure=False, resources={"CASA": 1} if stage.casa else None)
@@ -183,6 +188,7 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: fl
                     wait(futures)
                     for future in futures:
                         future.result()
+                    stage_s[stage.name] += time.monotonic() - submitted
                     if stage.casa:
                         casa_busy[0] += compute_s
                     time.sleep(inputs.pipeline_overhead_s * f)
@@ -207,7 +213,8 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: fl
                      "redis": redis.busy_s / makespan, "shared_fs": fs_busy / makespan,
                      "busiest_mosaic_lock": mosaic_busy / makespan,
                      "scheduler_loop_cpu": loop_cpu / makespan},
-        scheduler_cpu_s=loop_cpu, tasks=next(tasks), process_cpu_s=process_cpu)
+        scheduler_cpu_s=loop_cpu, tasks=next(tasks), process_cpu_s=process_cpu,
+        stage_seconds={k: v / f / n_blocks for k, v in stage_s.items()})
 
 
 _RUNS = itertools.count()
