@@ -251,6 +251,9 @@ def main() -> None:
     parser.add_argument("--measured", default="scaling_small.json",
                         help="benchmarks/scaling.py's results (under benchmarks/results) that "
                              "the check runs against")
+    parser.add_argument("--tag", default="",
+                        help="a suffix for the results' section names (a variant run kept "
+                             "beside the default one), e.g. _f0.15")
     parser.add_argument("--fs-bytes-per-s", type=float, default=SHARED_FS_BYTES_PER_S)
     parser.add_argument("--only", nargs="+", default=list(CONFIGS),
                         choices=list(CONFIGS))
@@ -275,8 +278,9 @@ def main() -> None:
                                args.blocks_per_worker, args.time_factor),
     }
     overhead_full = small_overhead_s(measured[0])
-    for name in args.only:
-        title, stages, overhead, threads, sizes, per_worker, factor = configs[name]
+    for config_name in args.only:
+        title, stages, overhead, threads, sizes, per_worker, factor = configs[config_name]
+        name, title = config_name + args.tag, title + args.tag.replace("_", " ")
         inputs = model_inputs(stages, redis, overhead_s=overhead_full if overhead is None
                               else overhead, threads=threads,
                               fs_bytes_per_s=args.fs_bytes_per_s)
@@ -319,10 +323,9 @@ def write_markdown(result: dict) -> None:
              "figure to scale by the real task rate. All drivers start at once and every "
              "block takes the same time, so blocks of one mosaic period reach its lock "
              "together: the worst case for the lock (real blocks vary and spread out)."]
-    for name in CONFIGS:
-        if name not in result:
+    for section in result.values():
+        if not isinstance(section, dict) or "rows" not in section:
             continue
-        section = result[name]
         inputs = ModelInputs(**{**section["inputs"], "stages": tuple(
             StageCost(**s) for s in section["inputs"]["stages"])})
         lines += table_lines(f"{section['title']} (time factor {section['time_factor']}, "
