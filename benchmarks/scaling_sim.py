@@ -90,13 +90,9 @@ def _resource(name: str) -> FifoServer:
         return _RESOURCES.setdefault(name, FifoServer())
 
 
-def _task(compute_s: float, io_s: float, fs: str, lock: str | None) -> None:
-    """One sleeping task: ``compute_s`` (under ``lock``'s FIFO when given), then its share
-    of the shared file system's time."""
-    if lock is None:
-        time.sleep(compute_s)
-    else:
-        sleep_until(_resource(lock).reserve(compute_s))
+def _task(compute_s: float, io_s: float, fs: str) -> None:
+    """One sleeping task: ``compute_s``, then its share of the shared file system's time."""
+    time.sleep(compute_s)
     if io_s > 0:
         sleep_until(_resource(fs).reserve(io_s))
 
@@ -173,14 +169,18 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: fl
                 for stage in inputs.stages:
                     done = redis.reserve(inputs.redis_stage_service_s * f)
                     sleep_until(max(done, time.monotonic() + inputs.redis_stage_latency_s * f))
-                    lock = (f"{run}:mosaic{int(block // inputs.mosaic_period_blocks)}"
-                            if stage.lock else None)
-                    threads = 1 if stage.casa else inputs.threads_per_worker
+                    # The stage's tasks share the worker's threads (one: an engine).
+                    threads = 1 if stage.casa else min(inputs.threads_per_worker, stage.tasks)
                     compute_s = stage.wall_s * threads / stage.tasks * f
                     io_s = stage.io_bytes / inputs.fs_bytes_per_s / stage.tasks * f
                     submitted = time.monotonic()
+                    if stage.lock:  # the pipeline process waits for its turn, not a worker
+                        lock = _resource(
+                            f"{run}:mosaic{int(block // inputs.mosaic_period_blocks)}")
+                        held_s = stage.wall_s * f
+                        sleep_until(lock.reserve(held_s) - held_s)
                     futures = [client.submit(
-                        _task, compute_s, io_s, fs, lock, key=f"{stage.name}-{block}-{i}",
+                        _task, compute_s, io_s, fs, key=f"{stage.name}-{block}-{i}",
                         pure=False, resources={"CASA": 1} if stage.casa else None)
                         for i in range(stage.tasks)]
                     for _ in futures:
