@@ -1,5 +1,4 @@
-"""Scaling: blocks per hour with 1 and 2 Dask workers on this machine, in the same run, and a
-capacity model for larger clusters fed with what the run measured.
+"""Scaling: blocks per hour with 1 and 2 Dask workers on this machine, in the same run.
 
     python -m benchmarks.scaling [--blocks 4] [--preset small] [--workers 1 2]
 
@@ -11,14 +10,8 @@ advises). The recipe is ingest -> flag -> export. Blocks/hour is the number of b
 the wall time from the first process started to the last one finished; CPU seconds and the
 largest peak RSS are those of every process started (``getrusage`` of the children).
 
-The model (:func:`capacity_model`, a capacity model rather than a discrete-event
-simulation) takes the measured wall seconds per block at one worker, the bytes each block
-writes (and, in a second table, a full block's volume), the scheduler's tasks per block
-and the Redis rates of benchmarks/results/state.json, and gives blocks/hour for 4 to 64
-workers as the least of: workers / (worker-seconds per block) (compute), shared file
-system bandwidth / bytes per block (disk), scheduler task rate / tasks per block
-(scheduler), Redis operation rate / operations per block (Redis); and where that
-bottleneck moves. Results:
+The model past this machine is the simulation of benchmarks/scaling_model.py, fed with these
+runs' figures (and checked against them). Results:
 ``benchmarks/results/scaling_<preset>.json`` and ``.md``.
 """
 
@@ -45,22 +38,9 @@ from tests.state.redis_process import RedisProcess
 
 RECIPE = "[{stage: ingest}, {stage: flag}, {stage: export}]"
 STAGES = ("ingest", "flag", "export")
-#: The telescope's cadence: one block per 309 s.
-TELESCOPE_BLOCKS_PER_HOUR = 3600 / 309
-#: Assumed for the model (not measured here): a shared file system's aggregate write
-#: bandwidth (bytes/s), and a Dask scheduler's sustained task rate (tasks/s; distributed's
-#: documentation quotes ~200 µs of scheduler time per task).
-SHARED_FS_BYTES_PER_S = 1.0e9
-SCHEDULER_TASKS_PER_S = 5000.0
-#: What a full block writes while in work (docs: the store 1.4 GB, its Measurement Set
-#: ~2.8 GB, images ~0.1 GB; cluster/README.md): the model's second table.
-FULL_BLOCK_BYTES = 4.3e9
-#: Redis operations (claims, completes, events, metric samples) of one stage, as the
-#: orchestrator issues them: a claim, heartbeats, a complete, ~4 events, ~6 samples.
 #: A task's scheduler transitions (released, waiting, processing, memory, released,
 #: forgotten): the scheduler's transition counter over this is the number of tasks.
 TRANSITIONS_PER_TASK = 5
-REDIS_CALLS_PER_STAGE = {"claims": 1, "completes": 1, "events": 4, "metric_samples": 6}
 
 
 def _transitions(dask_scheduler) -> int:
@@ -160,80 +140,16 @@ def run_configuration(work: Path, staged: Path, n_workers: int, n_blocks: int) -
             "pipeline_processes_that_ran_stages": len(workers)}
 
 
-def capacity_model(measured: dict, redis_rates: dict, workers: list[int], *,
-                   bytes_per_block: float | None = None,
-                   shared_fs_bytes_per_s: float = SHARED_FS_BYTES_PER_S) -> list[dict]:
-    """Blocks/hour for each worker count as the least of four capacities (see the module
-    docstring), with the limiting one named. Compute: each worker (with its pipeline
-    process) takes the measured wall seconds per block of the 1-worker run, which holds
-    the pipeline's own work between stages as well as the stages'. ``bytes_per_block``
-    replaces the measured volume (e.g. a full block's)."""
-    worker_s = measured["wall_s"] * measured["workers"] / measured["blocks"]
-    volume = bytes_per_block or measured["bytes_written_per_block"]
-    per_block_redis = {k: n * len(measured["stage_seconds"])
-                       for k, n in REDIS_CALLS_PER_STAGE.items()}
-    redis_s = sum(per_block_redis[k] / redis_rates[k] for k in per_block_redis)
-    rows = []
-    for n in workers:
-        limits = {
-            "compute": n * 3600 / worker_s,
-            "disk": shared_fs_bytes_per_s * 3600 / volume,
-            "scheduler": SCHEDULER_TASKS_PER_S * 3600
-            / max(measured["scheduler_tasks_per_block"], 1.0),
-            "redis": 3600 / redis_s,
-        }
-        limit = min(limits, key=limits.get)
-        rows.append({"workers": n, "blocks_per_hour": limits[limit], "limit": limit,
-                     "linear_fraction": limits[limit] / limits["compute"], **{
-                         f"{k}_capacity": v for k, v in limits.items()}})
-    return rows
-
-
-def model_lines(title: str, rows: list[dict]) -> list[str]:
-    """A markdown table of :func:`capacity_model`'s rows."""
-    day = 24 * TELESCOPE_BLOCKS_PER_HOUR * 30
-    lines = ["", f"## {title}", "",
-             "| workers | blocks/h | limit | vs linear | compute / disk / scheduler / Redis "
-             "capacity | keeps up with the telescope | 30 days in one day |",
-             "| ---: | ---: | --- | ---: | --- | --- | --- |"]
-    for row in rows:
-        caps = " / ".join(f"{row[f'{k}_capacity']:.0f}"
-                          for k in ("compute", "disk", "scheduler", "redis"))
-        lines.append(f"| {row['workers']} | {row['blocks_per_hour']:.0f} | {row['limit']} | "
-                     f"{row['linear_fraction']:.2f} | {caps} | "
-                     f"{'yes' if row['blocks_per_hour'] >= TELESCOPE_BLOCKS_PER_HOUR else 'no'}"
-                     f" | {'yes' if row['blocks_per_hour'] * 24 >= day else 'no'} |")
-    return lines
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--full-block-bytes", type=float, default=FULL_BLOCK_BYTES,
-                        help="bytes a full block writes, for the model's second table")
-    parser.add_argument("--model-only", action="store_true",
-                        help="re-render the model from the last results JSON (no run)")
     args = parser.parse_args()
     out = RESULTS / f"scaling_{args.preset}.json"
-    if args.model_only:
-        result = json.loads(out.read_text())
-    else:
-        result = {"preset": args.preset, "runs": measure(args.preset, args.blocks,
-                                                         args.workers),
-                  "load_average": os.getloadavg()}
+    result = {"preset": args.preset, "runs": measure(args.preset, args.blocks, args.workers),
+              "load_average": os.getloadavg()}
     runs = result["runs"]
-    redis = next(r for r in json.loads((RESULTS / "state.json").read_text())["rows"]
-                 if r["backend"] == "redis" and r["durability"] == "always"
-                 and r["processes"] == 8)
-    sizes = [1, 2, 4, 8, 16, 32, 64]
-    result["model"] = capacity_model(runs[0], redis, sizes)
-    result["model_full_volume"] = capacity_model(runs[0], redis, sizes,
-                                                 bytes_per_block=args.full_block_bytes)
-    result["assumed"] = {"shared_fs_bytes_per_s": SHARED_FS_BYTES_PER_S,
-                         "scheduler_tasks_per_s": SCHEDULER_TASKS_PER_S,
-                         "full_block_bytes": args.full_block_bytes}
     RESULTS.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     base = runs[0]["blocks_per_hour"] / runs[0]["workers"]
@@ -252,11 +168,8 @@ def main() -> None:
     if len(runs) > 1:
         lines += ["", f"Ratio {runs[1]['workers']} / {runs[0]['workers']} workers: "
                   f"{runs[1]['blocks_per_hour'] / runs[0]['blocks_per_hour']:.2f}."]
-    lines += model_lines("Model: the measured blocks (1-worker costs)", result["model"])
-    lines += model_lines(f"Model: the same costs per block, a full block's volume "
-                         f"({args.full_block_bytes / 1e9:.1f} GB written per block, shared "
-                         f"file system {SHARED_FS_BYTES_PER_S / 1e9:.0f} GB/s)",
-                         result["model_full_volume"])
+    lines += ["", "Past this machine: the simulation of benchmarks/scaling_model.py "
+              "([scaling_model.md](scaling_model.md)), checked against these runs."]
     (RESULTS / f"scaling_{args.preset}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -103,7 +103,7 @@ class MonitoringConfig(Section):
 
 # -- the orchestrator (contimg_dask/pipeline, docs/operations.md) ------------------------------
 
-Dependency = Literal["casa", "state", "disk"]
+Dependency = Literal["casa", "state", "disk", "dask"]
 
 
 class RecipeStep(Section):
@@ -162,8 +162,8 @@ class OrchestratorConfig(Section):
     (well below ``state.lease_s``); ``min_free_fraction``: the products and stores file
     systems' free fraction below which a writing stage is refused (and an alert raised);
     ``latency_budget_s``: the time one block may take (the telescope's block cadence);
-    ``dependencies``: which external dependencies (``casa``, ``state``, ``disk``) each stage
-    uses, so that an open breaker pauses only the stages behind it;
+    ``dependencies``: which external dependencies (``casa``, ``state``, ``disk``, ``dask``)
+    each stage uses, so that an open breaker pauses only the stages behind it;
     ``max_nonfinite_fraction``: a subband with more non-finite visibilities than this is
     recorded as a bad-input failure (the block goes on without it)."""
 

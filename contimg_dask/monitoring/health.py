@@ -6,7 +6,8 @@
 - ``dask_scheduler``: ``dask.scheduler_address`` accepts a TCP connection (green with "local
   cluster" when none is configured: the pipeline starts its own);
 - ``casa``: the latest ``breaker`` event of ``monitoring.health.casa_breaker`` (closed green,
-  half_open amber, open red);
+  half_open amber, open red); ``dask`` the same for the Dask cluster's breaker (open while
+  the scheduler or the workers are lost);
 - one line per ``monitoring.health.processes`` (watcher, pipeline): the age of its newest
   ``heartbeat.<name>`` sample against ``heartbeat_amber_s``/``heartbeat_red_s``;
 - ``dask_workers``: the newest ``heartbeat.dask_workers`` sample (the number of workers the
@@ -32,6 +33,8 @@ from contimg_dask.monitoring.signals import disk_free_fraction
 from contimg_dask.state import StateStore
 
 GREEN, AMBER, RED = "green", "amber", "red"
+#: The Dask cluster's circuit breaker (``pipeline.dependencies``' ``dask``).
+DASK_BREAKER = "dask"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
 
 
@@ -94,6 +97,12 @@ def check_breaker(tail: EventTail, name: str) -> Check:
     return Check(name, status, f"breaker {state} since {breaker['at']:.0f} (Unix s)")
 
 
+def breaker_lines(config: PipelineConfig) -> list[str]:
+    """The breakers with a health line: CASA's (``monitoring.health.casa_breaker``) and the
+    Dask cluster's (``dask``: open while the scheduler or the workers are lost)."""
+    return [config.monitoring.health.casa_breaker, DASK_BREAKER]
+
+
 def _latest(store: StateStore, name: str, since: float) -> tuple[float, float] | None:
     """(time, value) of the newest sample of ``name`` since ``since``, if any."""
     points = store.metric_series(name, "raw", since=since)
@@ -138,11 +147,11 @@ def run_checks(store: StateStore, tail: EventTail | None, config: PipelineConfig
     checks = [state, check_disk(config), check_scheduler(config)]
     if status is None or tail is None:
         why = "unknown: the state store is down"
-        checks += [Check(config.monitoring.health.casa_breaker, AMBER, why)]
+        checks += [Check(name, AMBER, why) for name in breaker_lines(config)]
         checks += [Check(p, AMBER, why) for p in config.monitoring.health.processes]
         checks.append(Check("dask_workers", AMBER, why))
         return checks, None
-    checks.append(check_breaker(tail, config.monitoring.health.casa_breaker))
+    checks += [check_breaker(tail, name) for name in breaker_lines(config)]
     checks += [check_heartbeat(store, p, config, now) for p in config.monitoring.health.processes]
     checks.append(check_dask_workers(store, config, now))
     return checks, status

@@ -5,8 +5,9 @@ Which dependency a failure belongs to follows from its class: a CASA failure
 (:class:`~contimg_dask.errors.ExternalToolError`) counts against ``casa``, an unreachable
 state store (:class:`~contimg_dask.errors.StateUnavailableError`) against ``state``, a
 transient write failure (:class:`~contimg_dask.errors.OutputError`, ``OSError``) against
-``disk``. Permanent failures (bad input, a bug) never open a breaker: they say nothing about
-the dependency.
+``disk``, a lost Dask cluster (the scheduler gone, workers dying:
+:class:`~contimg_dask.pipeline.cluster.ClusterUnavailableError`) against ``dask``. Permanent
+failures (bad input, a bug) never open a breaker: they say nothing about the dependency.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from contimg_dask.errors import (
     StateUnavailableError,
 )
 from contimg_dask.logs import get_logger
+from contimg_dask.pipeline.cluster import ClusterUnavailableError
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
-DEPENDENCIES = ("casa", "state", "disk")
+DEPENDENCIES = ("casa", "state", "disk", "dask")
 #: pybreaker's state names to the shared vocabulary's (``breaker`` events).
 STATE_NAMES = {"closed": "closed", "open": "open", "half-open": "half_open"}
 
@@ -54,6 +56,8 @@ def _belongs_to(dependency: str) -> Callable[[BaseException], bool]:
             return isinstance(exc, ExternalToolError)
         if dependency == "state":
             return isinstance(exc, StateUnavailableError)
+        if dependency == "dask":
+            return isinstance(exc, ClusterUnavailableError)
         return isinstance(exc, OutputError | OSError)
     return belongs
 

@@ -319,10 +319,14 @@ def test_scheduler_killed_and_restarted(staged: Path, cluster: DaskProcesses,
     """SIGKILL to the scheduler during a stage's computation, a new one on the same port 3 s
     later: the pipeline's client reconnects, the stage fails transiently
     (``ClusterUnavailableError``, recorded) and runs again; every block completes with the
-    clean run's values."""
+    clean run's values. The ``dask`` breaker (``fail_max`` 1 here) opened on the loss,
+    paused the stages and closed on the trial that succeeded: its ``breaker`` events say so,
+    and no other breaker moved."""
     from distributed import Client
 
-    config = cluster_config(tmp_path, cluster_overrides(cluster, redis_server, "restart"))
+    config = cluster_config(tmp_path, {
+        **cluster_overrides(cluster, redis_server, "restart"),
+        "pipeline.breaker.fail_max": 1, "pipeline.breaker.reset_timeout_s": 2.0})
     with dask_client(config.dask) as client, Pipeline(config, client=client) as pipeline:
         thread = _run_in_thread(pipeline, _blocks(staged, config))
         wait_until(lambda: _busy_worker(client, "flag", pipeline.state) is not None,
@@ -342,6 +346,10 @@ def test_scheduler_killed_and_restarted(staged: Path, cluster: DaskProcesses,
         lost = [f for f in pipeline.state.failures(limit=1000)
                 if f.error == "ClusterUnavailableError"]
         assert lost and all(f.transient for f in lost), pipeline.state.failures()
+        breaker = [(e.data["name"], e.data["state"])
+                   for e in pipeline.state.events(count=10_000) if e.kind == "breaker"]
+    assert {name for name, _ in breaker} == {"dask"}, breaker
+    assert breaker[0] == ("dask", "open") and breaker[-1] == ("dask", "closed"), breaker
 
 
 def test_two_watchers_share_the_work(staged: Path, cluster: DaskProcesses,

@@ -146,8 +146,8 @@ def test_served_from_a_thread_of_the_caller(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
             report = json.loads(answer.read())
         assert {c["name"] for c in report["checks"]} == {
-            "state", "products_disk", "dask_scheduler", "casa", "watcher", "pipeline",
-            "dask_workers"}
+            "state", "products_disk", "dask_scheduler", "casa", "dask", "watcher",
+            "pipeline", "dask_workers"}
         assert next(c for c in report["checks"] if c["name"] == "state")["status"] == "green"
     finally:
         dashboard.stop()

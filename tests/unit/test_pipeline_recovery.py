@@ -13,6 +13,10 @@ import pytest
 from contimg_dask.config import PipelineConfig
 from contimg_dask.config.schema import BreakerConfig, RetryConfig
 from contimg_dask.errors import CasaError, ConfigError, InputError, OutputError
+from contimg_dask.monitoring.event_tail import EventTail
+from contimg_dask.monitoring.health import DASK_BREAKER, GREEN, RED, check_breaker
+from contimg_dask.pipeline import Pipeline
+from contimg_dask.pipeline.cluster import ClusterUnavailableError
 from contimg_dask.pipeline.recipes import (
     CALIBRATOR,
     TARGET,
@@ -26,6 +30,7 @@ from contimg_dask.pipeline.recovery import (
     check_free_space,
     retrying,
 )
+from tests.helpers import make_config
 
 
 def _raise(exc: Exception) -> None:
@@ -52,6 +57,42 @@ def test_breaker_opens_on_its_dependency_only_then_closes_after_a_good_trial() -
     assert breakers.available(["casa"])
     assert breakers.call(["casa"], lambda: 42) == 42
     assert changes == [("casa", "open"), ("casa", "half_open"), ("casa", "closed")]
+
+
+def test_dask_breaker_opens_on_a_lost_cluster_pauses_cluster_stages_then_closes(
+        tmp_path: Path) -> None:
+    """The orchestrator's breakers on a lost cluster (a fake failure: the error
+    ``on_cluster`` raises when the scheduler is gone; the real one is in
+    tests/e2e/test_cluster.py): ``dask`` opens after ``fail_max`` of them and nothing else
+    does, every stage (all need the cluster) is paused, the ``breaker`` events are in the
+    state store, and one good trial closes it."""
+    config = make_config(tmp_path, **{"pipeline.breaker.fail_max": 2,
+                                      "pipeline.breaker.reset_timeout_s": 0.5})
+    lost = ClusterUnavailableError("the Dask client is closed: no scheduler to run flag on",
+                                   stage="flag")
+    with Pipeline(config) as pipeline:
+        deps = pipeline._deps("flag")
+        assert "dask" in deps and "flag" in pipeline._claimable()
+        for _ in range(2):
+            with pytest.raises(ClusterUnavailableError):
+                pipeline.breakers.call(deps, lambda: _raise(lost))
+        assert [pipeline.breakers.state(n) for n in ("dask", "disk", "casa")] == [
+            "open", "closed", "closed"]
+        assert pipeline._claimable() == []
+        # What the dashboard reads: the health line red, the breaker_open alert's metric.
+        tail = EventTail(pipeline.state, 100)
+        tail.update()
+        assert check_breaker(tail, DASK_BREAKER).status == RED
+        assert tail.open_breakers() == ["dask"]
+        time.sleep(0.55)
+        assert "flag" in pipeline._claimable()
+        assert pipeline.breakers.call(deps, lambda: "trial") == "trial"
+        assert pipeline.breakers.state("dask") == "closed"
+        tail.update()
+        assert check_breaker(tail, DASK_BREAKER).status == GREEN and not tail.open_breakers()
+        events = [(e.data["name"], e.data["state"]) for e in pipeline.state.events(count=100)
+                  if e.kind == "breaker"]
+    assert events == [("dask", "open"), ("dask", "half_open"), ("dask", "closed")]
 
 
 def test_retries_transient_failures_only_recording_each_retried_one() -> None:
