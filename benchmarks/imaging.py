@@ -194,6 +194,28 @@ def _prepare(block: Path, work: Path) -> None:
         "wprojplanes": summary.wprojplanes}))
 
 
+def _prepare_cached(store: Path, catalog: Path, work: Path) -> None:
+    """The same preparation on an ingested, calibrated store cached by another benchmark
+    (``--store``, e.g. benchmarks/corrected_reads.py's): linked, not copied, and read only."""
+    from contimg_dask.io.store.block_view import fixed_centre_group, read_geometry
+    from contimg_dask.stages.contract import BlockRef
+    from contimg_dask.stages.image import BlockSummary, choose_deconvolver
+
+    prep = work / "prep"
+    prep.mkdir(parents=True)
+    (prep / "block.zarr").symlink_to(store.resolve())
+    shutil.copy(catalog, prep / "cal.csv")
+    view = fixed_centre_group(store, "rephased")
+    (prep / "centre.json").write_text(json.dumps([view.ra_rad, view.dec_rad]))
+    config = _config(work / "prep-config")
+    block_ref = BlockRef(read_geometry(store).block_id, store)
+    deconvolver, _ = choose_deconvolver(block_ref, config)
+    summary = BlockSummary(block_ref, config)
+    (prep / "choice.json").write_text(json.dumps({
+        "deconvolver": deconvolver, "reffreq_hz": summary.reference_frequency_hz,
+        "wprojplanes": summary.wprojplanes}))
+
+
 def main() -> None:
     import argparse
 
@@ -202,12 +224,22 @@ def main() -> None:
     parser.add_argument("--chains", default=",".join(CHAINS))
     parser.add_argument("--work", default="imaging", help="run directory under the cache "
                         "(results are named after it unless it is the default)")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where the run directory "
+                        "and the simulated block live")
+    parser.add_argument("--block-dir", type=Path, help="a cached simulated block (its subband "
+                        "files: the reference reads them) instead of simulating one")
+    parser.add_argument("--store", type=Path, help="with --block-dir: that block's ingested, "
+                        "calibrated store (read only) instead of ingesting it")
+    parser.add_argument("--catalog", type=Path, help="with --store: its calibrator catalogue")
     args = parser.parse_args()
-    block = block_without_gains(args.preset)
-    work = CACHE / args.work
+    block = args.block_dir or block_without_gains(args.preset)
+    work = args.cache / args.work
     name = f"imaging_{args.preset}" + ("" if args.work == "imaging" else f"_{args.work}")
     shutil.rmtree(work, ignore_errors=True)
-    _prepare(block, work)
+    if args.store is not None:
+        _prepare_cached(args.store, args.catalog, work)
+    else:
+        _prepare(block, work)
     results = {}
     for chain in args.chains.split(","):
         try:
