@@ -1,7 +1,8 @@
 """Baseline-dependent time averaging in the export for imaging (``imaging.bda_max_loss``),
 end to end with WSClean (the cheaper engine) on one noise-free small block (48 antennas)
-with point sources at the edge of the imaged field (1.9 deg, inside the PB cutoff), imaged
-with and without the averaging:
+with point sources near the corners of a 768 x 10" image (1.4 deg from the centre; the
+averaging's field radius is then the image's corner, 1.51 deg), imaged with and without the
+averaging:
 
 - each source's peak with averaging is within ``bda_max_loss`` + 0.5 % of its peak without;
 - the averaged MS has the rows expected from the baselines' uv rates, computed here from the
@@ -26,19 +27,15 @@ from tests.image_fits import fit_point_source
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 MAX_LOSS = 0.01
-EDGE_DEG = 1.9
-# 1536 x 10": 4.3 deg across, so that sources 1.9 deg east and north lie inside the image;
-# the field's radius for the averaging is then the PB cutoff (1.98 deg at the band's bottom).
-GRID = {"imaging.imsize": 1536, "imaging.cell_arcsec": 10.0, "imaging.keep_ms": True}
+IMSIZE, CELL_ARCSEC = 768, 10.0
+GRID = {"imaging.imsize": IMSIZE, "imaging.cell_arcsec": CELL_ARCSEC, "imaging.keep_ms": True}
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, dict]:
     root = tmp_path_factory.mktemp("bda")
-    block, truth, catalog = _simulate(root, [(EDGE_DEG, 0.0, 3.0, -0.7),
-                                             (0.0, EDGE_DEG, 3.0, -0.7),
-                                             (-EDGE_DEG / np.sqrt(2), EDGE_DEG / np.sqrt(2),
-                                              3.0, -0.7)], seed=7, noise=False)
+    block, truth, catalog = _simulate(root, [(1.0, 1.0, 3.0, -0.7), (-1.0, 0.95, 2.0, -0.7),
+                                             (1.0, -1.0, 2.5, -0.7)], seed=7, noise=False)
     results = {}
     for label, loss in (("plain", None), ("bda", MAX_LOSS)):
         results[label] = _image(root / label, block, catalog, "wsclean",
@@ -80,9 +77,10 @@ def test_averaged_ms_has_the_expected_rows(images: tuple) -> None:
     tau = float(before["INTERVAL"][0])
     times = np.unique(before["TIME"])
     n_t = len(times)
-    # the largest fringe rate at the field's edge (the PB cutoff at the band's bottom: the
-    # 1536 x 10" image's corner is further) per baseline, from the MS's UVWs
-    radius_rad = airy_radius_at(0.2, before["FREQ_MIN"], 4.65)
+    # the largest fringe rate at the field's edge (the image's corner, or the PB cutoff at
+    # the band's bottom if nearer) per baseline, from the MS's UVWs
+    radius_rad = min(np.radians(IMSIZE * CELL_ARCSEC / 3600) / np.sqrt(2),
+                     airy_radius_at(0.2, before["FREQ_MIN"], 4.65))
     expected_rows = 0
     pairs = sorted(set(zip(before["ANTENNA1"], before["ANTENNA2"], strict=True)))
     x_max = sinc_argument_for_loss(MAX_LOSS)

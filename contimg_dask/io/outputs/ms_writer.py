@@ -454,7 +454,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             np.negative(row_centroids(time_averaging, uvw_tb, w_in, f_in), out=slot["uvw"])
             slot["time_centroid"][...] = row_centroids(time_averaging, mjd_tb, w_in, f_in)[:, 0]
         if per_channel:
-            slot["weight"].reshape(shape)[...] = w
+            slot["weight"][...] = w.reshape(rows_shape)
         start = s * block_rows
         rows = slice(start, start + block_rows)
         varies = _row_weights_and_flags(w.reshape(rows_shape), slot["flag"],
