@@ -104,7 +104,8 @@ def _source_peaks(block_dir: Path, image: Path) -> list[dict]:
     ra0, dec0 = header["CRVAL1"], header["CRVAL2"]
     out = []
     for source in read_truth(next(block_dir.glob("*_truth.h5")))["sources"]:
-        east = (source["ra_deg"] - ra0) * np.cos(np.radians(dec0))
+        # WSClean writes RA in (-180, 180]
+        east = ((source["ra_deg"] - ra0 + 180) % 360 - 180) * np.cos(np.radians(dec0))
         north = source["dec_deg"] - dec0
         if source["flux_jy"] < 0.3 or np.hypot(east, north) > 1.9:
             continue
