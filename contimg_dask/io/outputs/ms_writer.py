@@ -270,12 +270,6 @@ def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np
     return varies
 
 
-def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(first row, value) of each run of equal consecutive ``values``."""
-    starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
-    return starts, values[starts]
-
-
 def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
              spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA",
              overwrite: bool = False, average_width: int = 1,
@@ -390,8 +384,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         slot_specs.append(("corrected", rows_shape, "complex64"))
     if per_channel:
         slot_specs.append(("weight", rows_shape, "float32"))
-    if time_averaging is not None:
-        slot_specs.append(("time_centroid", (block_rows,), "float64"))
+    if time_averaging is not None:  # per-row times: columns of their own, not runs
+        slot_specs += [(name, (block_rows,), "float64")
+                       for name in ("time", "time_centroid", "interval")]
 
     def prepare(s: int, slot: dict[str, np.ndarray]) -> tuple[list[tuple[str, str, int]],
                                                                bool]:
@@ -453,6 +448,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             # MS convention: UVW of opposite sign
             np.negative(row_centroids(time_averaging, uvw_tb, w_in, f_in), out=slot["uvw"])
             slot["time_centroid"][...] = row_centroids(time_averaging, mjd_tb, w_in, f_in)[:, 0]
+            slot["time"][...] = time_averaging.midpoints(mjd_s)
+            slot["interval"][...] = time_averaging.intervals(interval)
         if per_channel:
             slot["weight"][...] = w.reshape(rows_shape)
         start = s * block_rows
@@ -466,7 +463,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         if per_channel:
             puts.append(("WEIGHT_SPECTRUM", "weight", start))
         if time_averaging is not None:
-            puts.append(("TIME_CENTROID", "time_centroid", start))
+            puts += [("TIME", "time", start), ("TIME_CENTROID", "time_centroid", start),
+                     ("INTERVAL", "interval", start), ("EXPOSURE", "interval", start)]
         return puts, varies
 
     with atomic_directory(out, "ms", overwrite) as tmp:
@@ -474,8 +472,12 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         tiles = _tile_spec(n_chan, n_pol, tile_rows)
         desc = maketabdesc(_column_descs(n_chan, n_pol, with_corrected, per_channel))
         dminfo = makedminfo(desc, tiles)
+        # Time-averaged rows change TIME and INTERVAL from row to row: as runs they would
+        # cost one IncrementalStMan insertion per row (minutes for a full block), so they
+        # stay with the default storage manager and are written a window at a time.
+        run_columns = [c for c in RUN_COLUMNS if time_averaging is None or c == "DATA_DESC_ID"]
         dminfo[f"*{len(dminfo) + 1}"] = {"TYPE": "IncrementalStMan", "NAME": "Runs",
-                                         "SPEC": {}, "COLUMNS": list(RUN_COLUMNS)}
+                                         "SPEC": {}, "COLUMNS": run_columns}
         ms = default_ms(str(tmp), desc, dminfo)
         regions = _visibility_regions(ms, tmp, n_rows, block_rows, n_spw, tile_rows)
         ms.close()
@@ -500,14 +502,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
                     writer.put_runs(name, integration_starts, np.tile(mjd_s, n_spw))
                 for name in ("INTERVAL", "EXPOSURE"):
                     writer.put_runs(name, [0], [interval])
-            else:  # TIME_CENTROID goes with each window's slot
-                window_starts = np.arange(n_spw) * block_rows
-                for name, per_row in (("TIME", time_averaging.midpoints(mjd_s)),
-                                      ("INTERVAL", time_averaging.intervals(interval)),
-                                      ("EXPOSURE", time_averaging.intervals(interval))):
-                    starts, values = _runs(per_row)
-                    writer.put_runs(name, (window_starts[:, None] + starts).ravel(),
-                                    np.tile(values, n_spw))
+            # else: TIME, TIME_CENTROID, INTERVAL, EXPOSURE go with each window's slot
             writer.put_runs("DATA_DESC_ID", np.arange(n_spw) * block_rows,
                             np.arange(n_spw, dtype=np.int32))
             for name, value in CONSTANT_COLUMNS.items():
