@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from scipy.optimize import brentq
 
 from contimg_dask.constants import SPEED_OF_LIGHT
+from contimg_dask.ops.channel_average import weighted_mean
 
 
 def sinc_argument_for_loss(max_loss: float) -> float:
@@ -106,28 +107,14 @@ def _average_rows(vis: NDArray, flag: NDArray, weight: NDArray, row_bl: NDArray,
                   out_flag: NDArray, out_weight: NDArray) -> None:
     n_c, n_p = vis.shape[2], vis.shape[3]
     for r in range(len(row_bl)):
-        b, t0, t1 = row_bl[r], row_start[r], row_stop[r]
+        b, span = row_bl[r], slice(row_start[r], row_stop[r])
         for c in range(n_c):
             for p in range(n_p):
-                total = 0j
-                w_total = 0.0
-                plain = 0j
-                w_all = 0.0
-                for t in range(t0, t1):
-                    w = weight[t, b, c, p]
-                    plain += vis[t, b, c, p]
-                    w_all += w
-                    if not flag[t, b, c, p]:
-                        total += w * vis[t, b, c, p]
-                        w_total += w
-                if w_total > 0:
-                    out_vis[r, c, p] = total / w_total
-                    out_weight[r, c, p] = w_total
-                    out_flag[r, c, p] = False
-                else:  # every input flagged (or weightless): flagged, plain mean kept
-                    out_vis[r, c, p] = plain / (t1 - t0)
-                    out_weight[r, c, p] = w_all
-                    out_flag[r, c, p] = True
+                value, w, flagged = weighted_mean(vis[span, b, c, p], flag[span, b, c, p],
+                                                  weight[span, b, c, p])
+                out_vis[r, c, p] = value
+                out_weight[r, c, p] = w
+                out_flag[r, c, p] = flagged
 
 
 def average_rows(averaging: TimeAveraging, vis: NDArray[np.complex64],
