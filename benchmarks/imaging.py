@@ -12,6 +12,8 @@ tree sampled):
 - ``ours_tclean``: the image stage (MS export for imaging with 16 channels per subband,
   tclean in a CASA worker, PB, products, PNGs), the configured image size, cell, niter;
 - ``ours_wsclean``: the same stage with WSClean;
+- ``ours_tclean_bda``, ``ours_wsclean_bda``: the same with the configured baseline-dependent
+  time averaging (``imaging.bda_max_loss``; the two above run without it);
 - ``reference``: pyuvdata reads, combines, phases and writes the MS (the reference
   conversion, timed apart), then tclean on all 768 channels with the same image size, cell,
   weighting, gridder, deconvolver and niter; its dirty image (niter 0) is timed too.
@@ -27,6 +29,8 @@ import resource
 import shutil
 import time
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.chains import chain_or_main, write_report
 from benchmarks.run import CACHE, RESULTS, run_chain
@@ -60,13 +64,13 @@ def _store(work: Path) -> Path:
     return work.parent / "prep" / "block.zarr"
 
 
-def _ours(block_dir: Path, work: Path, engine: str) -> dict:
+def _ours(block_dir: Path, work: Path, engine: str, bda_max_loss: float | None) -> dict:
     from contimg_dask.io.store.block_view import read_geometry
     from contimg_dask.stages.contract import BlockRef
     from contimg_dask.stages.image import ImageStage
 
     store = _store(work)
-    config = _config(work, **{"imaging.engine": engine})
+    config = _config(work, **{"imaging.engine": engine, "imaging.bda_max_loss": bda_max_loss})
     t0 = time.perf_counter()
     own0, children0 = _cpu_seconds(resource.RUSAGE_SELF), _cpu_seconds(resource.RUSAGE_CHILDREN)
     result = ImageStage(work / "images").run(BlockRef(read_geometry(store).block_id, store),
@@ -80,7 +84,37 @@ def _ours(block_dir: Path, work: Path, engine: str) -> dict:
         "export_s", "engine_s", "products_s", "deconvolver", "noise_jy", "peak_jy",
         "dynamic_range", "beam_major_arcsec", "beam_minor_arcsec", "engine_version",
         "channel_average", "imsize", "cell_arcsec", "wprojplanes", "max_w_lambda",
-        "deepest_negative_sigma")})
+        "deepest_negative_sigma", "rows_per_window", "rows_per_window_recorded",
+        "time_average_max_factor")})
+    out["sources"] = _source_peaks(block_dir, result.product("image_pbcor").path)
+    return out
+
+
+def _source_peaks(block_dir: Path, image: Path) -> list[dict]:
+    """The PB-corrected peak (Jy/beam, fitted restoring beam) of every true source of the
+    block above 0.3 Jy inside the image's PB cutoff, with its offset east and north (deg)
+    of the image centre: the same sources compared between chains (e.g. with and without
+    time averaging)."""
+    from astropy.io import fits
+
+    from tests.helpers import read_truth
+    from tests.image_fits import fit_point_source
+
+    header = fits.getheader(image)
+    ra0, dec0 = header["CRVAL1"], header["CRVAL2"]
+    out = []
+    for source in read_truth(next(block_dir.glob("*_truth.h5")))["sources"]:
+        # WSClean writes RA in (-180, 180]
+        east = ((source["ra_deg"] - ra0 + 180) % 360 - 180) * np.cos(np.radians(dec0))
+        north = source["dec_deg"] - dec0
+        if source["flux_jy"] < 0.3 or np.hypot(east, north) > 1.9:
+            continue
+        try:
+            peak = fit_point_source(image, source["ra_deg"], source["dec_deg"]).peak
+        except (ValueError, IndexError):  # blanked (NaN) or at the image's edge
+            continue
+        out.append({"name": source["name"], "east_deg": float(east),
+                    "north_deg": float(north), "peak_jy": float(peak)})
     return out
 
 
@@ -102,11 +136,21 @@ def timed_chain(chain: str, block: Path, work: Path) -> dict:
 
 
 def ours_tclean(block_dir: Path, work: Path) -> dict:
-    return _ours(block_dir, work, "tclean")
+    return _ours(block_dir, work, "tclean", None)
 
 
 def ours_wsclean(block_dir: Path, work: Path) -> dict:
-    return _ours(block_dir, work, "wsclean")
+    return _ours(block_dir, work, "wsclean", None)
+
+
+def ours_tclean_bda(block_dir: Path, work: Path) -> dict:
+    """``ours_tclean`` with the configured baseline-dependent time averaging."""
+    return _ours(block_dir, work, "tclean", _config(work).imaging.bda_max_loss)
+
+
+def ours_wsclean_bda(block_dir: Path, work: Path) -> dict:
+    """``ours_wsclean`` with the configured baseline-dependent time averaging."""
+    return _ours(block_dir, work, "wsclean", _config(work).imaging.bda_max_loss)
 
 
 def reference(block_dir: Path, work: Path) -> dict:
@@ -161,7 +205,9 @@ def export_mstransform(block_dir: Path, work: Path) -> dict:
             "mstransform_s": time.perf_counter() - t0 - written}
 
 
-CHAINS = {"ours_tclean": ours_tclean, "ours_wsclean": ours_wsclean, "reference": reference,
+CHAINS = {"ours_tclean": ours_tclean, "ours_wsclean": ours_wsclean,
+          "ours_tclean_bda": ours_tclean_bda, "ours_wsclean_bda": ours_wsclean_bda,
+          "reference": reference,
           "export_writer_average": export_writer_average,
           "export_mstransform": export_mstransform}
 
@@ -194,6 +240,28 @@ def _prepare(block: Path, work: Path) -> None:
         "wprojplanes": summary.wprojplanes}))
 
 
+def _prepare_cached(store: Path, catalog: Path, work: Path) -> None:
+    """The same preparation on an ingested, calibrated store cached by another benchmark
+    (``--store``, e.g. benchmarks/corrected_reads.py's): linked, not copied, and read only."""
+    from contimg_dask.io.store.block_view import fixed_centre_group, read_geometry
+    from contimg_dask.stages.contract import BlockRef
+    from contimg_dask.stages.image import BlockSummary, choose_deconvolver
+
+    prep = work / "prep"
+    prep.mkdir(parents=True)
+    (prep / "block.zarr").symlink_to(store.resolve())
+    shutil.copy(catalog, prep / "cal.csv")
+    view = fixed_centre_group(store, "rephased")
+    (prep / "centre.json").write_text(json.dumps([view.ra_rad, view.dec_rad]))
+    config = _config(work / "prep-config")
+    block_ref = BlockRef(read_geometry(store).block_id, store)
+    deconvolver, _ = choose_deconvolver(block_ref, config)
+    summary = BlockSummary(block_ref, config)
+    (prep / "choice.json").write_text(json.dumps({
+        "deconvolver": deconvolver, "reffreq_hz": summary.reference_frequency_hz,
+        "wprojplanes": summary.wprojplanes}))
+
+
 def main() -> None:
     import argparse
 
@@ -202,12 +270,22 @@ def main() -> None:
     parser.add_argument("--chains", default=",".join(CHAINS))
     parser.add_argument("--work", default="imaging", help="run directory under the cache "
                         "(results are named after it unless it is the default)")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where the run directory "
+                        "and the simulated block live")
+    parser.add_argument("--block-dir", type=Path, help="a cached simulated block (its subband "
+                        "files: the reference reads them) instead of simulating one")
+    parser.add_argument("--store", type=Path, help="with --block-dir: that block's ingested, "
+                        "calibrated store (read only) instead of ingesting it")
+    parser.add_argument("--catalog", type=Path, help="with --store: its calibrator catalogue")
     args = parser.parse_args()
-    block = block_without_gains(args.preset)
-    work = CACHE / args.work
+    block = args.block_dir or block_without_gains(args.preset)
+    work = args.cache / args.work
     name = f"imaging_{args.preset}" + ("" if args.work == "imaging" else f"_{args.work}")
     shutil.rmtree(work, ignore_errors=True)
-    _prepare(block, work)
+    if args.store is not None:
+        _prepare_cached(args.store, args.catalog, work)
+    else:
+        _prepare(block, work)
     results = {}
     for chain in args.chains.split(","):
         try:
@@ -254,8 +332,34 @@ def main() -> None:
                          f"{r['deconvolver']}, w-planes {r.get('wprojplanes')}, noise "
                          f"{1e3 * r['noise_jy']:.2f} mJy/beam, DR {r['dynamic_range']:.0f}, "
                          f"deepest negative {r['deepest_negative_sigma']:.1f} sigma, beam "
-                         f"{r['beam_major_arcsec']:.1f}\" x {r['beam_minor_arcsec']:.1f}\" |")
+                         f"{r['beam_major_arcsec']:.1f}\" x {r['beam_minor_arcsec']:.1f}\"; "
+                         f"MS rows per window {r['rows_per_window']} of "
+                         f"{r['rows_per_window_recorded']} recorded |")
+    lines += _source_table(results)
     write_report(RESULTS / f"{name}.md", lines)
+
+
+def _source_table(results: dict) -> list[str]:
+    """The PB-corrected peaks of the same true sources in every image chain, and the ratio
+    with / without time averaging for each engine run both ways."""
+    chains = [c for c, r in results.items() if "sources" in r]
+    if not chains:
+        return []
+    peaks = {c: {s["name"]: s for s in results[c]["sources"]} for c in chains}
+    pairs = [(c, f"{c}_bda") for c in chains if f"{c}_bda" in peaks]
+    names = sorted(set.intersection(*(set(p) for p in peaks.values())),
+                   key=lambda n: -abs(peaks[chains[0]][n]["east_deg"]))
+    lines = ["", "PB-corrected peaks (Jy/beam) of the true sources above 0.3 Jy within 1.9 deg:",
+             "", "| source | east deg | north deg | " + " | ".join(chains)
+             + "".join(f" | {b} / {a}" for a, b in pairs) + " |",
+             "|---|---|---|" + "---|" * (len(chains) + len(pairs))]
+    for n in names:
+        first = peaks[chains[0]][n]
+        lines.append(f"| {n} | {first['east_deg']:+.2f} | {first['north_deg']:+.2f} | "
+                     + " | ".join(f"{peaks[c][n]['peak_jy']:.4f}" for c in chains)
+                     + "".join(f" | {peaks[b][n]['peak_jy'] / peaks[a][n]['peak_jy']:.4f}"
+                               for a, b in pairs) + " |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -300,6 +300,7 @@ class ImagingConfig(Section):
     quicklook: bool
     wsclean_binary: str
     wsclean_baseline_averaging_lambda: PositiveFloat | None
+    bda_max_loss: Annotated[float, Field(gt=0, le=0.1)] | None
 
 
 class PresetConfig(Section):

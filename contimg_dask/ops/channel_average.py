@@ -11,6 +11,27 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def weighted_mean(vis: NDArray, flag: NDArray, weight: NDArray) -> tuple[complex, float, bool]:
+    """(value, weight, flagged) of 1-D samples averaged into one: the weighted mean of the
+    unflagged samples and the sum of their weights; where every sample is flagged (or
+    weightless), the plain mean, the sum of all weights, flagged."""
+    total = 0j
+    w_total = 0.0
+    plain = 0j
+    w_all = 0.0
+    for i in range(len(vis)):
+        w = weight[i]
+        plain += vis[i]
+        w_all += w
+        if not flag[i]:
+            total += w * vis[i]
+            w_total += w
+    if w_total > 0:
+        return total / w_total, w_total, False
+    return plain / len(vis), w_all, True
+
+
 @numba.njit(nogil=True, cache=True)
 def _average(vis: NDArray, flag: NDArray, weight: NDArray, width: int, out_vis: NDArray,
              out_flag: NDArray, out_weight: NDArray) -> None:
@@ -18,26 +39,13 @@ def _average(vis: NDArray, flag: NDArray, weight: NDArray, width: int, out_vis: 
     for t in range(n_t):
         for b in range(n_b):
             for k in range(n_c // width):
+                c = slice(k * width, (k + 1) * width)
                 for p in range(n_p):
-                    total = 0j
-                    w_total = 0.0
-                    plain = 0j
-                    w_all = 0.0
-                    for c in range(k * width, (k + 1) * width):
-                        w = weight[t, b, c, p]
-                        plain += vis[t, b, c, p]
-                        w_all += w
-                        if not flag[t, b, c, p]:
-                            total += w * vis[t, b, c, p]
-                            w_total += w
-                    if w_total > 0:
-                        out_vis[t, b, k, p] = total / w_total
-                        out_weight[t, b, k, p] = w_total
-                        out_flag[t, b, k, p] = False
-                    else:  # every input flagged (or weightless): flagged, plain mean kept
-                        out_vis[t, b, k, p] = plain / width
-                        out_weight[t, b, k, p] = w_all
-                        out_flag[t, b, k, p] = True
+                    value, w, flagged = weighted_mean(vis[t, b, c, p], flag[t, b, c, p],
+                                                      weight[t, b, c, p])
+                    out_vis[t, b, k, p] = value
+                    out_weight[t, b, k, p] = w
+                    out_flag[t, b, k, p] = flagged
 
 
 def average_channels(vis: NDArray[np.complex64], flag: NDArray[np.bool_],

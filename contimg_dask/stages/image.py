@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from contimg_dask.config import PipelineConfig
+from contimg_dask.config.schema import ImagingConfig
 from contimg_dask.constants import SPEED_OF_LIGHT
 from contimg_dask.errors import ContimgError, InputError
 from contimg_dask.imaging import engines
@@ -53,6 +54,11 @@ from contimg_dask.io.system.checksum import file_sha256
 from contimg_dask.logs import get_logger
 from contimg_dask.ops.primary_beam import tracked_beam_coefficients
 from contimg_dask.ops.smearing import bandwidth_smearing_peak_ratio
+from contimg_dask.ops.time_average import (
+    TimeAveraging,
+    averaging_factors,
+    baseline_fringe_rates,
+)
 from contimg_dask.science.calibrators import find_calibrators
 from contimg_dask.stages.contract import (
     BlockRef,
@@ -149,14 +155,15 @@ class BlockSummary:
         self.drift_model = drift_model(self.geometry, config, None if self.tracked is None
                                        else self.tracked.name, self.tracking_scale,
                                        uvw[..., 2])
+        self.time_averaging = None if cfg.bda_max_loss is None else _time_averaging(
+            uvw, float(ds.time.attrs["integration_time"]["data"]), float(freq.max()),
+            self.field_radius_rad(cfg), cfg.bda_max_loss)
         uvw = np.abs(uvw)
         self.max_uv_lambda = float(max(uvw[..., 0].max(), uvw[..., 1].max())
                                    * freq.max() / SPEED_OF_LIGHT)
         # w-projection planes for the part of the image inside the PB cutoff (beyond it the
         # PB-corrected image is blanked)
-        field_radius = min(np.radians(cfg.imsize * cfg.cell_arcsec / 3600) / np.sqrt(2),
-                           airy_radius_at(cfg.pb_cutoff, float(freq.min()),
-                                          self.geometry.dish_diameter_m))
+        field_radius = self.field_radius_rad(cfg)
         self.max_w_lambda = float(uvw[..., 2].max() * freq.max() / SPEED_OF_LIGHT)
         self.wprojplanes = (cfg.wprojplanes if cfg.wprojplanes is not None else
                             engines.w_projection_planes(self.max_w_lambda, field_radius,
@@ -177,6 +184,24 @@ class BlockSummary:
                              f"not divide the subbands' {self.geometry.subband_chunks[0]} "
                              "channels", file=store, block=block.block_id, stage="image",
                              key="imaging.channels_per_subband")
+
+
+    def field_radius_rad(self, cfg: ImagingConfig) -> float:
+        """The radius (rad) out to which the image is used: the PB cutoff at the band's
+        bottom (beyond it the PB-corrected image is blanked), or the image's corner if
+        nearer."""
+        return float(min(np.radians(cfg.imsize * cfg.cell_arcsec / 3600) / np.sqrt(2),
+                         airy_radius_at(cfg.pb_cutoff, float(self.geometry.freq_hz.min()),
+                                        self.geometry.dish_diameter_m)))
+
+
+def _time_averaging(uvw_m: np.ndarray, interval_s: float, freq_hz: float,
+                    field_radius_rad: float, max_loss: float) -> TimeAveraging:
+    """Baseline-dependent time averaging keeping every baseline's fringe of a source within
+    ``field_radius_rad`` at a loss ≤ ``max_loss`` at ``freq_hz`` (ops/time_average.py)."""
+    rates = baseline_fringe_rates(uvw_m, interval_s, freq_hz, field_radius_rad)
+    return TimeAveraging.from_factors(
+        averaging_factors(rates, interval_s, max_loss, uvw_m.shape[0]), uvw_m.shape[0])
 
 
 def choose_deconvolver(block: BlockRef, config: PipelineConfig) -> tuple[str, float]:
@@ -236,7 +261,8 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
                       average_width=summary.average_width,
                       visibility_scale=summary.tracking_scale,
                       visibility_offset=None if summary.drift_model is None
-                      else summary.drift_model.visibilities)
+                      else summary.drift_model.visibilities,
+                      time_averaging=summary.time_averaging)
         export_s = time.perf_counter() - t_export
         column = "corrected" if summary.calibrated else "data"
         t_engine = time.perf_counter()
@@ -256,7 +282,8 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
         if keep_ms:
             shutil.move(str(ms), tmp / ms.name)
         shutil.rmtree(work)
-        figures.update(export_s=export_s, engine_s=engine_s, products_s=products_s)
+        figures.update(export_s=export_s, engine_s=engine_s, products_s=products_s,
+                       **_row_figures(summary))
         figures["seconds"] = time.perf_counter() - t0
         write_sidecar(tmp / f"{stem}.image.json", {
             "block": block.to_dict(), "provenance": provenance.to_dict(), "figures": figures,
@@ -288,6 +315,18 @@ def airy_radius_at(level: float, freq_hz: float, diameter_m: float) -> float:
     null = 1.2197 * SPEED_OF_LIGHT / freq_hz / diameter_m
     return float(brentq(lambda t: float(airy_power_beam(t, freq_hz, diameter_m)) - level,
                         1e-9, null))
+
+
+def _row_figures(summary: BlockSummary) -> dict[str, Any]:
+    """Rows per spectral window of the MS, before and after the time averaging, and its
+    largest factor."""
+    n_t = len(summary.geometry.times_unix)
+    n_bl = len(summary.geometry.ant1)
+    averaging = summary.time_averaging
+    return {"rows_per_window_recorded": n_t * n_bl,
+            "rows_per_window": n_t * n_bl if averaging is None else averaging.n_rows,
+            "time_average_max_factor": 1 if averaging is None
+            else int(averaging.factors.max())}
 
 
 def _tracking_figures(tracked: TrackedSource | None) -> dict[str, Any]:

@@ -57,11 +57,11 @@ def _config(root: Path, catalog: Path, **overrides: object):
                                 "calibration.catalog": str(catalog), **IMAGING, **overrides})
 
 
-def _simulate(root: Path, sources: list[tuple[float, float, float, float]], seed: int
-              ) -> tuple[BlockRef, dict, Path]:
+def _simulate(root: Path, sources: list[tuple[float, float, float, float]], seed: int,
+              noise: bool = True) -> tuple[BlockRef, dict, Path]:
     """A small block with point sources at (east deg, north deg, Jy at 1.4 GHz, alpha) from
     the block's centre; returns the block, its truth and the catalogue written."""
-    options = SimulationOptions(preset="small", random_sources=False, noise=True,
+    options = SimulationOptions(preset="small", random_sources=False, noise=noise,
                                 gains=False, rfi=False, seed=seed)
     config = _config(root, root / "sky.csv")
     centre = plan_blocks(config, options)[0].truth

@@ -20,6 +20,10 @@ Conventions (checked by tests against CASA itself):
   a per-integration, per-channel rescaling of the data (weights divided by its square), and
   a weighted average of ``average_width`` adjacent channels (flagged samples excluded, the
   weights summed), so the engine reads an averaged MS without a second pass over it.
+- And a baseline-dependent average in time (``time_averaging``, ops/time_average.py): each
+  row then averages that baseline's integrations over its own span; INTERVAL and EXPOSURE are
+  that span, TIME its midpoint, TIME_CENTROID and UVW the means over its integrations weighted
+  by their unflagged weights (per window), WEIGHT_SPECTRUM the summed weights.
 
 The writer streams one frequency chunk at a time (all times), reading the next while a child
 process writes the current one with casacore, so memory stays at a few subbands. The MS is
@@ -56,6 +60,7 @@ from contimg_dask.ops.channel_average import (
     rescale_visibilities,
     scale_visibilities,
 )
+from contimg_dask.ops.time_average import TimeAveraging, average_rows, row_centroids
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
 log = get_logger(__name__)
@@ -269,7 +274,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
              spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA",
              overwrite: bool = False, average_width: int = 1,
              visibility_scale: np.ndarray | None = None,
-             visibility_offset: Callable[[slice, int], np.ndarray] | None = None) -> Path:
+             visibility_offset: Callable[[slice, int], np.ndarray] | None = None,
+             time_averaging: TimeAveraging | None = None) -> Path:
     """Write the block store's ``data_group`` as a Measurement Set at ``out`` (replaced).
 
     ``visibility_scale`` (time, store channel): DATA and CORRECTED_DATA are multiplied by it
@@ -278,6 +284,8 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     the column that is imaged (CORRECTED_DATA when there is one, else DATA) for the store's
     ``channels`` (imaging/drift_model.py). ``average_width``: that many adjacent channels of
     each window are averaged (weighted, flagged samples excluded) into one.
+    ``time_averaging``: each baseline's integrations averaged in time as it says, after the
+    channel average (ops/time_average.py).
 
     One spectral window at a time: this process reads the next window (rotated, for a group
     derived on the fly; calibrated, for a calibration applied on the fly) into a
@@ -342,19 +350,29 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     interval = float(ds.time.attrs["integration_time"]["data"])
     mjd_s = unix_to_mjd_seconds(ds.time.values)
     time_range = [float(mjd_s[0] - interval / 2), float(mjd_s[-1] + interval / 2)]
-    block_rows = n_t * n_bl
+    uvw_tb = np.asarray(uvw.values, np.float64)
+    if time_averaging is None:
+        block_rows = n_t * n_bl
+        uvw_rows = uvw_tb.reshape(block_rows, 3)
+        ant1_rows, ant2_rows = np.tile(ant1, n_t), np.tile(ant2, n_t)
+    else:
+        if time_averaging.n_times != n_t or len(time_averaging.factors) != n_bl:
+            raise InputError(f"time averaging made for {time_averaging.n_times} integrations "
+                             f"x {len(time_averaging.factors)} baselines, the block has "
+                             f"{n_t} x {n_bl}", file=store, stage="export")
+        block_rows = time_averaging.n_rows
+        ant1_rows, ant2_rows = ant1[time_averaging.baseline], ant2[time_averaging.baseline]
+        mjd_tb = np.broadcast_to(mjd_s[:, None, None], (n_t, n_bl, 1))
     n_rows = block_rows * n_spw
     weight_rows = np.empty((n_rows, n_pol), np.float32)
     flag_rows = np.empty(n_rows, bool)
-    uvw_rows = np.asarray(uvw.values).reshape(block_rows, 3)
-    ant1_rows, ant2_rows = np.tile(ant1, n_t), np.tile(ant2, n_t)
     reader = ChannelReader(block.group_path, block.data_group, freq,
                            rotation_path_difference(ds, block.data_group))
     # Per-channel weights (WEIGHT_SPECTRUM) are written only when they differ across the
     # channels of a row: correlator weights (nsamples) rarely do, and the column is 1/3 of
     # the MS. Calibration applied on the fly makes them differ.
     # Averaged weights differ across channels wherever flags differ within the averages.
-    direct = average_width == 1  # read straight into the writer's slots
+    direct = average_width == 1 and time_averaging is None  # read straight into the slots
     per_channel = calibration is not None or visibility_scale is not None or not direct
     with_corrected = corrected is not None or calibration is not None
     rows_shape = (block_rows, n_chan, n_pol)
@@ -366,6 +384,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         slot_specs.append(("corrected", rows_shape, "complex64"))
     if per_channel:
         slot_specs.append(("weight", rows_shape, "float32"))
+    if time_averaging is not None:  # per-row times: columns of their own, not runs
+        slot_specs += [(name, (block_rows,), "float64")
+                       for name in ("time", "time_centroid", "interval")]
 
     def prepare(s: int, slot: dict[str, np.ndarray]) -> tuple[list[tuple[str, str, int]],
                                                                bool]:
@@ -374,6 +395,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         rows of WEIGHT and FLAG_ROW; returns the slot's column writes and whether its
         weights vary across channels."""
         sl, shape = spw_slices[s], (n_t, n_bl, n_chan, n_pol)
+        # where the channel average goes: the slot, or a buffer when a time average follows
+        averaged = ((lambda name, _: slot[name].reshape(shape)) if time_averaging is None
+                    else (lambda name, dtype: scratch(f"ms_{name}_chan", shape, dtype)))
         full = (n_t, n_bl, n_in, n_pol)
 
         def buffer(name: str, dtype: type) -> np.ndarray:
@@ -403,18 +427,31 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         if visibility_offset is not None:  # conjugated: the MS convention, like the data
             imaged = cdata if cdata is not None else data
             imaged += np.conj(visibility_offset(sl, n_pol))
-        if not direct:
+        if average_width > 1:
             f_in, w_in = f, w
             data, f, w = average_channels(data, f_in, w_in, average_width, out=(
-                slot["data"].reshape(shape), slot["flag"].reshape(shape),
+                averaged("data", np.complex64), averaged("flag", np.bool_),
                 scratch("ms_weight_out", shape, np.float32)))
             if cdata is not None:  # the same weights and flags as DATA
-                average_channels(cdata, f_in, w_in, average_width, out=(
-                    slot["corrected"].reshape(shape),
+                cdata = average_channels(cdata, f_in, w_in, average_width, out=(
+                    averaged("corrected", np.complex64),
                     scratch("ms_flag_unused", shape, np.bool_),
-                    scratch("ms_weight_unused", shape, np.float32)))
+                    scratch("ms_weight_unused", shape, np.float32)))[0]
+        if time_averaging is not None:
+            f_in, w_in = f, w
+            data, f, w = average_rows(time_averaging, data, f_in, w_in, out=(
+                slot["data"], slot["flag"], scratch("ms_weight_rows", rows_shape, np.float32)))
+            if cdata is not None:
+                average_rows(time_averaging, cdata, f_in, w_in, out=(
+                    slot["corrected"], scratch("ms_flag_rows_unused", rows_shape, np.bool_),
+                    scratch("ms_weight_rows_unused", rows_shape, np.float32)))
+            # MS convention: UVW of opposite sign
+            np.negative(row_centroids(time_averaging, uvw_tb, w_in, f_in), out=slot["uvw"])
+            slot["time_centroid"][...] = row_centroids(time_averaging, mjd_tb, w_in, f_in)[:, 0]
+            slot["time"][...] = time_averaging.midpoints(mjd_s)
+            slot["interval"][...] = time_averaging.intervals(interval)
         if per_channel:
-            slot["weight"].reshape(shape)[...] = w
+            slot["weight"][...] = w.reshape(rows_shape)
         start = s * block_rows
         rows = slice(start, start + block_rows)
         varies = _row_weights_and_flags(w.reshape(rows_shape), slot["flag"],
@@ -425,6 +462,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             puts.append(("CORRECTED_DATA", "corrected", start))
         if per_channel:
             puts.append(("WEIGHT_SPECTRUM", "weight", start))
+        if time_averaging is not None:
+            puts += [("TIME", "time", start), ("TIME_CENTROID", "time_centroid", start),
+                     ("INTERVAL", "interval", start), ("EXPOSURE", "interval", start)]
         return puts, varies
 
     with atomic_directory(out, "ms", overwrite) as tmp:
@@ -432,8 +472,12 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         tiles = _tile_spec(n_chan, n_pol, tile_rows)
         desc = maketabdesc(_column_descs(n_chan, n_pol, with_corrected, per_channel))
         dminfo = makedminfo(desc, tiles)
+        # Time-averaged rows change TIME and INTERVAL from row to row: as runs they would
+        # cost one IncrementalStMan insertion per row (minutes for a full block), so they
+        # stay with the default storage manager and are written a window at a time.
+        run_columns = [c for c in RUN_COLUMNS if time_averaging is None or c == "DATA_DESC_ID"]
         dminfo[f"*{len(dminfo) + 1}"] = {"TYPE": "IncrementalStMan", "NAME": "Runs",
-                                         "SPEC": {}, "COLUMNS": list(RUN_COLUMNS)}
+                                         "SPEC": {}, "COLUMNS": run_columns}
         ms = default_ms(str(tmp), desc, dminfo)
         regions = _visibility_regions(ms, tmp, n_rows, block_rows, n_spw, tile_rows)
         ms.close()
@@ -452,19 +496,23 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             # is one contiguous block written with one call per column (the row columns,
             # the same for every window, travel with each window's slot). Run columns
             # (IncrementalStMan) get one value per run.
-            integration_starts = np.arange(n_spw * n_t) * n_bl
-            for name in ("TIME", "TIME_CENTROID"):
-                writer.put_runs(name, integration_starts, np.tile(mjd_s, n_spw))
+            if time_averaging is None:
+                integration_starts = np.arange(n_spw * n_t) * n_bl
+                for name in ("TIME", "TIME_CENTROID"):
+                    writer.put_runs(name, integration_starts, np.tile(mjd_s, n_spw))
+                for name in ("INTERVAL", "EXPOSURE"):
+                    writer.put_runs(name, [0], [interval])
+            # else: TIME, TIME_CENTROID, INTERVAL, EXPOSURE go with each window's slot
             writer.put_runs("DATA_DESC_ID", np.arange(n_spw) * block_rows,
                             np.arange(n_spw, dtype=np.int32))
-            for name in ("INTERVAL", "EXPOSURE"):
-                writer.put_runs(name, [0], [interval])
             for name, value in CONSTANT_COLUMNS.items():
                 writer.put_runs(name, [0], np.array([value], np.int32))
             for index in range(2):  # the row columns, the same in every window's slot
                 slot = writer.slot(index)
-                # MS convention: UVW of opposite sign, same antenna order.
-                np.negative(uvw_rows, out=slot["uvw"])
+                # MS convention: UVW of opposite sign, same antenna order (time-averaged
+                # UVWs are each window's own, written as it is prepared).
+                if time_averaging is None:
+                    np.negative(uvw_rows, out=slot["uvw"])
                 slot["antenna1"][...] = ant1_rows
                 slot["antenna2"][...] = ant2_rows
             varies_any = False
