@@ -239,20 +239,23 @@ def test_second_bright_source_leaves_no_negative_deeper_than_16_sigma(
 def radiometer_noise(ms: Path, sefd_jy: float, imsize: int, cell_arcsec: float,
                      robust: float) -> tuple[float, float]:
     """Stokes I image noise (Jy/beam) from the radiometer equation for natural and for
-    Briggs weighting, from the MS's UVWs, flags, channel widths and integration times.
+    Briggs weighting, from the MS's UVWs, flags, weights, channel widths and each row's
+    integration time (rows averaged in time have longer ones).
 
     Per visibility and polarization, each of real and imaginary part has
     sigma_v = SEFD / sqrt(2 dnu tau); Stokes I = (XX + YY) / 2 has sigma_v / sqrt(2); an image
-    made with weights w_i has sigma = sigma_I sqrt(sum w_i^2) / sum w_i. Briggs weights:
-    w_i = 1 / (1 + W_k f^2), W_k the number of samples in the uv cell (conjugates included),
-    f^2 = (5 10^-R)^2 / (sum_k W_k^2 / sum_k W_k)."""
+    made with weights w_i has sigma = sigma_I sqrt(sum w_i^2) / sum w_i, the natural weights
+    being the rows' data weights W_i (the writer sums them over averaged samples, so they go
+    as tau). Briggs weights: w_i = W_i / (1 + D_k f^2), D_k the sum of the data weights in
+    the uv cell (conjugates included), f^2 = (5 10^-R)^2 / (sum_k D_k^2 / sum_k D_k)."""
     from casacore.tables import table
 
     with table(str(ms), ack=False) as t:
         uvw = t.getcol("UVW")
         flag = t.getcol("FLAG")[:, :, 0] | t.getcol("FLAG")[:, :, -1]
         ddid = t.getcol("DATA_DESC_ID")
-        tau = float(t.getcol("EXPOSURE")[0])
+        tau = t.getcol("EXPOSURE")
+        data_weight = t.getcol("WEIGHT")[:, 0]
         a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
     with table(f"{ms}::SPECTRAL_WINDOW", ack=False) as t:
         freqs, widths = t.getcol("CHAN_FREQ"), np.abs(t.getcol("CHAN_WIDTH"))
@@ -262,16 +265,18 @@ def radiometer_noise(ms: Path, sefd_jy: float, imsize: int, cell_arcsec: float,
     rows, chans = np.nonzero(keep)
     spw = spw_of[ddid[rows]]
     lam = 299792458.0 / freqs[spw, chans]
-    sigma_i = sefd_jy / np.sqrt(2 * widths[spw, chans] * tau) / np.sqrt(2)
-    natural = float(np.sqrt(np.sum(sigma_i ** 2)) / len(sigma_i))
+    sigma_i = sefd_jy / np.sqrt(2 * widths[spw, chans] * tau[rows]) / np.sqrt(2)
+    w_data = data_weight[rows] / data_weight[rows].max()
+    natural = float(np.sqrt(np.sum((w_data * sigma_i) ** 2)) / np.sum(w_data))
     du = 1.0 / (imsize * np.radians(cell_arcsec / 3600))
     iu = np.round(uvw[rows, 0] / lam / du).astype(int)
     iv = np.round(uvw[rows, 1] / lam / du).astype(int)
     cells = np.concatenate([iu + 1j * iv, -iu - 1j * iv])
-    _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
-    density = counts[inverse[:len(rows)]].astype(float)
-    f2 = (5 * 10 ** -robust) ** 2 / (np.sum(counts.astype(float) ** 2) / counts.sum())
-    w = 1 / (1 + density * f2)
+    _, inverse = np.unique(cells, return_inverse=True)
+    sums = np.bincount(inverse, weights=np.concatenate([w_data, w_data]))
+    density = sums[inverse[:len(rows)]]
+    f2 = (5 * 10 ** -robust) ** 2 / (np.sum(sums ** 2) / sums.sum())
+    w = w_data / (1 + density * f2)
     briggs = float(np.sqrt(np.sum((w * sigma_i) ** 2)) / np.sum(w))
     return natural, briggs
 
