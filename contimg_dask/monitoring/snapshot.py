@@ -134,7 +134,8 @@ class SnapshotBuilder:
         try:
             store = self._open()
         except StateError as exc:
-            return Snapshot(now, [Check("state", RED, exc.message)])
+            where = f"state store at {exc.file}: " if exc.file else ""
+            return Snapshot(now, [Check("state", RED, where + exc.message)])
         try:
             assert self.tail is not None
             self.tail.update()
@@ -147,8 +148,9 @@ class SnapshotBuilder:
             return snap
         try:
             self._fill(snap, store, tail, now)
-        except StateError as exc:
-            snap.health = [Check("state", RED, exc.message), *health[1:]]
+        except StateError as exc:  # the store went away while read: say which, as health does
+            snap.health = [Check("state", RED, f"{store.backend} at {store.location}: "
+                                 f"{exc.message}"), *health[1:]]
         return snap
 
     def _fill(self, snap: Snapshot, store: StateStore, tail: EventTail, now: float) -> None:
