@@ -274,6 +274,7 @@ class Pipeline:
     def _advance_block(self, block_id: str) -> str:
         statuses = {s.stage: s for s in self._state(self.state.stages, block_id)}
         steps = self.steps(block_id)
+        stale = outdated(steps, statuses)
         previous = None
         for step in steps:
             status = statuses.get(step.stage)
@@ -286,7 +287,7 @@ class Pipeline:
                 return "failed"
             if status.status != DONE:
                 return "working"
-            if outdated(steps, statuses) == step.stage:
+            if step.stage == stale:
                 log.info("block %s: %s runs again (the stage before it ran again)",
                          block_id, step.stage)
                 self._state(self.state.enqueue, block_id, step.stage, redo=True)
