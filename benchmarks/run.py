@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -44,11 +45,16 @@ def simulated_block(preset: str) -> Path:
 def run_chain(name: str, block: Path, work: Path, module: str = "benchmarks.chains") -> dict:
     """Run one chain (of ``module``'s ``CHAINS``) in a fresh process; its result plus its peak
     memory (GiB): the largest sum of resident memory over the chain's process and all its
-    descendants (Dask workers, CASA), sampled every 50 ms."""
+    descendants (Dask workers, CASA), sampled every 50 ms; its CPU seconds (``cpu_s``: user +
+    system of the chain's process and the descendants it waited for, from ``getrusage``),
+    the figure a loaded machine does not inflate."""
+    import resource
+
     import psutil
 
     env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
     os.sync()  # start each chain with no dirty pages left by the one before
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", module, name, str(block),
                              str(work)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -64,12 +70,14 @@ def run_chain(name: str, block: Path, work: Path, module: str = "benchmarks.chai
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     stdout, stderr = proc.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"chain {name} failed:\n{stderr[-3000:]}")
     line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     result["process_wall_s"] = wall
     result["peak_rss_gib"] = peak / 2**30
+    result["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return result
 
 
@@ -83,11 +91,15 @@ def n_visibilities(block: Path) -> int:
     return total
 
 
-def prepare(description: str, work_name: str) -> tuple[argparse.Namespace, Path, Path]:
-    """Command line (``--preset``), the cached simulated block and an empty work directory:
-    what every benchmark starts from."""
+def prepare(description: str, work_name: str,
+            options: Callable[[argparse.ArgumentParser], None] | None = None,
+            ) -> tuple[argparse.Namespace, Path, Path]:
+    """Command line (``--preset``, plus what ``options`` adds), the cached simulated block and
+    an empty work directory: what every benchmark starts from."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", default="full")
+    if options is not None:
+        options(parser)
     args = parser.parse_args()
     block = simulated_block(args.preset)
     work = CACHE / work_name

@@ -299,6 +299,7 @@ class ImagingConfig(Section):
     keep_ms: bool
     quicklook: bool
     wsclean_binary: str
+    wsclean_mgain: Annotated[float, Field(gt=0, le=1)]
     wsclean_baseline_averaging_lambda: PositiveFloat | None
     bda_max_loss: Annotated[float, Field(gt=0, le=0.1)] | None
 

@@ -71,12 +71,13 @@ def wsclean_arguments(cfg: ImagingConfig, multi_term: bool, prefix: Path,
     """WSClean's command line for ``cfg`` (its default w-stacking gridder is w-term correct;
     ``-auto-threshold`` ties the threshold to the noise it measures, ``-auto-mask`` grows a
     mask from peaks above ``auto_mask_sigma``; ``multi_term``: two output channels joined
-    with a linear spectral fit, the counterpart of tclean's mtmfs nterms 2)."""
+    with a linear spectral fit, the counterpart of tclean's mtmfs nterms 2; with ``threads``
+    of 2 or more the output channels are gridded side by side)."""
     args = [cfg.wsclean_binary, "-name", str(prefix), "-size", str(cfg.imsize),
             str(cfg.imsize), "-scale", f"{cfg.cell_arcsec}asec", "-pol", "I",
-            "-niter", str(cfg.niter), "-gain", str(cfg.gain), "-mgain", "0.8",
+            "-niter", str(cfg.niter), "-gain", str(cfg.gain), "-mgain", str(cfg.wsclean_mgain),
             "-auto-threshold", str(cfg.threshold_sigma), "-data-column", datacolumn,
-            "-j", str(cfg.threads), "-parallel-gridding", "1", "-use-wgridder",
+            "-j", str(cfg.threads), "-parallel-gridding", str(cfg.threads), "-use-wgridder",
             "-no-update-model-required", "-quiet"]
     if cfg.weighting == "briggs":
         args += ["-weight", "briggs", str(cfg.robust)]
