@@ -171,12 +171,14 @@ def _photometry_catalog(block_dir: Path, path: Path) -> None:
 def _options(parser) -> None:
     parser.add_argument("--chains", default="ours_wsclean,ours,reference",
                         help="comma-separated chains, run in this order")
+    parser.add_argument("--tag", default="", help="results named end_to_end_<preset>_<tag>")
 
 
 def main() -> None:
     from benchmarks.calibration import _catalog
 
     args, block, work = prepare(__doc__, "end_to_end", _options)
+    report = "_".join(filter(None, ["end_to_end", args.preset, args.tag]))
     _catalog(block, work / "calibrators.csv")
     _photometry_catalog(block, work / "photometry.csv")
     (work / "preset").write_text(args.preset)
@@ -196,8 +198,8 @@ def main() -> None:
         summary["reference_over"] = {name: ref_s / r["total"] for name, r in results.items()
                                      if name != "reference"}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"end_to_end_{args.preset}.json").write_text(json.dumps(summary, indent=2))
-    write_report(RESULTS / f"end_to_end_{args.preset}.md", _report(summary))
+    (RESULTS / f"{report}.json").write_text(json.dumps(summary, indent=2))
+    write_report(RESULTS / f"{report}.md", _report(summary))
 
 
 def _report(summary: dict) -> list[str]:

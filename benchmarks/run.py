@@ -46,38 +46,43 @@ def run_chain(name: str, block: Path, work: Path, module: str = "benchmarks.chai
     """Run one chain (of ``module``'s ``CHAINS``) in a fresh process; its result plus its peak
     memory (GiB): the largest sum of resident memory over the chain's process and all its
     descendants (Dask workers, CASA), sampled every 50 ms; its CPU seconds (``cpu_s``: user +
-    system of the chain's process and the descendants it waited for, from ``getrusage``),
-    the figure a loaded machine does not inflate."""
-    import resource
-
+    system of the chain's process and every descendant, the last sample of each; a process
+    living under 50 ms may be missed), the figure a loaded machine does not inflate."""
     import psutil
 
     env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
     os.sync()  # start each chain with no dirty pages left by the one before
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", module, name, str(block),
                              str(work)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=ROOT.parent)
     root = psutil.Process(proc.pid)
     peak = 0
+    cpu: dict[int, float] = {}
     while proc.poll() is None:
         try:
             tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
         except psutil.Error:
-            pass
+            tree = []
+        rss = 0
+        for p in tree:
+            try:
+                rss += p.memory_info().rss
+                times = p.cpu_times()
+                cpu[p.pid] = times.user + times.system
+            except psutil.Error:
+                pass
+        peak = max(peak, rss)
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     stdout, stderr = proc.communicate()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"chain {name} failed:\n{stderr[-3000:]}")
     line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     result["process_wall_s"] = wall
     result["peak_rss_gib"] = peak / 2**30
-    result["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    result["cpu_s"] = sum(cpu.values())
     return result
 
 
