@@ -166,6 +166,22 @@ def chain_or_main(chains: dict, main: Callable[[], None]) -> None:
         main()
 
 
+def truth_photometry_catalog(block_dir: Path, path: Path) -> Path:
+    """The true sky of every simulated block in ``block_dir`` as the photometry reference
+    catalogue at ``path`` (what an NVSS extract of the strip is for real data)."""
+    import pandas as pd
+
+    from contimg_dask.science.photometry_catalog import write_photometry_catalog
+    from tests.helpers import read_truth
+
+    rows = {source["name"]: {k: source[k] for k in ("name", "ra_deg", "dec_deg", "flux_jy")}
+            for truth in sorted(block_dir.glob("*_truth.h5"))
+            for source in read_truth(truth)["sources"]}
+    write_photometry_catalog(path, pd.DataFrame(sorted(rows.values(),
+                                                       key=lambda r: r["name"])))
+    return path
+
+
 def write_report(path: Path, lines: list[str]) -> None:
     """Write a benchmark's Markdown report (``lines``) to ``path`` and print it."""
     path.write_text("\n".join(lines) + "\n")

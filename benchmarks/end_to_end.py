@@ -31,7 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks.chains import chain_or_main, write_report
+from benchmarks.chains import chain_or_main, truth_photometry_catalog, write_report
 from benchmarks.run import RESULTS, prepare, run_chain
 
 CADENCE_S = 309.0
@@ -155,19 +155,6 @@ def reference(block_dir: Path, work: Path) -> dict:
 CHAINS = {"ours": ours, "ours_wsclean": ours_wsclean, "reference": reference}
 
 
-def _photometry_catalog(block_dir: Path, path: Path) -> None:
-    """The block's true sky as the photometry reference catalogue (what an NVSS extract of the
-    strip is for real data)."""
-    import pandas as pd
-
-    from contimg_dask.science.photometry_catalog import write_photometry_catalog
-    from tests.helpers import read_truth
-
-    sources = read_truth(next(block_dir.glob("*_truth.h5")))["sources"]
-    write_photometry_catalog(path, pd.DataFrame(
-        [{k: s[k] for k in ("name", "ra_deg", "dec_deg", "flux_jy")} for s in sources]))
-
-
 def _options(parser) -> None:
     parser.add_argument("--chains", default="ours_wsclean,ours,reference",
                         help="comma-separated chains, run in this order")
@@ -180,7 +167,7 @@ def main() -> None:
     args, block, work = prepare(__doc__, "end_to_end", _options)
     report = "_".join(filter(None, ["end_to_end", args.preset, args.tag]))
     _catalog(block, work / "calibrators.csv")
-    _photometry_catalog(block, work / "photometry.csv")
+    truth_photometry_catalog(block, work / "photometry.csv")
     (work / "preset").write_text(args.preset)
     load = [os.getloadavg()[0]]
     results = {}
