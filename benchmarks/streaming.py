@@ -2,17 +2,19 @@
 to its image being recorded, and sustained blocks per hour, for ``contimg watch`` side by
 side with ``contimg run`` (batch, the same blocks already on disk) in the same run.
 
-    python -m benchmarks.streaming [--blocks 3] [--interval 0]
+    python -m benchmarks.streaming [--preset small] [--blocks 3] [--interval 0]
+                                   [--set imaging.engine=wsclean ...]
 
 Both run the configured recipes (ingest, flag, solve on the calibrator block, apply, image;
-stages not built yet are skipped) on `small` simulated blocks (3C138 transits the first)
-in child processes with the testing environment and the demo's image grid for the small
-preset. The feeder lands each block's 16 subbands as the correlator does
+stages not built yet are skipped) on simulated blocks of ``--preset`` (3C138 transits the
+first; cached under benchmarks/cache/) in child processes with the testing environment,
+the demo's image grid for the small preset and the configured one for full blocks, plus
+the ``--set`` overrides. The feeder lands each block's 16 subbands as the correlator does
 (``*_incomplete.hdf5`` renamed), ``--interval`` seconds apart (0: back to back, which
 measures the sustained rate; the telescope's cadence is 309 s). The resident memory of
 the watch process tree (its Dask workers and CASA children included) is sampled when each
-block's image is recorded. Results land in ``benchmarks/results/streaming_small.json`` and
-``.md``.
+block's image is recorded. Results land in ``benchmarks/results/streaming_<preset>.json``
+and ``.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,14 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import RESULTS
+from benchmarks.chains import truth_photometry_catalog
+from benchmarks.run import CACHE, RESULTS
 from contimg_dask.simulate import SimulationOptions, simulate_blocks
 from contimg_dask.state import open_state_store
 from contimg_dask.testing.streaming import Feeder, start_watch, stop_watch
 from tests.helpers import make_config
 
 TELESCOPE_BLOCKS_PER_HOUR = 3600 / 309.0
-SMALL_IMAGE_GRID = {"imaging.imsize": 512, "imaging.cell_arcsec": 10.0}
+IMAGE_GRIDS = {"small": {"imaging.imsize": 512, "imaging.cell_arcsec": 10.0}}
 IMAGE_STAGE = "image"
 
 
@@ -53,11 +58,12 @@ def _tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def run_streaming(staging: Path, work: Path, interval_s: float, n_blocks: int) -> dict:
+def run_streaming(staging: Path, work: Path, interval_s: float, n_blocks: int,
+                  overrides: dict[str, str]) -> dict:
     incoming, root = work / "incoming", work / "root"
     incoming.mkdir(parents=True)
     log = work / "watch.log"
-    proc = start_watch(incoming, root, {**SMALL_IMAGE_GRID, "logging.level": "INFO"}, log)
+    proc = start_watch(incoming, root, {**overrides, "logging.level": "INFO"}, log)
     while "contimg watch: watching" not in (log.read_text() if log.exists() else ""):
         if proc.poll() is not None:
             raise RuntimeError(f"contimg watch exited: {log.read_text()[-2000:]}")
@@ -96,9 +102,9 @@ def run_streaming(staging: Path, work: Path, interval_s: float, n_blocks: int) -
             "memory_mb_at_each_image": memory_mb, "started_at": t0}
 
 
-def run_batch(staging: Path, work: Path, n_blocks: int) -> dict:
+def run_batch(staging: Path, work: Path, n_blocks: int, overrides: dict[str, str]) -> dict:
     root = work / "root"
-    sets = [a for k, v in {"paths.root": str(root), **SMALL_IMAGE_GRID}.items()
+    sets = [a for k, v in {"paths.root": str(root), **overrides}.items()
             for a in ("--set", f"{k}={v}")]
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "contimg_dask.cli.main", "--env", "testing",
@@ -112,33 +118,50 @@ def run_batch(staging: Path, work: Path, n_blocks: int) -> dict:
             "outcomes": [o["outcome"] for o in outcomes]}
 
 
+def _staging(preset: str, n_blocks: int) -> Path:
+    """The simulated blocks of ``preset`` (cached: a full block takes minutes)."""
+    staging = CACHE / f"streaming_{preset}_{n_blocks}"
+    if len(list(staging.glob("*_truth.h5"))) != n_blocks:
+        shutil.rmtree(staging, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="contimg-streaming-sim-") as tmp:
+            simulate_blocks(make_config(Path(tmp)), staging, SimulationOptions(
+                preset=preset, n_blocks=n_blocks, seed=3, transit="3C138"))
+    return staging
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
     parser.add_argument("--blocks", type=int, default=3)
     parser.add_argument("--interval", type=float, default=0.0,
                         help="seconds between blocks landing (0: back to back)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="configuration override for both runs")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="contimg-streaming-") as tmp:
+    staging = _staging(args.preset, args.blocks)
+    overrides = {**IMAGE_GRIDS.get(args.preset, {}), "photometry.catalog": str(
+        truth_photometry_catalog(staging, CACHE / f"streaming_{args.preset}_catalog.csv")),
+                 **dict(item.split("=", 1) for item in args.set)}
+    with tempfile.TemporaryDirectory(prefix="contimg-streaming-", dir=CACHE) as tmp:
         work = Path(tmp)
-        staging = work / "staging"
-        simulate_blocks(make_config(work / "sim"), staging, SimulationOptions(
-            preset="small", n_blocks=args.blocks, seed=3, transit="3C138"))
-        streaming = run_streaming(staging, work / "streaming", args.interval, args.blocks)
-        batch = run_batch(staging, work / "batch", args.blocks)
-    result = {"preset": "small", "blocks": args.blocks, "interval_s": args.interval,
-              "streaming": streaming, "batch": batch,
+        streaming = run_streaming(staging, work / "streaming", args.interval, args.blocks,
+                                  overrides)
+        batch = run_batch(staging, work / "batch", args.blocks, overrides)
+    result = {"preset": args.preset, "blocks": args.blocks, "interval_s": args.interval,
+              "overrides": overrides, "streaming": streaming, "batch": batch,
               "streaming_over_batch_rate": streaming["blocks_per_hour"]
               / batch["blocks_per_hour"],
               "telescope_blocks_per_hour": TELESCOPE_BLOCKS_PER_HOUR}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "streaming_small.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"streaming_{args.preset}.json").write_text(json.dumps(result, indent=2))
     lat = list(streaming["latency_s"].values())
     lines = [
-        "# Streaming: `contimg watch` and `contimg run`, small blocks",
+        f"# Streaming: `contimg watch` and `contimg run`, {args.preset} blocks",
         "",
-        f"{args.blocks} small blocks (3C138 transits the first), landing "
-        f"{args.interval:.0f} s apart; recipes: ingest, flag, solve (calibrator), apply, "
-        "image (tclean, 256 x 60\"). One shared 2-core VM.",
+        f"{args.blocks} {args.preset} blocks (3C138 transits the first), landing "
+        f"{args.interval:.0f} s apart; the testing environment's recipes (ingest, flag, "
+        f"solve on the calibrator, apply, image, ...); overrides {overrides}. "
+        f"One 2-core VM, load average {os.getloadavg()[0]:.1f} at the end.",
         "",
         "| | contimg watch (streaming) | contimg run (batch) |",
         "| --- | --- | --- |",
@@ -156,7 +179,7 @@ def main() -> None:
         "Resident memory of the watch process tree when each image was recorded (MB): "
         + ", ".join(f"{m:.0f}" for m in streaming["memory_mb_at_each_image"]) + ".",
     ]
-    (RESULTS / "streaming_small.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"streaming_{args.preset}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
