@@ -40,6 +40,7 @@ from contimg_dask.config.schema import RecipeStep
 from contimg_dask.errors import ContimgError, LeaseLostError, StateUnavailableError
 from contimg_dask.io.uvh5.header import subband_number
 from contimg_dask.logs import get_logger
+from contimg_dask.monitoring.signals import pipeline_disk_free_fraction
 from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
 from contimg_dask.pipeline.changes import ChangedBlocks
 from contimg_dask.pipeline.cluster import in_this_process, on_cluster
@@ -61,7 +62,6 @@ from contimg_dask.pipeline.recipes import (
 from contimg_dask.pipeline.reconcile import Reconciliation, reconcile
 from contimg_dask.pipeline.recovery import (
     Breakers,
-    DiskSpaceError,
     check_free_space,
     retrying,
     wait_for,
@@ -440,15 +440,12 @@ class Pipeline:
     def _run_stage(self, stage: Any, block: BlockRef, config: PipelineConfig,
                    deps: list[str]) -> StageResult:
         if "disk" in deps:
+            # recorded before the check: a refused stage's low free fraction is what raises
+            # the disk_low alert (the evaluator's rule, resolved once space is freed)
             paths = config.paths.resolved()
-            try:
-                free = check_free_space([paths.stores, paths.products],
-                                        config.pipeline.min_free_fraction)
-            except DiskSpaceError as exc:
-                self._emit("alert_raised", {"rule": "disk_free", "severity": "critical",
-                                            "message": str(exc)})
-                raise
-            self._record_metrics([_sample("disk_free_fraction", free)])
+            self._record_metrics([_sample("disk_free_fraction",
+                                          pipeline_disk_free_fraction(paths))])
+            check_free_space([paths.stores, paths.products], config.pipeline.min_free_fraction)
         log.info("block %s: %s", block.block_id, stage.name)
         with on_cluster(self.client, config.dask, stage.name):
             return stage.run(block, config, client=self.client)

@@ -18,10 +18,12 @@ import pytest
 from contimg_dask.errors import ContimgError
 from contimg_dask.monitoring import AlertEvaluator
 from contimg_dask.monitoring.health import AMBER, GREEN, RED, check_disk
+from contimg_dask.pipeline import Pipeline
 from contimg_dask.state import open_state_store
 from tests.helpers import make_config
 
 Usage = namedtuple("Usage", "total used free")
+BLOCK_ID = "2026-03-01T12:00:00"
 
 
 def _fake_free(monkeypatch: pytest.MonkeyPatch, fraction: float) -> None:
@@ -40,13 +42,14 @@ def _rules(root: Path, **thresholds: tuple[float, str]) -> list[dict]:
 
 
 def _raised(store: object) -> dict[str, str]:
+    """The active alerts (rule: severity) by the store's events."""
     active: dict[str, str] = {}
     for event in store.events():
         if event.kind == "alert_raised":
             active[event.data["rule"]] = event.data["severity"]
         elif event.kind == "alert_resolved":
             active.pop(event.data["rule"], None)
-    return {rule: severity for rule, severity in active.items() if rule.startswith("disk")}
+    return active
 
 
 @pytest.mark.parametrize(("thresholds", "free", "line", "alerts"), [
@@ -88,3 +91,30 @@ def test_a_disk_rule_that_is_not_a_free_fraction_is_refused_at_load(tmp_path: Pa
     rules = _rules(tmp_path, disk_low=(15.0, "critical"))  # a percentage, not a fraction
     with pytest.raises(ContimgError, match="disk_low: a disk_free_fraction rule is 'below'"):
         make_config(tmp_path, **{"monitoring.alerts": rules})
+
+
+def test_a_stage_refused_for_disk_space_raises_disk_low_and_it_resolves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below ``pipeline.min_free_fraction`` the stage is refused (transient) and its free
+    fraction recorded: the evaluator raises ``disk_low`` with the red line, and resolves it
+    once space is freed; no alert outside the configured rules stays active (the
+    orchestrator used to raise its own ``disk_free``, which nothing ever resolved)."""
+    config = make_config(tmp_path)
+    store = open_state_store(config)
+    try:
+        store.enqueue(BLOCK_ID, "ingest")
+        _fake_free(monkeypatch, 0.5 * config.pipeline.min_free_fraction)
+        with Pipeline(config, state=store) as pipeline:
+            assert pipeline.run_lease(store.claim("w", 60.0)) == "pending"
+        failures = store.failures()
+        assert failures and all(f.error == "DiskSpaceError" for f in failures)
+        AlertEvaluator(store, config).evaluate(time.time())
+        assert check_disk(config).status == RED
+        assert _raised(store) == {"disk_low": "critical"}
+        _fake_free(monkeypatch, 0.9)
+        evaluator = AlertEvaluator(store, config)
+        evaluator.evaluate(time.time() + 1.0)
+        assert check_disk(config).status == GREEN
+        assert evaluator.tail.active_alerts == {}
+    finally:
+        store.close()
