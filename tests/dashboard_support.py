@@ -4,6 +4,7 @@ pipeline would (blocks, stage results, metrics and events of the shared vocabula
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ from contimg_dask.stages.antenna_figures import (
 )
 from contimg_dask.stages.contract import Product, Provenance, StageResult
 from contimg_dask.state import MetricSample, StateStore
+from tests.helpers import without_disk_alerts
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_SECONDS = {"ingest": 41.0, "rephase": 12.0, "flag": 18.0, "calibrate_solve": 25.0,
@@ -161,10 +163,10 @@ class DashboardProcess:
     def __init__(self, root: Path, overrides: dict[str, object]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        settings = {"paths.root": str(root), "monitoring.health.disk_free_amber": 0.001,
-                    "monitoring.health.disk_free_red": 0.0, **overrides}
+        settings = {"paths.root": str(root), **without_disk_alerts(root), **overrides}
         self.command = [sys.executable, "-m", "contimg_dask.cli.main", "--env", "testing",
-                        *(a for k, v in settings.items() for a in ("--set", f"{k}={v}")),
+                        *(a for k, v in settings.items()
+                          for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")),
                         "dashboard", "--port", str(self.port)]
         self.log = root / f"dashboard-{self.port}.log"
         self.process: subprocess.Popen | None = None

@@ -23,6 +23,15 @@ def make_config(root: Path, **overrides: object) -> PipelineConfig:
                        environ={})
 
 
+def without_disk_alerts(root: Path) -> dict[str, object]:
+    """Overrides dropping the ``disk_free_fraction`` alert rules, and with them the bands of
+    the ``products_disk`` health line (green whatever the free space): this machine's disk
+    is outside the test's control."""
+    rules = make_config(root).monitoring.alerts
+    return {"monitoring.alerts": [r.model_dump() for r in rules
+                                  if r.metric != "disk_free_fraction"]}
+
+
 def read_truth(path: Path) -> dict:
     """The JSON metadata of a simulator truth file."""
     with h5py.File(path, "r") as f:

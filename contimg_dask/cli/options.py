@@ -7,6 +7,8 @@ import argparse
 import datetime as dt
 import math
 
+from contimg_dask.utc import parse_utc
+
 
 def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     """``--overwrite``: replace whatever is at the output path (docs/operations.md)."""
@@ -63,8 +65,6 @@ def unix_or_none(value: dt.datetime | None) -> float | None:
 def utc_time(text: str) -> dt.datetime:
     """An ISO 8601 time (UTC when it names no zone)."""
     try:
-        value = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time (e.g. 2026-03-21T09:30:00)") from None
-    return value
+        return parse_utc(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -45,8 +45,6 @@ class HealthConfig(Section):
     processes: list[Annotated[str, Field(pattern=r"^[a-z_]+$")]]
     heartbeat_amber_s: PositiveFloat
     heartbeat_red_s: PositiveFloat
-    disk_free_amber: Fraction
-    disk_free_red: Fraction
     scheduler_timeout_s: PositiveFloat
     casa_breaker: str                 # the breaker name CASA's ``breaker`` events carry
     dask_memory_amber: Fraction       # a Dask worker's memory over its limit: amber above
@@ -55,8 +53,6 @@ class HealthConfig(Section):
     def _ordered(self) -> HealthConfig:
         if self.heartbeat_red_s <= self.heartbeat_amber_s:
             raise ValueError("heartbeat_red_s: must exceed heartbeat_amber_s")
-        if self.disk_free_red >= self.disk_free_amber:
-            raise ValueError("disk_free_red: must be below disk_free_amber")
         return self
 
 
@@ -98,6 +94,11 @@ class MonitoringConfig(Section):
         names = [rule.name for rule in value]
         if len(names) != len(set(names)):
             raise ValueError("alert rule names must be unique")
+        for rule in value:  # the products_disk health line takes its bands from these
+            if rule.metric == "disk_free_fraction" and (
+                    rule.condition != "below" or not 0.0 < rule.threshold < 1.0):
+                raise ValueError(f"{rule.name}: a disk_free_fraction rule is 'below' a "
+                                 "threshold between 0 and 1 (a free fraction)")
         return value
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from contimg_dask.errors import InputError
 from contimg_dask.imaging.products import celestial_wcs
 from contimg_dask.io.system.checksum import file_sha256
 from contimg_dask.ops.mosaic import GaussianBeam
+from contimg_dask.utc import parse_utc_unix
 
 SIDECAR_SUFFIX = ".image.json"
 IMAGE_SUFFIX = ".image.fits"
@@ -65,7 +65,7 @@ def block_time_unix(block_id: str) -> float:
     """A block id (ISO UTC, ``YYYY-MM-DDTHH:MM:SS``, colons optional) as Unix seconds."""
     text = block_id if ":" in block_id else (
         f"{block_id[:13]}:{block_id[13:15]}:{block_id[15:]}" if len(block_id) == 17 else block_id)
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+    return parse_utc_unix(text)
 
 
 def _header(path: Path, what: str, image: Path) -> fits.Header:

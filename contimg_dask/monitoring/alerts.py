@@ -63,7 +63,7 @@ class AlertEvaluator:
         now = time.time() if now is None else now
         monitoring = self.config.monitoring
         self.tail.update()
-        self.store.record_metrics(derived_samples(self.tail, self.config.paths.products,
+        self.store.record_metrics(derived_samples(self.tail, self.config.paths.resolved(),
                                                   monitoring.failure_window_s, now))
         transitions = []
         for rule in self.rules:

@@ -22,12 +22,13 @@ from urllib.parse import quote, urlencode
 from tornado.web import RequestHandler
 
 from contimg_dask.monitoring.access import refuse_without_token
+from contimg_dask.utc import parse_utc_unix
 
 #: The query parameters of /archive: name -> (parser, label, unit).
 FIELDS: dict[str, tuple[Callable[[str], Any], str, str]] = {
     "ra": (float, "RA", "deg"), "dec": (float, "Dec", "deg"),
-    "radius": (float, "radius", "deg"), "from": (str, "from", "UTC, ISO"),
-    "to": (str, "to", "UTC, ISO"), "strip": (float, "strip Dec", "deg"),
+    "radius": (float, "radius", "deg"), "from": (parse_utc_unix, "from", "UTC, ISO"),
+    "to": (parse_utc_unix, "to", "UTC, ISO"), "strip": (float, "strip Dec", "deg"),
     "kind": (str, "kind", ""), "max_noise": (float, "max noise", "mJy/beam"),
 }
 PAGE_SIZE = 100
@@ -42,13 +43,6 @@ class ArchiveReader(Protocol):
     def path_of(self, product_id: str) -> str | None: ...
 
 
-def _unix(value: str) -> float:
-    stamp = dt.datetime.fromisoformat(value)
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return stamp.timestamp()
-
-
 def criteria_from(values: dict[str, str]) -> dict[str, Any]:
     """The archive search criteria of the page's query parameters (ValueError naming the
     parameter when one does not parse)."""
@@ -58,14 +52,16 @@ def criteria_from(values: dict[str, str]) -> dict[str, Any]:
             raise ValueError(f"unknown parameter {name!r} (known: {', '.join(FIELDS)})")
         try:
             parsed[name] = FIELDS[name][0](text)
-        except ValueError:
-            raise ValueError(f"{name}={text!r} is not a {FIELDS[name][0].__name__}") from None
+        except ValueError as exc:
+            parser = FIELDS[name][0]
+            if parser is parse_utc_unix:
+                raise ValueError(f"{name}: {exc}") from None
+            raise ValueError(f"{name}={text!r} is not a {parser.__name__}") from None
     cone = [parsed.get(k) for k in ("ra", "dec", "radius")]
     if any(v is not None for v in cone) and None in cone:
         raise ValueError("a cone needs ra, dec and radius")
     return {"cone": tuple(cone) if cone[0] is not None else None,
-            "time_from": _unix(parsed["from"]) if "from" in parsed else None,
-            "time_to": _unix(parsed["to"]) if "to" in parsed else None,
+            "time_from": parsed.get("from"), "time_to": parsed.get("to"),
             "strip_dec_deg": parsed.get("strip"), "kind": parsed.get("kind"),
             "max_noise_jy": parsed["max_noise"] / 1e3 if "max_noise" in parsed else None}
 

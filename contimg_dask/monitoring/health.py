@@ -1,8 +1,11 @@
 """Health checks: each part of the system green, amber or red, with the reason.
 
 - ``state``: the state store answers (its schema version and status summary);
-- ``products_disk``: free fraction of the products file system against
-  ``monitoring.health.disk_free_amber``/``disk_free_red``;
+- ``products_disk``: the free fraction the ``disk_free_fraction`` alert rules watch (the
+  fuller of the stores' and products' file systems) against those rules' thresholds, the
+  one configuration of it: red below a ``critical`` rule's (``disk_low``), amber below a
+  ``warning`` rule's, so the line is red exactly when ``disk_low`` is raised (a rule's
+  ``for_s`` aside: the line is the value now);
 - ``dask_scheduler``: ``dask.scheduler_address`` accepts a TCP connection (green with "local
   cluster" when none is configured: the pipeline starts its own);
 - ``casa``: the latest ``breaker`` event of ``monitoring.health.casa_breaker`` (closed green,
@@ -27,15 +30,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from contimg_dask.config import PipelineConfig
+from contimg_dask.config.schema import AlertRuleConfig
 from contimg_dask.errors import StateError
 from contimg_dask.monitoring.event_tail import EventTail
-from contimg_dask.monitoring.signals import disk_free_fraction
+from contimg_dask.monitoring.signals import pipeline_disk_free_fraction
 from contimg_dask.state import StateStore
 
 GREEN, AMBER, RED = "green", "amber", "red"
 #: The Dask cluster's circuit breaker (``pipeline.dependencies``' ``dask``).
 DASK_BREAKER = "dask"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}
+#: A disk alert rule's severity as the health line's status.
+_SEVERITY_STATUS = {"critical": RED, "warning": AMBER, "info": GREEN}
+DISK_METRIC = "disk_free_fraction"
 
 
 @dataclass(frozen=True)
@@ -65,13 +72,21 @@ def check_state(store: StateStore) -> tuple[Check, dict[str, Any] | None]:
                  f"{status['schema']}"), status
 
 
+def disk_rules(config: PipelineConfig) -> list[AlertRuleConfig]:
+    """The alert rules on ``disk_free_fraction`` (all ``below``: the schema checks it)."""
+    return [rule for rule in config.monitoring.alerts if rule.metric == DISK_METRIC]
+
+
 def check_disk(config: PipelineConfig) -> Check:
-    limits = config.monitoring.health
-    path = config.paths.products
-    free = disk_free_fraction(path)
-    status = RED if free < limits.disk_free_red else AMBER if free < limits.disk_free_amber \
-        else GREEN
-    return Check("products_disk", status, f"{100 * free:.1f} % free at {path}")
+    paths = config.paths.resolved()
+    free = pipeline_disk_free_fraction(paths)
+    reason = f"{100 * free:.1f} % free at {paths.stores} and {paths.products}"
+    crossed = [rule for rule in disk_rules(config) if free < rule.threshold]
+    if not crossed:
+        return Check("products_disk", GREEN, reason)
+    rule = max(crossed, key=lambda r: _RANK[_SEVERITY_STATUS[r.severity]])
+    return Check("products_disk", _SEVERITY_STATUS[rule.severity],
+                 f"{reason}: below {rule.name}'s {100 * rule.threshold:g} %")
 
 
 def check_scheduler(config: PipelineConfig) -> Check:

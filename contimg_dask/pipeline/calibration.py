@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contimg_dask.config import PipelineConfig
+from contimg_dask.io.store.block_geometry import BlockGeometry
 from contimg_dask.io.store.block_view import read_geometry
 from contimg_dask.io.uvh5.discovery import TIMESTAMP_FORMAT
-from contimg_dask.science.calibrators import find_calibrators
+from contimg_dask.science.calibrators import best_calibrator, calibrator_tracks
 from contimg_dask.stages.contract import StageResult
 from contimg_dask.state.protocol import StateStore
 from contimg_dask.state.records import DONE, FAILED, OPEN, Solutions
@@ -37,6 +38,10 @@ class Pointing:
     mid_unix: float
 
 
+def _pointing_of(geometry: BlockGeometry) -> Pointing:
+    return Pointing(math.degrees(geometry.pointing_dec_rad), float(geometry.mid_unix))
+
+
 class CalibrationWorkflow:
     """Block kinds, pointings (cached: a block store's geometry does not change) and the
     solutions registry of ``store``."""
@@ -48,21 +53,25 @@ class CalibrationWorkflow:
 
     def pointing(self, block_id: str, block_store: Path) -> Pointing:
         if block_id not in self._pointings:
-            geometry = read_geometry(block_store)
-            self._pointings[block_id] = Pointing(
-                math.degrees(geometry.pointing_dec_rad),
-                float(geometry.mid_unix))
+            self._pointings[block_id] = _pointing_of(read_geometry(block_store))
         return self._pointings[block_id]
 
     def is_calibrator(self, block_id: str, block_store: Path) -> bool:
-        """Whether a catalogue calibrator transits the block (its store must exist)."""
+        """Whether a catalogue calibrator transits the block (its store must exist; opened
+        once: the pointing comes from the same read)."""
         if block_id not in self._kinds:
-            _, _, best = find_calibrators(block_store, self.config)
-            if best is not None:
-                # solve_in_flight compares strips by pointing: known from here on.
-                self.pointing(block_id, block_store)
-            self._kinds[block_id] = best is not None
+            geometry = read_geometry(block_store)
+            _, _, candidates = calibrator_tracks(geometry, self.config.calibration)
+            # solve_in_flight compares strips by pointing: known from here on.
+            self._pointings.setdefault(block_id, _pointing_of(geometry))
+            self._kinds[block_id] = best_calibrator(candidates) is not None
         return self._kinds[block_id]
+
+    def forget(self, block_id: str) -> None:
+        """Drop a finished block's kind and pointing (its solve, if any, is done or failed:
+        no target waits for it any more), so the caches hold the blocks in progress only."""
+        self._kinds.pop(block_id, None)
+        self._pointings.pop(block_id, None)
 
     def known_calibrators(self) -> list[str]:
         return [block_id for block_id, cal in self._kinds.items() if cal]

@@ -40,6 +40,7 @@ from contimg_dask.config.schema import RecipeStep
 from contimg_dask.errors import ContimgError, LeaseLostError, StateUnavailableError
 from contimg_dask.io.uvh5.header import subband_number
 from contimg_dask.logs import get_logger
+from contimg_dask.monitoring.signals import pipeline_disk_free_fraction
 from contimg_dask.pipeline.calibration import APPLY, SOLVE, CalibrationWorkflow
 from contimg_dask.pipeline.changes import ChangedBlocks
 from contimg_dask.pipeline.cluster import in_this_process, on_cluster
@@ -61,7 +62,6 @@ from contimg_dask.pipeline.recipes import (
 from contimg_dask.pipeline.reconcile import Reconciliation, reconcile
 from contimg_dask.pipeline.recovery import (
     Breakers,
-    DiskSpaceError,
     check_free_space,
     retrying,
     wait_for,
@@ -124,6 +124,8 @@ class Pipeline:
         self.calibration = CalibrationWorkflow(config, self.state)
         self.skipped_stages = log_skipped_stages(config)
         self._refs: dict[str, BlockRef] = {}
+        #: Each unfinished block's kind once known (:meth:`kind`).
+        self._kinds: dict[str, str] = {}
         self._finished: set[str] = set()
         #: Each unfinished block's state at its last look: gated, working or failed.
         self._progress: dict[str, str] = {}
@@ -204,7 +206,10 @@ class Pipeline:
 
     def kind(self, block_id: str) -> str | None:
         """``calibrator`` or ``target`` once the block store exists (its first stage done),
-        else None."""
+        else None. Decided once per block (a block's kind does not change after ingest: its
+        store is read once) and kept until the block is finished."""
+        if block_id in self._kinds:
+            return self._kinds[block_id]
         first = recipe(self.config, TARGET)[0].stage
         status = self._state(self.state.stage_status, block_id, first)
         if status is None or status.status != DONE:
@@ -216,8 +221,9 @@ class Pipeline:
         except ContimgError as exc:
             log.warning("block %s: cannot look for calibrators (%s): treated as a target",
                         block_id, exc)
-            calibrator = False
-        return CALIBRATOR if calibrator else TARGET
+            return TARGET  # not kept: the next look reads the store again
+        self._kinds[block_id] = CALIBRATOR if calibrator else TARGET
+        return self._kinds[block_id]
 
     def steps(self, block_id: str) -> list[RecipeStep]:
         """The block's recipe (only its first stage while its kind is unknown)."""
@@ -296,6 +302,8 @@ class Pipeline:
         if self.kind(block_id) is None:
             return "working"
         self._finished.add(block_id)
+        self._kinds.pop(block_id, None)
+        self.calibration.forget(block_id)
         return "done"
 
     def _may_start(self, block_id: str, stage: str, previous: Any) -> bool:
@@ -432,15 +440,12 @@ class Pipeline:
     def _run_stage(self, stage: Any, block: BlockRef, config: PipelineConfig,
                    deps: list[str]) -> StageResult:
         if "disk" in deps:
+            # recorded before the check: a refused stage's low free fraction is what raises
+            # the disk_low alert (the evaluator's rule, resolved once space is freed)
             paths = config.paths.resolved()
-            try:
-                free = check_free_space([paths.stores, paths.products],
-                                        config.pipeline.min_free_fraction)
-            except DiskSpaceError as exc:
-                self._emit("alert_raised", {"rule": "disk_free", "severity": "critical",
-                                            "message": str(exc)})
-                raise
-            self._record_metrics([_sample("disk_free_fraction", free)])
+            self._record_metrics([_sample("disk_free_fraction",
+                                          pipeline_disk_free_fraction(paths))])
+            check_free_space([paths.stores, paths.products], config.pipeline.min_free_fraction)
         log.info("block %s: %s", block.block_id, stage.name)
         with on_cluster(self.client, config.dask, stage.name):
             return stage.run(block, config, client=self.client)

@@ -12,7 +12,6 @@ failures (bad input, a bug) never open a breaker: they say nothing about the dep
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from contimg_dask.errors import (
     StateUnavailableError,
 )
 from contimg_dask.logs import get_logger
+from contimg_dask.monitoring.signals import disk_free_fraction
 from contimg_dask.pipeline.cluster import ClusterUnavailableError
 
 log = get_logger(__name__)
@@ -176,15 +176,6 @@ def retrying(config: RetryConfig, describe: str,
         before_sleep=before_sleep)
 
 
-def free_fraction(path: Path) -> float:
-    """The free fraction of the file system holding ``path`` (its nearest existing parent)."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    usage = shutil.disk_usage(existing)
-    return usage.free / usage.total
-
-
 def check_free_space(paths: Iterable[Path], min_free_fraction: float) -> float:
     """The lowest free fraction of ``paths``' file systems.
 
@@ -195,7 +186,7 @@ def check_free_space(paths: Iterable[Path], min_free_fraction: float) -> float:
     """
     lowest, where = 1.0, None
     for path in paths:
-        fraction = free_fraction(path)
+        fraction = disk_free_fraction(path)
         if fraction < lowest:
             lowest, where = fraction, path
     if where is not None and lowest < min_free_fraction:

@@ -318,3 +318,28 @@ end
 redis.call('HSET', P .. 'meta', 'schema', 2)
 return #r / 2
 """
+
+STAGE_TALLY = _COMMON + """
+-- ARGV: P. Read only. The stages counted by (stage, status), in the order of their first
+-- appearance in the stages index, and the running ones' lease fields: no result or error
+-- is read, let alone decoded (status() is asked every second by the dashboard).
+local counts, order, running = {}, {}, {}
+for _, task in ipairs(redis.call('ZRANGE', P .. 'stages', 0, -1)) do
+  local key = P .. 'stage:' .. task
+  local h = redis.call('HMGET', key, 'stage', 'status')
+  if h[1] then
+    local k = h[1] .. '\\0' .. h[2]
+    if not counts[k] then counts[k] = 0; order[#order + 1] = k end
+    counts[k] = counts[k] + 1
+    if h[2] == 'running' then
+      local r = redis.call('HMGET', key, 'block_id', 'stage', 'worker', 'token', 'attempts',
+                           'expires_at', 'updated_at')
+      for i = 1, 7 do r[i] = r[i] or '' end
+      running[#running + 1] = r
+    end
+  end
+end
+local tally = {}
+for _, k in ipairs(order) do tally[#tally + 1] = k; tally[#tally + 1] = counts[k] end
+return {tally, running}
+"""

@@ -32,6 +32,7 @@ from contimg_dask.stages.contract import StageResult, product_provenance
 from contimg_dask.state import redis_scripts as lua
 from contimg_dask.state.records import (
     MINUTE_S,
+    RUNNING,
     BlockRecord,
     Event,
     FailureRecord,
@@ -100,7 +101,7 @@ class RedisStateStore:
         self._scripts = {name: self._redis.register_script(getattr(lua, name)) for name in (
             "REGISTER_FILE", "REGISTER_FILE_NEAR", "RENAME_BLOCK", "SEAL_BLOCK", "ENQUEUE",
             "CLAIM", "HEARTBEAT", "COMPLETE", "FAIL", "REAP", "RECORD_METRICS", "INIT_META",
-            "MIGRATE_2")}
+            "MIGRATE_2", "STAGE_TALLY")}
         self._groups: set[str] = set()
         self.persistence = self._call(self._check_persistence)
         self._version = self._call(lambda: self._check_schema(migrate))
@@ -541,7 +542,16 @@ class RedisStateStore:
     # -- whole store ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        summary = status_summary(self, now=self._call(self._server_time))
+        # counted by one read-only script (STAGE_TALLY): no stage result is sent or decoded
+        tally, running = self._run("STAGE_TALLY")
+        counts: dict[str, dict[str, int]] = {}
+        for key, n in zip(tally[::2], tally[1::2], strict=True):
+            stage, status = key.split("\0")
+            counts.setdefault(stage, {})[status] = int(n)
+        leases = [StageStatus(b, st, RUNNING, int(a), int(t) if t else None, _opt(w),
+                              _float(e), None, None, float(u))
+                  for b, st, w, t, a, e, u in running]
+        summary = status_summary(self, self._call(self._server_time), tally=(counts, leases))
         summary["persistence"] = self.persistence
         return summary
 

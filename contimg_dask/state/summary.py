@@ -18,28 +18,42 @@ def lease_rejected_failure(lease: Lease, exc: LeaseLostError, at: float) -> Fail
                          input=None, traceback_digest=None, at=at)
 
 
-def status_summary(store: Any, now: float,
-                   stages: Iterable[StageStatus] | None = None) -> dict[str, Any]:
-    """Blocks by status, stages by stage and status, the leases held (seconds left; negative:
-    expired, waiting for the reaper), the backlog (pending stages) and the failures kept.
-    ``stages``: every stage (``store.stages()`` unless given; their results and errors are
-    not used, so a backend may give them without)."""
-    blocks = Counter(b.status for b in store.blocks())
+#: Stages counted by stage and status, and the running ones (in the stages' order).
+StageTally = tuple[dict[str, dict[str, int]], list[StageStatus]]
+
+
+def tally_stages(stages: Iterable[StageStatus]) -> StageTally:
+    """``stages`` counted by stage and status, and the running ones."""
     by_stage: dict[str, Counter] = {}
-    leases = []
-    for s in store.stages() if stages is None else stages:
+    running = []
+    for s in stages:
         by_stage.setdefault(s.stage, Counter())[s.status] += 1
         if s.status == RUNNING:
-            leases.append({"block_id": s.block_id, "stage": s.stage, "worker": s.worker,
-                           "token": s.token, "attempt": s.attempts,
-                           "expires_in_s": round(s.expires_at - now, 3)})
+            running.append(s)
+    return {stage: dict(c) for stage, c in by_stage.items()}, running
+
+
+def status_summary(store: Any, now: float, stages: Iterable[StageStatus] | None = None,
+                   tally: StageTally | None = None) -> dict[str, Any]:
+    """Blocks by status, stages by stage and status, the leases held (seconds left; negative:
+    expired, waiting for the reaper), the backlog (pending stages) and the failures kept.
+    ``tally``: the stages counted by the backend (:func:`tally_stages` of ``stages`` unless
+    given; ``stages``: every stage, ``store.stages()`` unless given; their results and
+    errors are not used, so a backend may give them without)."""
+    blocks = Counter(b.status for b in store.blocks())
+    if tally is None:
+        tally = tally_stages(store.stages() if stages is None else stages)
+    by_stage, running = tally
+    leases = [{"block_id": s.block_id, "stage": s.stage, "worker": s.worker,
+               "token": s.token, "attempt": s.attempts,
+               "expires_in_s": round(s.expires_at - now, 3)} for s in running]
     return {
         "backend": store.backend,
         "location": store.location,
         "schema": store.schema_version(),
         "blocks": dict(sorted(blocks.items())),
         "stages": {stage: dict(sorted(c.items())) for stage, c in sorted(by_stage.items())},
-        "backlog": sum(c[PENDING] for c in by_stage.values()),
+        "backlog": sum(c.get(PENDING, 0) for c in by_stage.values()),
         "leases": leases,
         "expired_leases": sum(1 for lease in leases if lease["expires_in_s"] < 0),
         "recent_failures": len(store.failures(limit=1000)),

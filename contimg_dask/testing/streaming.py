@@ -23,6 +23,7 @@ from contimg_dask.io.uvh5.discovery import TIMESTAMP_FORMAT
 from contimg_dask.io.uvh5.header import parse_subband_name
 from contimg_dask.pipeline import Pipeline
 from contimg_dask.state import StateStore
+from contimg_dask.utc import parse_utc_unix
 
 #: Leftovers of an interrupted atomic write (io/system/atomic.py names them so).
 LEFTOVER_MARKERS = (".tmp.", ".old.")
@@ -103,7 +104,7 @@ def _moved(name: str, shift: dt.timedelta) -> str:
 
 
 def _seconds(stamp: str) -> float:
-    return dt.datetime.fromisoformat(stamp).timestamp()
+    return parse_utc_unix(stamp)
 
 
 def start_watch(incoming: Path, root: Path, overrides: dict[str, object], log: Path

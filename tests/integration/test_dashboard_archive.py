@@ -21,7 +21,7 @@ from contimg_dask.archive.reader import ArchiveReader
 from contimg_dask.archive.records import ArchiveEntry
 from contimg_dask.monitoring.server import DashboardThread
 from tests.dashboard_support import free_port
-from tests.helpers import make_config
+from tests.helpers import make_config, without_disk_alerts
 
 T0 = 1.78e9  # Unix s
 
@@ -37,8 +37,7 @@ def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
 
 @pytest.fixture
 def archive(tmp_path: Path) -> tuple[object, dict[str, Path]]:
-    config = make_config(tmp_path, **{"monitoring.health.disk_free_amber": 0.01,
-                                      "monitoring.health.disk_free_red": 0.0})
+    config = make_config(tmp_path, **without_disk_alerts(tmp_path))
     image = tmp_path / "b1.image.pbcor.fits"
     image.write_bytes(b"SIMPLE  =                    T" + bytes(range(256)) * 20)
     store = tmp_path / "b1.zarr"

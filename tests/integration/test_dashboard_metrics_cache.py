@@ -16,7 +16,7 @@ from contimg_dask.monitoring import exposition
 from contimg_dask.monitoring.server import DashboardThread
 from contimg_dask.state import open_state_store
 from tests.dashboard_support import free_port, heartbeats, record_block
-from tests.helpers import make_config
+from tests.helpers import make_config, without_disk_alerts
 
 
 def test_metrics_rendered_once_per_snapshot(tmp_path: Path,
@@ -29,8 +29,7 @@ def test_metrics_rendered_once_per_snapshot(tmp_path: Path,
     monkeypatch.setattr(exposition, "generate_latest",
                         lambda registry: calls.append(1) or render(registry))
     config = make_config(tmp_path, **{"monitoring.dashboard.snapshot_s": 3600.0,
-                                      "monitoring.health.disk_free_amber": 0.01,
-                                      "monitoring.health.disk_free_red": 0.0})
+                                      **without_disk_alerts(tmp_path)})
     store = open_state_store(config)
     heartbeats(store, time.time())
     record_block(store, "2026-12-01T00:00:00", time.time() - 400.0, latency_s=210.0)

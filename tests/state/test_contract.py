@@ -474,6 +474,39 @@ def test_retention_prunes_each_rate(store: StateStore, store_config: Callable) -
     assert store.events() == []
 
 
+def test_status_counts_every_state_as_the_stage_records_say(store: StateStore) -> None:
+    """Three blocks, every stage state (done, failed, pending fresh and requeued after a
+    transient failure, running, running with an expired lease): status() counts what
+    stages() lists, counted here independently, and lists the running leases."""
+    for block in (BLOCK, BLOCK2, "2026-03-01T12:10:18"):
+        for stage in ("ingest", "flag", "calibrate_solve", "image"):
+            store.enqueue(block, stage)
+    for _ in range(4):
+        lease = store.claim("w1", 60)
+        store.complete(lease, result_for(lease))
+    store.fail(store.claim("w2", 60), InputError("bad file", file="/in/x.hdf5"))
+    store.fail(store.claim("w3", 60), CasaError("tclean crashed"))  # transient: pending
+    expired = store.claim("w4", 0.01)
+    running = [store.claim("w5", 60), store.claim("w6", 60)]
+    time.sleep(0.05)
+    expected: dict[str, dict[str, int]] = {}
+    for s in store.stages():
+        expected.setdefault(s.stage, {}).setdefault(s.status, 0)
+        expected[s.stage][s.status] += 1
+    status = store.status()
+    assert status["stages"] == {k: dict(sorted(v.items())) for k, v in sorted(
+        expected.items())}
+    assert sum(n for c in status["stages"].values() for n in c.values()) == 12
+    assert {st for c in status["stages"].values() for st in c} == {
+        "done", "failed", "pending", "running"}
+    assert status["backlog"] == sum(c.get("pending", 0) for c in expected.values()) == 4
+    assert sorted((x["block_id"], x["stage"], x["worker"], x["token"], x["attempt"])
+                  for x in status["leases"]) == sorted(
+        (lease.block_id, lease.stage, lease.worker, lease.token, lease.attempt)
+        for lease in [expired, *running])
+    assert status["expired_leases"] == 1
+
+
 def test_status_summarises_blocks_stages_leases_and_backlog(store: StateStore) -> None:
     store.register_file(BLOCK, "/in/a.hdf5", 0)
     store.seal_block(BLOCK, 1, 600)
