@@ -451,3 +451,16 @@ class PipelineConfig(Section):
     photometry: PhotometryConfig
     mosaic: MosaicConfig
     watcher: WatcherConfig
+
+    @model_validator(mode="after")
+    def _disk_alert_above_refusal(self) -> PipelineConfig:
+        """A critical disk rule must fire before the orchestrator starts refusing stages for
+        disk space (``pipeline.min_free_fraction``), or work stops with no alert raised."""
+        for rule in self.monitoring.alerts:
+            if (rule.metric == "disk_free_fraction" and rule.severity == "critical"
+                    and rule.threshold < self.pipeline.min_free_fraction):
+                raise ValueError(
+                    f"monitoring.alerts: {rule.name}'s threshold {rule.threshold} is below "
+                    f"pipeline.min_free_fraction {self.pipeline.min_free_fraction}: stages "
+                    "would be refused for disk space before the alert is raised")
+        return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -91,6 +92,16 @@ def test_impossible_value_is_rejected() -> None:
                     overrides={"telescope.inactive_stations": [10, 200]})
 
 
+def test_disk_alert_below_the_refusal_level_is_rejected() -> None:
+    """Stages are refused below pipeline.min_free_fraction; the critical disk alert must be
+    raised by then, or the pipeline stops with nothing on the dashboard."""
+    with pytest.raises(ConfigError, match=re.escape(
+            "disk_low's threshold 0.15 is below pipeline.min_free_fraction 0.2")):
+        load_config(environment="testing", environ={},
+                    overrides={"pipeline.min_free_fraction": 0.2})
+    config = load_config(environment="testing", environ={},
+                         overrides={"pipeline.min_free_fraction": 0.15})
+    assert config.pipeline.min_free_fraction == 0.15
 def test_bad_environment_variable_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="CONTIMG_TELESCOPE__SEFD_JY"):
         load_config(environment="testing", environ={"CONTIMG_TELESCOPE__SEFD_JY": "-1"})
