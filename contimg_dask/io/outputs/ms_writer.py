@@ -21,8 +21,9 @@ Conventions (checked by tests against CASA itself):
   a weighted average of ``average_width`` adjacent channels (flagged samples excluded, the
   weights summed), so the engine reads an averaged MS without a second pass over it.
 - And a baseline-dependent average in time (``time_averaging``, ops/time_average.py): each
-  row then averages that baseline's integrations over its own span; INTERVAL and EXPOSURE are
-  that span, TIME its midpoint, TIME_CENTROID and UVW the means over its integrations weighted
+  row then averages that baseline's integrations over its own span; INTERVAL is that span,
+  EXPOSURE the part of it with unflagged data (the MS definition: effective, bad data out),
+  TIME its midpoint, TIME_CENTROID and UVW the means over its integrations weighted
   by their unflagged weights (per window), WEIGHT_SPECTRUM the summed weights.
 
 The writer streams one frequency chunk at a time (all times), reading the next while a child
@@ -60,7 +61,12 @@ from contimg_dask.ops.channel_average import (
     rescale_visibilities,
     scale_visibilities,
 )
-from contimg_dask.ops.time_average import TimeAveraging, average_rows, row_centroids
+from contimg_dask.ops.time_average import (
+    TimeAveraging,
+    average_rows,
+    row_centroids,
+    row_exposures,
+)
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
 log = get_logger(__name__)
@@ -386,7 +392,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         slot_specs.append(("weight", rows_shape, "float32"))
     if time_averaging is not None:  # per-row times: columns of their own, not runs
         slot_specs += [(name, (block_rows,), "float64")
-                       for name in ("time", "time_centroid", "interval")]
+                       for name in ("time", "time_centroid", "interval", "exposure")]
 
     def prepare(s: int, slot: dict[str, np.ndarray]) -> tuple[list[tuple[str, str, int]],
                                                                bool]:
@@ -450,6 +456,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             slot["time_centroid"][...] = row_centroids(time_averaging, mjd_tb, w_in, f_in)[:, 0]
             slot["time"][...] = time_averaging.midpoints(mjd_s)
             slot["interval"][...] = time_averaging.intervals(interval)
+            slot["exposure"][...] = row_exposures(time_averaging, f_in, interval)
         if per_channel:
             slot["weight"][...] = w.reshape(rows_shape)
         start = s * block_rows
@@ -464,7 +471,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             puts.append(("WEIGHT_SPECTRUM", "weight", start))
         if time_averaging is not None:
             puts += [("TIME", "time", start), ("TIME_CENTROID", "time_centroid", start),
-                     ("INTERVAL", "interval", start), ("EXPOSURE", "interval", start)]
+                     ("INTERVAL", "interval", start), ("EXPOSURE", "exposure", start)]
         return puts, varies
 
     with atomic_directory(out, "ms", overwrite) as tmp:
