@@ -82,7 +82,7 @@ def test_row_exposures_count_integrations_with_unflagged_data() -> None:
     none keeps its span (INTERVAL)."""
     rng = np.random.default_rng(4)
     _, flag, _ = _random_block(rng)
-    n_t, n_b = flag.shape[:2]
+    n_t = flag.shape[0]
     flag[2, 1] = True  # an integration wholly flagged inside a row of baseline 1
     averaging = TimeAveraging.from_factors(np.array([2, 3, 1, 7, 5]), n_t)
     got = row_exposures(averaging, flag, 12.5)

@@ -14,8 +14,8 @@ Conventions (checked by tests against CASA itself):
   DATA, and its flags and weights (the calibrated ones) become FLAG and WEIGHT. Without
   one, a calibration applied on the fly to the exported group (the block's calibration
   node) is computed here, chunk by chunk, into the same columns.
-- WEIGHT is the channel average of the store's weights; WEIGHT_SPECTRUM is added only when
-  weights differ across the channels of a row.
+- WEIGHT is the mean of the store's weights over a row's unflagged channels (as CASA writes
+  it); WEIGHT_SPECTRUM is added only when weights differ across the channels of a row.
 - For imaging, two optional transforms of each window on its way out (ops/channel_average.py):
   a per-integration, per-channel rescaling of the data (weights divided by its square), and
   a weighted average of ``average_width`` adjacent channels (flagged samples excluded, the
@@ -256,9 +256,11 @@ def _fill_subtables(ms_path: str, ds: xr.Dataset, antenna: xr.Dataset, field_ra:
 @numba.njit(nogil=True, cache=True)
 def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np.ndarray,
                            flag_rows: np.ndarray) -> bool:
-    """WEIGHT (the channel mean per polarization) and FLAG_ROW (every channel and
-    polarization flagged) of (row, channel, polarization) weights and flags, in one pass;
-    returns whether the weights differ across the channels of any row."""
+    """WEIGHT (per polarization, the mean over the unflagged channels: the weight of one
+    good channel, to which SIGMA, the noise of "a channel with unity bandpass response" in
+    the MS definition, corresponds; over all channels where all are flagged) and FLAG_ROW
+    (every channel and polarization flagged) of (row, channel, polarization) weights and
+    flags, in one pass; returns whether the weights differ across the channels of any row."""
     n_r, n_c, n_p = weight.shape
     varies = False
     for r in range(n_r):
@@ -266,12 +268,17 @@ def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np
         for p in range(n_p):
             first = weight[r, 0, p]
             total = 0.0
+            good_total = 0.0
+            n_good = 0
             for c in range(n_c):
                 value = weight[r, c, p]
                 total += value
                 varies |= value != first
-                all_flagged &= flag[r, c, p]
-            weight_rows[r, p] = total / n_c
+                if not flag[r, c, p]:
+                    good_total += value
+                    n_good += 1
+            weight_rows[r, p] = good_total / n_good if n_good else total / n_c
+            all_flagged &= n_good == 0
         flag_rows[r] = all_flagged
     return varies
 
