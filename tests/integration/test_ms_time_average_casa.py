@@ -204,10 +204,12 @@ def test_writer_averages_time_as_casa_mstransform(config: PipelineConfig,
     assert not casa["FLAG_ROW"].any()
 
     good = ~flag
-    # DATA: complex64 weighted means, float32 precision of the visibility scale
-    scale = np.abs(casa["DATA"][good]).max()
-    np.testing.assert_allclose(ours["DATA"][good], casa["DATA"][good], rtol=0,
-                               atol=2e-6 * scale)
+    # DATA: complex64 weighted means, to float32 precision: 1e-6 of each value, and 2e-6 of
+    # the cross-correlations' median amplitude (measured: 5e-7 Jy at a median of 0.9-1 Jy;
+    # the autocorrelations, ~1e4, to 1.5e-3)
+    cross = (ours["ANTENNA1"] != ours["ANTENNA2"])[:, None, None] & good
+    atol = 2e-6 * np.median(np.abs(casa["DATA"][cross]))
+    np.testing.assert_allclose(ours["DATA"][good], casa["DATA"][good], rtol=1e-6, atol=atol)
     # WEIGHT_SPECTRUM: summed unflagged weights; WEIGHT their channel mean, SIGMA 1/√WEIGHT
     np.testing.assert_allclose(ours["WEIGHT_SPECTRUM"][good], casa["WEIGHT_SPECTRUM"][good],
                                rtol=2e-6)
