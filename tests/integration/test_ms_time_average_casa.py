@@ -7,9 +7,11 @@ with a partial bin), its correlator files given non-uniform weights (nsamples sc
 sample) and flags (isolated samples, whole integrations of some baselines, and one baseline's
 first three integrations: a whole bin for n = 3), is written twice by our writer: without
 time averaging, which CASA then averages over bins of n integrations, and with our average
-forced to n on every baseline. Rows are matched by (DATA_DESC_ID, TIME, ANTENNA1, ANTENNA2).
+forced to n on every baseline. Rows are paired by (DATA_DESC_ID, ANTENNA1, ANTENNA2) and
+time order (one row per window, baseline and bin in both; CASA's TIME differs on some).
 
-Convention differences, asserted or worked around here (docs/imaging.md):
+Convention differences, asserted or worked around here (docs/imaging.md, which also says which
+side the MS definition supports):
 
 - CASA averages DATA with the weights of SIGMA_SPECTRUM, else of SIGMA (1/σ², one per row and
   polarization: its convention ties SIGMA to DATA and WEIGHT to CORRECTED_DATA), and ignores
@@ -17,6 +19,11 @@ Convention differences, asserted or worked around here (docs/imaging.md):
   CASA is given SIGMA_SPECTRUM = WEIGHT_SPECTRUM^-1/2 so that CASA reads the same weights.
 - CASA leaves FLAG_ROW false on averaged rows whose every sample is flagged; ours sets it
   (the MS definition: FLAG_ROW is true when the whole row is flagged).
+- CASA's TIME and INTERVAL end at a bin's last integration with unflagged data; ours are the
+  nominal span.
+- CASA weighs an integration's TIME_CENTROID and UVW by its row WEIGHT (blind to partial
+  flags), ours by its unflagged weights; each is checked against its own convention computed
+  from the unaveraged MS, and the two against each other where they coincide.
 """
 
 from __future__ import annotations
@@ -159,10 +166,10 @@ def test_writer_averages_time_as_casa_mstransform(config: PipelineConfig,
         n_baselines = len(set(zip(t.getcol("ANTENNA1"), t.getcol("ANTENNA2"), strict=True)))
     averaging = TimeAveraging.from_factors(np.full(n_baselines, n), N_TIMES)
     ours = _columns(write_ms(store, root / f"ours_{n}.ms", time_averaging=averaging))
-    spans = _reference(full, averaging)
+    reference = _reference(full, averaging)
     order = _baseline_order(ours)
     ours = {name: value[order] for name, value in ours.items()}
-    spans = {name: value[order] for name, value in spans.items()}
+    reference = {name: value[order] for name, value in reference.items()}
     casa = run_casa(config, mstransform_time_average, str(full), str(root / f"casa_{n}.ms"),
                     n * interval)
     # casatools returns (..., row) arrays: to casacore's (row, ...).
@@ -180,7 +187,7 @@ def test_writer_averages_time_as_casa_mstransform(config: PipelineConfig,
     # first integration to its last one with unflagged data: it ends early where a bin's last
     # integrations are wholly flagged (not where its first are). Integration centres come
     # from JD doubles (±40 µs): 1e-4 s on lengths; midpoints of MJD seconds to 1 µs.
-    first, last, last_live = spans["first"], spans["last"], spans["last_live"]
+    first, last, last_live = (reference[name] for name in ("first", "last", "last_live"))
     np.testing.assert_allclose(ours["TIME"], (first + last) / 2, rtol=0, atol=1e-6)
     np.testing.assert_allclose(casa["TIME"], (first + last_live) / 2, rtol=0, atol=1e-6)
     ends_early = last_live < last
@@ -222,11 +229,11 @@ def test_writer_averages_time_as_casa_mstransform(config: PipelineConfig,
     # flagged. Each as the unaveraged MS's columns give it, and equal to each other where
     # every integration has as many unflagged samples. MJD seconds (~5e9 s) to 2 µs; UVW
     # to 1 µm.
-    coincide = spans["coincide"]
+    coincide = reference["coincide"]
     assert 0.02 < coincide.mean() < 0.98, "the test needs both kinds of rows"
     for name, ours_ref, casa_ref, atol in (
-            ("TIME_CENTROID", spans["centroid_ours"], spans["centroid_casa"], 2e-6),
-            ("UVW", spans["uvw_ours"], spans["uvw_casa"], 1e-6)):
+            ("TIME_CENTROID", reference["centroid_ours"], reference["centroid_casa"], 2e-6),
+            ("UVW", reference["uvw_ours"], reference["uvw_casa"], 1e-6)):
         np.testing.assert_allclose(ours[name], ours_ref, rtol=0, atol=atol, err_msg=name)
         np.testing.assert_allclose(casa[name], casa_ref, rtol=0, atol=atol, err_msg=name)
         np.testing.assert_allclose(ours[name][coincide], casa[name][coincide], rtol=0,
