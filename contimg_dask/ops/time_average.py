@@ -173,3 +173,35 @@ def row_centroids(averaging: TimeAveraging, values: NDArray[np.float64],
     _row_centroids(np.ascontiguousarray(values, np.float64), weight, flag, averaging.baseline,
                    averaging.start, averaging.stop, out)
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _row_live_integrations(flag: NDArray, row_bl: NDArray, row_start: NDArray,
+                           row_stop: NDArray, out: NDArray) -> None:
+    n_c, n_p = flag.shape[2], flag.shape[3]
+    for r in range(len(row_bl)):
+        b, count = row_bl[r], 0
+        for t in range(row_start[r], row_stop[r]):
+            live = False
+            for c in range(n_c):
+                for p in range(n_p):
+                    if not flag[t, b, c, p]:
+                        live = True
+                        break
+                if live:
+                    break
+            count += live
+        out[r] = count
+
+
+def row_exposures(averaging: TimeAveraging, flag: NDArray[np.bool_],
+                  interval_s: float) -> NDArray[np.float64]:
+    """Each row's EXPOSURE (seconds): ``interval_s`` times the number of its integrations
+    holding at least one unflagged sample (``flag``: time, baseline, channel, polarization),
+    the MS definition's effective interval, which counts bad data out (INTERVAL stays the
+    nominal span); the whole span where every sample is flagged (the row is flagged, as an
+    unaveraged row's EXPOSURE stays its interval). Shape (row,)."""
+    live = np.empty(averaging.n_rows, np.int64)
+    _row_live_integrations(flag, averaging.baseline, averaging.start, averaging.stop, live)
+    span = averaging.stop - averaging.start
+    return np.where(live > 0, live, span) * float(interval_s)

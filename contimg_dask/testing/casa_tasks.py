@@ -219,3 +219,30 @@ def mstransform_channel_average(vis: str, outputvis: str, width: int) -> dict[st
     out["CHAN_FREQ"], out["CHAN_WIDTH"] = tb.getcol("CHAN_FREQ"), tb.getcol("CHAN_WIDTH")
     tb.close()
     return out
+
+
+TIME_AVERAGE_COLUMNS = ("ANTENNA1", "ANTENNA2", "DATA_DESC_ID", "TIME", "TIME_CENTROID",
+                        "INTERVAL", "EXPOSURE", "UVW", "FLAG", "FLAG_ROW", "WEIGHT", "SIGMA")
+
+
+def mstransform_time_average(vis: str, outputvis: str, timebin_s: float,
+                             datacolumn: str = "data") -> dict[str, Any]:
+    """CASA ``mstransform`` time average of ``datacolumn`` over bins of ``timebin_s`` seconds
+    per baseline (``timespan`` left empty: bins break at scan and state boundaries; flagged
+    samples excluded, ``keepflags``) into ``outputvis``, and the averaged MS's columns as
+    CASA wrote them (casatools' axis order: rows last). DATA and, when written,
+    CORRECTED_DATA, WEIGHT_SPECTRUM and SIGMA_SPECTRUM are included."""
+    import casatasks
+    import casatools
+
+    casatasks.mstransform(vis=vis, outputvis=outputvis, datacolumn=datacolumn,
+                          timeaverage=True, timebin=f"{timebin_s}s", keepflags=True)
+    tb = casatools.table()
+    tb.open(outputvis)
+    try:
+        names = set(tb.colnames())
+        optional = [name for name in ("DATA", "CORRECTED_DATA", "WEIGHT_SPECTRUM",
+                                      "SIGMA_SPECTRUM") if name in names]
+        return {name: tb.getcol(name) for name in (*TIME_AVERAGE_COLUMNS, *optional)}
+    finally:
+        tb.close()

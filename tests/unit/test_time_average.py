@@ -14,6 +14,7 @@ from contimg_dask.ops.time_average import (
     averaging_factors,
     baseline_fringe_rates,
     row_centroids,
+    row_exposures,
     sinc_argument_for_loss,
 )
 from contimg_dask.ops.uvw import uvw_from_hadec
@@ -74,6 +75,22 @@ def test_row_centroids_weighted_by_unflagged_weights() -> None:
         expected = (uvw[t0:t1, b].mean(axis=0) if w.sum() == 0
                     else (w[:, None] * uvw[t0:t1, b]).sum(axis=0) / w.sum())
         np.testing.assert_allclose(got[r], expected, rtol=1e-10)
+
+
+def test_row_exposures_count_integrations_with_unflagged_data() -> None:
+    """EXPOSURE: the interval times the integrations holding an unflagged sample; a row with
+    none keeps its span (INTERVAL)."""
+    rng = np.random.default_rng(4)
+    _, flag, _ = _random_block(rng)
+    n_t = flag.shape[0]
+    flag[2, 1] = True  # an integration wholly flagged inside a row of baseline 1
+    averaging = TimeAveraging.from_factors(np.array([2, 3, 1, 7, 5]), n_t)
+    got = row_exposures(averaging, flag, 12.5)
+    for r, (b, t0, t1) in enumerate(zip(averaging.baseline, averaging.start, averaging.stop,
+                                        strict=True)):
+        live = sum(not flag[t, b].all() for t in range(t0, t1))
+        assert got[r] == 12.5 * (live if live else t1 - t0)
+    assert (got < 12.5 * (averaging.stop - averaging.start)).any()
 
 
 def test_factors_are_the_largest_within_the_loss() -> None:

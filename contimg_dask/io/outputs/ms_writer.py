@@ -14,15 +14,16 @@ Conventions (checked by tests against CASA itself):
   DATA, and its flags and weights (the calibrated ones) become FLAG and WEIGHT. Without
   one, a calibration applied on the fly to the exported group (the block's calibration
   node) is computed here, chunk by chunk, into the same columns.
-- WEIGHT is the channel average of the store's weights; WEIGHT_SPECTRUM is added only when
-  weights differ across the channels of a row.
+- WEIGHT is the mean of the store's weights over a row's unflagged channels (as CASA writes
+  it); WEIGHT_SPECTRUM is added only when weights differ across the channels of a row.
 - For imaging, two optional transforms of each window on its way out (ops/channel_average.py):
   a per-integration, per-channel rescaling of the data (weights divided by its square), and
   a weighted average of ``average_width`` adjacent channels (flagged samples excluded, the
   weights summed), so the engine reads an averaged MS without a second pass over it.
 - And a baseline-dependent average in time (``time_averaging``, ops/time_average.py): each
-  row then averages that baseline's integrations over its own span; INTERVAL and EXPOSURE are
-  that span, TIME its midpoint, TIME_CENTROID and UVW the means over its integrations weighted
+  row then averages that baseline's integrations over its own span; INTERVAL is that span,
+  EXPOSURE the part of it with unflagged data (the MS definition: effective, bad data out),
+  TIME its midpoint, TIME_CENTROID and UVW the means over its integrations weighted
   by their unflagged weights (per window), WEIGHT_SPECTRUM the summed weights.
 
 The writer streams one frequency chunk at a time (all times), reading the next while a child
@@ -60,7 +61,12 @@ from contimg_dask.ops.channel_average import (
     rescale_visibilities,
     scale_visibilities,
 )
-from contimg_dask.ops.time_average import TimeAveraging, average_rows, row_centroids
+from contimg_dask.ops.time_average import (
+    TimeAveraging,
+    average_rows,
+    row_centroids,
+    row_exposures,
+)
 from contimg_dask.telescope.geodesy import geodetic_to_ecef
 
 log = get_logger(__name__)
@@ -250,9 +256,11 @@ def _fill_subtables(ms_path: str, ds: xr.Dataset, antenna: xr.Dataset, field_ra:
 @numba.njit(nogil=True, cache=True)
 def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np.ndarray,
                            flag_rows: np.ndarray) -> bool:
-    """WEIGHT (the channel mean per polarization) and FLAG_ROW (every channel and
-    polarization flagged) of (row, channel, polarization) weights and flags, in one pass;
-    returns whether the weights differ across the channels of any row."""
+    """WEIGHT (per polarization, the mean over the unflagged channels: the weight of one
+    good channel, to which SIGMA, the noise of "a channel with unity bandpass response" in
+    the MS definition, corresponds; over all channels where all are flagged) and FLAG_ROW
+    (every channel and polarization flagged) of (row, channel, polarization) weights and
+    flags, in one pass; returns whether the weights differ across the channels of any row."""
     n_r, n_c, n_p = weight.shape
     varies = False
     for r in range(n_r):
@@ -260,12 +268,17 @@ def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np
         for p in range(n_p):
             first = weight[r, 0, p]
             total = 0.0
+            good_total = 0.0
+            n_good = 0
             for c in range(n_c):
                 value = weight[r, c, p]
                 total += value
                 varies |= value != first
-                all_flagged &= flag[r, c, p]
-            weight_rows[r, p] = total / n_c
+                if not flag[r, c, p]:
+                    good_total += value
+                    n_good += 1
+            weight_rows[r, p] = good_total / n_good if n_good else total / n_c
+            all_flagged &= n_good == 0
         flag_rows[r] = all_flagged
     return varies
 
@@ -386,7 +399,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
         slot_specs.append(("weight", rows_shape, "float32"))
     if time_averaging is not None:  # per-row times: columns of their own, not runs
         slot_specs += [(name, (block_rows,), "float64")
-                       for name in ("time", "time_centroid", "interval")]
+                       for name in ("time", "time_centroid", "interval", "exposure")]
 
     def prepare(s: int, slot: dict[str, np.ndarray]) -> tuple[list[tuple[str, str, int]],
                                                                bool]:
@@ -450,6 +463,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             slot["time_centroid"][...] = row_centroids(time_averaging, mjd_tb, w_in, f_in)[:, 0]
             slot["time"][...] = time_averaging.midpoints(mjd_s)
             slot["interval"][...] = time_averaging.intervals(interval)
+            slot["exposure"][...] = row_exposures(time_averaging, f_in, interval)
         if per_channel:
             slot["weight"][...] = w.reshape(rows_shape)
         start = s * block_rows
@@ -464,7 +478,7 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
             puts.append(("WEIGHT_SPECTRUM", "weight", start))
         if time_averaging is not None:
             puts += [("TIME", "time", start), ("TIME_CENTROID", "time_centroid", start),
-                     ("INTERVAL", "interval", start), ("EXPOSURE", "interval", start)]
+                     ("INTERVAL", "interval", start), ("EXPOSURE", "exposure", start)]
         return puts, varies
 
     with atomic_directory(out, "ms", overwrite) as tmp:
