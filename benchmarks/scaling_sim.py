@@ -364,7 +364,7 @@ def simulate(inputs: ModelInputs, n_workers: int, n_blocks: int, time_factor: fl
         scheduler_cpu_s=loop_cpu, tasks=next(tasks), process_cpu_s=process_cpu,
         stage_seconds={k: v / f / stage_runs[k] for k, v in stage_s.items()
                        if stage_runs[k]},
-        steady_blocks_per_hour=None if steady is None else steady[0] / f * 3600,
+        steady_blocks_per_hour=None if steady is None else steady[0] * f * 3600,
         steady_window_s=None if steady is None else steady[1] / f,
         steady_utilisation=steady_util, calibrator_blocks=len(calibrators),
         mean_solve_wait_s=gate.waited_s / f / max(targets, 1))
