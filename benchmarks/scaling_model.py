@@ -3,6 +3,7 @@ workers runs, for many blocks, the pipeline's recipe as sleeping tasks of the me
 per-stage durations, with the shared resources the sleeping tasks do not have.
 
     python -m benchmarks.scaling_model [--workers 1 2 4 8 16 32 64] [--time-factor 0.05]
+        [--blocks-per-worker 8] [--duration-cv 0.15] [--calibrator-fraction F] [--lockstep]
 
 What is simulated (one run per worker count N, all durations multiplied by the time factor
 ``f`` so that 64 workers and a few hundred blocks finish in a minute or two; rates are
@@ -31,6 +32,16 @@ given back in real time, blocks / (makespan / f)):
   I/O is not modelled, which is pessimistic).
 - **The mosaic lock**: blocks of one mosaic period (~11.65 blocks, hourly) add to one
   mosaic under a file lock: one FIFO server per period.
+- **Blocks differ**: each stage's compute seconds per block are drawn lognormal with mean
+  the measured figure and coefficient of variation ``DURATION_CV`` (seeded), so drivers
+  drift apart after the first round as in a long campaign (``--lockstep``: all equal).
+- **Calibrators**: a fraction of the blocks (``CALIBRATOR_TRANSITS_PER_DAY`` of a day's
+  ~280) run calibrate_solve; a target waits before calibrate_apply while a calibrator
+  known to the pipeline has its solve to do or an earlier block its ingest, as the
+  orchestrator does (one declination strip; a waiting driver idles its worker).
+- **Steady state**: besides blocks / makespan, the rate between the end of the first
+  round and the start of the drain (:func:`benchmarks.scaling_sim.steady_state`), with
+  each resource's busy fraction in that window.
 
 Results: ``benchmarks/results/scaling_model.json`` and ``.md``.
 """
