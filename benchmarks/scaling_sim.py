@@ -95,14 +95,15 @@ def steady_state(taken: list[float], done: list[float], n_workers: int
     """Blocks completed per second between the end of the first round (the
     ``n_workers``-th completion, ``t1``) and the start of the drain (the last block taken,
     ``t2``): completions in (t1, t2] / (t2 - t1), and t2 - t1 (seconds); None when that
-    window is empty (fewer than about 3 blocks per worker). Times are any one clock's."""
+    window holds no completion (fewer than about 3 blocks per worker). Times are any one clock's."""
     ends = sorted(done)
     if len(ends) < n_workers:
         return None
     t1, t2 = ends[n_workers - 1], max(taken)
-    if t2 <= t1:
+    completed = sum(t1 < t <= t2 for t in ends)
+    if t2 <= t1 or completed == 0:
         return None
-    return sum(t1 < t <= t2 for t in ends) / (t2 - t1), t2 - t1
+    return completed / (t2 - t1), t2 - t1
 
 
 class FifoServer:

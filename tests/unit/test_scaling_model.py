@@ -15,7 +15,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from benchmarks.scaling_sim import ModelInputs, StageCost, duration_factors, simulate
+from benchmarks.scaling_sim import (
+    ModelInputs,
+    StageCost,
+    duration_factors,
+    simulate,
+    steady_state,
+)
 
 #: Every duration of the cases below (and their makespans) times this: long enough that a
 #: loaded machine's hiccups (tens of ms) stay inside the tolerance.
@@ -136,3 +142,12 @@ def test_targets_wait_for_the_calibrator_solve() -> None:
     assert 0.4 * SCALE * 0.85 <= result.mean_solve_wait_s <= 0.4 * SCALE * 1.1 + 0.1
     _assert_makespan(0.55 * SCALE, 2, result.blocks_per_hour)
     assert result.tasks == 5  # ingest, solve, apply; ingest, apply
+
+
+def test_steady_state_window_by_hand() -> None:
+    """Two workers, blocks taken at 0, 0, 1, 2, 3 and done at 1, 2, 3, 4, 5 (s): the first
+    round ends at the 2nd completion (2), the drain starts at the last take (3); one block
+    done in (2, 3]: 1 block/s over 1 s. One worker, two blocks (taken 0 and 1, done 1 and
+    2): the window (1, 1] holds no completion, so no steady rate."""
+    assert steady_state([0, 0, 1, 2, 3], [1, 2, 3, 4, 5], 2) == (1.0, 1.0)
+    assert steady_state([0, 1], [1, 2], 1) is None
