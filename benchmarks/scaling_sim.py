@@ -90,6 +90,18 @@ def calibrator_blocks(n_blocks: int, fraction: float) -> frozenset[int]:
                      if math.floor(fraction * i) > math.floor(fraction * (i - 1)))
 
 
+def drawn_block_seconds(inputs: ModelInputs, n_blocks: int) -> float:
+    """Mean over ``n_blocks`` blocks of the compute seconds their stages were drawn
+    (:func:`duration_factors` with ``inputs``' CV and seed; calibrate_solve on calibrator
+    blocks only): what one worker would take per block with no waits and no I/O."""
+    factors = duration_factors(n_blocks, len(inputs.stages), inputs.duration_cv, inputs.seed)
+    calibrators = calibrator_blocks(n_blocks, inputs.calibrator_fraction)
+    runs = np.array([[not s.calibrator_only or b in calibrators for s in inputs.stages]
+                     for b in range(n_blocks)])
+    walls = np.array([s.wall_s for s in inputs.stages])
+    return float((factors * runs * walls).sum(axis=1).mean())
+
+
 def steady_state(taken: list[float], done: list[float], n_workers: int
                  ) -> tuple[float, float] | None:
     """Blocks completed per second between the end of the first round (the

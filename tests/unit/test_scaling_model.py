@@ -18,6 +18,7 @@ import pytest
 from benchmarks.scaling_sim import (
     ModelInputs,
     StageCost,
+    drawn_block_seconds,
     duration_factors,
     simulate,
     steady_state,
@@ -151,3 +152,17 @@ def test_steady_state_window_by_hand() -> None:
     2): the window (1, 1] holds no completion, so no steady rate."""
     assert steady_state([0, 0, 1, 2, 3], [1, 2, 3, 4, 5], 2) == (1.0, 1.0)
     assert steady_state([0, 1], [1, 2], 1) is None
+
+
+def test_drawn_block_seconds() -> None:
+    """Nothing drawn (CV 0): the stages' sum, the solve on 1 block in 4 (fraction 0.25:
+    blocks 0 and 4 of 8 -> 2 of 8): 1 + 2 x 4 / 8 = 2 s. Drawn (CV 0.15, seed 1): the sum
+    of each block's factors x seconds, computed here from duration_factors directly."""
+    stages = (StageCost("ingest", 1.0, "test"),
+              StageCost("calibrate_solve", 4.0, "test", calibrator_only=True))
+    inputs = dataclasses.replace(_inputs(*stages), calibrator_fraction=0.25)
+    assert drawn_block_seconds(inputs, 8) == pytest.approx(SCALE * 2.0)
+    drawn = dataclasses.replace(inputs, duration_cv=0.15, seed=1)
+    factors = duration_factors(8, 2, 0.15, seed=1)
+    expected = SCALE * (factors[:, 0].sum() + 4.0 * (factors[0, 1] + factors[4, 1])) / 8
+    assert drawn_block_seconds(drawn, 8) == pytest.approx(expected)
