@@ -386,6 +386,7 @@ def main() -> None:
             section = {"title": title, "inputs": dataclasses.asdict(inputs),
                        "time_factor": factor, "load_average": os.getloadavg()[0],
                        **summary(rows)}
+            correct_for_draws(section, inputs)
             if name == "check":
                 section["measured_blocks_per_hour"] = {
                     r["workers"]: r["blocks_per_hour"] for r in measured}
