@@ -402,7 +402,7 @@ def main() -> None:
 def update_results(sections: dict) -> None:
     """Merge ``sections`` into benchmarks/results/scaling_model.json under a file lock (runs
     of different configurations may go side by side) and write it atomically."""
-    with FileLock(str(RESULTS_JSON) + ".lock"):
+    with FileLock(Path(tempfile.gettempdir()) / "contimg-scaling-model.json.lock"):
         result = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
         result.update(sections)
         tmp = RESULTS_JSON.with_suffix(f".json.tmp{os.getpid()}")
