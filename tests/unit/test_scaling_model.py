@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
-from benchmarks.scaling_sim import ModelInputs, StageCost, simulate
+from benchmarks.scaling_sim import (
+    ModelInputs,
+    StageCost,
+    drawn_block_seconds,
+    duration_factors,
+    simulate,
+    steady_state,
+)
 
 #: Every duration of the cases below (and their makespans) times this: long enough that a
 #: loaded machine's hiccups (tens of ms) stay inside the tolerance.
@@ -75,3 +83,86 @@ def test_simulated_makespan_matches_the_analytic_one(
     result = simulate(inputs, workers, blocks, factor, drivers=drivers)
     _assert_makespan(makespan_s * SCALE, blocks, result.blocks_per_hour)
     assert result.tasks == blocks * sum(stage.tasks for stage in inputs.stages)
+
+
+def test_duration_factors_reproduce_and_have_the_stated_spread() -> None:
+    """Lognormal multipliers of mean 1 and the asked coefficient of variation: the same seed
+    gives the same draws, another seed others; over 200,000 draws the sample mean is 1 and
+    the sample CV 0.15 within 1 % (their standard errors are ~0.03 % and ~0.03 points)."""
+    first = duration_factors(50_000, 4, 0.15, seed=7)
+    np.testing.assert_array_equal(first, duration_factors(50_000, 4, 0.15, seed=7))
+    assert not np.array_equal(first, duration_factors(50_000, 4, 0.15, seed=8))
+    assert abs(first.mean() - 1) < 0.01
+    assert abs(first.std() / first.mean() - 0.15) < 0.0015
+    np.testing.assert_array_equal(duration_factors(3, 2, 0.0, seed=7), np.ones((3, 2)))
+
+
+def test_steady_state_throughput_is_workers_over_duration() -> None:
+    """Twelve blocks of one 0.3 s stage (x SCALE) on two one-thread workers, simulated at
+    time factor 0.5 (real rates: simulated ones x 0.5): after the first round and before
+    the drain the cluster completes n / d blocks per second, the analytic rate, over a
+    window of 4 rounds (the 3rd to 10th of 12 blocks done, rounds 2 to 5 of 6). Tolerance:
+    15 % below (each block adds a submit and a wait on the real scheduler: tens of ms on a
+    loaded machine), 3 % above (sleeps never end early)."""
+    d = 0.3 * SCALE
+    result = simulate(_inputs(StageCost("work", 0.3, "test", tasks=1)), 2, 12, 0.5)
+    analytic = 2 / d * 3600
+    assert result.steady_blocks_per_hour is not None
+    assert analytic * 0.85 <= result.steady_blocks_per_hour <= analytic * 1.03, (
+        result.steady_blocks_per_hour, analytic)
+    assert result.steady_window_s == pytest.approx(4 * d, rel=0.15)
+
+
+def test_steady_state_of_jittered_blocks_is_workers_over_the_mean_duration() -> None:
+    """The same with durations of CV 0.3 (seed 3): the steady rate is n over the mean
+    drawn duration of the blocks in the window, n / mean(d x factor), within 15 %; a second
+    run with the same seed draws the same durations (same rate within the same 15 %)."""
+    d, blocks = 0.15 * SCALE, 16
+    inputs = dataclasses.replace(_inputs(StageCost("work", 0.15, "test", tasks=1)),
+                                 duration_cv=0.3, seed=3)
+    mean_d = d * duration_factors(blocks, 1, 0.3, seed=3).mean()
+    analytic = 2 / mean_d * 3600
+    rates = [simulate(inputs, 2, blocks, 1.0).steady_blocks_per_hour for _ in range(2)]
+    for rate in rates:
+        assert rate is not None and analytic * 0.85 <= rate <= analytic * 1.15, (
+            rates, analytic)
+
+
+def test_targets_wait_for_the_calibrator_solve() -> None:
+    """Block 0 a calibrator (fraction 0.5: blocks 0 and 2 of 2 -> block 0), block 1 a
+    target, on two workers: the target's ingest ends with the calibrator's (0.1 s), then it
+    waits for the calibrator's solve (0.4 s) before its apply, as the orchestrator does:
+    mean wait 0.4 s (x SCALE), makespan 0.1 + 0.4 + 0.05 s for both; without the wait it
+    would finish at 0.15 s. Tolerances as above."""
+    stages = (StageCost("ingest", 0.1, "test", tasks=1),
+              StageCost("calibrate_solve", 0.4, "test", tasks=1, calibrator_only=True),
+              StageCost("calibrate_apply", 0.05, "test", tasks=1, waits_for_solve=True))
+    inputs = dataclasses.replace(_inputs(*stages), calibrator_fraction=0.5)
+    result = simulate(inputs, 2, 2, 1.0)
+    assert result.calibrator_blocks == 1
+    assert 0.4 * SCALE * 0.85 <= result.mean_solve_wait_s <= 0.4 * SCALE * 1.1 + 0.1
+    _assert_makespan(0.55 * SCALE, 2, result.blocks_per_hour)
+    assert result.tasks == 5  # ingest, solve, apply; ingest, apply
+
+
+def test_steady_state_window_by_hand() -> None:
+    """Two workers, blocks taken at 0, 0, 1, 2, 3 and done at 1, 2, 3, 4, 5 (s): the first
+    round ends at the 2nd completion (2), the drain starts at the last take (3); one block
+    done in (2, 3]: 1 block/s over 1 s. One worker, two blocks (taken 0 and 1, done 1 and
+    2): the window (1, 1] holds no completion, so no steady rate."""
+    assert steady_state([0, 0, 1, 2, 3], [1, 2, 3, 4, 5], 2) == (1.0, 1.0)
+    assert steady_state([0, 1], [1, 2], 1) is None
+
+
+def test_drawn_block_seconds() -> None:
+    """Nothing drawn (CV 0): the stages' sum, the solve on 1 block in 4 (fraction 0.25:
+    blocks 0 and 4 of 8 -> 2 of 8): 1 + 2 x 4 / 8 = 2 s. Drawn (CV 0.15, seed 1): the sum
+    of each block's factors x seconds, computed here from duration_factors directly."""
+    stages = (StageCost("ingest", 1.0, "test"),
+              StageCost("calibrate_solve", 4.0, "test", calibrator_only=True))
+    inputs = dataclasses.replace(_inputs(*stages), calibrator_fraction=0.25)
+    assert drawn_block_seconds(inputs, 8) == pytest.approx(SCALE * 2.0)
+    drawn = dataclasses.replace(inputs, duration_cv=0.15, seed=1)
+    factors = duration_factors(8, 2, 0.15, seed=1)
+    expected = SCALE * (factors[:, 0].sum() + 4.0 * (factors[0, 1] + factors[4, 1])) / 8
+    assert drawn_block_seconds(drawn, 8) == pytest.approx(expected)
