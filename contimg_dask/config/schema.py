@@ -275,6 +275,7 @@ class ImagingConfig(Section):
     data_group: str
     require_calibration: bool
     channels_per_subband: PositiveInt | None
+    spectral_windows: PositiveInt
     imsize: Annotated[int, Field(ge=64)]
     cell_arcsec: PositiveFloat
     weighting: Literal["natural", "uniform", "briggs"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -148,6 +149,8 @@ class BlockSummary:
         self.track_ra_rad, self.track_dec_rad = direction[:, 0], direction[:, 1]
         self.average_width = (1 if cfg.channels_per_subband is None else max(
             1, min(self.geometry.subband_chunks) // cfg.channels_per_subband))
+        self.spectral_windows = spectral_window_count(self.geometry.subband_chunks,
+                                                      cfg.spectral_windows)
         self.tracked = tracked_source(self.geometry, config)
         self.tracking_scale = (None if self.tracked is None
                                else self.tracked.scale(self.geometry.freq_hz))
@@ -193,6 +196,19 @@ class BlockSummary:
         return float(min(np.radians(cfg.imsize * cfg.cell_arcsec / 3600) / np.sqrt(2),
                          airy_radius_at(cfg.pb_cutoff, float(self.geometry.freq_hz.min()),
                                         self.geometry.dish_diameter_m)))
+
+
+def spectral_window_count(subband_channels: Sequence[int], most: int) -> int:
+    """The most spectral windows, up to ``most``, that split the subbands (their channel
+    counts in frequency order) into windows of whole adjacent subbands with equal channels;
+    1 (one window for the band) always does."""
+    n_sub = len(subband_channels)
+    for n in range(min(most, n_sub), 1, -1):
+        size = n_sub // n
+        if n_sub % n == 0 and len({sum(subband_channels[i:i + size])
+                                    for i in range(0, n_sub, size)}) == 1:
+            return n
+    return 1
 
 
 def _time_averaging(uvw_m: np.ndarray, interval_s: float, freq_hz: float,
@@ -257,7 +273,9 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
         work.mkdir(parents=True)
         t_export = time.perf_counter()
         ms = write_ms(block.store, work / f"{stem}.ms", data_group=cfg.data_group,
-                      spw_layout="per_subband", telescope_casa_name=config.telescope.casa_name,
+                      spw_layout=("single" if summary.spectral_windows == 1
+                                  else summary.spectral_windows),
+                      telescope_casa_name=config.telescope.casa_name,
                       average_width=summary.average_width,
                       visibility_scale=summary.tracking_scale,
                       visibility_offset=None if summary.drift_model is None

@@ -12,6 +12,7 @@ import xarray as xr
 from pyuvdata import UVData
 
 from contimg_dask.casa import run_casa
+from contimg_dask.errors import InputError
 from contimg_dask.io.ingest import ingest_block
 from contimg_dask.io.outputs.exports import export_block
 from contimg_dask.io.store.block_store import block_node, open_block
@@ -114,7 +115,6 @@ def assert_metadata_of_the_correlator_files(uv: UVData, raw: dict) -> None:
 
 
 def test_export_needs_a_fixed_phase_centre(small_blocks: Path, tmp_path: Path) -> None:
-    from contimg_dask.errors import InputError
 
     truth = read_truth(sorted(small_blocks.glob("*_truth.h5"))[0])
     files = [small_blocks / truth["files"][str(sb)] for sb in range(16)]
@@ -196,6 +196,30 @@ def test_single_spw_layout(rephased: Path, raw: dict, tmp_path: Path) -> None:
                                atol=1e-3)
     assert meta["corr_types"] == [AIPS_TO_CASA_CORR[p] for p in raw["polarization_array"]]
     shutil.rmtree(out)
+
+
+@pytest.mark.casa
+def test_windows_of_whole_subbands(rephased: Path, raw: dict, tmp_path: Path) -> None:
+    """``spw_layout=2`` (the image stage's default): two windows of 8 whole subbands each,
+    as CASA reads them, holding the same visibilities as the one-window MS, row for row."""
+    config = make_config(tmp_path)
+    one = export_block(rephased, tmp_path / "one.ms", "ms", config, spw_layout="single")
+    two = export_block(rephased, tmp_path / "two.ms", "ms", config, spw_layout=2)
+    meta = run_casa(config, ms_conventions, str(two))
+    freqs = np.sort(np.concatenate(raw["subband_freqs_hz"]))
+    assert meta["n_spw"] == 2
+    for s, half in enumerate(np.split(freqs, 2)):
+        np.testing.assert_allclose(meta["chan_freqs_hz"][s], half, rtol=0, atol=1e-3)
+    single, halves = (_ms_columns(ms, ("DATA", "UVW", "DATA_DESC_ID")) for ms in (one, two))
+    n_rows = len(single["DATA"])
+    assert len(halves["DATA"]) == 2 * n_rows
+    np.testing.assert_array_equal(halves["DATA_DESC_ID"], np.repeat([0, 1], n_rows))
+    np.testing.assert_array_equal(np.concatenate([halves["DATA"][:n_rows],
+                                                  halves["DATA"][n_rows:]], axis=1),
+                                  single["DATA"])
+    np.testing.assert_array_equal(halves["UVW"][n_rows:], single["UVW"])
+    with pytest.raises(InputError, match="dividing the 16 subbands"):
+        export_block(rephased, tmp_path / "three.ms", "ms", config, spw_layout=3)
 
 
 def _ms_columns(ms: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:

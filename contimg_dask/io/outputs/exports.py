@@ -94,7 +94,7 @@ def block_to_uvdata(store: Path, data_group: str = "rephased"):  # -> pyuvdata.U
 
 
 def export_block(store: Path, out: Path, fmt: str, config: PipelineConfig,
-                 data_group: str = "rephased", spw_layout: str = "per_subband",
+                 data_group: str = "rephased", spw_layout: str | int = "per_subband",
                  overwrite: bool = False) -> Path:
     """Export ``store`` to ``out`` in ``fmt`` (ms, uvfits, miriad, uvh5), written under a
     temporary name and renamed into place (io/system/atomic.py: an existing product of the same

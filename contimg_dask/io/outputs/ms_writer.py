@@ -284,7 +284,7 @@ def _row_weights_and_flags(weight: np.ndarray, flag: np.ndarray, weight_rows: np
 
 
 def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
-             spw_layout: str = "per_subband", telescope_casa_name: str = "OVRO_MMA",
+             spw_layout: str | int = "per_subband", telescope_casa_name: str = "OVRO_MMA",
              overwrite: bool = False, average_width: int = 1,
              visibility_scale: np.ndarray | None = None,
              visibility_offset: Callable[[slice, int], np.ndarray] | None = None,
@@ -298,7 +298,9 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
     ``channels`` (imaging/drift_model.py). ``average_width``: that many adjacent channels of
     each window are averaged (weighted, flagged samples excluded) into one.
     ``time_averaging``: each baseline's integrations averaged in time as it says, after the
-    channel average (ops/time_average.py).
+    channel average (ops/time_average.py). ``spw_layout``: one spectral window per subband
+    (``per_subband``), one for the band (``single``), or that many windows of whole adjacent
+    subbands (an int dividing the subband count).
 
     One spectral window at a time: this process reads the next window (rotated, for a group
     derived on the fly; calibrated, for a calibration applied on the fly) into a
@@ -337,12 +339,16 @@ def write_ms(store: str | Path, out: str | Path, data_group: str = "rephased",
 
     n_t, n_bl, _, n_pol = vis.shape
     chunk_sizes = vis.chunks[2]
+    subband_edges = np.concatenate([[0], np.cumsum(chunk_sizes)])
     if spw_layout == "per_subband":
-        edges = np.concatenate([[0], np.cumsum(chunk_sizes)])
+        edges = subband_edges
     elif spw_layout == "single":
         edges = np.array([0, vis.shape[2]])
+    elif isinstance(spw_layout, int) and spw_layout > 0 and len(chunk_sizes) % spw_layout == 0:
+        edges = subband_edges[::len(chunk_sizes) // spw_layout]
     else:
-        raise InputError(f"unknown spw layout {spw_layout!r} (per_subband or single)",
+        raise InputError(f"unknown spw layout {spw_layout!r} (per_subband, single or a "
+                         f"number of windows dividing the {len(chunk_sizes)} subbands)",
                          stage="export")
     spw_slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges)]
     n_chans = {s.stop - s.start for s in spw_slices}
