@@ -275,7 +275,6 @@ class ImagingConfig(Section):
     data_group: str
     require_calibration: bool
     channels_per_subband: PositiveInt | None
-    spectral_windows: PositiveInt
     imsize: Annotated[int, Field(ge=64)]
     cell_arcsec: PositiveFloat
     weighting: Literal["natural", "uniform", "briggs"]
@@ -301,6 +300,7 @@ class ImagingConfig(Section):
     quicklook: bool
     wsclean_binary: str
     wsclean_mgain: Annotated[float, Field(gt=0, le=1)]
+    wsclean_spectral_windows: PositiveInt
     wsclean_baseline_averaging_lambda: PositiveFloat | None
     bda_max_loss: Annotated[float, Field(gt=0, le=0.1)] | None
 

@@ -167,6 +167,9 @@ def test_wsclean_positions_and_pb_corrected_fluxes(field: tuple,
 
 def test_engines_agree_on_fluxes_and_positions(field: tuple, tclean_field: StageResult,
                                                wsclean_field: StageResult) -> None:
+    """On MSs of different layouts: tclean's one window per subband, WSClean's two."""
+    assert tclean_field.figures["spectral_windows"] == 16
+    assert wsclean_field.figures["spectral_windows"] == 2
     beam_arcsec = tclean_field.figures["beam_minor_arcsec"]
     for source in field[2]["sources"]:
         fits = [fit_point_source(r.product("image_pbcor").path, source["ra_deg"],

@@ -1,5 +1,5 @@
 """The image stage's choice of spectral windows for its Measurement Set
-(``imaging.spectral_windows``): windows of whole adjacent subbands with equal channels."""
+(``imaging.wsclean_spectral_windows``): windows of whole adjacent subbands with equal channels."""
 
 from __future__ import annotations
 
