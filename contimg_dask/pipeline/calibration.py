@@ -67,6 +67,11 @@ class CalibrationWorkflow:
             self._kinds[block_id] = best_calibrator(candidates) is not None
         return self._kinds[block_id]
 
+    def known_kind(self, block_id: str) -> bool | None:
+        """Whether the block is a calibrator transit, if :meth:`is_calibrator` has decided it
+        (kept until :meth:`forget`), else None."""
+        return self._kinds.get(block_id)
+
     def forget(self, block_id: str) -> None:
         """Drop a finished block's kind and pointing (its solve, if any, is done or failed:
         no target waits for it any more), so the caches hold the blocks in progress only."""

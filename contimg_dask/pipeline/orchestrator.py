@@ -124,8 +124,6 @@ class Pipeline:
         self.calibration = CalibrationWorkflow(config, self.state)
         self.skipped_stages = log_skipped_stages(config)
         self._refs: dict[str, BlockRef] = {}
-        #: Each unfinished block's kind once known (:meth:`kind`).
-        self._kinds: dict[str, str] = {}
         self._finished: set[str] = set()
         #: Each unfinished block's state at its last look: gated, working or failed.
         self._progress: dict[str, str] = {}
@@ -207,9 +205,11 @@ class Pipeline:
     def kind(self, block_id: str) -> str | None:
         """``calibrator`` or ``target`` once the block store exists (its first stage done),
         else None. Decided once per block (a block's kind does not change after ingest: its
-        store is read once) and kept until the block is finished."""
-        if block_id in self._kinds:
-            return self._kinds[block_id]
+        store is read once) and kept, by the calibration workflow, until the block is
+        finished."""
+        known = self.calibration.known_kind(block_id)
+        if known is not None:
+            return CALIBRATOR if known else TARGET
         first = recipe(self.config, TARGET)[0].stage
         status = self._state(self.state.stage_status, block_id, first)
         if status is None or status.status != DONE:
@@ -222,8 +222,7 @@ class Pipeline:
             log.warning("block %s: cannot look for calibrators (%s): treated as a target",
                         block_id, exc)
             return TARGET  # not kept: the next look reads the store again
-        self._kinds[block_id] = CALIBRATOR if calibrator else TARGET
-        return self._kinds[block_id]
+        return CALIBRATOR if calibrator else TARGET
 
     def steps(self, block_id: str) -> list[RecipeStep]:
         """The block's recipe (only its first stage while its kind is unknown)."""
@@ -302,7 +301,6 @@ class Pipeline:
         if self.kind(block_id) is None:
             return "working"
         self._finished.add(block_id)
-        self._kinds.pop(block_id, None)
         self.calibration.forget(block_id)
         return "done"
 

@@ -149,12 +149,11 @@ class BlockSummary:
         self.track_ra_rad, self.track_dec_rad = direction[:, 0], direction[:, 1]
         self.average_width = (1 if cfg.channels_per_subband is None else max(
             1, min(self.geometry.subband_chunks) // cfg.channels_per_subband))
-        # the MS's spectral windows (ms_writer's spw_layout): tclean one per subband
-        self.spw_layout: str | int = "per_subband"
-        if cfg.engine == "wsclean":
-            windows = spectral_window_count(self.geometry.subband_chunks,
-                                            cfg.wsclean_spectral_windows)
-            self.spw_layout = "single" if windows == 1 else windows
+        # the MS's spectral windows of whole subbands (ms_writer's spw_layout): tclean one
+        # per subband
+        self.spectral_windows = (
+            spectral_window_count(self.geometry.subband_chunks, cfg.wsclean_spectral_windows)
+            if cfg.engine == "wsclean" else len(self.geometry.subband_chunks))
         self.tracked = tracked_source(self.geometry, config)
         self.tracking_scale = (None if self.tracked is None
                                else self.tracked.scale(self.geometry.freq_hz))
@@ -277,7 +276,7 @@ def image_block(block: BlockRef, config: PipelineConfig, out: Path | None = None
         work.mkdir(parents=True)
         t_export = time.perf_counter()
         ms = write_ms(block.store, work / f"{stem}.ms", data_group=cfg.data_group,
-                      spw_layout=summary.spw_layout,
+                      spw_layout=summary.spectral_windows,
                       telescope_casa_name=config.telescope.casa_name,
                       average_width=summary.average_width,
                       visibility_scale=summary.tracking_scale,
@@ -344,10 +343,7 @@ def _row_figures(summary: BlockSummary) -> dict[str, Any]:
     n_t = len(summary.geometry.times_unix)
     n_bl = len(summary.geometry.ant1)
     averaging = summary.time_averaging
-    layout = summary.spw_layout
-    return {"spectral_windows": (len(summary.geometry.subband_chunks)
-                                 if layout == "per_subband" else 1 if layout == "single"
-                                 else layout),
+    return {"spectral_windows": summary.spectral_windows,
             "rows_per_window_recorded": n_t * n_bl,
             "rows_per_window": n_t * n_bl if averaging is None else averaging.n_rows,
             "time_average_max_factor": 1 if averaging is None
